@@ -1,0 +1,1 @@
+"""Feast feature repo and the feature function shared by training, serving and drift monitoring."""

@@ -1,0 +1,1 @@
+"""aicrush pipelines: config, pipeline definitions, local runs, compile and submit, the CLI."""

