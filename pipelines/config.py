@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class StrictModel(BaseModel):
@@ -150,24 +150,6 @@ class ResourcesConfig(StrictModel):
     memory_limit: str = "32G"
 
 
-class ImagesConfig(StrictModel):
-    """Container images of the components (cluster runs). Defaults come from manifests/images.yaml."""
-
-    pipeline: str = ""
-    train: str = ""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        from pipelines.images import default_images
-
-        data = dict(data or {})
-        images = default_images()
-        data.setdefault("pipeline", images["pipeline"])
-        data.setdefault("train", images["train"])
-        return data
-
-
 class AicrushConfig(StrictModel):
     """The whole configuration of one pipeline run."""
 
@@ -179,14 +161,8 @@ class AicrushConfig(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    images: ImagesConfig = Field(default_factory=lambda: ImagesConfig())
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("preset")
-    @classmethod
-    def _preset_known(cls, v: str) -> str:
-        return v
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the KFP pipeline parameter ``config``)."""
