@@ -43,6 +43,14 @@ class IngestConfig(StrictModel):
         default="",
         description="Where GCS objects are cached between runs (incremental ingest). Empty: <state>/ingest_cache.",
     )
+    repository_depth: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="How a folder or gs:// source is cut into repositories (validate splits by "
+        "repository): 0 = the whole source is one repository; N = each folder N levels below the "
+        "source root is one repository (files above that level belong to the source's own one).",
+    )
     seed: int = 0
 
 
@@ -64,6 +72,12 @@ class ValidateConfig(StrictModel):
         default="split_files",
         description="A class seen in only one repository cannot be split by repository: "
         "'split_files' splits its files instead (reported), 'drop' removes it, 'fail' stops.",
+    )
+    report_sample_rows: int = Field(
+        default=500,
+        ge=0,
+        description="Files per split whose features go into the Evidently part of report.html "
+        "(0: counts tables only).",
     )
     seed: int = 0
 

@@ -1,0 +1,67 @@
+# One task list for people, hooks and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRESET ?= tiny
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (see README).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+.PHONY: install
+install: $(BIN)/.installed ## Create .venv and install aicrush with its dev tools
+
+.PHONY: demo
+demo: install ## Install, then run the whole training pipeline locally on this Python environment's files
+	$(BIN)/aicrush run --preset $(PRESET) --summary .aicrush/runs/last-summary.json
+
+.PHONY: test
+test: install ## Install, then run the test suite (offline; starts real servers on loopback)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: install ## Tests without the slow end-to-end runs
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: install ## ruff fix and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: install ## mypy over the packages
+	$(BIN)/mypy
+
+.PHONY: compile
+compile: install ## Compile the training pipeline to out/aicrush-training.yaml
+	$(BIN)/aicrush compile --preset $(PRESET) --output out/aicrush-training.yaml
+
+.PHONY: manifests
+manifests: install ## Render the Kustomize overlays to out/manifests/
+	mkdir -p out/manifests
+	for o in manifests/overlays/*/; do $(BIN)/kubectl kustomize $$o > out/manifests/$$(basename $$o).yaml; done
+
+.PHONY: bench
+bench: install ## Run every benchmark (minutes; prints figures and ratios)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+.PHONY: clean
+clean: ## Remove local state and build outputs (keeps .venv)
+	rm -rf .aicrush out build *.egg-info .pytest_cache .mypy_cache .ruff_cache

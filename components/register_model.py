@@ -1,0 +1,281 @@
+"""register_model: record a trained model in MLflow as a new version with alias ``challenger``.
+
+One MLflow run holds the parameters, the evaluation metrics, the dataset lineage (content hash
+and sources of the ingest manifest), the model card and the drift reference sample; the model is
+logged as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a signature and an
+input example, and registered under ``registry.model_name``.
+
+Registration is all or nothing and idempotent per pipeline run: a version is tagged with the
+run key, a retried step finds it and registers no second one, and a failure after the version was
+created deletes it again, so no version is left without its alias and tags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model
+
+from components import PIPELINE_IMAGE
+from components.registry import CHALLENGER, REFERENCE_ARTIFACT, artifact_root, client, resolve_tracking_uri
+from pipelines.config import AicrushConfig, config_from_dict
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "aicrush.run_key"
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "serving" / "mlflow_pyfunc.py"
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    model_name: str
+    version: str
+    run_id: str
+    created: bool  # False when a retried step found the version of its run
+    aliases: list[str] = field(default_factory=list)
+    tracking_uri: str = ""
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+
+def build_reference_sample(model_dir: Path, features_dir: Path, rows: int, seed: int = 0) -> pd.DataFrame:
+    """Features and predictions of up to ``rows`` validation files: the drift monitor's reference."""
+    from features.file_features import FEATURE_NAMES
+    from serving.classifier import TextClassifier
+
+    val = pd.read_parquet(features_dir / "val.parquet")
+    if len(val) > rows:
+        val = val.sample(n=rows, random_state=seed).sort_index()
+    classifier = TextClassifier.from_dir(model_dir)
+    preds = classifier.predict(val["text"].tolist())
+    ref = val[list(FEATURE_NAMES)].reset_index(drop=True).copy()
+    ref["label"] = val["language"].to_numpy()
+    ref["prediction"] = [p.label for p in preds]
+    ref["score"] = [p.score for p in preds]
+    return ref
+
+
+def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = c.search_model_versions(f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'")
+    except MlflowException:
+        return None
+    return found[0] if found else None
+
+
+def _ensure_experiment(c: Any, name: str, tracking_uri: str, state: Path) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = artifact_root(state) if tracking_uri.startswith("sqlite:") else None
+    return str(c.create_experiment(name, artifact_location=location))
+
+
+def _flat_params(cfg: AicrushConfig) -> dict[str, str]:
+    data = cfg.to_dict()
+    params: dict[str, str] = {"preset": cfg.preset}
+    for section in ("ingest", "validate", "train", "evaluate"):
+        for key, value in data[section].items():
+            params[f"{section}.{key}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return {k: v[:500] for k, v in params.items()}
+
+
+def register(
+    model_dir: Path,
+    features_dir: Path,
+    cfg: AicrushConfig,
+    *,
+    run_key: str,
+    metrics: Mapping[str, float],
+    manifest: Mapping[str, Any],
+    state: Path,
+    model_card: Path | None = None,
+    tracking_uri: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RegistrationResult:
+    """Log and register ``model_dir``; returns the (new or already registered) version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    say = progress or log.info
+    reg = cfg.registry
+    tracking_uri = tracking_uri or resolve_tracking_uri(reg, state)
+    c = client(tracking_uri)
+    name = reg.model_name
+
+    existing = _find_version_of_run(c, name, run_key) if run_key else None
+    if existing is not None:
+        say(f"version {existing.version} of {name} was already registered by run {run_key}; not adding another")
+        c.set_registered_model_alias(name, CHALLENGER, existing.version)
+        return RegistrationResult(name, str(existing.version), existing.run_id or "", False, [CHALLENGER], tracking_uri)
+
+    if not c.search_registered_models(f"name = '{name}'"):
+        c.create_registered_model(name, description="aicrush programming-language classifier")
+
+    experiment_id = _ensure_experiment(c, reg.experiment, tracking_uri, state)
+    reference = build_reference_sample(model_dir, features_dir, reg.reference_rows, seed=cfg.validate_.seed)
+    test = pd.read_parquet(features_dir / "test.parquet", columns=["text"])
+    example = pd.DataFrame({"text": test["text"].head(2).str.slice(0, 300).tolist()})
+    signature = infer_signature(example, pd.DataFrame({"label": ["Python"] * len(example), "score": [0.5] * len(example)}))
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}") as run:
+        mlflow.log_params(_flat_params(cfg))
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.set_tags(
+            {
+                "dataset_content_hash": str(manifest.get("content_hash", "")),
+                "sources": json.dumps(list(manifest.get("sources", [])))[:5000],
+                RUN_KEY_TAG: run_key,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+            reference.to_parquet(ref_path, index=False)
+            mlflow.log_artifact(str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+            (Path(tmp) / "manifest.json").write_text(json.dumps(dict(manifest), indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
+        if model_card is not None and model_card.is_file():
+            mlflow.log_artifact(str(model_card), artifact_path="model_card")
+        say("logging the model to MLflow")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"model": str(model_dir)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"aicrush=={_aicrush_version()}"],
+        )
+
+    mv = c.create_model_version(
+        name, source=info.model_uri, run_id=run.info.run_id, tags={RUN_KEY_TAG: run_key}, model_id=info.model_id
+    )
+    try:
+        for key in ("dataset_content_hash",):
+            c.set_model_version_tag(name, mv.version, key, str(manifest.get("content_hash", "")))
+        for key, value in metrics.items():
+            c.set_model_version_tag(name, mv.version, f"metric.{key}", f"{float(value):.6f}")
+        c.set_registered_model_alias(name, CHALLENGER, mv.version)
+    except Exception:
+        # All or nothing: a version without its alias and tags is removed, and the step fails.
+        c.delete_model_version(name, mv.version)
+        raise
+    say(f"registered {name} version {mv.version} with alias '{CHALLENGER}'")
+    return RegistrationResult(name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri)
+
+
+def _aicrush_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aicrush")
+    except PackageNotFoundError:
+        return "0.1.0"
+
+
+class RegisterOutputs(NamedTuple):
+    model_name: str
+    model_version: str
+    model_uri: str
+
+
+def run_register_step(
+    config: dict[str, Any],
+    state_dir: str,
+    run_key: str,
+    gate_passed: bool,
+    gate_reason: str,
+    model: Any,
+    features: Any,
+    raw: Any,
+    evaluation: Any,
+    model_card: Any,
+) -> RegisterOutputs:
+    """Protocol glue of the ``register_model`` component."""
+    from pipelines.config import state_dir as resolve_state
+
+    cfg = config_from_dict(config)
+    if not gate_passed:
+        print(f"not promoted: {gate_reason}; nothing registered")
+        return RegisterOutputs(cfg.registry.model_name, "", "")
+    manifest = json.loads((Path(raw.path) / "manifest.json").read_text())
+    metrics = {k: float(v) for k, v in (evaluation.metadata or {}).items() if isinstance(v, int | float)}
+    result = register(
+        Path(model.path),
+        Path(features.path),
+        cfg,
+        run_key=run_key,
+        metrics=metrics,
+        manifest=manifest,
+        state=resolve_state(state_dir or None),
+        model_card=Path(model_card.path) if model_card is not None else None,
+        progress=print,
+    )
+    print(json.dumps(asdict(result)))
+    return RegisterOutputs(result.model_name, result.version, result.model_uri)
+
+
+@dsl.component(base_image=PIPELINE_IMAGE)
+def register_model(
+    config: dict,
+    state_dir: str,
+    run_key: str,
+    gate_passed: bool,
+    gate_reason: str,
+    model: Input[Model],
+    features: Input[Dataset],
+    raw: Input[Dataset],
+    evaluation: Input[Metrics],
+    model_card: Input[HTML],
+) -> NamedTuple("RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]):  # type: ignore[valid-type]  # noqa: UP014
+    """Register the trained model in MLflow as a new version with alias ``challenger``.
+
+    Args:
+        config: the validated aicrush config (JSON dict).
+        state_dir: local state folder (embedded MLflow store); unused when registry.tracking_uri is set.
+        run_key: the pipeline run's id; a retried step with the same key registers nothing new.
+        gate_passed: evaluate_model's verdict; when False nothing is registered ("not promoted").
+        gate_reason: why the gate passed or failed (printed).
+        model: the trained model folder (train_model).
+        features: the feature splits (engineer_features); the validation split gives the drift reference.
+        raw: the ingested dataset; its manifest gives the lineage (content hash, sources).
+        evaluation: test metrics from evaluate_model, logged on the run and the version.
+        model_card: the HTML model card, logged on the run.
+    Returns:
+        model_name, model_version and model_uri (``models:/name/version``); the version and
+        URI are "" when the gate did not pass.
+    """
+    from components.register_model import run_register_step
+
+    return run_register_step(
+        config, state_dir, run_key, gate_passed, gate_reason, model, features, raw, evaluation, model_card
+    )
+
+
+@dsl.component(base_image=PIPELINE_IMAGE)
+def lookup_champion(config: dict, state_dir: str) -> str:
+    """The model URI of the version with alias ``champion`` (``models:/name@champion``), or "" if none."""
+    from components.register_model import champion_uri
+
+    return champion_uri(config, state_dir)
+
+
+def champion_uri(config: dict[str, Any], state_dir: str) -> str:
+    from components.registry import get_version, model_uri
+    from pipelines.config import state_dir as resolve_state
+
+    cfg = config_from_dict(config)
+    tracking_uri = resolve_tracking_uri(cfg.registry, resolve_state(state_dir or None))
+    mv = get_version(tracking_uri, cfg.registry.model_name, alias="champion")
+    return model_uri(cfg.registry.model_name, version=mv.version) if mv is not None else ""

@@ -1,0 +1,96 @@
+"""MLflow registry access shared by the pipeline steps, the model server and the rollout.
+
+One registered model (``registry.model_name``), versions addressed by number or by the aliases
+``champion`` (serves the stable traffic) and ``challenger`` (the newest candidate).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import RegistryConfig, state_dir
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"  # the pyfunc artifact that holds the aicrush model folder
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+def local_tracking_uri(state: Path) -> str:
+    """The embedded MLflow store: SQLite in the state dir (artifacts beside it)."""
+    return f"sqlite:///{state / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(cfg: RegistryConfig | None = None, state: str | Path | None = None) -> str:
+    """``registry.tracking_uri`` > ``$MLFLOW_TRACKING_URI`` > SQLite under the state dir."""
+    if cfg is not None and cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return local_tracking_uri(state_dir(state))
+
+
+def artifact_root(state: Path) -> str:
+    """Where the embedded store keeps artifacts (a new experiment is created with it)."""
+    return (state / "mlartifacts").as_uri()
+
+
+def client(tracking_uri: str):  # -> mlflow.MlflowClient (import kept out of module import time)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    version: str
+    path: Path  # local folder holding the aicrush model (see serving.classifier.resolve_model_dir)
+    run_id: str
+
+
+def get_version(tracking_uri: str, name: str, alias: str | None = None, version: str | int | None = None):
+    """The ModelVersion for an alias or a version number, or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        if version is not None and str(version) != "":
+            return c.get_model_version(name, str(version))
+        return c.get_model_version_by_alias(name, alias or CHAMPION)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def download_model(
+    tracking_uri: str,
+    name: str,
+    alias: str | None = None,
+    version: str | int | None = None,
+    dst: Path | None = None,
+) -> ResolvedModel | None:
+    """Download a registered version (by alias or number) and return where its model folder is."""
+    import mlflow
+
+    from serving.classifier import resolve_model_dir
+
+    mv = get_version(tracking_uri, name, alias=alias, version=version)
+    if mv is None:
+        return None
+    dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst), tracking_uri=tracking_uri
+    )
+    return ResolvedModel(name, str(mv.version), resolve_model_dir(local), mv.run_id or "")
+
+
+def model_uri(name: str, alias: str | None = None, version: str | int | None = None) -> str:
+    return f"models:/{name}/{version}" if version else f"models:/{name}@{alias or CHAMPION}"

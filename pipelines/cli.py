@@ -1,0 +1,148 @@
+"""The ``aicrush`` command: run the pipeline locally, compile and submit it, serve, roll out, monitor."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.config import PRESETS, ConfigError, load_config, state_dir
+
+app = typer.Typer(
+    name="aicrush",
+    help="End-to-end MLOps on Kubeflow Pipelines and KServe: train a source-code language "
+    "classifier from your files, register it in MLflow, serve it, roll it out and watch it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source",
+        "-s",
+        help="Where the files come from (repeatable): gs://bucket/prefix, a local folder, a git "
+        "repository (path or URL), or a labelled .parquet/.csv table (text, language). "
+        "Default: this Python environment (stdlib + installed distributions).",
+    ),
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        "-p",
+        help=f"Model and data size preset: {', '.join(PRESETS)}. 'tiny' (default) trains a small "
+        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline).",
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (see README: Configuration). Unknown keys fail."),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Local state folder (MLflow store, Feast stores, pipeline root). Default $AICRUSH_HOME or ./.aicrush.",
+    ),
+]
+
+
+def _config(config: Path | None, preset: str | None, source: list[str] | None):
+    try:
+        return load_config(config, preset=preset, sources=source or None)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    source: SourceOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    summary: Annotated[
+        Path | None, typer.Option("--summary", help="Also write the run summary as JSON to this file.")
+    ] = None,
+) -> None:
+    """Run the whole training pipeline on this machine (kfp.local): ingest, validate, Feast
+    features, train, evaluate against the champion, register in MLflow as 'challenger'.
+
+    Prints each step's progress and a summary at the end. Needs no cluster and no internet.
+    """
+    cfg = _config(config, preset, source)
+    from pipelines.local import run_pipeline_locally
+
+    home = state_dir(state)
+    typer.echo(f"aicrush: running the training pipeline (preset {cfg.preset}) with state in {home}", err=True)
+    try:
+        result = run_pipeline_locally(cfg, home)
+    except RuntimeError as err:
+        typer.echo(f"error: the pipeline failed: {err}", err=True)
+        typer.echo("the failing step's message is printed above its 'finished with status FAILURE' line", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(result.human())
+    if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(result.to_json())
+        typer.echo(f"summary written to {summary}")
+
+
+@app.command(name="compile")
+def compile_(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")] = Path(
+        "aicrush-training.yaml"
+    ),
+    source: SourceOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compile the training pipeline to KFP IR YAML for a Kubeflow Pipelines cluster.
+
+    The config becomes the default of the pipeline's `config` parameter; the training task
+    requests the GPU, node selector and toleration of `resources` (default: one NVIDIA L4).
+    Upload the file in the Kubeflow dashboard or use `aicrush submit`.
+    """
+    cfg = _config(config, preset, source)
+    from pipelines.compile import compile_training_pipeline
+
+    path = compile_training_pipeline(output, cfg)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline.")],
+    experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment to run in.")] = "aicrush",
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Name of the run in the dashboard.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace (multi-user).")] = None,
+    source: SourceOpt = None,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compile the training pipeline and start a run on a Kubeflow Pipelines endpoint (kfp.Client).
+
+    Authentication: kfp.Client's own (KF_PIPELINES_SA_TOKEN_PATH, or a token from your
+    kubeconfig/ID provider). Sources must be reachable from the cluster (gs:// or git URLs).
+    """
+    cfg = _config(config, preset, source)
+    from pipelines.submit import submit_training_pipeline
+
+    try:
+        sub = submit_training_pipeline(cfg, host, experiment=experiment, run_name=run_name, namespace=namespace)
+    except Exception as err:  # the KFP client raises many types; the user needs the message
+        typer.echo(f"error: could not submit to {host}: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"submitted run {sub.run_id} in experiment {sub.experiment}: {sub.run_url}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="aicrush")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Run the training pipeline on this machine through ``kfp.local`` and summarize the result.
+
+The same pipeline function that compiles for Kubeflow runs here, each step in a subprocess of
+this Python environment (``SubprocessRunner(use_venv=False)``); artifacts land under
+``<state>/pipeline_root/<run>/<task>/<output>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import AicrushConfig
+from pipelines.training import PIPELINE_NAME, build_training_pipeline
+
+
+@dataclass
+class RunSummary:
+    """What a run produced: the outcome, the data, the metrics and where the reports are."""
+
+    model_name: str
+    model_version: str
+    aliases: list[str]
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    languages: list[str]
+    n_files: dict[str, int]
+    mlflow_tracking_uri: str
+    reports: dict[str, str]
+    run_dir: str
+    wall_seconds: float
+    dataset_content_hash: str = ""
+    per_class: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def human(self) -> str:
+        lines = [
+            "",
+            "aicrush run summary",
+            "-------------------",
+            f"outcome:        {'registered' if self.model_version else 'not promoted'} ({self.reason})",
+        ]
+        if self.model_version:
+            lines.append(
+                f"model:          {self.model_name} version {self.model_version} "
+                f"(aliases: {', '.join(self.aliases) or '-'})"
+            )
+        lines += [
+            "test metrics:   " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())),
+            f"languages ({len(self.languages)}): {', '.join(self.languages)}",
+            "files:          " + ", ".join(f"{k}={v}" for k, v in self.n_files.items()),
+            f"MLflow:         {self.mlflow_tracking_uri}",
+        ]
+        lines += [f"report:         {name}: {path}" for name, path in sorted(self.reports.items())]
+        lines.append(f"wall time:      {self.wall_seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def _newest_run_dir(pipeline_root: Path, since: float) -> Path:
+    runs = [p for p in pipeline_root.glob(f"{PIPELINE_NAME}-*") if p.is_dir() and p.stat().st_mtime >= since - 1]
+    if not runs:
+        raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def _executor_metadata(task_dir: Path, output: str) -> dict[str, Any]:
+    """Metadata kfp.local recorded for an output artifact of a task (e.g. logged metrics)."""
+    path = task_dir / "executor_output.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    for artifact in data.get("artifacts", {}).get(output, {}).get("artifacts", []):
+        return dict(artifact.get("metadata", {}))
+    return {}
+
+
+def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: float) -> RunSummary:
+    manifest = json.loads((run_dir / "ingest-sources" / "dataset" / "manifest.json").read_text())
+    clean = run_dir / "validate-dataset" / "clean"
+    import pandas as pd
+
+    n_files = {
+        split: int(pd.read_parquet(clean / f"{split}.parquet", columns=["sha256"]).shape[0])
+        for split in ("train", "val", "test")
+    }
+    languages = sorted(pd.read_parquet(clean / "train.parquet", columns=["language"])["language"].unique())
+    metrics = {
+        k: float(v)
+        for k, v in _executor_metadata(run_dir / "evaluate-model", "metrics").items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    reports = {
+        "data_report": str(run_dir / "validate-dataset" / "report"),
+        "model_card": str(run_dir / "evaluate-model" / "model_card"),
+        "model": str(run_dir / "train-model" / "model"),
+    }
+    version = str(outcome.get("model_version") or "")
+    return RunSummary(
+        model_name=str(outcome.get("model_name", "")),
+        model_version=version,
+        aliases=["challenger"] if version else [],
+        promoted=bool(outcome.get("passed")),
+        reason=str(outcome.get("reason", "")),
+        metrics=metrics,
+        languages=[str(x) for x in languages],
+        n_files=n_files,
+        mlflow_tracking_uri=tracking_uri,
+        reports=reports,
+        run_dir=str(run_dir),
+        wall_seconds=round(wall, 2),
+        dataset_content_hash=str(manifest.get("content_hash", "")),
+    )
+
+
+def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
+    """Run the whole training pipeline with kfp.local; raise if a step fails."""
+    from kfp import local
+
+    from components.registry import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(cfg.registry, state)
+    # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("FEAST_USAGE", "False")
+    pipeline_root = state / "pipeline_root"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+
+    start = time.time()
+    task = build_training_pipeline(cfg, state_dir=str(state))(config=cfg.to_dict(), state_dir=str(state))
+    wall = time.time() - start
+    return summarize(_newest_run_dir(pipeline_root, start), dict(task.outputs), tracking_uri, wall)

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import AicrushConfig, ConfigError, build_config, config_from_dict, load_config, state_dir
+
+CONFS = Path(__file__).resolve().parents[1] / "confs"
+
+
+def test_default_is_tiny_preset():
+    cfg = build_config()
+    assert cfg.preset == "tiny"
+    assert cfg.train.base_model == ""
+    assert cfg.ingest.sources == ()
+
+
+def test_minilm_preset_uses_packaged_model():
+    assert build_config(preset="minilm").train.base_model == "minilm"
+
+
+def test_user_values_override_preset_and_sources_override_file():
+    cfg = load_config(CONFS / "valid" / "own_folder.yaml", sources=["/data/x"])
+    assert cfg.preset == "minilm"
+    assert cfg.train.learning_rate == 5e-5  # from the preset
+    assert cfg.evaluate.promotion_margin == 0.01  # from the file
+    assert cfg.ingest.sources == ("/data/x",)  # --source wins
+    assert cfg.ingest.extra_extensions == {".tpl": "Jinja"}
+
+
+def test_round_trip_through_pipeline_parameter():
+    cfg = build_config(preset="minilm", sources=["gs://b/p"])
+    again = config_from_dict(cfg.to_dict())
+    assert again == cfg
+    assert "validate" in cfg.to_dict()  # the YAML key, not the Python attribute name
+
+
+def test_config_is_frozen():
+    cfg = build_config()
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("unknown_key.yaml", "train.epocs: unknown key"),
+        ("bad_type.yaml", "train.batch_size"),
+        ("bad_choice.yaml", "validate.small_class_action"),
+        ("fractions.yaml", "val_fraction + validate.test_fraction must be below 0.8"),
+        ("not_mapping.yaml", "must hold a mapping"),
+        ("heads.yaml", "hidden_size must be divisible by train.num_heads"),
+    ],
+)
+def test_invalid_configs_name_the_key(name: str, message: str):
+    with pytest.raises(ConfigError, match=message.replace("+", r"\+").replace(".", r"\.")):
+        load_config(CONFS / "invalid" / name)
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="tiny, minilm, custom"):
+        build_config(preset="huge")
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/aicrush.yaml")
+
+
+def test_state_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AICRUSH_HOME", str(tmp_path / "env"))
+    assert state_dir() == (tmp_path / "env").resolve()
+    assert state_dir(tmp_path / "flag") == (tmp_path / "flag").resolve()
+    assert (tmp_path / "flag").is_dir()
+
+
+def test_model_is_strict_about_extra_top_level_keys():
+    with pytest.raises(ConfigError, match="trian: unknown key"):
+        build_config({"trian": {}})
+    assert isinstance(build_config(), AicrushConfig)
