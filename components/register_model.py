@@ -10,7 +10,6 @@ run key, a retried step finds it and registers no second one, and a failure afte
 created deletes it again, so no version is left without its alias and tags.
 """
 
-from __future__ import annotations
 
 import json
 import logging
@@ -25,7 +24,14 @@ from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
 
 from components import PIPELINE_IMAGE
-from components.registry import CHALLENGER, REFERENCE_ARTIFACT, artifact_root, client, resolve_tracking_uri
+from components.registry import (
+    CHALLENGER,
+    REFERENCE_ARTIFACT,
+    artifact_root,
+    client,
+    resolve_tracking_uri,
+    tracking,
+)
 from pipelines.config import AicrushConfig, config_from_dict
 
 log = logging.getLogger(__name__)
@@ -106,12 +112,28 @@ def register(
     progress: Callable[[str], None] | None = None,
 ) -> RegistrationResult:
     """Log and register ``model_dir``; returns the (new or already registered) version."""
+    tracking_uri = tracking_uri or resolve_tracking_uri(cfg.registry, state)
+    # MLflow resolves logged models through its global tracking store, even from a client.
+    with tracking(tracking_uri):
+        return _register(model_dir, features_dir, cfg, run_key, metrics, manifest, state, model_card, tracking_uri, progress or log.info)
+
+
+def _register(
+    model_dir: Path,
+    features_dir: Path,
+    cfg: AicrushConfig,
+    run_key: str,
+    metrics: Mapping[str, float],
+    manifest: Mapping[str, Any],
+    state: Path,
+    model_card: Path | None,
+    tracking_uri: str,
+    say: Callable[[str], None],
+) -> RegistrationResult:
     import mlflow
     from mlflow.models import infer_signature
 
-    say = progress or log.info
     reg = cfg.registry
-    tracking_uri = tracking_uri or resolve_tracking_uri(reg, state)
     c = client(tracking_uri)
     name = reg.model_name
 
@@ -238,7 +260,7 @@ def register_model(
     raw: Input[Dataset],
     evaluation: Input[Metrics],
     model_card: Input[HTML],
-) -> NamedTuple("RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]):  # type: ignore[valid-type]  # noqa: UP014
+) -> NamedTuple("RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]):  # type: ignore[valid-type]
     """Register the trained model in MLflow as a new version with alias ``challenger``.
 
     Args:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +43,31 @@ def artifact_root(state: Path) -> str:
 def client(tracking_uri: str):  # -> mlflow.MlflowClient (import kept out of module import time)
     import mlflow
 
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@contextmanager
+def tracking(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (start_run, log_model) at ``tracking_uri`` for a block.
+
+    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI``; both are restored after, so
+    one call cannot redirect later ones in the same process.
+    """
+    import mlflow
+
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    saved_tracking, saved_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 @dataclass(frozen=True)
@@ -86,9 +110,8 @@ def download_model(
         return None
     dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst), tracking_uri=tracking_uri
-    )
+    with tracking(tracking_uri):  # models:/ URIs resolve through the registry URI
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst))
     return ResolvedModel(name, str(mv.version), resolve_model_dir(local), mv.run_id or "")
 
 

@@ -19,6 +19,7 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     monkeypatch.setenv("AICRUSH_HOME", str(path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return path
 
 

@@ -1,0 +1,108 @@
+"""register_model against a real MLflow store: lineage, idempotent retries, all or nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.register_model import RUN_KEY_TAG, register
+from components.registry import CHALLENGER, REFERENCE_ARTIFACT, client, download_model, local_tracking_uri, tracking
+from features.file_features import FEATURE_NAMES, compute_file_features
+from pipelines.config import build_config
+from tests.model_factory import DEFAULT_LABELS
+
+SNIPPETS = {
+    "Python": "import os\n\ndef main():\n    return os.getcwd()\n",
+    "C": "#include <stdio.h>\nint main(void) {\n    return 0;\n}\n",
+    "CSS": "body {\n  margin: 0;\n  color: #333;\n}\n",
+    "JavaScript": "function f(x) {\n  return x + 1;\n}\nmodule.exports = f;\n",
+    "Shell": "#!/bin/sh\nset -e\necho hello\n",
+}
+
+
+@pytest.fixture
+def features_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "features"
+    out.mkdir()
+    for split, n in (("train", 10), ("val", 6), ("test", 4)):
+        rows = []
+        for i in range(n):
+            lang = DEFAULT_LABELS[i % len(DEFAULT_LABELS)]
+            text = SNIPPETS[lang] + f"# {split} {i}\n"
+            rows.append({"repository": f"repo{i}", "path": f"f{i}", "sha256": f"{split}{i}", "file_id": f"{split}{i}",
+                         "language": lang, "text": text, "size": len(text)})
+        frame = pd.DataFrame(rows)
+        frame = pd.concat([frame, compute_file_features(frame["text"])], axis=1)
+        frame.to_parquet(out / f"{split}.parquet", index=False)
+    return out
+
+
+def _register(model_dir: Path, features_dir: Path, state: Path, run_key: str = "run-1"):
+    cfg = build_config({"registry": {"reference_rows": 10}})
+    return register(
+        model_dir, features_dir, cfg, run_key=run_key, metrics={"accuracy": 0.5, "macro_f1": 0.4},
+        manifest={"content_hash": "abc123", "sources": ["/src"]}, state=state,
+    )
+
+
+def test_register_logs_lineage_reference_and_alias(random_model_dir: Path, features_dir: Path, state_dir: Path):
+    result = _register(random_model_dir, features_dir, state_dir)
+    assert result.created and result.version == "1"
+    uri = local_tracking_uri(state_dir)
+    c = client(uri)
+    mv = c.get_model_version_by_alias(result.model_name, CHALLENGER)
+    assert str(mv.version) == "1"
+    assert mv.tags[RUN_KEY_TAG] == "run-1"
+    assert mv.tags["dataset_content_hash"] == "abc123"
+    run = c.get_run(result.run_id)
+    assert run.data.metrics["macro_f1"] == pytest.approx(0.4)
+    assert run.data.params["train.max_length"] == "128"
+    assert json.loads(run.data.tags["sources"]) == ["/src"]
+
+    ref = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=uri))
+    assert list(ref.columns) == [*FEATURE_NAMES, "label", "prediction", "score"]
+    assert len(ref) == 6 and set(ref["prediction"]) <= set(DEFAULT_LABELS)
+
+    # The registered pyfunc loads back (models from code, no pickle) and predicts.
+    with tracking(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{result.model_name}@{CHALLENGER}")
+    out = model.predict(pd.DataFrame({"text": ["print('hi')", "int x;"]}))
+    assert list(out.columns) == ["label", "score"] and len(out) == 2
+    assert np.all((out["score"] > 0) & (out["score"] <= 1))
+
+    resolved = download_model(uri, result.model_name, alias=CHALLENGER, dst=state_dir / "dl")
+    assert resolved is not None and (resolved.path / "aicrush.json").is_file()
+
+
+def test_retried_step_registers_no_second_version(random_model_dir: Path, features_dir: Path, state_dir: Path):
+    first = _register(random_model_dir, features_dir, state_dir, run_key="kfp-run-7")
+    again = _register(random_model_dir, features_dir, state_dir, run_key="kfp-run-7")
+    assert (again.version, again.created) == (first.version, False)
+    c = client(local_tracking_uri(state_dir))
+    assert len(c.search_model_versions(f"name = '{first.model_name}'")) == 1
+    other = _register(random_model_dir, features_dir, state_dir, run_key="kfp-run-8")
+    assert other.version == "2" and other.created
+
+
+def test_failure_after_version_creation_leaves_no_version(
+    random_model_dir: Path, features_dir: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlflow import MlflowClient
+
+    def broken(self, name, alias, version):
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", broken)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        _register(random_model_dir, features_dir, state_dir, run_key="flaky")
+    monkeypatch.undo()
+    c = client(local_tracking_uri(state_dir))
+    assert len(c.search_registered_models()) == 1  # the store is the one the step wrote to
+    assert c.search_model_versions("name = 'aicrush-code-language'") == []
+    # The retry then completes normally.
+    assert _register(random_model_dir, features_dir, state_dir, run_key="flaky").created
