@@ -17,7 +17,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (see README).
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The same lock as the container images (docker/constraints.txt; `make constraints` renews it).
+	$(BIN)/python -m pip install --quiet -c docker/constraints.txt -e ".[dev,cluster]"
 	touch $@
 
 .PHONY: install
@@ -57,6 +58,22 @@ compile: install ## Compile the training pipeline to out/aicrush-training.yaml
 manifests: install ## Render the Kustomize overlays to out/manifests/
 	mkdir -p out/manifests
 	for o in manifests/overlays/*/; do $(BIN)/kubectl kustomize $$o > out/manifests/$$(basename $$o).yaml; done
+
+.PHONY: constraints
+constraints: install ## Regenerate docker/constraints.txt (the lock) from .venv
+	$(BIN)/python docker/freeze_constraints.py
+
+.PHONY: lint-docker
+lint-docker: install ## hadolint every Dockerfile
+	$(BIN)/hadolint docker/*.Dockerfile
+
+REGISTRY ?= us-docker.pkg.dev/PROJECT_ID/aicrush
+TAG ?= 0.1.0
+.PHONY: images
+images: ## Build and push the four images with docker buildx (needs a container engine)
+	for rt in pipeline train serve monitor; do \
+	  docker buildx build -f docker/$$rt.Dockerfile -t $(REGISTRY)/aicrush-$$rt:$(TAG) --push . || exit 1; \
+	done
 
 .PHONY: bench
 bench: install ## Run every benchmark (minutes; prints figures and ratios)

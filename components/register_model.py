@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
-from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
 
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 from components.registry import (
     CHALLENGER,
     REFERENCE_ARTIFACT,
@@ -248,7 +247,7 @@ def run_register_step(
     return RegisterOutputs(result.model_name, result.version, result.model_uri)
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def register_model(
     config: dict,
     state_dir: str,
@@ -285,7 +284,7 @@ def register_model(
     )
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def lookup_champion(config: dict, state_dir: str) -> str:
     """The model URI of the version with alias ``champion`` (``models:/name@champion``), or "" if none."""
     from components.register_model import champion_uri

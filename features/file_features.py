@@ -7,7 +7,10 @@ training time and another at request time.
 
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Iterable, Sequence
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -51,55 +54,87 @@ _KEYWORDS: tuple[str, ...] = (
     "end",
     "$",
 )
+_KEYWORD_BYTES = tuple(k.encode() for k in _KEYWORDS)
+
+
+# Each ASCII byte mapped to its class under the str predicates (isupper, islower-alpha, isdigit,
+# isspace, other), so ASCII is classified by one bytes.translate and four counts (C speed).
+def _ascii_class(char: str) -> int:
+    if char.isupper():
+        return ord("A")
+    if char.isalpha():
+        return ord("a")
+    if char.isdigit():
+        return ord("0")
+    return ord(" ") if char.isspace() else ord(".")
+
+
+_ASCII_CLASSES = bytes(_ascii_class(chr(b)) for b in range(128)) + b"." * 128
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
+# Matches ";" ending a line, before trailing whitespace other than the line break.
+_SEMICOLON_END = re.compile(r";[^\S\n]*(?=\n|\Z)")
+
+
+def _char_classes(text: str, utf8: bytes) -> tuple[int, int, int, int]:
+    """Counts of alphabetic, digit, whitespace and upper-case characters (str predicates)."""
+    ascii_only = len(utf8) == len(text)
+    classes = (utf8 if ascii_only else text.encode("ascii", "ignore")).translate(_ASCII_CLASSES)
+    upper = classes.count(b"A")
+    alpha, digit, space = upper + classes.count(b"a"), classes.count(b"0"), classes.count(b" ")
+    if not ascii_only:  # the few non-ASCII characters go through the str predicates one by one
+        rest = _ASCII_RUNS.sub("", text)
+        alpha += sum(c.isalpha() for c in rest)
+        digit += sum(c.isdigit() for c in rest)
+        space += sum(c.isspace() for c in rest)
+        upper += sum(c.isupper() for c in rest)
+    return alpha, digit, space, upper
 
 
 def _features_of(text: str) -> list[float]:
+    # Whole-text C-level scans instead of per-line Python loops: this runs on every ingested
+    # file and every request. ASCII markers are counted in the UTF-8 bytes, which is exact
+    # (no multi-byte sequence contains an ASCII byte) and faster than str.count.
     n_chars = len(text)
     if n_chars == 0:
         return [0.0] * len(FEATURE_NAMES)
+    utf8 = text.encode("utf-8")
     lines = text.splitlines() or [""]
     n_lines = len(lines)
-    lengths = [len(line) for line in lines]
-    stripped = [line.lstrip() for line in lines]
-    nonblank = [s for s in stripped if s]
-    n_nonblank = max(len(nonblank), 1)
+    stripped = list(map(str.lstrip, lines))
+    n_nonblank_lines = sum(map(bool, stripped))
+    n_nonblank = max(n_nonblank_lines, 1)
+    # "\n" + line: every line start becomes findable with one str.count.
+    starts = "\n" + "\n".join(lines)
+    stripped_starts = "\n" + "\n".join(stripped)
 
-    n_alpha = sum(c.isalpha() for c in text)
-    n_digit = sum(c.isdigit() for c in text)
-    n_space = sum(c.isspace() for c in text)
-    n_upper = sum(c.isupper() for c in text)
+    n_alpha, n_digit, n_space, n_upper = _char_classes(text, utf8)
     n_punct = n_chars - n_alpha - n_digit - n_space
 
-    tab_indent = sum(1 for line in lines if line.startswith("\t"))
-    space_indent = sum(1 for line in lines if line.startswith(" "))
-    indents = [len(line) - len(s) for line, s in zip(lines, stripped, strict=True) if s]
-
-    hash_comments = sum(1 for s in nonblank if s.startswith("#"))
-    slash_comments = sum(1 for s in nonblank if s.startswith(("//", "/*", "*")))
-    dash_comments = sum(1 for s in nonblank if s.startswith("--"))
-    semicolon_lines = sum(1 for s in nonblank if s.rstrip().endswith(";"))
-    keywords = sum(text.count(k) for k in _KEYWORDS)
+    blank_width = sum(map(len, compress(lines, map(operator.not_, stripped))))
+    total_indent = len(starts) - len(stripped_starts) - blank_width
+    slash_comments = sum(stripped_starts.count(m) for m in ("\n//", "\n/*", "\n*"))
+    keywords = sum(utf8.count(k) for k in _KEYWORD_BYTES)
 
     return [
         float(n_chars),
         float(n_lines),
         n_chars / n_lines,
-        float(max(lengths)),
-        1.0 - len(nonblank) / n_lines,
+        float(max(map(len, lines))),
+        1.0 - n_nonblank_lines / n_lines,
         n_alpha / n_chars,
         n_digit / n_chars,
         n_space / n_chars,
         n_punct / n_chars,
         n_upper / n_chars,
-        tab_indent / n_lines,
-        space_indent / n_lines,
-        (sum(indents) / len(indents)) if indents else 0.0,
-        (text.count("{") + text.count("}")) / n_chars,
-        semicolon_lines / n_nonblank,
-        (text.count("<") + text.count(">")) / n_chars,
-        hash_comments / n_nonblank,
+        starts.count("\n\t") / n_lines,
+        starts.count("\n ") / n_lines,
+        total_indent / n_nonblank_lines if n_nonblank_lines else 0.0,
+        (utf8.count(b"{") + utf8.count(b"}")) / n_chars,
+        len(_SEMICOLON_END.findall(stripped_starts)) / n_nonblank,
+        (utf8.count(b"<") + utf8.count(b">")) / n_chars,
+        stripped_starts.count("\n#") / n_nonblank,
         slash_comments / n_nonblank,
-        dash_comments / n_nonblank,
+        stripped_starts.count("\n--") / n_nonblank,
         keywords / n_lines,
     ]
 

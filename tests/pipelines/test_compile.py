@@ -1,0 +1,92 @@
+"""The compiled KFP IR: GPU placement of the training task, parameters, images, no secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.compile import compile_training_pipeline
+from pipelines.config import build_config
+from pipelines.images import default_images
+
+
+def _load(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    path = compile_training_pipeline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+    return _load(path)
+
+
+def _executor_of(spec: dict, task: str) -> dict:
+    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    executor = spec["components"][component]["executorLabel"]
+    return spec["deploymentSpec"]["executors"][executor]
+
+
+def test_pipeline_has_every_step(compiled: list[dict]):
+    tasks = compiled[0]["root"]["dag"]["tasks"]
+    assert set(tasks) >= {
+        "ingest-sources", "validate-dataset", "engineer-features", "train-model",
+        "lookup-champion", "evaluate-model", "register-model",
+    }
+    assert compiled[0]["pipelineInfo"]["name"] == "aicrush-training"
+
+
+def test_train_task_requests_one_l4_gpu(compiled: list[dict]):
+    spec, platform = compiled
+    resources = _executor_of(spec, "train-model")["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    assert resources["resourceCpuRequest"] == "4" and resources["resourceMemoryLimit"] == "32G"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train_exec = spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"].replace("comp-", "exec-")
+    assert k8s[train_exec]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert k8s[train_exec]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_only_the_train_task_gets_a_gpu(compiled: list[dict]):
+    spec, _ = compiled
+    for task in spec["root"]["dag"]["tasks"]:
+        if task != "train-model":
+            assert "accelerator" not in _executor_of(spec, task)["container"].get("resources", {})
+
+
+def test_resources_are_configurable(tmp_path: Path):
+    cfg = build_config({"resources": {"node_selector_value": "nvidia-tesla-a100", "accelerator_count": 2}})
+    spec, platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
+    assert _executor_of(spec, "train-model")["container"]["resources"]["accelerator"]["resourceCount"] == "2"
+    labels = next(iter(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()))["nodeSelector"]
+    assert labels["labels"]["cloud.google.com/gke-accelerator"] == "nvidia-tesla-a100"
+
+
+def test_cpu_only_cluster_drops_gpu_placement(tmp_path: Path):
+    spec, *rest = _load(compile_training_pipeline(tmp_path / "p.yaml", build_config({"resources": {"accelerator_count": 0}})))
+    assert "accelerator" not in _executor_of(spec, "train-model")["container"]["resources"]
+
+
+def test_images_come_from_the_kustomization(compiled: list[dict]):
+    spec, _ = compiled
+    images = default_images()
+    assert _executor_of(spec, "train-model")["container"]["image"] == images["train"]
+    for task in ("ingest-sources", "validate-dataset", "register-model"):
+        assert _executor_of(spec, task)["container"]["image"] == images["pipeline"]
+
+
+def test_config_parameter_defaults_to_the_config(compiled: list[dict]):
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["config"]["parameterType"] == "STRUCT"
+    assert params["config"]["defaultValue"]["preset"] == "tiny"
+    assert "state_dir" in params
+
+
+def test_components_install_nothing_at_run_time(compiled: list[dict]):
+    spec, _ = compiled
+    for executor in spec["deploymentSpec"]["executors"].values():
+        command = " ".join(executor["container"].get("command", []))
+        assert "pip install" not in command, "dependencies belong in the image"

@@ -1,0 +1,71 @@
+"""The whole training pipeline through kfp.local with the tiny preset, as `aicrush run` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.registry import CHALLENGER, client, local_tracking_uri
+
+pytestmark = [pytest.mark.slow]
+
+# The tiny model separates ~15 languages of this environment's files; 0.6 macro-F1 is far above
+# chance (~0.07) and below what every run so far reached (see README), so a failure means a real
+# regression (labels shuffled, splits leaking, training not converging), not noise.
+MACRO_F1_FLOOR = 0.6
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    state = tmp_path_factory.mktemp("e2e-state")
+    summary_path = state / "summary.json"
+    env = {**os.environ, "AICRUSH_HOME": str(state)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--preset", "tiny", "--summary", str(summary_path)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return state, json.loads(summary_path.read_text()), proc.stdout + proc.stderr
+
+
+def test_summary_has_the_promised_fields(run):
+    _, summary, output = run
+    for key in ("model_name", "model_version", "aliases", "metrics", "languages", "n_files",
+                "mlflow_tracking_uri", "reports"):
+        assert key in summary
+    assert {"accuracy", "macro_f1"} <= set(summary["metrics"])
+    assert set(summary["n_files"]) == {"train", "val", "test"}
+    assert len(summary["languages"]) >= 10
+    assert "aicrush run summary" in output
+
+
+def test_challenger_registered_in_mlflow(run):
+    state, summary, _ = run
+    assert summary["model_version"] and summary["aliases"] == [CHALLENGER]
+    c = client(local_tracking_uri(state))
+    mv = c.get_model_version_by_alias(summary["model_name"], CHALLENGER)
+    assert str(mv.version) == summary["model_version"]
+    metrics = c.get_run(mv.run_id).data.metrics
+    assert metrics["macro_f1"] == pytest.approx(summary["metrics"]["macro_f1"])
+
+
+def test_macro_f1_above_floor(run):
+    _, summary, _ = run
+    assert summary["metrics"]["macro_f1"] >= MACRO_F1_FLOOR
+
+
+def test_reports_and_classification_metrics_exist(run):
+    _, summary, _ = run
+    run_dir = Path(summary["run_dir"])
+    card = Path(summary["reports"]["model_card"])
+    assert card.is_file() and "<html" in card.read_text().lower()
+    assert Path(summary["reports"]["data_report"]).is_file()
+    executor = json.loads((run_dir / "evaluate-model" / "executor_output.json").read_text())
+    confusion = executor["artifacts"]["confusion"]["artifacts"][0]["metadata"]["confusionMatrix"]
+    assert len(confusion["structs"]) == len(summary["languages"])
