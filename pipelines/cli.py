@@ -140,6 +140,27 @@ def submit(
     typer.echo(f"submitted run {sub.run_id} in experiment {sub.experiment}: {sub.run_url}")
 
 
+def _register_commands() -> None:
+    """Commands whose logic lives in serving/: the model server, the rollout and the monitor."""
+    from serving.cli_serve import serve_command
+    from serving.monitor.cli import drift_command, monitor_command
+
+    app.command(name="serve")(serve_command)
+    app.command(name="drift")(drift_command)
+    app.command(name="monitor")(monitor_command)
+    try:
+        from serving.rollout.cli import deploy_command, promote_command, rollback_command, status_command
+    except ImportError:  # pragma: no cover - the rollout commands land with serving/rollout/cli.py
+        return
+    app.command(name="deploy")(deploy_command)
+    app.command(name="promote")(promote_command)
+    app.command(name="rollback")(rollback_command)
+    app.command(name="status")(status_command)
+
+
+_register_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="aicrush")
 
