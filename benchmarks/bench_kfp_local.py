@@ -40,8 +40,16 @@ def run_direct(cfg, state: Path) -> float:
     import json
 
     manifest = json.loads((work / "raw" / "manifest.json").read_text())
-    register(work / "model", work / "features", cfg, run_key="bench-direct", metrics=result.metrics,
-             manifest=manifest, state=state, model_card=card)
+    register(
+        work / "model",
+        work / "features",
+        cfg,
+        run_key="bench-direct",
+        metrics=result.metrics,
+        manifest=manifest,
+        state=state,
+        model_card=card,
+    )
     return time.perf_counter() - start
 
 
@@ -54,9 +62,13 @@ def run_kfp_local(cfg, state: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny", help="config preset (default: tiny)")
-    parser.add_argument("--max-files", type=int, default=0, help="cap ingested files (0: preset default)")
+    parser.add_argument(
+        "--max-files", type=int, default=0, help="cap ingested files (0: preset default)"
+    )
     args = parser.parse_args()
 
     from pipelines.config import build_config

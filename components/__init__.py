@@ -21,7 +21,6 @@ PIPELINE_IMAGE = default_images()["pipeline"]
 TRAIN_IMAGE = default_images()["train"]
 
 
-
 def _component_decorator(image: str) -> Callable[[Callable[..., Any]], Any]:
     # Inside a running task kfp puts kfp.dsl in runtime mode (no dsl.component), and the task
     # imports the component's module: there the decorator has nothing to do.

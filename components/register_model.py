@@ -10,7 +10,6 @@ run key, a retried step finds it and registers no second one, and a failure afte
 created deletes it again, so no version is left without its alias and tags.
 """
 
-
 import json
 import logging
 import tempfile
@@ -53,7 +52,9 @@ class RegistrationResult:
         return f"models:/{self.model_name}/{self.version}"
 
 
-def build_reference_sample(model_dir: Path, features_dir: Path, rows: int, seed: int = 0) -> pd.DataFrame:
+def build_reference_sample(
+    model_dir: Path, features_dir: Path, rows: int, seed: int = 0
+) -> pd.DataFrame:
     """Features and predictions of up to ``rows`` validation files: the drift monitor's reference."""
     from features.file_features import FEATURE_NAMES
     from serving.classifier import TextClassifier
@@ -74,7 +75,9 @@ def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        found = c.search_model_versions(f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'")
+        found = c.search_model_versions(
+            f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'"
+        )
     except MlflowException:
         return None
     return found[0] if found else None
@@ -93,7 +96,9 @@ def _flat_params(cfg: AicrushConfig) -> dict[str, str]:
     params: dict[str, str] = {"preset": cfg.preset}
     for section in ("ingest", "validate", "train", "evaluate"):
         for key, value in data[section].items():
-            params[f"{section}.{key}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            params[f"{section}.{key}"] = (
+                json.dumps(value) if isinstance(value, list | dict) else str(value)
+            )
     return {k: v[:500] for k, v in params.items()}
 
 
@@ -114,7 +119,18 @@ def register(
     tracking_uri = tracking_uri or resolve_tracking_uri(cfg.registry, state)
     # MLflow resolves logged models through its global tracking store, even from a client.
     with tracking(tracking_uri):
-        return _register(model_dir, features_dir, cfg, run_key, metrics, manifest, state, model_card, tracking_uri, progress or log.info)
+        return _register(
+            model_dir,
+            features_dir,
+            cfg,
+            run_key,
+            metrics,
+            manifest,
+            state,
+            model_card,
+            tracking_uri,
+            progress or log.info,
+        )
 
 
 def _register(
@@ -138,20 +154,30 @@ def _register(
 
     existing = _find_version_of_run(c, name, run_key) if run_key else None
     if existing is not None:
-        say(f"version {existing.version} of {name} was already registered by run {run_key}; not adding another")
+        say(
+            f"version {existing.version} of {name} was already registered by run {run_key}; not adding another"
+        )
         c.set_registered_model_alias(name, CHALLENGER, existing.version)
-        return RegistrationResult(name, str(existing.version), existing.run_id or "", False, [CHALLENGER], tracking_uri)
+        return RegistrationResult(
+            name, str(existing.version), existing.run_id or "", False, [CHALLENGER], tracking_uri
+        )
 
     if not c.search_registered_models(f"name = '{name}'"):
         c.create_registered_model(name, description="aicrush programming-language classifier")
 
     experiment_id = _ensure_experiment(c, reg.experiment, tracking_uri, state)
-    reference = build_reference_sample(model_dir, features_dir, reg.reference_rows, seed=cfg.validate_.seed)
+    reference = build_reference_sample(
+        model_dir, features_dir, reg.reference_rows, seed=cfg.validate_.seed
+    )
     test = pd.read_parquet(features_dir / "test.parquet", columns=["text"])
     example = pd.DataFrame({"text": test["text"].head(2).str.slice(0, 300).tolist()})
-    signature = infer_signature(example, pd.DataFrame({"label": ["Python"] * len(example), "score": [0.5] * len(example)}))
+    signature = infer_signature(
+        example, pd.DataFrame({"label": ["Python"] * len(example), "score": [0.5] * len(example)})
+    )
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}"
+    ) as run:
         mlflow.log_params(_flat_params(cfg))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.set_tags(
@@ -165,7 +191,9 @@ def _register(
             ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(ref_path, index=False)
             mlflow.log_artifact(str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-            (Path(tmp) / "manifest.json").write_text(json.dumps(dict(manifest), indent=2, default=str))
+            (Path(tmp) / "manifest.json").write_text(
+                json.dumps(dict(manifest), indent=2, default=str)
+            )
             mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
         if model_card is not None and model_card.is_file():
             mlflow.log_artifact(str(model_card), artifact_path="model_card")
@@ -180,7 +208,11 @@ def _register(
         )
 
     mv = c.create_model_version(
-        name, source=info.model_uri, run_id=run.info.run_id, tags={RUN_KEY_TAG: run_key}, model_id=info.model_id
+        name,
+        source=info.model_uri,
+        run_id=run.info.run_id,
+        tags={RUN_KEY_TAG: run_key},
+        model_id=info.model_id,
     )
     try:
         for key in ("dataset_content_hash",):
@@ -193,7 +225,9 @@ def _register(
         c.delete_model_version(name, mv.version)
         raise
     say(f"registered {name} version {mv.version} with alias '{CHALLENGER}'")
-    return RegistrationResult(name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri)
+    return RegistrationResult(
+        name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri
+    )
 
 
 def _aicrush_version() -> str:
@@ -231,7 +265,9 @@ def run_register_step(
         print(f"not promoted: {gate_reason}; nothing registered")
         return RegisterOutputs(cfg.registry.model_name, "", "")
     manifest = json.loads((Path(raw.path) / "manifest.json").read_text())
-    metrics = {k: float(v) for k, v in (evaluation.metadata or {}).items() if isinstance(v, int | float)}
+    metrics = {
+        k: float(v) for k, v in (evaluation.metadata or {}).items() if isinstance(v, int | float)
+    }
     result = register(
         Path(model.path),
         Path(features.path),
@@ -259,7 +295,9 @@ def register_model(
     raw: Input[Dataset],
     evaluation: Input[Metrics],
     model_card: Input[HTML],
-) -> NamedTuple("RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]):  # type: ignore[valid-type]
+) -> NamedTuple(
+    "RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]
+):  # type: ignore[valid-type]
     """Register the trained model in MLflow as a new version with alias ``challenger``.
 
     Args:
@@ -280,7 +318,16 @@ def register_model(
     from components.register_model import run_register_step
 
     return run_register_step(
-        config, state_dir, run_key, gate_passed, gate_reason, model, features, raw, evaluation, model_card
+        config,
+        state_dir,
+        run_key,
+        gate_passed,
+        gate_reason,
+        model,
+        features,
+        raw,
+        evaluation,
+        model_card,
     )
 
 

@@ -78,7 +78,9 @@ class ResolvedModel:
     run_id: str
 
 
-def get_version(tracking_uri: str, name: str, alias: str | None = None, version: str | int | None = None):
+def get_version(
+    tracking_uri: str, name: str, alias: str | None = None, version: str | int | None = None
+):
     """The ModelVersion for an alias or a version number, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
@@ -111,7 +113,9 @@ def download_model(
     dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)
     with tracking(tracking_uri):  # models:/ URIs resolve through the registry URI
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst))
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)
+        )
     return ResolvedModel(name, str(mv.version), resolve_model_dir(local), mv.run_id or "")
 
 

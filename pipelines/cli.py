@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +39,9 @@ PresetOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file (see README: Configuration). Unknown keys fail."),
+    typer.Option(
+        "--config", "-c", help="YAML config file (see README: Configuration). Unknown keys fail."
+    ),
 ]
 StateOpt = Annotated[
     Path | None,
@@ -66,7 +67,8 @@ def run(
     config: ConfigOpt = None,
     state: StateOpt = None,
     summary: Annotated[
-        Path | None, typer.Option("--summary", help="Also write the run summary as JSON to this file.")
+        Path | None,
+        typer.Option("--summary", help="Also write the run summary as JSON to this file."),
     ] = None,
 ) -> None:
     """Run the whole training pipeline on this machine (kfp.local): ingest, validate, Feast
@@ -78,12 +80,18 @@ def run(
     from pipelines.local import run_pipeline_locally
 
     home = state_dir(state)
-    typer.echo(f"aicrush: running the training pipeline (preset {cfg.preset}) with state in {home}", err=True)
+    typer.echo(
+        f"aicrush: running the training pipeline (preset {cfg.preset}) with state in {home}",
+        err=True,
+    )
     try:
         result = run_pipeline_locally(cfg, home)
     except RuntimeError as err:
         typer.echo(f"error: the pipeline failed: {err}", err=True)
-        typer.echo("the failing step's message is printed above its 'finished with status FAILURE' line", err=True)
+        typer.echo(
+            "the failing step's message is printed above its 'finished with status FAILURE' line",
+            err=True,
+        )
         raise typer.Exit(1) from None
     typer.echo(result.human())
     if summary is not None:
@@ -94,9 +102,9 @@ def run(
 
 @app.command(name="compile")
 def compile_(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")] = Path(
-        "aicrush-training.yaml"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")
+    ] = Path("aicrush-training.yaml"),
     source: SourceOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
@@ -116,10 +124,21 @@ def compile_(
 
 @app.command()
 def submit(
-    host: Annotated[str, typer.Option("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline.")],
-    experiment: Annotated[str, typer.Option("--experiment", help="KFP experiment to run in.")] = "aicrush",
-    run_name: Annotated[str | None, typer.Option("--run-name", help="Name of the run in the dashboard.")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace (multi-user).")] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline."
+        ),
+    ],
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="KFP experiment to run in.")
+    ] = "aicrush",
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="Name of the run in the dashboard.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Kubeflow profile namespace (multi-user).")
+    ] = None,
     source: SourceOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
@@ -133,7 +152,9 @@ def submit(
     from pipelines.submit import submit_training_pipeline
 
     try:
-        sub = submit_training_pipeline(cfg, host, experiment=experiment, run_name=run_name, namespace=namespace)
+        sub = submit_training_pipeline(
+            cfg, host, experiment=experiment, run_name=run_name, namespace=namespace
+        )
     except Exception as err:  # the KFP client raises many types; the user needs the message
         typer.echo(f"error: could not submit to {host}: {err}", err=True)
         raise typer.Exit(1) from None
@@ -149,7 +170,12 @@ def _register_commands() -> None:
     app.command(name="drift")(drift_command)
     app.command(name="monitor")(monitor_command)
     try:
-        from serving.rollout.cli import deploy_command, promote_command, rollback_command, status_command
+        from serving.rollout.cli import (
+            deploy_command,
+            promote_command,
+            rollback_command,
+            status_command,
+        )
     except ImportError:  # pragma: no cover - the rollout commands land with serving/rollout/cli.py
         return
     app.command(name="deploy")(deploy_command)
@@ -166,4 +192,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

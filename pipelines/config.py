@@ -33,9 +33,13 @@ class IngestConfig(StrictModel):
         description="Extension (with dot, lowercase) -> language, merged over the built-in table; "
         "map an extension to '' to ignore it.",
     )
-    max_file_bytes: int = Field(default=200_000, gt=0, description="Files larger are skipped at ingest.")
+    max_file_bytes: int = Field(
+        default=200_000, gt=0, description="Files larger are skipped at ingest."
+    )
     max_files_per_repository: int = Field(
-        default=400, gt=0, description="Cap per repository and language, so one huge package cannot dominate."
+        default=400,
+        gt=0,
+        description="Cap per repository and language, so one huge package cannot dominate.",
     )
     max_files: int = Field(default=200_000, gt=0, description="Overall cap on ingested files.")
     download_workers: int = Field(default=8, ge=1, le=64, description="Parallel GCS downloads.")
@@ -145,14 +149,18 @@ class EvaluateConfig(StrictModel):
         le=1,
         description="The challenger's macro-F1 must exceed the champion's by more than this.",
     )
-    min_macro_f1: float = Field(default=0.0, ge=0, le=1, description="Absolute floor for registering.")
+    min_macro_f1: float = Field(
+        default=0.0, ge=0, le=1, description="Absolute floor for registering."
+    )
 
 
 class RegistryConfig(StrictModel):
     tracking_uri: str = Field(default="", description="Empty: sqlite under the state dir.")
     experiment: str = "aicrush"
     model_name: str = "aicrush-code-language"
-    reference_rows: int = Field(default=2000, ge=10, description="Rows in the drift reference sample.")
+    reference_rows: int = Field(
+        default=2000, ge=10, description="Rows in the drift reference sample."
+    )
 
 
 class ResourcesConfig(StrictModel):

@@ -64,7 +64,11 @@ class RunSummary:
 
 
 def _newest_run_dir(pipeline_root: Path, since: float) -> Path:
-    runs = [p for p in pipeline_root.glob(f"{PIPELINE_NAME}-*") if p.is_dir() and p.stat().st_mtime >= since - 1]
+    runs = [
+        p
+        for p in pipeline_root.glob(f"{PIPELINE_NAME}-*")
+        if p.is_dir() and p.stat().st_mtime >= since - 1
+    ]
     if not runs:
         raise RuntimeError(f"kfp.local wrote no run folder under {pipeline_root}")
     return max(runs, key=lambda p: p.stat().st_mtime)
@@ -90,7 +94,9 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         split: int(pd.read_parquet(clean / f"{split}.parquet", columns=["sha256"]).shape[0])
         for split in ("train", "val", "test")
     }
-    languages = sorted(pd.read_parquet(clean / "train.parquet", columns=["language"])["language"].unique())
+    languages = sorted(
+        pd.read_parquet(clean / "train.parquet", columns=["language"])["language"].unique()
+    )
     metrics = {
         k: float(v)
         for k, v in _executor_metadata(run_dir / "evaluate-model", "metrics").items()
@@ -133,9 +139,15 @@ def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
     os.environ.setdefault("FEAST_USAGE", "False")
     pipeline_root = state / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
 
     start = time.time()
-    task = build_training_pipeline(cfg, state_dir=str(state))(config=cfg.to_dict(), state_dir=str(state))
+    task = build_training_pipeline(cfg, state_dir=str(state))(
+        config=cfg.to_dict(), state_dir=str(state)
+    )
     wall = time.time() - start
     return summarize(_newest_run_dir(pipeline_root, start), dict(task.outputs), tracking_uri, wall)

@@ -39,4 +39,8 @@ def submit_training_pipeline(
             experiment_name=experiment,
             namespace=namespace,
         )
-    return Submission(run_id=run.run_id, run_url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}", experiment=experiment)
+    return Submission(
+        run_id=run.run_id,
+        run_url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+        experiment=experiment,
+    )

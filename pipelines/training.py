@@ -4,7 +4,7 @@ ingest_sources -> validate_dataset -> engineer_features -> train_model -> evalua
 (gate against the champion) -> register_model (alias ``challenger``) when the gate passes.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: kfp reads the pipeline signature's real annotations.
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,6 +29,7 @@ class Outcome(NamedTuple):
     reason: str
     macro_f1: float
 
+
 #: Steps in run order (the local runner prints progress by these names).
 STEPS = (
     "ingest-sources",
@@ -47,13 +48,19 @@ def request_training_resources(task: dsl.PipelineTask, res: ResourcesConfig) -> 
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
     if res.accelerator_count > 0:
         task.set_accelerator_type(res.accelerator_type).set_accelerator_limit(res.accelerator_count)
-        kubernetes.add_node_selector(task, label_key=res.node_selector_key, label_value=res.node_selector_value)
+        kubernetes.add_node_selector(
+            task, label_key=res.node_selector_key, label_value=res.node_selector_value
+        )
         # GKE taints GPU nodes with nvidia.com/gpu=present:NoSchedule; only GPU pods may land there.
-        kubernetes.add_toleration(task, key=res.toleration_key, operator="Exists", effect="NoSchedule")
+        kubernetes.add_toleration(
+            task, key=res.toleration_key, operator="Exists", effect="NoSchedule"
+        )
     return task
 
 
-def build_training_pipeline(cfg: AicrushConfig, state_dir: str = "/tmp/aicrush") -> Callable[..., Any]:
+def build_training_pipeline(
+    cfg: AicrushConfig, state_dir: str = "/tmp/aicrush"
+) -> Callable[..., Any]:
     """The training pipeline for ``cfg``: its values are the defaults of the ``config`` parameter,
     and the training task's cluster resources come from ``cfg.resources`` (fixed at compile time)."""
     tracking_uri = cfg.registry.tracking_uri
@@ -63,16 +70,16 @@ def build_training_pipeline(cfg: AicrushConfig, state_dir: str = "/tmp/aicrush")
         description="Ingest source files, validate them, engineer Feast features, train a "
         "language classifier, evaluate it against the champion and register it in MLflow.",
     )
-    def aicrush_training(
-        config: dict = cfg.to_dict(), state_dir: str = state_dir
-    ) -> Outcome:
+    def aicrush_training(config: dict = cfg.to_dict(), state_dir: str = state_dir) -> Outcome:
         """Args:
         config: the whole aicrush config (see README, `aicrush run --help`), validated by each step.
         state_dir: local state folder of the steps (embedded MLflow, Feast repo, ingest cache).
         """
         ingest = ingest_sources(config=config, state_dir=state_dir)
         validate = validate_dataset(config=config, raw=ingest.outputs["dataset"])
-        features = engineer_features(config=config, state_dir=state_dir, clean=validate.outputs["clean"])
+        features = engineer_features(
+            config=config, state_dir=state_dir, clean=validate.outputs["clean"]
+        )
         train = train_model(config=config, features=features.outputs["features"])
         request_training_resources(train, cfg.resources)
         champion = lookup_champion(config=config, state_dir=state_dir)

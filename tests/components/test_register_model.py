@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from components.register_model import RUN_KEY_TAG, register
-from components.registry import CHALLENGER, REFERENCE_ARTIFACT, client, download_model, local_tracking_uri, tracking
+from components.registry import (
+    CHALLENGER,
+    REFERENCE_ARTIFACT,
+    client,
+    download_model,
+    local_tracking_uri,
+    tracking,
+)
 from features.file_features import FEATURE_NAMES, compute_file_features
 from pipelines.config import build_config
 from tests.model_factory import DEFAULT_LABELS
@@ -34,8 +41,17 @@ def features_dir(tmp_path: Path) -> Path:
         for i in range(n):
             lang = DEFAULT_LABELS[i % len(DEFAULT_LABELS)]
             text = SNIPPETS[lang] + f"# {split} {i}\n"
-            rows.append({"repository": f"repo{i}", "path": f"f{i}", "sha256": f"{split}{i}", "file_id": f"{split}{i}",
-                         "language": lang, "text": text, "size": len(text)})
+            rows.append(
+                {
+                    "repository": f"repo{i}",
+                    "path": f"f{i}",
+                    "sha256": f"{split}{i}",
+                    "file_id": f"{split}{i}",
+                    "language": lang,
+                    "text": text,
+                    "size": len(text),
+                }
+            )
         frame = pd.DataFrame(rows)
         frame = pd.concat([frame, compute_file_features(frame["text"])], axis=1)
         frame.to_parquet(out / f"{split}.parquet", index=False)
@@ -45,12 +61,19 @@ def features_dir(tmp_path: Path) -> Path:
 def _register(model_dir: Path, features_dir: Path, state: Path, run_key: str = "run-1"):
     cfg = build_config({"registry": {"reference_rows": 10}})
     return register(
-        model_dir, features_dir, cfg, run_key=run_key, metrics={"accuracy": 0.5, "macro_f1": 0.4},
-        manifest={"content_hash": "abc123", "sources": ["/src"]}, state=state,
+        model_dir,
+        features_dir,
+        cfg,
+        run_key=run_key,
+        metrics={"accuracy": 0.5, "macro_f1": 0.4},
+        manifest={"content_hash": "abc123", "sources": ["/src"]},
+        state=state,
     )
 
 
-def test_register_logs_lineage_reference_and_alias(random_model_dir: Path, features_dir: Path, state_dir: Path):
+def test_register_logs_lineage_reference_and_alias(
+    random_model_dir: Path, features_dir: Path, state_dir: Path
+):
     result = _register(random_model_dir, features_dir, state_dir)
     assert result.created and result.version == "1"
     uri = local_tracking_uri(state_dir)
@@ -64,7 +87,11 @@ def test_register_logs_lineage_reference_and_alias(random_model_dir: Path, featu
     assert run.data.params["train.max_length"] == "128"
     assert json.loads(run.data.tags["sources"]) == ["/src"]
 
-    ref = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=uri))
+    ref = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=result.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=uri
+        )
+    )
     assert list(ref.columns) == [*FEATURE_NAMES, "label", "prediction", "score"]
     assert len(ref) == 6 and set(ref["prediction"]) <= set(DEFAULT_LABELS)
 
@@ -79,7 +106,9 @@ def test_register_logs_lineage_reference_and_alias(random_model_dir: Path, featu
     assert resolved is not None and (resolved.path / "aicrush.json").is_file()
 
 
-def test_retried_step_registers_no_second_version(random_model_dir: Path, features_dir: Path, state_dir: Path):
+def test_retried_step_registers_no_second_version(
+    random_model_dir: Path, features_dir: Path, state_dir: Path
+):
     first = _register(random_model_dir, features_dir, state_dir, run_key="kfp-run-7")
     again = _register(random_model_dir, features_dir, state_dir, run_key="kfp-run-7")
     assert (again.version, again.created) == (first.version, False)

@@ -20,7 +20,9 @@ def test_top_level_help_lists_commands():
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", [c.name or c.callback.__name__ for c in app.registered_commands])
+@pytest.mark.parametrize(
+    "command", [c.name or c.callback.__name__ for c in app.registered_commands]
+)
 def test_every_command_has_help(command: str):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output

@@ -31,8 +31,13 @@ def _executor_of(spec: dict, task: str) -> dict:
 def test_pipeline_has_every_step(compiled: list[dict]):
     tasks = compiled[0]["root"]["dag"]["tasks"]
     assert set(tasks) >= {
-        "ingest-sources", "validate-dataset", "engineer-features", "train-model",
-        "lookup-champion", "evaluate-model", "register-model",
+        "ingest-sources",
+        "validate-dataset",
+        "engineer-features",
+        "train-model",
+        "lookup-champion",
+        "evaluate-model",
+        "register-model",
     }
     assert compiled[0]["pipelineInfo"]["name"] == "aicrush-training"
 
@@ -44,9 +49,15 @@ def test_train_task_requests_one_l4_gpu(compiled: list[dict]):
     assert resources["accelerator"]["resourceCount"] == "1"
     assert resources["resourceCpuRequest"] == "4" and resources["resourceMemoryLimit"] == "32G"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    train_exec = spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"].replace("comp-", "exec-")
-    assert k8s[train_exec]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
-    assert k8s[train_exec]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    train_exec = spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"].replace(
+        "comp-", "exec-"
+    )
+    assert k8s[train_exec]["nodeSelector"]["labels"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4"
+    }
+    assert k8s[train_exec]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_only_the_train_task_gets_a_gpu(compiled: list[dict]):
@@ -57,15 +68,26 @@ def test_only_the_train_task_gets_a_gpu(compiled: list[dict]):
 
 
 def test_resources_are_configurable(tmp_path: Path):
-    cfg = build_config({"resources": {"node_selector_value": "nvidia-tesla-a100", "accelerator_count": 2}})
+    cfg = build_config(
+        {"resources": {"node_selector_value": "nvidia-tesla-a100", "accelerator_count": 2}}
+    )
     spec, platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
-    assert _executor_of(spec, "train-model")["container"]["resources"]["accelerator"]["resourceCount"] == "2"
-    labels = next(iter(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()))["nodeSelector"]
+    assert (
+        _executor_of(spec, "train-model")["container"]["resources"]["accelerator"]["resourceCount"]
+        == "2"
+    )
+    labels = next(
+        iter(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values())
+    )["nodeSelector"]
     assert labels["labels"]["cloud.google.com/gke-accelerator"] == "nvidia-tesla-a100"
 
 
 def test_cpu_only_cluster_drops_gpu_placement(tmp_path: Path):
-    spec, *rest = _load(compile_training_pipeline(tmp_path / "p.yaml", build_config({"resources": {"accelerator_count": 0}})))
+    spec, *rest = _load(
+        compile_training_pipeline(
+            tmp_path / "p.yaml", build_config({"resources": {"accelerator_count": 0}})
+        )
+    )
     assert "accelerator" not in _executor_of(spec, "train-model")["container"]["resources"]
 
 

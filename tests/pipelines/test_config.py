@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import AicrushConfig, ConfigError, build_config, config_from_dict, load_config, state_dir
+from pipelines.config import (
+    AicrushConfig,
+    ConfigError,
+    build_config,
+    config_from_dict,
+    load_config,
+    state_dir,
+)
 
 CONFS = Path(__file__).resolve().parents[1] / "confs"
 

@@ -27,8 +27,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     env = {**os.environ, "AICRUSH_HOME": str(state)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--preset", "tiny", "--summary", str(summary_path)],
-        env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "run",
+            "--preset",
+            "tiny",
+            "--summary",
+            str(summary_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return state, json.loads(summary_path.read_text()), proc.stdout + proc.stderr
@@ -36,8 +48,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
 
 def test_summary_has_the_promised_fields(run):
     _, summary, output = run
-    for key in ("model_name", "model_version", "aliases", "metrics", "languages", "n_files",
-                "mlflow_tracking_uri", "reports"):
+    for key in (
+        "model_name",
+        "model_version",
+        "aliases",
+        "metrics",
+        "languages",
+        "n_files",
+        "mlflow_tracking_uri",
+        "reports",
+    ):
         assert key in summary
     assert {"accuracy", "macro_f1"} <= set(summary["metrics"])
     assert set(summary["n_files"]) == {"train", "val", "test"}
