@@ -1,0 +1,372 @@
+"""The monitor's core, without HTTP: route paired inferences into per-version windows, analyse
+closed windows against the reference, export Prometheus metrics, write reports, trigger retrains.
+
+:class:`Monitor` is what ``app.py`` serves and what tests and the benchmark drive directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.monitor.drift import (
+    DriftResult,
+    DriftSettings,
+    analyze_window,
+    build_report,
+    save_report,
+)
+from serving.monitor.events import EventError, EventPairer, PairedInference, parse_event
+from serving.monitor.features import features_of
+from serving.monitor.reference import Reference
+from serving.monitor.retrain import RetrainTrigger
+from serving.monitor.state import MonitorState
+from serving.monitor.windows import Window, WindowPolicy, window_frame
+
+log = logging.getLogger(__name__)
+
+ReportPolicy = Literal["never", "drift", "always"]
+
+
+class MonitorMetrics:
+    """The monitor's metric families, on their own registry (one per :class:`Monitor`)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        mv = ["model", "version"]
+        self.share = Gauge(
+            "aicrush_drift_share_drifted_columns",
+            "Share of monitored columns that drifted in the last closed window.",
+            mv,
+            registry=registry,
+        )
+        self.column_score = Gauge(
+            "aicrush_drift_column_score",
+            "Drift score of one column in the last window (method label: "
+            "wasserstein = normed distance, jensenshannon = distance).",
+            [*mv, "column", "method"],
+            registry=registry,
+        )
+        self.column_drifted = Gauge(
+            "aicrush_drift_column_drifted",
+            "1 when the column drifted in the last window.",
+            [*mv, "column"],
+            registry=registry,
+        )
+        self.dataset_drift = Gauge(
+            "aicrush_drift_dataset_drift",
+            "1 when the last window drifted (share >= drift_share).",
+            mv,
+            registry=registry,
+        )
+        self.consecutive = Gauge(
+            "aicrush_drift_consecutive_drifted_windows",
+            "Drifted windows in a row, up to the last one.",
+            mv,
+            registry=registry,
+        )
+        self.window_rows = Gauge(
+            "aicrush_drift_window_rows", "Rows in the last closed window.", mv, registry=registry
+        )
+        self.open_rows = Gauge(
+            "aicrush_drift_open_window_rows", "Rows in the open window.", mv, registry=registry
+        )
+        self.windows = Counter(
+            "aicrush_drift_windows",
+            "Closed and analysed windows.",
+            [*mv, "dataset_drift"],
+            registry=registry,
+        )
+        self.last_window = Gauge(
+            "aicrush_drift_last_window_timestamp_seconds",
+            "Unix time the last window was analysed.",
+            mv,
+            registry=registry,
+        )
+        self.reference = Gauge(
+            "aicrush_drift_reference_info",
+            "The reference sample in use (value 1; its sha256 is a label).",
+            [*mv, "sha256", "source"],
+            registry=registry,
+        )
+        self.reference_rows = Gauge(
+            "aicrush_drift_reference_rows", "Rows in the reference.", mv, registry=registry
+        )
+        self.received = Counter(
+            "aicrush_monitor_events_received",
+            "CloudEvents received (type: request or response).",
+            [*mv, "type"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "aicrush_monitor_events_dropped",
+            "Events not used (reason: malformed, no_reference, analysis_error).",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.unpaired = Counter(
+            "aicrush_monitor_events_unpaired",
+            "Request or response halves that expired without their pair.",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "aicrush_monitor_events_pending", "Halves waiting for their pair.", registry=registry
+        )
+        self.records = Counter(
+            "aicrush_monitor_records", "Paired inputs added to windows.", mv, registry=registry
+        )
+        self.retrains = Counter(
+            "aicrush_drift_retrain_decisions",
+            "Retraining decisions on sustained drift (outcome label).",
+            [*mv, "outcome"],
+            registry=registry,
+        )
+        self.analysis_seconds = Histogram(
+            "aicrush_drift_analysis_duration_seconds",
+            "Time to featurize and analyse one window.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+
+
+@dataclass
+class MonitorConfig:
+    """``state_dir``: SQLite state; ``reports``: folder or gs:// prefix for HTML reports (None: no
+    reports); ``report_on``: which windows get one; ``background``: analyse windows on a worker
+    thread (the HTTP service) or inline (tests, the offline command)."""
+
+    state_dir: Path
+    policy: WindowPolicy = field(default_factory=WindowPolicy)
+    settings: DriftSettings = field(default_factory=DriftSettings)
+    reports: str | None = None
+    report_on: ReportPolicy = "drift"
+    background: bool = True
+    pair_ttl_s: float = 120.0
+    warm_up: bool = True
+    featurize_chunk: int = 250
+
+
+class Monitor:
+    """Windows per (model, version), each analysed against that version's reference."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        references: list[Reference] | None = None,
+        retrain: RetrainTrigger | None = None,
+        registry: CollectorRegistry | None = None,
+    ):
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = MonitorMetrics(self.registry)
+        self.state = MonitorState(config.state_dir)
+        self.retrain = retrain
+        if retrain is not None and retrain.state is None:
+            retrain.state = self.state
+        self.pairer = EventPairer(ttl_s=config.pair_ttl_s)
+        self._lock = threading.Lock()
+        self.references: dict[tuple[str, str], Reference] = {}
+        self.windows: dict[tuple[str, str], Window] = {}
+        self.last_results: dict[tuple[str, str], DriftResult] = {}
+        # Feature rows computed ahead, while windows fill (background mode): id(record) -> row.
+        self._features: dict[int, tuple[tuple, np.ndarray]] = {}
+        self._unfeaturized: dict[tuple[str, str], list] = {}
+        for ref in self.state.load_references():  # what a previous run watched
+            self._install(ref, persist=False)
+        for ref in references or []:
+            self._install(ref, persist=True)
+        if config.warm_up:  # Evidently and Feast import lazily in seconds; pay it before traffic
+            import evidently.legacy.calculations.stattests  # noqa: F401
+
+            features_of(["warm up"])
+        self._jobs: queue.Queue[tuple[str, tuple[str, str], list] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        if config.background:
+            self._worker = threading.Thread(target=self._work, name="drift-analysis", daemon=True)
+            self._worker.start()
+
+    # references
+    def _install(self, ref: Reference, persist: bool) -> None:
+        key = (ref.model_name, ref.model_version)
+        old = self.references.get(key)
+        if old is not None and old.sha256 != ref.sha256:
+            self.metrics.reference.remove(*key, old.sha256, old.source)
+        self.references[key] = ref
+        if persist:
+            self.state.save_reference(ref)
+        self.metrics.reference.labels(*key, ref.sha256, ref.source).set(1)
+        self.metrics.reference_rows.labels(*key).set(len(ref.frame))
+        window = Window(self.config.policy)
+        for record in self.state.load_records(*key):
+            window.add(*record)
+        self.windows[key] = window
+        self.metrics.open_rows.labels(*key).set(len(window))
+
+    def route(self, model: str, version: str | None) -> tuple[str, str] | None:
+        """The (model, version) whose reference applies; an event without a version (KServe's
+        own logger) goes to the model's only reference, or the last one loaded."""
+        if version is not None:
+            return (model, version) if (model, version) in self.references else None
+        keys = [k for k in self.references if k[0] == model]
+        return keys[-1] if keys else None
+
+    # ingest
+    def ingest(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
+        """Take one CloudEvent; return ``paired``, ``pending`` or raise :class:`EventError`."""
+        try:
+            event = parse_event(headers, body)
+        except EventError:
+            self.metrics.dropped.labels("", "malformed").inc()
+            raise
+        kind = "request" if event.type.endswith("request") else "response"
+        self.metrics.received.labels(event.model, event.version or "", kind).inc()
+        with self._lock:
+            try:
+                pair, expired = self.pairer.add(event, now)
+            except EventError:
+                self.metrics.dropped.labels(event.model, "malformed").inc()
+                raise
+            if expired:
+                self.metrics.unpaired.inc(expired)
+            self.metrics.pending.set(len(self.pairer))
+            if pair is None:
+                return "pending"
+            self.add_pair(pair, now)
+        return "paired"
+
+    def add_pair(self, pair: PairedInference, now: float | None = None) -> None:
+        key = self.route(pair.model, pair.version)
+        if key is None:
+            self.metrics.dropped.labels(pair.model, "no_reference").inc(2)
+            return
+        ts = time.time() if now is None else now
+        records = [(ts, t, p[0], p[1]) for t, p in zip(pair.texts, pair.predictions, strict=True)]
+        self.add_records(key, records, now=ts)
+
+    def add_records(
+        self,
+        key: tuple[str, str],
+        records: list[tuple[float, str, str, float]],
+        now: float | None = None,
+    ) -> None:
+        window = self.windows[key]
+        self.state.append_records(*key, records)
+        window.extend(records)
+        self.metrics.records.labels(*key).inc(len(records))
+        if self._worker is not None:
+            pending = self._unfeaturized.setdefault(key, [])
+            pending.extend(records)
+            if len(pending) >= self.config.featurize_chunk:
+                self._jobs.put(("featurize", key, pending))
+                self._unfeaturized[key] = []
+        self._close_full(key, now)
+        self.metrics.open_rows.labels(*key).set(len(window))
+
+    def tick(self, now: float | None = None) -> None:
+        """Close windows that are old enough (time windows); the service calls this periodically."""
+        with self._lock:
+            for key in list(self.windows):
+                self._close_full(key, now)
+                self.metrics.open_rows.labels(*key).set(len(self.windows[key]))
+
+    def _close_full(self, key: tuple[str, str], now: float | None) -> None:
+        window = self.windows[key]
+        while window.is_full(now):
+            records = window.take()
+            if self._worker is not None:
+                # Records of the closed window are no longer featurized ahead of time.
+                closed = {id(r) for r in records}
+                pending = self._unfeaturized.get(key, [])
+                self._unfeaturized[key] = [r for r in pending if id(r) not in closed]
+                self._jobs.put(("analyse", key, records))
+            else:
+                self._analyse(key, records)
+
+    # analysis
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                kind, key, records = job
+                if kind == "featurize":
+                    rows = features_of([r[1] for r in records]).to_numpy(np.float32)
+                    for record, row in zip(records, rows, strict=True):
+                        # keeps the record alive, so its id cannot be reused while cached
+                        self._features[id(record)] = (record, row)
+                else:
+                    self._analyse(key, records)
+            except Exception:  # keep the worker alive; the error is counted and logged
+                log.exception("window analysis failed")
+                self.metrics.dropped.labels(job[1][0] if job else "", "analysis_error").inc()
+            finally:
+                self._jobs.task_done()
+
+    def analyse_now(self, model: str, version: str) -> DriftResult:
+        """Close the open window whatever its size and analyse it inline (tests, admin)."""
+        self.flush()
+        with self._lock:
+            self._unfeaturized.pop((model, version), None)
+            records = self.windows[(model, version)].records
+            self.windows[(model, version)] = Window(self.config.policy)
+            self.metrics.open_rows.labels(model, version).set(0)
+        return self._analyse((model, version), records)
+
+    def flush(self) -> None:
+        """Wait until queued windows are analysed."""
+        if self._worker is not None:
+            self._jobs.join()
+
+    def _analyse(self, key: tuple[str, str], records: list) -> DriftResult:
+        ref = self.references[key]
+        started = time.perf_counter()
+        frame = window_frame(records, self._features)
+        for record in records:
+            self._features.pop(id(record), None)
+        result = analyze_window(frame, ref.frame, self.config.settings)
+        self.metrics.analysis_seconds.observe(time.perf_counter() - started)
+        report = None
+        if self.config.reports and (
+            self.config.report_on == "always"
+            or (self.config.report_on == "drift" and result.dataset_drift)
+        ):
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            dest = f"{self.config.reports.rstrip('/')}/{key[0]}/v{key[1]}/drift-{stamp}-{time.time_ns() % 10**9}.html"
+            report = save_report(build_report(frame, ref.frame, self.config.settings), dest)
+        self.state.record_result(*key, ref.sha256, result.to_dict(), report)
+        self.state.drop_records(*key, len(records))
+        self._export(key, result)
+        if self.retrain is not None:
+            outcome = self.retrain.observe(*key, result)
+            if outcome != "none":
+                self.metrics.retrains.labels(*key, outcome).inc()
+        return result
+
+    def _export(self, key: tuple[str, str], result: DriftResult) -> None:
+        m = self.metrics
+        m.share.labels(*key).set(result.share_drifted)
+        m.dataset_drift.labels(*key).set(int(result.dataset_drift))
+        m.window_rows.labels(*key).set(result.n_rows)
+        m.windows.labels(*key, str(result.dataset_drift).lower()).inc()
+        m.last_window.labels(*key).set(time.time())
+        previous = m.consecutive.labels(*key)._value.get()
+        m.consecutive.labels(*key).set(previous + 1 if result.dataset_drift else 0)
+        for col in result.columns:
+            m.column_score.labels(*key, col.column, col.method).set(col.score)
+            m.column_drifted.labels(*key, col.column).set(int(col.drifted))
+        self.last_results[key] = result
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=30)
+        self.state.close()

@@ -1,0 +1,164 @@
+"""The HTTP service: KServe-style binary and structured CloudEvents, pairing, metrics, reports."""
+
+from __future__ import annotations
+
+import json
+
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+from fastapi.testclient import TestClient
+
+from serving.monitor.app import create_app
+from tests.monitor.conftest import MODEL, VERSION, make_monitor
+
+REQ, RESP = "org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"
+
+
+def kserve_event(ce_type: str, event_id: str, data: dict, with_version: bool = False):
+    """An event as KServe's logger builds it (no model version: it does not know one)."""
+    attrs = {
+        "type": ce_type,
+        "source": "http://localhost:9081/",
+        "id": event_id,
+        "inferenceservicename": MODEL,
+        "namespace": "default",
+        "component": "predictor",
+        "endpoint": "canary",
+    }
+    if with_version:
+        attrs["modelversion"] = VERSION
+    return CloudEvent(attrs, data)
+
+
+def test_binary_and_structured_events_pair_into_the_window(tmp_path, reference):
+    monitor = make_monitor(
+        tmp_path / "state",
+        reference,
+        max_rows=1000,
+        reports=str(tmp_path / "reports"),
+        report_on="always",
+    )
+    try:
+        client = TestClient(create_app(monitor))
+        texts = ["def f(x):\n    return x\n", "body { color: red; }\n"]
+        request = kserve_event(REQ, "r-1", {"instances": [{"text": t} for t in texts]})
+        response = kserve_event(
+            RESP,
+            "r-1",
+            {"predictions": [{"label": "Python", "score": 0.9}, {"label": "CSS", "score": 0.8}]},
+        )
+        headers, body = to_binary(request)
+        assert client.post("/", headers=dict(headers), content=body).json() == {"status": "pending"}
+        headers, body = to_structured(response)  # structured mode, and in the other order
+        r = client.post("/", headers=dict(headers), content=body)
+        assert r.status_code == 202 and r.json() == {"status": "paired"}
+        # V2 request/response, binary mode, with our modelversion extension
+        v2_req = kserve_event(
+            REQ,
+            "r-2",
+            {
+                "inputs": [
+                    {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["int main(){}"]}
+                ]
+            },
+            with_version=True,
+        )
+        v2_resp = kserve_event(
+            RESP,
+            "r-2",
+            {
+                "outputs": [
+                    {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["C"]},
+                    {"name": "score", "datatype": "FP32", "shape": [1], "data": [0.7]},
+                ]
+            },
+            with_version=True,
+        )
+        for ev in (v2_resp, v2_req):
+            headers, body = to_binary(ev)
+            assert client.post("/", headers=dict(headers), content=body).status_code == 202
+        assert [r[2] for r in monitor.windows[(MODEL, VERSION)].records] == ["Python", "CSS", "C"]
+
+        metrics = client.get("/metrics").text
+        assert (
+            f'aicrush_drift_open_window_rows{{model="{MODEL}",version="{VERSION}"}} 3.0' in metrics
+        )
+        assert (
+            f'aicrush_drift_reference_info{{model="{MODEL}",sha256="{reference.sha256}"' in metrics
+        )
+        assert 'aicrush_monitor_events_received_total{model="' + MODEL in metrics
+
+        health = client.get("/healthz").json()
+        assert health["references"][0]["sha256"] == reference.sha256
+
+        monitor.analyse_now(MODEL, VERSION)
+        [row] = client.get("/reports").json()
+        assert row["n_rows"] == 3 and row["report"].endswith(".html")
+        page = client.get(f"/reports/{row['id']}")
+        assert page.status_code == 200 and "<!doctype html>" in page.text.lower()
+    finally:
+        monitor.close()
+
+
+def test_malformed_and_unknown_events(tmp_path, reference):
+    monitor = make_monitor(tmp_path / "state", reference)
+    try:
+        client = TestClient(create_app(monitor))
+        r = client.post(
+            "/",
+            headers={
+                "ce-id": "x",
+                "ce-type": REQ,
+                "ce-specversion": "1.0",
+                "content-type": "application/json",
+            },
+            content=b"{}",
+        )
+        assert r.status_code == 400 and "source" in r.json()["error"]
+        r = client.post(
+            "/",
+            headers={
+                "ce-id": "x",
+                "ce-type": "com.example.other",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+            },
+            content=b"{}",
+        )
+        assert r.status_code == 400
+        # A model the monitor has no reference for: counted, not an error for the sender.
+        other = CloudEvent(
+            {"type": REQ, "source": "s", "id": "o-1", "inferenceservicename": "other-model"},
+            {"instances": ["x"]},
+        )
+        other_resp = CloudEvent(
+            {"type": RESP, "source": "s", "id": "o-1", "inferenceservicename": "other-model"},
+            {"predictions": ["C"]},
+        )
+        for ev in (other, other_resp):
+            h, b = to_binary(ev)
+            assert client.post("/", headers=dict(h), content=b).status_code == 202
+        dropped = monitor.registry.get_sample_value(
+            "aicrush_monitor_events_dropped_total",
+            {"model": "other-model", "reason": "no_reference"},
+        )
+        assert dropped == 2
+        malformed = monitor.registry.get_sample_value(
+            "aicrush_monitor_events_dropped_total", {"model": "", "reason": "malformed"}
+        )
+        assert malformed == 2
+    finally:
+        monitor.close()
+
+
+def test_unpaired_halves_expire(tmp_path, reference):
+    monitor = make_monitor(tmp_path / "state", reference, pair_ttl_s=10)
+    try:
+        h, b = to_binary(kserve_event(REQ, "lonely", {"instances": ["x"]}))
+        assert monitor.ingest(dict(h), b, now=100.0) == "pending"
+        h, b = to_binary(kserve_event(REQ, "next", {"instances": ["y"]}))
+        monitor.ingest(dict(h), b, now=200.0)
+        assert monitor.registry.get_sample_value("aicrush_monitor_events_unpaired_total") == 1
+        assert json.loads(b)["instances"] == ["y"]
+    finally:
+        monitor.close()

@@ -1,0 +1,65 @@
+"""``aicrush drift`` offline: JSONL of V1 requests or plain text lines against a reference file."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from serving.monitor.cli import drift_command, read_requests
+
+app = typer.Typer()
+app.command()(drift_command)
+
+
+def test_drift_command_on_jsonl_requests(tmp_path, split, reference):
+    _, pool = split
+    shifted = pool[pool["prediction"].isin(["JavaScript", "CSS"])].sample(
+        200, replace=True, random_state=11
+    )
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(reference.parquet)
+    requests = tmp_path / "requests.jsonl"
+    with requests.open("w") as f:
+        for start in range(0, len(shifted), 10):
+            chunk = shifted.iloc[start : start + 10]
+            f.write(
+                json.dumps(
+                    {
+                        "instances": [{"text": t} for t in chunk["text"]],
+                        "predictions": [{"label": p, "score": 1.0} for p in chunk["prediction"]],
+                    }
+                )
+                + "\n"
+            )
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        app,
+        [
+            str(requests),
+            "--reference",
+            str(ref_path),
+            "--model",
+            "m",
+            "--version",
+            "3",
+            "--out",
+            str(out),
+            "--fail-on-drift",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("DRIFT")
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["dataset_drift"] and summary["reference_sha256"] == reference.sha256
+    assert summary["n_rows"] == 200 and out.is_file()
+
+
+def test_read_requests_plain_text_and_instances(tmp_path):
+    plain = tmp_path / "inputs.txt"
+    plain.write_text("print(1)\n\nint x;\n")
+    assert read_requests(plain) == (["print(1)", "int x;"], None)
+    lines = tmp_path / "inputs.jsonl"
+    lines.write_text('{"text": "a", "prediction": "C"}\n{"instances": ["b"]}\n"c"\n')
+    assert read_requests(lines) == (["a", "b", "c"], None)

@@ -1,0 +1,61 @@
+"""Sustained drift starts a retrain through the hook, at most once per interval, all recorded."""
+
+from __future__ import annotations
+
+import sys
+
+from serving.monitor.drift import DriftResult
+from serving.monitor.retrain import RetrainPolicy, RetrainTrigger, embedded_hook
+from serving.monitor.state import MonitorState
+
+
+def verdict(drift: bool) -> DriftResult:
+    return DriftResult(
+        n_rows=10, n_reference_rows=10, columns=(), share_drifted=float(drift), dataset_drift=drift
+    )
+
+
+def test_sustained_drift_triggers_once_per_interval(tmp_path):
+    calls = []
+    state = MonitorState(tmp_path)
+    trigger = RetrainTrigger(
+        lambda m, v, r: calls.append((m, v)) or "run-1",
+        RetrainPolicy(sustained_windows=2, min_interval_s=3600),
+        state,
+    )
+    t = 1_000_000.0
+    assert trigger.observe("m", "1", verdict(True), now=t) == "none"
+    assert trigger.observe("m", "1", verdict(False), now=t + 1) == "none"  # not sustained
+    assert trigger.observe("m", "1", verdict(True), now=t + 2) == "none"
+    assert trigger.observe("m", "1", verdict(True), now=t + 3) == "started"
+    assert trigger.observe("m", "1", verdict(True), now=t + 4) == "none"
+    assert trigger.observe("m", "1", verdict(True), now=t + 5) == "rate_limited"
+    # A restarted monitor still knows the last start (rate limit across restarts).
+    again = RetrainTrigger(lambda m, v, r: "run-2", RetrainPolicy(1, 3600), MonitorState(tmp_path))
+    assert again.observe("m", "1", verdict(True), now=t + 60) == "rate_limited"
+    assert again.observe("m", "1", verdict(True), now=t + 3700) == "started"
+    assert calls == [("m", "1")]
+    outcomes = [r["outcome"] for r in state.retrains()]
+    assert outcomes == ["started", "rate_limited", "rate_limited", "started"]
+
+
+def test_failing_hook_is_recorded_not_raised(tmp_path):
+    def broken(m, v, r):
+        raise ConnectionError("KFP endpoint unreachable")
+
+    trigger = RetrainTrigger(broken, RetrainPolicy(1, 0), MonitorState(tmp_path))
+    assert trigger.observe("m", "1", verdict(True)) == "failed"
+    assert "unreachable" in trigger.state.retrains()[0]["detail"]
+
+
+def test_embedded_hook_starts_a_subprocess(tmp_path):
+    marker = tmp_path / "ran"
+    hook = embedded_hook([sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ok')"])
+    detail = hook("m", "1", verdict(True))
+    assert detail.startswith("pid ")
+    import time
+
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "ok"
