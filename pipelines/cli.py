@@ -169,20 +169,12 @@ def _register_commands() -> None:
     app.command(name="serve")(serve_command)
     app.command(name="drift")(drift_command)
     app.command(name="monitor")(monitor_command)
-    try:
-        from serving.rollout.cli import (
-            deploy_command,
-            promote_command,
-            rollback_command,
-            status_command,
-        )
-    except ImportError:  # pragma: no cover - the rollout commands land with serving/rollout/cli.py
-        return
-    app.command(name="deploy")(deploy_command)
-    app.command(name="promote")(promote_command)
-    app.command(name="rollback")(rollback_command)
-    app.command(name="status")(status_command)
+    from serving.rollout import cli as rollout
 
+    app.command(name="deploy")(rollout.deploy)
+    app.command(name="promote")(rollout.promote)
+    app.command(name="rollback")(rollout.rollback)
+    app.command(name="status")(rollout.status)
 
 _register_commands()
 

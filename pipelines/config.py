@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serving.rollout.config import RolloutConfig
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -188,6 +190,7 @@ class AicrushConfig(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,0 +1,57 @@
+"""analyze_canary: step the canary up while its metrics hold; roll it back at the first failed check."""
+
+import json
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+from components import PIPELINE_IMAGE
+
+
+def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, analysis: Any) -> str:
+    """Protocol glue: run the analysis (no automatic promotion), log the last verdict, return the decision.
+
+    Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
+    already rolled back) or "none" (no canary in progress, e.g. the first champion was deployed).
+    """
+    from pipelines.config import state_dir as resolve_state
+    from serving.rollout import RolloutError, open_rollout
+    from serving.rollout.cli import configs_from_dict
+
+    cfg, rollout_cfg = configs_from_dict(config)
+    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    try:
+        st = rollout.analyze(auto_promote=False)
+    except RolloutError as err:
+        if "no canary in progress" in str(err):
+            return "none"
+        raise
+    last = st.last_analysis or {}
+    for check in last.get("checks", []):
+        if check.get("value") is not None:
+            analysis.log_metric(check["name"], float(check["value"]))
+    analysis.log_metric("canary_requests", float(last.get("canary_requests", 0)))
+    decision = "promote" if st.phase == "canary" else "rolled_back"
+    analysis.metadata["decision"] = decision
+    print(json.dumps(last, default=str))
+    return decision
+
+
+@dsl.component(base_image=PIPELINE_IMAGE)
+def analyze_canary(config: dict, state_dir: str, backend: str, analysis: Output[Metrics]) -> str:
+    """Watch the canary through ``rollout.steps``: 5xx rate, p99 latency, agreement vs the champion.
+
+    A failed check rolls the canary back at once (within one ``rollout.poll_s``).
+
+    Args:
+        config: the validated aicrush config (JSON dict) with its ``rollout`` section.
+        state_dir: local state folder.
+        backend: "local" or "kubernetes".
+        analysis: the last window's checks (error_rate, p99_latency_s, ...) as metrics.
+    Returns:
+        "promote", "rolled_back" or "none" (nothing to analyze).
+    """
+    from components.analyze_canary import run_analyze_canary
+
+    return run_analyze_canary(config, state_dir, backend, analysis)

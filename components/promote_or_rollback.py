@@ -1,0 +1,44 @@
+"""promote_or_rollback: act on the analysis: the canary becomes champion, or traffic returns to it."""
+
+from typing import Any
+
+from kfp import dsl
+
+from components import PIPELINE_IMAGE
+
+
+def run_promote_or_rollback(
+    config: dict[str, Any], state_dir: str, backend: str, decision: str
+) -> str:
+    """Protocol glue: promote on "promote", make sure of the rollback otherwise; returns the champion version."""
+    from pipelines.config import state_dir as resolve_state
+    from serving.rollout import open_rollout
+    from serving.rollout.cli import configs_from_dict
+
+    cfg, rollout_cfg = configs_from_dict(config)
+    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    phase = rollout.status()["phase"]
+    if phase == "canary":
+        if decision == "promote":
+            rollout.promote(reason="pipeline analysis passed")
+        else:
+            rollout.rollback(reason=f"pipeline decision {decision!r}")
+    champion = rollout.registry.champion()
+    return champion.version if champion else ""
+
+
+@dsl.component(base_image=PIPELINE_IMAGE)
+def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: str) -> str:
+    """Promote the canary (alias ``champion`` moves to it, 100 % traffic) or roll it back (0 %).
+
+    Args:
+        config: the validated aicrush config (JSON dict).
+        state_dir: local state folder.
+        backend: "local" or "kubernetes".
+        decision: analyze_canary's output ("promote" promotes; anything else rolls back a running canary).
+    Returns:
+        the champion's version after the step.
+    """
+    from components.promote_or_rollback import run_promote_or_rollback
+
+    return run_promote_or_rollback(config, state_dir, backend, decision)

@@ -1,0 +1,66 @@
+"""Canary rollout of a registered model: one state machine (:mod:`.machine`), metric-gated
+analysis (:mod:`.analysis`, :mod:`.metrics_source`), two backends (:mod:`.local`: a splitting
+proxy on localhost; :mod:`.kubernetes`: a KServe InferenceService) and the MLflow bookkeeping
+(:mod:`.registry`). :func:`open_rollout` wires them for the CLI and the pipeline components.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from serving.rollout.config import RolloutConfig, ThresholdsConfig
+from serving.rollout.machine import ModelRef, Rollout, RolloutError, RolloutState
+
+__all__ = [
+    "ModelRef",
+    "Rollout",
+    "RolloutConfig",
+    "RolloutError",
+    "RolloutState",
+    "ThresholdsConfig",
+    "open_rollout",
+    "rollout_dir",
+]
+
+BackendName = Literal["local", "kubernetes"]
+
+
+def rollout_dir(state: Path) -> Path:
+    """``<state>/rollout``: processes, ports, split and last analysis of the local backend; machine state."""
+    return state / "rollout"
+
+
+def open_rollout(
+    backend: str,
+    cfg: Any,
+    rollout_cfg: RolloutConfig,
+    state: Path,
+    tracking_uri: str | None = None,
+    **backend_options: Any,
+) -> Rollout:
+    """The rollout of ``cfg.registry.model_name`` on ``backend`` ("local" or "kubernetes").
+
+    ``cfg`` is the validated ``AicrushConfig`` (its ``registry`` section names the MLflow store).
+    """
+    from components.registry import resolve_tracking_uri
+    from serving.rollout.registry import MlflowRolloutRegistry
+
+    uri = tracking_uri or resolve_tracking_uri(cfg.registry, state)
+    registry = MlflowRolloutRegistry(uri, cfg.registry.model_name, backend=backend)
+    if backend == "local":
+        from serving.rollout.local import LocalBackend
+
+        b: Any = LocalBackend(
+            rollout_dir(state),
+            model_name=rollout_cfg.service_name,
+            mirror_fraction=rollout_cfg.mirror_fraction,
+            **backend_options,
+        )
+    elif backend == "kubernetes":
+        from serving.rollout.kubernetes import KubernetesBackend
+
+        b = KubernetesBackend(rollout_cfg, **backend_options)
+    else:
+        raise RolloutError(f"unknown rollout backend {backend!r}; choose local or kubernetes")
+    return Rollout(b, registry, rollout_cfg, rollout_dir(state) / f"state-{backend}.json")

@@ -1,0 +1,134 @@
+"""Metric-gated canary checks (the Flagger / Argo Rollouts analysis), as pure functions.
+
+A window of counters for the stable and the canary version goes in; a verdict comes out:
+``pass`` (every check within its threshold), ``fail`` (some check broke; roll back) or
+``wait`` (too few canary requests to judge yet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from serving.rollout.config import ThresholdsConfig
+from serving.rollout.metrics_source import Counters
+
+Outcome = Literal["pass", "fail", "wait"]
+#: Optional drift hook: version -> True (drifted), False (no drift) or None (no monitor / no verdict).
+DriftVerdict = Callable[[str], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float | None
+    threshold: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    checks: tuple[Check, ...] = ()
+    canary_requests: float = 0.0
+    stable_requests: float = 0.0
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["checks"] = [asdict(c) for c in self.checks]
+        return d
+
+
+def label_distance(a: dict[str, float], b: dict[str, float]) -> float:
+    """Total-variation distance between two label-count distributions (0 same, 1 disjoint)."""
+    ta, tb = sum(a.values()), sum(b.values())
+    if not ta or not tb:
+        return float("nan")
+    return 0.5 * sum(abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b))
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def judge(
+    stable: Counters,
+    canary: Counters,
+    t: ThresholdsConfig,
+    *,
+    canary_version: str = "",
+    drift: DriftVerdict | None = None,
+) -> Verdict:
+    """Judge one window of canary vs stable."""
+    # Few requests are not evidence, except errors: five failures already break a 1 % budget.
+    if canary.requests < t.min_requests and canary.errors < 5:
+        return Verdict(
+            "wait",
+            canary_requests=canary.requests,
+            stable_requests=stable.requests,
+            reason=f"{canary.requests:.0f} canary requests so far; need {t.min_requests} to judge",
+        )
+    checks: list[Check] = []
+    rate = canary.error_rate
+    checks.append(
+        Check(
+            "error_rate",
+            rate,
+            t.max_error_rate,
+            rate <= t.max_error_rate,
+            f"canary 5xx {canary.errors:.0f}/{canary.requests:.0f}; stable {stable.error_rate:.3%}",
+        )
+    )
+    p99_c, p99_s = _finite(canary.quantile(0.99)), _finite(stable.quantile(0.99))
+    if p99_c is not None:
+        checks.append(
+            Check("p99_latency_s", p99_c, t.max_p99_latency_s, p99_c <= t.max_p99_latency_s)
+        )
+        if p99_s is not None and p99_s > 0 and stable.requests >= t.min_requests:
+            ratio = p99_c / p99_s
+            checks.append(
+                Check(
+                    "p99_latency_ratio",
+                    ratio,
+                    t.max_p99_latency_ratio,
+                    ratio <= t.max_p99_latency_ratio,
+                    f"canary p99 {p99_c:.4f}s vs stable {p99_s:.4f}s",
+                )
+            )
+    if t.min_agreement > 0:
+        agreement = _finite(canary.agreement)
+        if agreement is not None:
+            checks.append(
+                Check(
+                    "agreement",
+                    agreement,
+                    t.min_agreement,
+                    agreement >= t.min_agreement,
+                    f"{canary.agreed:.0f}/{canary.mirrored:.0f} mirrored requests agree",
+                )
+            )
+    if t.max_label_distance < 1:
+        dist = _finite(label_distance(canary.labels, stable.labels))
+        if dist is not None:
+            checks.append(
+                Check("label_distance", dist, t.max_label_distance, dist <= t.max_label_distance)
+            )
+    if drift is not None and canary_version:
+        drifted = drift(canary_version)
+        if drifted is not None:
+            checks.append(
+                Check("drift", 1.0 if drifted else 0.0, 0.0, not drifted, "drift monitor verdict")
+            )
+    failed = [c for c in checks if not c.ok]
+    return Verdict(
+        "fail" if failed else "pass",
+        tuple(checks),
+        canary.requests,
+        stable.requests,
+        "; ".join(f"{c.name} {c.value:.4g} beyond {c.threshold:.4g}" for c in failed),
+    )

@@ -1,0 +1,198 @@
+"""``aicrush deploy | promote | rollback | status``: typer command functions over the rollout.
+
+The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)``, ...). Each takes
+``--backend local|kubernetes``, ``--config`` (the aicrush YAML; its ``rollout:`` section holds
+:class:`~serving.rollout.config.RolloutConfig`) and ``--state-dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from serving.rollout.config import RolloutConfig
+from serving.rollout.machine import Rollout, RolloutError
+
+
+class BackendChoice(StrEnum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
+BACKEND = typer.Option(
+    BackendChoice.local,
+    "--backend",
+    help="local: model servers behind a proxy on "
+    "localhost; kubernetes: a KServe InferenceService in the current context.",
+)
+CONFIG = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="aicrush config YAML (its rollout: section sets steps and thresholds).",
+)
+STATE = typer.Option(
+    None, "--state-dir", help="Local state folder (default $AICRUSH_HOME or ./.aicrush)."
+)
+
+
+def load_configs(config: Path | None) -> tuple[Any, RolloutConfig]:
+    """The aicrush config file (presets applied) and its ``rollout:`` section, validated."""
+    from pipelines.config import ConfigError
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file not found: {config}")
+        data = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {config} must hold a mapping at the top level")
+    return configs_from_dict(data, merged=False)
+
+
+def configs_from_dict(data: dict[str, Any], merged: bool = True) -> tuple[Any, RolloutConfig]:
+    """Validate a config dict (``cfg.to_dict()`` between pipeline steps when ``merged``, else a
+    user's file with presets still to apply) and return it with its ``rollout`` section."""
+    from pipelines.config import build_config, config_from_dict
+
+    cfg = config_from_dict(data) if merged else build_config(data)
+    return cfg, cfg.rollout
+
+
+def _open(backend: BackendChoice, config: Path | None, state_dir: Path | None) -> Rollout:
+    from pipelines.config import state_dir as resolve_state
+    from serving.rollout import open_rollout
+
+    cfg, rollout_cfg = load_configs(config)
+    return open_rollout(backend.value, cfg, rollout_cfg, resolve_state(state_dir))
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _echo_state(r: Rollout) -> None:
+    typer.echo(json.dumps(r.status(), indent=2, default=str))
+
+
+def deploy(
+    version: str = typer.Option(
+        None, "--version", help="Model version to roll out (default: alias challenger)."
+    ),
+    canary: int = typer.Option(
+        None,
+        "--canary",
+        min=1,
+        max=100,
+        help="Initial canary traffic percent (default: first step).",
+    ),
+    watch: bool = typer.Option(
+        True, "--watch/--no-watch", help="Run the analysis: step up, then promote or roll back."
+    ),
+    backend: BackendChoice = BACKEND,
+    config: Path = CONFIG,
+    state_dir: Path = STATE,
+) -> None:
+    """Deploy a registered model version as a canary next to the champion and (by default) watch it.
+
+    With --watch the canary is stepped through rollout.steps; every step is judged on 5xx rate,
+    p99 latency and prediction agreement against the champion, and the canary is promoted after
+    the last step or rolled back at the first failed check. Without a champion, the version is
+    deployed with all traffic and becomes champion.
+    """
+    try:
+        r = _open(backend, config, state_dir)
+        st = r.deploy(version, canary)
+        typer.echo(
+            f"{backend.value}: stable v{st.stable}"
+            + (f", canary v{st.canary} at {st.percent} %" if st.canary else "")
+        )
+        if watch and st.phase == "canary":
+            st = r.analyze()
+            typer.echo(f"analysis finished: {st.phase} (stable v{st.stable})")
+            if st.phase == "rolled_back":
+                raise typer.Exit(code=2)
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+
+
+def promote(
+    backend: BackendChoice = BACKEND, config: Path = CONFIG, state_dir: Path = STATE
+) -> None:
+    """Send all traffic to the canary and move the MLflow alias champion to its version."""
+    try:
+        st = _open(backend, config, state_dir).promote()
+        typer.echo(f"promoted v{st.stable}: champion, 100 % of the traffic")
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+
+
+def rollback(
+    reason: str = typer.Option("manual", "--reason", help="Recorded on the model version."),
+    backend: BackendChoice = BACKEND,
+    config: Path = CONFIG,
+    state_dir: Path = STATE,
+) -> None:
+    """Send all traffic back to the champion and tag the canary's version as rolled back."""
+    try:
+        st = _open(backend, config, state_dir).rollback(reason=reason)
+        typer.echo(f"rolled back: v{st.stable} serves all traffic")
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    backend: BackendChoice = BACKEND,
+    config: Path = CONFIG,
+    state_dir: Path = STATE,
+) -> None:
+    """Versions, aliases, traffic split, health and the last analysis of the rollout."""
+    try:
+        s = _open(backend, config, state_dir).status()
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+        return
+    if as_json:
+        typer.echo(json.dumps(s, indent=2, default=str))
+        return
+    out = sys.stdout
+    out.write(f"backend   {s['backend']}  phase {s['phase']}\n")
+    out.write(
+        f"champion  v{s['champion']}   stable v{s['stable']}   canary "
+        + (f"v{s['canary']} at {s['canary_percent']} %\n" if s["canary"] else "none\n")
+    )
+    serving = s.get("serving") or {}
+    out.write(
+        f"health    {'ok' if serving.get('healthy') else 'NOT READY'}"
+        + (f"  ({serving['error']})" if serving.get("error") else "")
+        + "\n"
+    )
+    if serving.get("traffic"):
+        out.write(
+            "traffic   "
+            + ", ".join(f"{t['revision']} {t['percent']} %" for t in serving["traffic"])
+            + "\n"
+        )
+    elif serving.get("routes"):
+        routes = serving["routes"]
+        stable_pct = 100 - int(routes.get("percent") or 0) if routes.get("canary") else 100
+        out.write(
+            f"traffic   stable {stable_pct} %"
+            + (f", canary {routes['percent']} %" if routes.get("canary") else "")
+            + "\n"
+        )
+    a = s.get("last_analysis")
+    if a:
+        out.write(
+            f"analysis  {a['outcome']} at {a['percent']} % after {a['elapsed_s']}s"
+            + (f": {a['reason']}" if a.get("reason") else "")
+            + "\n"
+        )

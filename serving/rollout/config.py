@@ -1,0 +1,127 @@
+"""``RolloutConfig``: the canary steps, intervals and thresholds, validated once, strictly.
+
+Attached to the aicrush config as the ``rollout:`` section; every key has a default so an empty
+section is a working rollout (10 -> 25 -> 50 -> 100 %, one minute per step).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ThresholdsConfig(_Strict):
+    """When the canary counts as worse than the stable revision (checked over each window)."""
+
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Canary 5xx share above this rolls back at once (0.01 = 1 %).",
+    )
+    max_p99_latency_s: float = Field(
+        default=1.0, gt=0, description="Absolute ceiling on the canary's p99 latency."
+    )
+    max_p99_latency_ratio: float = Field(
+        default=2.0, gt=0, description="Canary p99 may be at most this many times the stable p99."
+    )
+    min_agreement: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Least share of mirrored requests where canary and stable predict the same label "
+        "(0 disables; a retrained model is expected to disagree somewhat).",
+    )
+    max_label_distance: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Largest total-variation distance between the canary's and the stable's predicted-"
+        "label distributions (1 disables).",
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="A window with fewer canary requests is not judged (the step waits).",
+    )
+
+
+class RolloutConfig(_Strict):
+    """How a canary is stepped up and judged. Thresholds apply to the canary vs the stable revision."""
+
+    steps: tuple[int, ...] = Field(
+        default=(10, 25, 50, 100),
+        description="Canary traffic percentages, increasing, ending at 100.",
+    )
+    interval_s: float = Field(default=60.0, gt=0, description="How long each step is watched.")
+    poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often metrics are read within a step (bounds the time to roll back).",
+    )
+    max_step_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A step that cannot gather min_requests within this time fails the analysis "
+        "(no traffic means no evidence).",
+    )
+    on_insufficient_traffic: Literal["rollback", "hold"] = Field(
+        default="rollback",
+        description="What to do when max_step_wait_s passes without enough requests.",
+    )
+    mirror_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Local backend: share of stable requests also sent to the canary.",
+    )
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    namespace: str = Field(
+        default="aicrush", description="Kubernetes namespace of the InferenceService."
+    )
+    service_name: str = Field(
+        default="aicrush-classifier", description="InferenceService (and local model) name."
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc.cluster.local:9090",
+        description="Prometheus HTTP API base URL (Kubernetes backend).",
+    )
+    drift_monitor_url: str = Field(
+        default="",
+        description="Payload-logger target; empty: http://aicrush-drift-monitor.<namespace>.svc.cluster.local/",
+    )
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutConfig:
+        if not self.steps:
+            raise ValueError("rollout.steps must not be empty; e.g. [10, 25, 50, 100]")
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError("rollout.steps must be percentages in 1..100")
+        if list(self.steps) != sorted(set(self.steps)):
+            raise ValueError("rollout.steps must be strictly increasing")
+        if self.steps[-1] != 100:
+            raise ValueError(
+                "rollout.steps must end at 100 (the last step is full traffic before promotion)"
+            )
+        if self.poll_s > self.interval_s:
+            raise ValueError("rollout.poll_s must not exceed rollout.interval_s")
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("rollout.min_replicas must not exceed rollout.max_replicas")
+        return self
+
+    def monitor_url(self) -> str:
+        return (
+            self.drift_monitor_url
+            or f"http://aicrush-drift-monitor.{self.namespace}.svc.cluster.local/"
+        )

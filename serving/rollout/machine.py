@@ -1,0 +1,305 @@
+"""The rollout state machine: one canary at a time, stepped up by analysis, promoted or rolled back.
+
+```
+  stable only --deploy(v, p)--> canary at p % --step--> ... --> 100 % --promote--> stable only (v)
+                                      '---- check fails / rollback ----> stable only (unchanged)
+```
+
+The machine is the same for both backends (:mod:`serving.rollout.local`,
+:mod:`serving.rollout.kubernetes`); they only move traffic. The registry (MLflow) follows the
+backend: the alias ``champion`` moves after the backend serves the new version at 100 %, so it
+always names the version that serves the stable traffic. State (versions, split, last analysis,
+history) is kept in a JSON file so every CLI call sees where the last one left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from serving.rollout.analysis import DriftVerdict, Verdict, judge
+from serving.rollout.config import RolloutConfig
+from serving.rollout.metrics_source import MetricsSource
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["idle", "canary", "promoted", "rolled_back"]
+
+
+class RolloutError(RuntimeError):
+    """A rollout command that cannot run now; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and where its model folder is (local path, file:// or gs://)."""
+
+    version: str
+    uri: str
+
+
+class Backend(Protocol):
+    """Moves traffic between a stable and a canary version. Every method is one consistent change:
+    when it raises, the serving state is what it was before (or a state ``status()`` reports)."""
+
+    name: str
+
+    def deploy(self, stable: ModelRef, canary: ModelRef | None, percent: int) -> None:
+        """Serve ``stable``; with ``canary``, send it ``percent`` % of the traffic."""
+
+    def set_traffic(self, percent: int) -> None:
+        """Give the running canary ``percent`` % of the traffic."""
+
+    def promote(self) -> None:
+        """Send all traffic to the canary, which becomes the stable version."""
+
+    def rollback(self) -> None:
+        """Send all traffic back to the stable version and retire the canary."""
+
+    def status(self) -> dict[str, Any]:
+        """Health and the observed traffic split."""
+
+    def metrics_source(self) -> MetricsSource: ...
+
+
+class RolloutRegistry(Protocol):
+    """The model registry side of a rollout (MLflow: :mod:`serving.rollout.registry`)."""
+
+    def champion(self) -> ModelRef | None: ...
+
+    def resolve(self, version: str | None) -> ModelRef:
+        """A version by number, or the ``challenger`` alias when ``version`` is None."""
+
+    def record_traffic(self, version: str, percent: int, outcome: str) -> None: ...
+
+    def record_promotion(self, version: str, previous: str | None) -> None: ...
+
+    def record_rollback(self, version: str, reason: str) -> None: ...
+
+
+@dataclass
+class RolloutState:
+    backend: str
+    phase: Phase = "idle"
+    stable: str | None = None
+    canary: str | None = None
+    percent: int = 0
+    last_analysis: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.history.append({"time": time.time(), "event": kind, **data})
+        del self.history[:-200]
+
+
+class StateStore:
+    """The machine's state as one JSON file, replaced atomically (a crash never leaves half a file)."""
+
+    def __init__(self, path: Path, backend: str):
+        self.path = path
+        self.backend = backend
+
+    def load(self) -> RolloutState:
+        if not self.path.is_file():
+            return RolloutState(self.backend)
+        return RolloutState(**json.loads(self.path.read_text()))
+
+    def save(self, state: RolloutState) -> None:
+        state.updated_at = time.time()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2, default=str))
+        tmp.replace(self.path)
+
+
+class Rollout:
+    """Canary rollout of one model on one backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: RolloutRegistry,
+        cfg: RolloutConfig,
+        state_file: Path,
+        drift: DriftVerdict | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.backend = backend
+        self.registry = registry
+        self.cfg = cfg
+        self.store = StateStore(state_file, backend.name)
+        self.drift = drift
+        self.sleep = sleep
+
+    # -- commands -------------------------------------------------------------------------
+
+    def deploy(self, version: str | None = None, percent: int | None = None) -> RolloutState:
+        """Start a canary of ``version`` (default: alias ``challenger``) at ``percent`` % (default: first step).
+
+        With no champion yet, the version is deployed as the stable one at 100 % and becomes champion.
+        """
+        st = self.store.load()
+        if st.phase == "canary":
+            raise RolloutError(
+                f"version {st.canary} is already a canary at {st.percent} %; run `aicrush promote` or "
+                "`aicrush rollback` first"
+            )
+        percent = self.cfg.steps[0] if percent is None else int(percent)
+        if not 0 < percent <= 100:
+            raise RolloutError(f"canary percent must be in 1..100, got {percent}")
+        canary = self.registry.resolve(version)
+        champion = self.registry.champion()
+        if champion is None:
+            log.info("no champion yet: deploying version %s as the stable version", canary.version)
+            self.backend.deploy(canary, None, 0)
+            self.registry.record_promotion(canary.version, None)
+            st.phase, st.stable, st.canary, st.percent = "promoted", canary.version, None, 0
+            st.event("initial_deploy", version=canary.version)
+            self.store.save(st)
+            return st
+        if champion.version == canary.version:
+            raise RolloutError(
+                f"version {canary.version} is already the champion; register a new version first"
+            )
+        self.backend.deploy(champion, canary, percent)
+        st.phase, st.stable, st.canary, st.percent, st.last_analysis = (
+            "canary",
+            champion.version,
+            canary.version,
+            percent,
+            None,
+        )
+        st.event("deploy", stable=champion.version, canary=canary.version, percent=percent)
+        self.store.save(st)
+        self.registry.record_traffic(canary.version, percent, "canary")
+        return st
+
+    def set_traffic(self, percent: int) -> RolloutState:
+        st = self._require_canary()
+        self.backend.set_traffic(percent)
+        st.percent = percent
+        st.event("traffic", canary=st.canary, percent=percent)
+        self.store.save(st)
+        self.registry.record_traffic(str(st.canary), percent, "canary")
+        return st
+
+    def promote(self, reason: str = "manual") -> RolloutState:
+        """Canary to 100 %, alias ``champion`` to its version (idempotent: a retry finishes a half-done one)."""
+        st = self._require_canary()
+        self.backend.promote()
+        previous, version = st.stable, str(st.canary)
+        st.phase, st.stable, st.canary, st.percent = "promoted", version, None, 0
+        st.event("promote", version=version, previous=previous, reason=reason)
+        self.store.save(st)
+        self.registry.record_promotion(version, previous)
+        return st
+
+    def rollback(self, reason: str = "manual") -> RolloutState:
+        """All traffic back to the stable version; champion unchanged; the canary tagged as rolled back."""
+        st = self._require_canary()
+        self.backend.rollback()
+        version = str(st.canary)
+        st.phase, st.canary, st.percent = "rolled_back", None, 0
+        st.event("rollback", version=version, stable=st.stable, reason=reason)
+        self.store.save(st)
+        self.registry.record_rollback(version, reason)
+        return st
+
+    def status(self) -> dict[str, Any]:
+        st = self.store.load()
+        champion = self.registry.champion()
+        try:
+            serving = self.backend.status()
+        except Exception as err:  # status must answer even when the backend is down
+            serving = {"healthy": False, "error": str(err)}
+        return {
+            "backend": st.backend,
+            "phase": st.phase,
+            "champion": champion.version if champion else None,
+            "stable": st.stable,
+            "canary": st.canary,
+            "canary_percent": st.percent,
+            "serving": serving,
+            "last_analysis": st.last_analysis,
+            "updated_at": st.updated_at,
+        }
+
+    # -- analysis -------------------------------------------------------------------------
+
+    def analyze(
+        self, stop: threading.Event | None = None, auto_promote: bool = True
+    ) -> RolloutState:
+        """Watch the canary step by step; promote after the last step passes, roll back on a failed check.
+
+        A failed check always rolls back at once. With ``auto_promote=False`` the canary is left at
+        100 % after the last step passes (phase ``canary``) for a separate promotion step.
+
+        Runs from the current percentage through the remaining ``steps``. Each step lasts at least
+        ``interval_s``; metrics are read every ``poll_s``, so a failing check rolls back within one
+        poll of having enough evidence.
+        """
+        st = self._require_canary()
+        source = self.backend.metrics_source()
+        stable, canary = str(st.stable), str(st.canary)
+        steps = [st.percent] + [p for p in self.cfg.steps if p > st.percent]
+        t = self.cfg.thresholds
+        for percent in steps:
+            if percent != st.percent:
+                st = self.set_traffic(percent)
+            started = time.time()
+            source.window([stable, canary], since=started)  # baseline scrape for this step
+            while True:
+                if stop is not None and stop.is_set():
+                    return self.store.load()
+                self.sleep(self.cfg.poll_s)
+                try:
+                    window = source.window([stable, canary], since=started)
+                except Exception as err:  # a missed scrape is retried on the next poll
+                    log.warning("reading metrics failed: %s", err)
+                    continue
+                verdict = judge(
+                    window[stable], window[canary], t, canary_version=canary, drift=self.drift
+                )
+                elapsed = time.time() - started
+                self._record(verdict, percent, elapsed)
+                if verdict.outcome == "fail":
+                    return self.rollback(reason=f"analysis at {percent} %: {verdict.reason}")
+                if verdict.outcome == "pass" and elapsed >= self.cfg.interval_s:
+                    break
+                if elapsed >= self.cfg.max_step_wait_s:
+                    why = f"analysis at {percent} %: {verdict.reason or 'not enough traffic'} after {elapsed:.0f}s"
+                    if self.cfg.on_insufficient_traffic == "rollback":
+                        return self.rollback(reason=why)
+                    raise RolloutError(
+                        why + "; the canary holds its traffic; promote or roll back by hand"
+                    )
+        if not auto_promote:
+            return self.store.load()
+        return self.promote(reason="analysis passed every step")
+
+    def _record(self, verdict: Verdict, percent: int, elapsed: float) -> None:
+        st = self.store.load()
+        st.last_analysis = {
+            "time": time.time(),
+            "percent": percent,
+            "elapsed_s": round(elapsed, 2),
+            **verdict.to_dict(),
+        }
+        self.store.save(st)
+
+    def _require_canary(self) -> RolloutState:
+        st = self.store.load()
+        if st.phase != "canary" or st.canary is None:
+            raise RolloutError(
+                f"no canary in progress on the {self.backend.name} backend (phase {st.phase}); "
+                "start one with `aicrush deploy --version N`"
+            )
+        return st

@@ -1,0 +1,219 @@
+"""Where the canary analysis reads its numbers: one interface, two sources.
+
+Both read the same metric families, labelled by model ``version`` (see ``serving/metrics.py``):
+``aicrush_requests_total{status}``, ``aicrush_request_duration_seconds`` (histogram) and
+``aicrush_predictions_total{label}``, plus ``aicrush_rollout_mirrored_total{agree}`` from the
+local proxy's mirrored requests.
+
+- :class:`ScrapeMetricsSource` (local): scrapes ``/metrics`` endpoints and differences counters
+  between scrapes. The local backend points it at its proxy, which records every request it
+  forwards under those names (a crashed server cannot count its own failures; the proxy can).
+- :class:`PrometheusMetricsSource` (cluster): ``increase(...[window])`` through the Prometheus
+  HTTP API, over the series the model servers export and Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+REQUESTS = "aicrush_requests_total"
+LATENCY = "aicrush_request_duration_seconds"
+PREDICTIONS = "aicrush_predictions_total"
+MIRRORED = "aicrush_rollout_mirrored_total"
+
+
+@dataclass
+class Counters:
+    """Cumulative (or windowed) counters of one model version."""
+
+    requests: float = 0.0
+    errors: float = 0.0  # responses with a 5xx status
+    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+    labels: dict[str, float] = field(default_factory=dict)
+    mirrored: float = 0.0
+    agreed: float = 0.0
+
+    def minus(self, earlier: Counters) -> Counters:
+        def sub(a: Mapping, b: Mapping) -> dict:
+            return {k: max(0.0, v - b.get(k, 0.0)) for k, v in a.items()}
+
+        return Counters(
+            max(0.0, self.requests - earlier.requests),
+            max(0.0, self.errors - earlier.errors),
+            sub(self.buckets, earlier.buckets),
+            sub(self.labels, earlier.labels),
+            max(0.0, self.mirrored - earlier.mirrored),
+            max(0.0, self.agreed - earlier.agreed),
+        )
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def quantile(self, q: float) -> float:
+        """Histogram quantile like PromQL's ``histogram_quantile`` (linear within a bucket)."""
+        items = sorted(self.buckets.items())
+        if not items or items[-1][1] <= 0:
+            return float("nan")
+        total = items[-1][1]
+        rank = q * total
+        prev_le, prev_count = 0.0, 0.0
+        for le, count in items:
+            if count >= rank:
+                if math.isinf(le):
+                    return prev_le  # beyond the last finite bucket: its bound, as Prometheus does
+                width = count - prev_count
+                return prev_le + (le - prev_le) * ((rank - prev_count) / width if width else 1.0)
+            prev_le, prev_count = le, count
+        return prev_le
+
+    @property
+    def agreement(self) -> float:
+        return self.agreed / self.mirrored if self.mirrored else float("nan")
+
+
+Snapshot = dict[str, Counters]  # version -> counters
+
+
+class MetricsSource(Protocol):
+    """Counters per model version accumulated between ``since`` (epoch seconds) and now."""
+
+    def window(self, versions: Iterable[str], since: float) -> Snapshot: ...
+
+
+def parse_metrics(text: str) -> Snapshot:
+    """Parse Prometheus text exposition into per-version counters (series without a version are ignored)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Snapshot = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            version = s.labels.get("version")
+            if version is None:
+                continue
+            c = out.setdefault(version, Counters())
+            if s.name == REQUESTS:
+                c.requests += s.value
+                if str(s.labels.get("status", "")).startswith("5"):
+                    c.errors += s.value
+            elif s.name == LATENCY + "_bucket":
+                le = float(s.labels["le"])
+                c.buckets[le] = c.buckets.get(le, 0.0) + s.value
+            elif s.name == PREDICTIONS:
+                label = s.labels.get("label", "")
+                c.labels[label] = c.labels.get(label, 0.0) + s.value
+            elif s.name == MIRRORED:
+                c.mirrored += s.value
+                if s.labels.get("agree") == "true":
+                    c.agreed += s.value
+    return out
+
+
+class ScrapeMetricsSource:
+    """Scrapes ``/metrics`` URLs; a window is the difference to the last scrape at or before ``since``.
+
+    Counters are summed over the URLs by version. Scrapes are kept (a bounded history), so a window
+    starting at a step's beginning needs one scrape then: the analysis takes it when the step starts.
+    """
+
+    def __init__(self, urls: Iterable[str], timeout_s: float = 5.0, history: int = 2000):
+        self.urls = list(urls)
+        self.timeout_s = timeout_s
+        self.history_limit = history
+        self._history: list[tuple[float, Snapshot]] = []
+
+    def scrape(self) -> Snapshot:
+        total: Snapshot = {}
+        for url in self.urls:
+            r = httpx.get(url, timeout=self.timeout_s)
+            r.raise_for_status()
+            for version, c in parse_metrics(r.text).items():
+                t = total.setdefault(version, Counters())
+                total[version] = _add(t, c)
+        return total
+
+    def window(self, versions: Iterable[str], since: float) -> Snapshot:
+        now = time.time()
+        current = self.scrape()
+        self._history.append((now, current))
+        del self._history[: -self.history_limit]
+        # The last scrape at or before `since`; without one, the earliest after it (the step's baseline).
+        before = [snap for t, snap in self._history if t <= since]
+        base = before[-1] if before else self._history[0][1]
+        return {v: current.get(v, Counters()).minus(base.get(v, Counters())) for v in versions}
+
+
+def _add(a: Counters, b: Counters) -> Counters:
+    def add(x: Mapping, y: Mapping) -> dict:
+        return {k: x.get(k, 0.0) + y.get(k, 0.0) for k in set(x) | set(y)}
+
+    return Counters(
+        a.requests + b.requests,
+        a.errors + b.errors,
+        add(a.buckets, b.buckets),
+        add(a.labels, b.labels),
+        a.mirrored + b.mirrored,
+        a.agreed + b.agreed,
+    )
+
+
+class PrometheusMetricsSource:
+    """The Prometheus HTTP API (``/api/v1/query``): ``increase()`` of each family over the window."""
+
+    def __init__(
+        self,
+        base_url: str,
+        selector: str = "",
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.selector = selector  # e.g. 'namespace="aicrush"'; ANDed into every query
+        self.timeout_s = timeout_s
+        self.client = client or httpx.Client(timeout=timeout_s)
+
+    def queries(self, versions: list[str], range_s: int) -> dict[str, str]:
+        sel = f'version=~"{"|".join(versions)}"' + (f",{self.selector}" if self.selector else "")
+        r = f"[{range_s}s]"
+        return {
+            "requests": f"sum by (version) (increase({REQUESTS}{{{sel}}}{r}))",
+            "errors": f'sum by (version) (increase({REQUESTS}{{{sel},status=~"5.."}}{r}))',
+            "buckets": f"sum by (version, le) (increase({LATENCY}_bucket{{{sel}}}{r}))",
+            "labels": f"sum by (version, label) (increase({PREDICTIONS}{{{sel}}}{r}))",
+        }
+
+    def _query(self, promql: str) -> list[dict]:
+        r = self.client.get(f"{self.base_url}/api/v1/query", params={"query": promql})
+        r.raise_for_status()
+        body = r.json()
+        if body.get("status") != "success":
+            raise RuntimeError(
+                f"Prometheus query failed: {body.get('error', body)} (query: {promql})"
+            )
+        return list(body["data"]["result"])
+
+    def window(self, versions: Iterable[str], since: float) -> Snapshot:
+        versions = [str(v) for v in versions]
+        range_s = max(1, math.ceil(time.time() - since))
+        out: Snapshot = {v: Counters() for v in versions}
+        for kind, promql in self.queries(versions, range_s).items():
+            for row in self._query(promql):
+                labels, value = row["metric"], float(row["value"][1])
+                c = out.get(labels.get("version", ""))
+                if c is None or math.isnan(value):
+                    continue
+                if kind == "requests":
+                    c.requests = value
+                elif kind == "errors":
+                    c.errors = value
+                elif kind == "buckets":
+                    c.buckets[float(labels["le"])] = value
+                else:
+                    c.labels[labels.get("label", "")] = value
+        return out

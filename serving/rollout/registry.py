@@ -1,0 +1,138 @@
+"""The MLflow side of a rollout: which version is champion, and what happened to each deployment.
+
+The alias ``champion`` names the version serving the stable traffic; it moves only after the
+backend serves the promoted version at 100 %. Each version deployed as a canary carries tags:
+``rollout.outcome`` (canary / promoted / rolled_back / replaced), ``rollout.traffic`` (percent),
+``rollout.deployed_at`` / ``rollout.updated_at`` (UTC ISO time), ``rollout.rollback_reason``, and
+``rollout.history`` (the last events as JSON, with time, backend, traffic and outcome of each).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.rollout.machine import ModelRef, RolloutError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG = "rollout."
+HISTORY_EVENTS = 20
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class MlflowRolloutRegistry:
+    """Rollout bookkeeping on one registered model through ``MlflowClient``."""
+
+    def __init__(
+        self, tracking_uri: str, model_name: str, backend: str = "local", client: Any = None
+    ):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.backend = backend
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            self._client = mlflow.MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client
+
+    def _ref(self, mv: Any) -> ModelRef:
+        version = str(mv.version)
+        return ModelRef(
+            version, self.client.get_model_version_download_uri(self.model_name, version)
+        )
+
+    def _by_alias(self, alias: str) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException as err:
+            if err.error_code in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "INVALID_PARAMETER_VALUE",
+                "NOT_FOUND",
+            ):
+                return None
+            raise
+
+    def champion(self) -> ModelRef | None:
+        mv = self._by_alias(CHAMPION)
+        return self._ref(mv) if mv is not None else None
+
+    def resolve(self, version: str | None) -> ModelRef:
+        from mlflow.exceptions import MlflowException
+
+        if version is None or str(version) == "":
+            mv = self._by_alias(CHALLENGER)
+            if mv is None:
+                raise RolloutError(
+                    f"model {self.model_name} has no version with alias '{CHALLENGER}'; "
+                    "pass --version N or register a model first (aicrush run)"
+                )
+            return self._ref(mv)
+        try:
+            return self._ref(self.client.get_model_version(self.model_name, str(version)))
+        except MlflowException as err:
+            raise RolloutError(
+                f"model {self.model_name} has no version {version} in {self.tracking_uri}: {err.message}"
+            ) from err
+
+    def tags(self, version: str) -> dict[str, str]:
+        mv = self.client.get_model_version(self.model_name, str(version))
+        return {k: v for k, v in (mv.tags or {}).items() if k.startswith(TAG)}
+
+    def _record(
+        self, version: str, event: str, history_only: dict[str, Any] | None = None, **tags: Any
+    ) -> None:
+        """Set the latest-state tags and append the event to ``rollout.history`` (one REST call per tag:
+        MLflow has no batch call for version tags, so the set is kept small)."""
+        current = self.tags(version)
+        history = json.loads(current.get(TAG + "history", "[]"))
+        now = _now()
+        entry = {"time": now, "event": event, "backend": self.backend}
+        entry.update({k: str(v) for k, v in {**tags, **(history_only or {})}.items()})
+        values = {"updated_at": now, **tags}
+        if event == "canary" and TAG + "deployed_at" not in current:
+            values["deployed_at"] = now
+        for key, value in values.items():
+            if current.get(TAG + key) != str(value):
+                self.client.set_model_version_tag(
+                    self.model_name, version, TAG + key, str(value)[:4000]
+                )
+        self.client.set_model_version_tag(
+            self.model_name,
+            version,
+            TAG + "history",
+            json.dumps([*history, entry][-HISTORY_EVENTS:])[:4900],
+        )
+
+    def record_traffic(self, version: str, percent: int, outcome: str) -> None:
+        self._record(version, outcome, traffic=percent, outcome=outcome)
+
+    def record_promotion(self, version: str, previous: str | None) -> None:
+        # The alias first: it is the contract ("champion serves the stable traffic"); tags are the log.
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, str(version))
+        self._record(
+            version, "promoted", {"previous": previous or ""}, traffic=100, outcome="promoted"
+        )
+        if previous and previous != version:
+            self._record(
+                previous, "replaced", {"replaced_by": version}, traffic=0, outcome="replaced"
+            )
+
+    def record_rollback(self, version: str, reason: str) -> None:
+        self._record(
+            version, "rolled_back", traffic=0, outcome="rolled_back", rollback_reason=reason
+        )

@@ -1,0 +1,244 @@
+"""A fake Kubernetes API server on loopback for the InferenceService custom-object endpoints.
+
+It validates every object it would store (after applying a JSON merge patch) against the real
+InferenceService CRD schema, keeps ``resourceVersion`` (409 on a stale one), simulates KServe's
+revisions and traffic in ``status``, records every call, and can fail a chosen call.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PATH = re.compile(
+    r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?/?(?:\?.*)?$"
+)
+
+
+@functools.lru_cache(maxsize=2)
+def crd_validator(crd_file: Path) -> Any:
+    """A validator for the v1beta1 schema (parsed once per process: the CRD is 2 MB of YAML)."""
+    import jsonschema
+
+    crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"][
+        "openAPIV3Schema"
+    ]
+    return jsonschema.Draft7Validator(schema)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: Any
+    status: int
+
+
+@dataclass
+class FakeKube:
+    validator: Any
+    objects: dict[tuple[str, str], dict] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    fail_next: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (method, status) for the next such call
+    _rv: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def validate(self, obj: dict) -> list[str]:
+        return [
+            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in self.validator.iter_errors(obj)
+        ]
+
+    def _simulate_status(self, obj: dict, old: dict | None) -> None:
+        """KServe-like status: a new revision per predictor change, canary traffic split between two."""
+        status = (old or {}).get("status", {}).get("components", {}).get("predictor", {})
+        rev_no = int(status.get("_n", 0))
+        pred = copy.deepcopy(obj["spec"]["predictor"])
+        old_pred = copy.deepcopy((old or {}).get("spec", {}).get("predictor", {}))
+        pred.pop("canaryTrafficPercent", None)
+        old_pred.pop("canaryTrafficPercent", None)
+        latest = status.get("latestCreatedRevision")
+        rolled = status.get("latestRolledoutRevision")
+        previous = status.get("previousRolledoutRevision")
+        if pred != old_pred or latest is None:
+            rev_no += 1
+            latest = f"{obj['metadata']['name']}-predictor-{rev_no:05d}"
+        canary = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        if canary is None or rolled is None:
+            if rolled != latest:
+                previous, rolled = rolled, latest
+            traffic = [{"revisionName": latest, "percent": 100, "latestRevision": True}]
+        elif latest == rolled:
+            traffic = [{"revisionName": latest, "percent": 100, "latestRevision": True}]
+        else:
+            traffic = [
+                {
+                    "revisionName": rolled,
+                    "percent": 100 - canary,
+                    "latestRevision": False,
+                    "tag": "prev",
+                }
+            ]
+            if canary:
+                traffic.append(
+                    {
+                        "revisionName": latest,
+                        "percent": canary,
+                        "latestRevision": True,
+                        "tag": "latest",
+                    }
+                )
+        obj["status"] = {
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "PredictorReady", "status": "True"},
+            ],
+            "url": f"http://{obj['metadata']['name']}.{obj['metadata']['namespace']}.example.com",
+            "components": {
+                "predictor": {
+                    "_n": rev_no,
+                    "latestCreatedRevision": latest,
+                    "latestReadyRevision": latest,
+                    "latestRolledoutRevision": rolled,
+                    "previousRolledoutRevision": previous,
+                    "traffic": traffic,
+                }
+            },
+        }
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict]:
+        m = PATH.match(path)
+        if not m:
+            return 404, _status(404, "NotFound", f"no route {path}")
+        ns, name = m.group(1), m.group(2)
+        with self._lock:
+            for i, (fail_method, code) in enumerate(self.fail_next):
+                if fail_method == method:
+                    del self.fail_next[i]
+                    return code, _status(code, "InternalError", "injected failure")
+            key = (ns, name or (body or {}).get("metadata", {}).get("name", ""))
+            current = self.objects.get(key)
+            if method == "GET":
+                return (
+                    (200, current)
+                    if current
+                    else (404, _status(404, "NotFound", f"inferenceservices {key[1]} not found"))
+                )
+            if method == "POST":
+                if current:
+                    return 409, _status(409, "AlreadyExists", "already exists")
+                new = copy.deepcopy(body)
+                old = None
+            elif method == "PATCH":
+                if not current:
+                    return 404, _status(404, "NotFound", "not found")
+                rv = (body or {}).get("metadata", {}).get("resourceVersion")
+                if rv is not None and rv != current["metadata"]["resourceVersion"]:
+                    return 409, _status(409, "Conflict", "the object has been modified")
+                new = merge_patch(current, body)
+                old = current
+            else:
+                return 405, _status(405, "MethodNotAllowed", method)
+            new.pop("status", None)
+            errors = self.validate(new)
+            if errors:
+                self.invalid.extend(errors)
+                return 422, _status(422, "Invalid", "; ".join(errors[:5]))
+            self._rv += 1
+            new["metadata"]["resourceVersion"] = str(self._rv)
+            self._simulate_status(new, old)
+            self.objects[key] = new
+            return (201 if method == "POST" else 200), new
+
+
+def _status(code: int, reason: str, message: str) -> dict:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+class FakeKubeServer:
+    """``with FakeKubeServer(crd) as s:`` -> ``s.url``, ``s.kube`` (state, calls), ``s.api()`` (CustomObjectsApi)."""
+
+    def __init__(self, crd_file: Path):
+        self.kube = FakeKube(crd_validator(crd_file))
+        kube = self.kube
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _do(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0) or 0))
+                body = json.loads(raw) if raw else None
+                if (
+                    self.command == "PATCH"
+                    and self.headers.get("content-type") != "application/merge-patch+json"
+                ):
+                    status, doc = (
+                        415,
+                        _status(415, "UnsupportedMediaType", self.headers.get("content-type", "")),
+                    )
+                else:
+                    status, doc = kube.handle(self.command, self.path, body)
+                kube.calls.append(Call(self.command, self.path.split("?")[0], body, status))
+                out = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _do
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def api(self) -> Any:
+        from kubernetes import client
+
+        conf = client.Configuration()
+        conf.host = self.url
+        return client.CustomObjectsApi(client.ApiClient(conf))
+
+    def __enter__(self) -> FakeKubeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

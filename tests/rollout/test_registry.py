@@ -1,0 +1,168 @@
+"""Alias and tag bookkeeping in a real MLflow tracking server on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.rollout.config import RolloutConfig
+from serving.rollout.local import default_fetcher, free_port
+from serving.rollout.machine import ModelRef, Rollout, RolloutError
+from serving.rollout.registry import MlflowRolloutRegistry
+
+pytestmark = pytest.mark.integration
+MODEL = "aicrush-code-language"
+
+
+class RecordingBackend:
+    """Backend double: records the transitions the machine asks for."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def deploy(self, stable: ModelRef, canary: ModelRef | None, percent: int) -> None:
+        self.calls.append(("deploy", stable.version, canary.version if canary else None, percent))
+
+    def set_traffic(self, percent: int) -> None:
+        self.calls.append(("traffic", percent))
+
+    def promote(self) -> None:
+        self.calls.append(("promote",))
+
+    def rollback(self) -> None:
+        self.calls.append(("rollback",))
+
+    def status(self) -> dict:
+        return {"healthy": True}
+
+    def metrics_source(self):  # pragma: no cover - analysis is not run here
+        raise NotImplementedError
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with open(root / "server.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                root / "server.log"
+            ).read_text()[-3000:]
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _register(url: str, folders: list[Path]) -> list[str]:
+    import mlflow
+
+    mlflow.set_tracking_uri(url)
+    client = mlflow.MlflowClient(url)
+    client.create_registered_model(MODEL)
+    exp = mlflow.set_experiment("aicrush")
+    versions = []
+    for folder in folders:
+        with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+            mlflow.log_artifacts(str(folder), artifact_path="model")
+        mv = client.create_model_version(
+            MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
+        versions.append(str(mv.version))
+    client.set_registered_model_alias(MODEL, "challenger", versions[-1])
+    return versions
+
+
+def test_promotion_moves_champion_and_rollback_leaves_it(
+    mlflow_server: str, tmp_path: Path, random_model_dir: Path, random_model_dir_v2: Path
+) -> None:
+    v1, v2 = _register(mlflow_server, [random_model_dir, random_model_dir_v2])
+    registry = MlflowRolloutRegistry(mlflow_server, MODEL, backend="local")
+    backend = RecordingBackend()
+    rollout = Rollout(backend, registry, RolloutConfig(), tmp_path / "state.json")
+
+    assert registry.champion() is None
+    rollout.deploy(v1)  # first deployment: v1 serves everything and becomes champion
+    assert registry.champion().version == v1
+    assert registry.tags(v1)["rollout.outcome"] == "promoted"
+
+    rollout.deploy(None, percent=10)  # None: the challenger alias (v2)
+    assert backend.calls[-1] == ("deploy", v1, v2, 10)
+    tags = registry.tags(v2)
+    assert (
+        tags["rollout.outcome"] == "canary"
+        and tags["rollout.traffic"] == "10"
+        and tags["rollout.deployed_at"]
+    )
+    assert registry.champion().version == v1  # champion moves only on promotion
+    rollout.set_traffic(50)
+    assert registry.tags(v2)["rollout.traffic"] == "50"
+
+    rollout.promote()
+    assert registry.champion().version == v2
+    tags = registry.tags(v2)
+    assert (
+        tags["rollout.outcome"] == "promoted"
+        and tags["rollout.traffic"] == "100"
+        and tags["rollout.updated_at"]
+    )
+    assert registry.tags(v1)["rollout.outcome"] == "replaced"
+    assert [e["event"] for e in json.loads(tags["rollout.history"])] == [
+        "canary",
+        "canary",
+        "promoted",
+    ]
+
+    rollout.deploy(v1, percent=25)  # an older version as canary, then rolled back
+    rollout.rollback(reason="p99 latency 2.1s beyond 1s")
+    assert registry.champion().version == v2
+    tags = registry.tags(v1)
+    assert tags["rollout.outcome"] == "rolled_back" and tags["rollout.traffic"] == "0"
+    assert tags["rollout.rollback_reason"] == "p99 latency 2.1s beyond 1s"
+    assert rollout.status()["champion"] == v2
+
+    with pytest.raises(RolloutError, match="already the champion"):
+        rollout.deploy(v2)
+    with pytest.raises(RolloutError, match="no version 99"):
+        rollout.deploy("99")
+
+    # The local backend can fetch a registered version's model folder from its download URI.
+    folder = default_fetcher(registry.champion())
+    assert (folder / "aicrush.json").is_file()

@@ -1,0 +1,292 @@
+"""Pure logic: config validation, the analysis checks, metric parsing, the state machine's loop,
+the Prometheus source (mocked HTTP), the compiled rollout pipeline and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from serving.rollout.analysis import judge, label_distance
+from serving.rollout.config import RolloutConfig, ThresholdsConfig
+from serving.rollout.machine import Rollout, RolloutError
+from serving.rollout.metrics_source import (
+    Counters,
+    PrometheusMetricsSource,
+    ScrapeMetricsSource,
+    parse_metrics,
+)
+from tests.rollout.fakes import MemoryRegistry
+from tests.rollout.test_registry import RecordingBackend
+
+# ---------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"steps": [10, 50]}, "must end at 100"),
+        ({"steps": [50, 10, 100]}, "strictly increasing"),
+        ({"steps": [0, 100]}, "percentages in 1..100"),
+        ({"interval_s": 1, "poll_s": 5}, "poll_s must not exceed"),
+        ({"thresholds": {"max_error_rate": 2}}, "less than or equal to 1"),
+        ({"thresholds": {"max_eror_rate": 0.1}}, "Extra inputs are not permitted"),
+        ({"stepz": [100]}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_rollout_configs_name_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RolloutConfig.model_validate(data)
+
+
+def test_default_rollout_config() -> None:
+    cfg = RolloutConfig()
+    assert cfg.steps == (10, 25, 50, 100) and cfg.thresholds.max_error_rate == 0.01
+    assert cfg.monitor_url() == "http://aicrush-drift-monitor.aicrush.svc.cluster.local/"
+
+
+def test_config_file_rollout_section_is_validated(tmp_path: Path) -> None:
+    from pipelines.config import ConfigError
+    from serving.rollout.cli import load_configs
+
+    good = tmp_path / "good.yaml"
+    good.write_text("rollout:\n  steps: [20, 100]\n  thresholds: {max_error_rate: 0.05}\n")
+    cfg, rollout_cfg = load_configs(good)
+    assert rollout_cfg.steps == (20, 100) and cfg.registry.model_name == "aicrush-code-language"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  steps: [20, 100]\n  intervall_s: 3\n")
+    with pytest.raises(ConfigError, match=r"rollout\.intervall_s: unknown key"):
+        load_configs(bad)
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def _counters(
+    requests: float, errors: float = 0, latency_s: float = 0.01, labels: dict | None = None
+) -> Counters:
+    buckets = {0.005: 0.0, 0.01: 0.0, 0.05: 0.0, 0.5: 0.0, 1.0: 0.0, 2.5: 0.0, float("inf"): 0.0}
+    for le in buckets:
+        buckets[le] = requests if latency_s <= le else 0.0
+    return Counters(requests, errors, buckets, labels or {"Python": requests})
+
+
+def test_judge_passes_fails_and_waits() -> None:
+    t = ThresholdsConfig(min_requests=20)
+    assert judge(_counters(100), _counters(5), t).outcome == "wait"
+    assert judge(_counters(100), _counters(50), t).outcome == "pass"
+    v = judge(_counters(100), _counters(50, errors=1), t)  # 2 % > 1 %
+    assert v.outcome == "fail" and "error_rate" in v.reason
+    assert (
+        judge(_counters(100), _counters(6, errors=6), t).outcome == "fail"
+    )  # errors are evidence early
+    v = judge(_counters(100, latency_s=0.01), _counters(50, latency_s=2.0), t)
+    assert v.outcome == "fail" and "p99_latency_s" in v.reason
+    strict = ThresholdsConfig(min_requests=20, max_label_distance=0.3)
+    v = judge(_counters(100, labels={"Python": 100}), _counters(50, labels={"C": 50}), strict)
+    assert v.outcome == "fail" and "label_distance" in v.reason
+    drift = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda v: True)
+    assert drift.outcome == "fail" and "drift" in drift.reason
+
+
+def test_label_distance_and_quantile() -> None:
+    assert label_distance({"a": 1, "b": 1}, {"a": 2, "b": 2}) == 0
+    assert label_distance({"a": 1}, {"b": 1}) == 1
+    c = Counters(100, 0, {0.1: 50.0, 0.2: 100.0, float("inf"): 100.0})
+    assert c.quantile(0.5) == pytest.approx(0.1) and c.quantile(0.99) == pytest.approx(0.198)
+
+
+def test_parse_metrics_by_version() -> None:
+    text = """# TYPE aicrush_requests_total counter
+aicrush_requests_total{model="m",version="1",protocol="v1",status="200"} 90
+aicrush_requests_total{model="m",version="1",protocol="v1",status="500"} 10
+aicrush_requests_total{model="m",version="2",protocol="v2",status="200"} 5
+# TYPE aicrush_request_duration_seconds histogram
+aicrush_request_duration_seconds_bucket{model="m",version="1",protocol="v1",le="0.1"} 80
+aicrush_request_duration_seconds_bucket{model="m",version="1",protocol="v1",le="+Inf"} 100
+aicrush_request_duration_seconds_count{model="m",version="1",protocol="v1"} 100
+aicrush_request_duration_seconds_sum{model="m",version="1",protocol="v1"} 4
+# TYPE aicrush_predictions_total counter
+aicrush_predictions_total{model="m",version="2",label="C"} 5
+# TYPE aicrush_rollout_mirrored_total counter
+aicrush_rollout_mirrored_total{model="m",version="2",agree="true"} 3
+aicrush_rollout_mirrored_total{model="m",version="2",agree="false"} 1
+"""
+    snap = parse_metrics(text)
+    assert snap["1"].requests == 100 and snap["1"].errors == 10 and snap["1"].buckets[0.1] == 80
+    assert snap["2"].labels == {"C": 5} and snap["2"].agreement == 0.75
+
+
+def test_prometheus_source_queries_and_parses() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        seen.append(q)
+        if "status=~" in q:
+            result = [{"metric": {"version": "2"}, "value": [0, "3"]}]
+        elif "_bucket" in q:
+            result = [
+                {"metric": {"version": "2", "le": le}, "value": [0, n]}
+                for le, n in (("0.1", "90"), ("+Inf", "100"))
+            ]
+        elif PREDICTIONS in q:
+            result = [{"metric": {"version": "1", "label": "Python"}, "value": [0, "7"]}]
+        else:
+            result = [
+                {"metric": {"version": v}, "value": [0, n]} for v, n in (("1", "900"), ("2", "100"))
+            ]
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+        )
+
+    from serving.rollout.metrics_source import PREDICTIONS
+
+    src = PrometheusMetricsSource(
+        "http://prom:9090", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
+    import time
+
+    w = src.window(["1", "2"], since=time.time() - 60)
+    assert w["2"].requests == 100 and w["2"].errors == 3 and w["2"].buckets[float("inf")] == 100
+    assert w["1"].labels == {"Python": 7}
+    assert len(seen) == 4 and all(
+        'version=~"1|2"' in q and ("[60s]" in q or "[61s]" in q) for q in seen
+    )
+
+
+# ---------------------------------------------------------------------------- the machine's loop
+
+
+class ScriptedSource:
+    """Counters growing per poll: the canary takes ``share`` of 100 requests per poll, with ``error_rate``."""
+
+    def __init__(self, error_rate: float = 0.0, per_poll: int = 50):
+        self.error_rate, self.per_poll, self.n = error_rate, per_poll, 0
+
+    def window(self, versions, since):
+        self.n += 1
+        stable, canary = list(versions)
+        k = self.n * self.per_poll
+        return {stable: _counters(k), canary: _counters(k, errors=k * self.error_rate)}
+
+
+def _machine(
+    tmp_path: Path, source: ScriptedSource, **cfg
+) -> tuple[Rollout, MemoryRegistry, RecordingBackend]:
+    backend = RecordingBackend()
+    backend.metrics_source = lambda: source  # type: ignore[method-assign]
+    registry = MemoryRegistry({"1": "/m1", "2": "/m2"}, champion_version="1", challenger="2")
+    config = RolloutConfig(interval_s=0.05, poll_s=0.01, **cfg)
+    return (
+        Rollout(backend, registry, config, tmp_path / "s.json", sleep=lambda s: None),
+        registry,
+        backend,
+    )
+
+
+def test_analysis_steps_up_and_promotes(tmp_path: Path) -> None:
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource())
+    rollout.deploy()
+    st = rollout.analyze()
+    assert st.phase == "promoted" and registry.champion_version == "2"
+    assert [c for c in backend.calls if c[0] == "traffic"] == [
+        ("traffic", 25),
+        ("traffic", 50),
+        ("traffic", 100),
+    ]
+    assert backend.calls[-1] == ("promote",)
+
+
+def test_analysis_rolls_back_on_errors_and_holds_without_autopromote(tmp_path: Path) -> None:
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource(error_rate=0.05))
+    rollout.deploy()
+    st = rollout.analyze()
+    assert st.phase == "rolled_back" and registry.champion_version == "1"
+    assert backend.calls[-1] == ("rollback",) and "error_rate" in st.history[-1]["reason"]
+    assert rollout.status()["last_analysis"]["outcome"] == "fail"
+
+    rollout2, _, backend2 = _machine(tmp_path / "b", ScriptedSource())
+    rollout2.deploy()
+    st = rollout2.analyze(auto_promote=False)
+    assert st.phase == "canary" and st.percent == 100 and backend2.calls[-1] == ("traffic", 100)
+
+
+def test_no_traffic_rolls_back_after_max_wait(tmp_path: Path) -> None:
+    rollout, _, _ = _machine(tmp_path, ScriptedSource(per_poll=0), max_step_wait_s=0.2)
+    rollout.deploy()
+    st = rollout.analyze()
+    assert st.phase == "rolled_back" and "need 20 to judge" in st.history[-1]["reason"]
+    with pytest.raises(RolloutError, match="no canary in progress"):
+        rollout.rollback()
+
+
+def test_scrape_source_windows_from_step_start(tmp_path: Path) -> None:
+    texts = iter(
+        [f'aicrush_requests_total{{version="1",status="200"}} {n}\n' for n in (10, 30, 70)]
+    )
+    src = ScrapeMetricsSource(["http://x/metrics"])
+    src.scrape = lambda: parse_metrics(next(texts))  # type: ignore[method-assign]
+    import time
+
+    t0 = time.time()
+    assert src.window(["1"], since=t0)["1"].requests == 0  # the step's baseline
+    assert src.window(["1"], since=t0)["1"].requests == 20
+    assert src.window(["1"], since=t0)["1"].requests == 60
+
+
+# ---------------------------------------------------------------------------- pipeline and CLI
+
+
+def test_rollout_pipeline_compiles(tmp_path: Path) -> None:
+    import yaml
+    from kfp import compiler
+
+    from components import PIPELINE_IMAGE
+    from pipelines.rollout import rollout_pipeline
+
+    out = tmp_path / "rollout.yaml"
+    compiler.Compiler().compile(rollout_pipeline, str(out))
+    spec = yaml.safe_load(out.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"deploy-canary", "analyze-canary", "promote-or-rollback"}
+    assert (
+        tasks["promote-or-rollback"]["inputs"]["parameters"]["decision"]["taskOutputParameter"][
+            "producerTask"
+        ]
+        == "analyze-canary"
+    )
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {PIPELINE_IMAGE}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "config",
+        "state_dir",
+        "backend",
+        "model_version",
+        "canary_percent",
+    }
+
+
+def test_cli_commands(state_dir: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.rollout import cli
+
+    app = typer.Typer()
+    for name in ("deploy", "promote", "rollback", "status"):
+        app.command(name)(getattr(cli, name))
+    runner = CliRunner()
+    r = runner.invoke(app, ["status", "--json", "--backend", "local"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output[r.output.index("{\n") :])  # MLflow may log to stderr first
+    assert s["phase"] == "idle" and s["champion"] is None and s["serving"]["healthy"] is False
+    r = runner.invoke(app, ["promote"])
+    assert r.exit_code == 1 and "no canary in progress" in r.output
+    r = runner.invoke(app, ["deploy", "--no-watch"])
+    assert r.exit_code == 1 and "no version with alias 'challenger'" in r.output
+    r = runner.invoke(app, ["deploy", "--canary", "150"])
+    assert r.exit_code == 2
