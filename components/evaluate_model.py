@@ -370,7 +370,9 @@ def evaluate_model(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     model_card: Output[HTML],
-) -> NamedTuple("Outputs", [("passed", bool), ("reason", str), ("macro_f1", float)]):
+) -> NamedTuple(  # type: ignore[valid-type]
+    "Outputs", [("passed", bool), ("reason", str), ("macro_f1", float)]
+):
     """Evaluate the trained model on the test split and decide whether it may be registered.
 
     config: the whole aicrush config; its ``evaluate`` section sets min_macro_f1 and promotion_margin.

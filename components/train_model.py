@@ -211,12 +211,13 @@ def resolve_base_model(base_model: str, download_dir: Path) -> str:
 
 def download_gcs_folder(uri: str, dest: Path) -> Path:
     """Download every object under ``gs://bucket/prefix`` into ``dest`` (a model folder)."""
-    from google.cloud import storage
     from google.cloud.storage import transfer_manager
+
+    from components.ingest_sources import storage_client  # ADC, or anonymous against an emulator
 
     bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = storage.Client()
+    client = storage_client()
     names = [
         b.name for b in client.list_blobs(bucket_name, prefix=prefix) if not b.name.endswith("/")
     ]
@@ -233,6 +234,7 @@ def download_gcs_folder(uri: str, dest: Path) -> Path:
         rel,
         destination_directory=str(dest),
         blob_name_prefix=prefix,
+        worker_type=transfer_manager.THREAD,
         max_workers=8,
     )
     for name, res in zip(names, results, strict=True):
@@ -264,7 +266,7 @@ def build_model_and_tokenizer(
     if not cfg.base_model:
         if tokenizer is None:
             tokenizer = train_tokenizer(train_texts, cfg.vocab_size, cfg.max_length)
-        config = BertConfig(
+        config = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
             vocab_size=len(tokenizer),
             hidden_size=cfg.hidden_size,
             num_hidden_layers=cfg.num_layers,
@@ -343,7 +345,7 @@ def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -440,7 +442,8 @@ def pick_device(cfg: TrainConfig) -> tuple[torch.device, Any]:
 
 def build_optimizer(model: Any, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
     """AdamW (no decay on biases and LayerNorm) with a linear warmup then linear decay to 0."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -209,7 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_length": 128,
             "epochs": 2.0,
             "batch_size": 32,
-            "learning_rate": 1e-3,
+            "learning_rate": 3e-3,  # 45 steps on 455 real files: 1e-3 -> 25% test acc, 3e-3 -> 54%, 5e-3 -> 63%
             "vocab_size": 4000,
             "hidden_size": 128,
             "num_layers": 2,

@@ -1,0 +1,226 @@
+"""Tests of components.evaluate_model: metrics, gate, champion comparison, model card, bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.evaluate_model import (
+    compute_metrics,
+    evaluate,
+    gate,
+    render_model_card,
+    resolve_champion,
+    write_outputs,
+)
+from pipelines.config import EvaluateConfig
+from tests.components.test_train_model import make_split
+from tests.model_factory import build_random_model
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval-features")
+    for i, split in enumerate(("train", "val", "test")):
+        make_split(6, 100 + i).to_parquet(root / f"{split}.parquet")
+    return root
+
+
+def test_metrics_match_a_hand_computed_example() -> None:
+    y_true = ["A", "A", "A", "B", "B", "C"]
+    y_pred = ["A", "A", "B", "B", "C", "C"]
+    metrics, per_class, (labels, matrix) = compute_metrics(y_true, y_pred)
+    # A: tp=2 fp=0 fn=1 -> P=1, R=2/3, F1=0.8; B: tp=1 fp=1 fn=1 -> P=R=F1=0.5;
+    # C: tp=1 fp=1 fn=0 -> P=0.5, R=1, F1=2/3.
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert per_class["A"] == pytest.approx(
+        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
+    )
+    assert per_class["C"]["precision"] == pytest.approx(0.5) and per_class["C"]["recall"] == 1.0
+    assert labels == ["A", "B", "C"]
+    assert matrix == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_predicted_label_absent_from_test_is_in_the_matrix_not_the_macro_average() -> None:
+    metrics, per_class, (labels, matrix) = compute_metrics(["A", "B"], ["A", "Z"])
+    assert labels == ["A", "B", "Z"] and matrix == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    assert set(per_class) == {"A", "B"}
+    assert metrics["macro_f1"] == pytest.approx(0.5)  # (1 + 0) / 2: Z has no test rows
+
+
+@pytest.mark.parametrize(
+    ("f1", "champion", "margin", "floor", "passed", "words"),
+    [
+        (0.80, None, 0.0, 0.5, True, "no champion"),
+        (0.40, None, 0.0, 0.5, False, "below evaluate.min_macro_f1"),
+        (0.80, 0.70, 0.05, 0.0, True, "beats the champion"),
+        (0.74, 0.70, 0.05, 0.0, False, "not promoted"),
+        (0.75, 0.70, 0.05, 0.0, False, "not promoted"),  # equal to champion + margin is not enough
+        (0.70, 0.70, 0.0, 0.0, False, "not promoted"),
+        (
+            0.69,
+            0.70,
+            -0.02,
+            0.0,
+            True,
+            "beats the champion",
+        ),  # a negative margin tolerates a small loss
+        (0.90, 0.70, 0.0, 0.95, False, "below evaluate.min_macro_f1"),
+    ],
+)
+def test_gate(
+    f1: float, champion: float | None, margin: float, floor: float, passed: bool, words: str
+) -> None:
+    ok, reason = gate(f1, champion, EvaluateConfig(promotion_margin=margin, min_macro_f1=floor))
+    assert ok is passed and words in reason
+
+
+def test_evaluate_model_without_champion(
+    random_model_dir: Path, features_dir: Path, tmp_path: Path
+) -> None:
+    result = evaluate(random_model_dir, features_dir, EvaluateConfig())
+    test = pd.read_parquet(features_dir / "test.parquet")
+    assert result.passed and result.champion_metrics is None
+    assert result.metrics["n_test"] == len(test) == 30
+    assert 0.0 <= result.metrics["macro_f1"] <= 1.0
+    assert set(result.per_class) == {"C", "CSS", "JavaScript", "Python", "Shell"}
+    labels, matrix = result.confusion
+    assert sum(map(sum, matrix)) == len(test) and len(matrix) == len(labels)
+    preds = result.predictions
+    assert list(preds.columns) == ["file_id", "label", "prediction", "score"] and len(preds) == len(
+        test
+    )
+    assert (preds["label"] == test["language"]).all()
+    assert result.metrics["accuracy"] == pytest.approx(
+        float((preds["label"] == preds["prediction"]).mean())
+    )
+    assert result.data_counts["train"]["Python"] == 6
+
+    out = write_outputs(result, tmp_path / "out")
+    card = (out / "model_card.html").read_text()
+    for text in (
+        "Confusion matrix",
+        "Per class",
+        "macro_f1",
+        "JavaScript",
+        "Training settings",
+        "PASS",
+    ):
+        assert text in card
+    assert len(pd.read_parquet(out / "predictions.parquet")) == len(test)
+
+
+def test_champion_gate_same_model_is_not_promoted(
+    random_model_dir: Path, features_dir: Path
+) -> None:
+    result = evaluate(
+        random_model_dir, features_dir, EvaluateConfig(), champion_dir=random_model_dir
+    )
+    assert result.champion_metrics == result.metrics
+    assert not result.passed and "not promoted" in result.reason
+    tolerant = evaluate(
+        random_model_dir, features_dir, EvaluateConfig(promotion_margin=-0.01), random_model_dir
+    )
+    assert tolerant.passed
+    assert "FAIL" in render_model_card(result)
+
+
+def test_champion_with_other_labels_is_mapped_by_name(
+    random_model_dir: Path, features_dir: Path, tmp_path: Path
+) -> None:
+    # The champion knows only Python and Go: every non-Python test file is wrong for it, so its
+    # macro-F1 is at most that of a perfect Python column: F1(Python) / 5 <= 0.2.
+    champion = build_random_model(tmp_path / "champ", labels=("Go", "Python"), seed=3)
+    result = evaluate(random_model_dir, features_dir, EvaluateConfig(), champion_dir=champion)
+    assert result.champion_metrics is not None
+    assert result.champion_metrics["macro_f1"] <= 0.2 + 1e-9
+    assert result.champion_metrics["accuracy"] <= 0.2 + 1e-9
+
+
+def test_test_language_unknown_to_model_counts_as_wrong(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    test = pd.concat(
+        [make_split(3, 7), make_split(3, 8, languages=("Python",)).assign(language="Ruby")]
+    )
+    test.to_parquet(tmp_path / "test.parquet")
+    result = evaluate(random_model_dir, tmp_path, EvaluateConfig())
+    assert result.per_class["Ruby"]["recall"] == 0.0 and result.per_class["Ruby"]["support"] == 3
+    assert "unknown to the model" in result.reason and "Ruby" in result.reason
+
+
+def test_bad_inputs_fail_clearly(
+    random_model_dir: Path, features_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(FileNotFoundError, match=r"test\.parquet is missing"):
+        evaluate(random_model_dir, tmp_path, EvaluateConfig())
+    make_split(1, 0).iloc[:0].to_parquet(tmp_path / "test.parquet")
+    with pytest.raises(ValueError, match="no rows"):
+        evaluate(random_model_dir, tmp_path, EvaluateConfig())
+    with pytest.raises(FileNotFoundError, match="no aicrush model"):
+        evaluate(tmp_path, features_dir, EvaluateConfig())
+    assert resolve_champion("") is None
+    assert resolve_champion(str(random_model_dir)) == random_model_dir
+
+
+def test_component_glue_with_kfp_artifacts(
+    features_dir: Path, random_model_dir: Path, tmp_path: Path
+) -> None:
+    """run_train_step / run_evaluate_step as the components call them, on real kfp artifact objects."""
+    from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
+
+    from components.evaluate_model import evaluate_model, run_evaluate_step
+    from components.train_model import default_checkpoint_dir, run_train_step, train_model
+    from pipelines.config import build_config
+
+    config = build_config(
+        {
+            "train": {
+                "max_steps": 2,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_layers": 1,
+                "num_threads": 1,
+            },
+            "evaluate": {"min_macro_f1": 0.0},
+        },
+        preset="tiny",
+    ).to_dict()
+    task = tmp_path / "run" / "train_model"
+    features, model, metrics = (
+        Dataset(uri=str(features_dir)),
+        Model(uri=str(task / "model")),
+        Metrics(uri=str(task / "metrics")),
+    )
+    run_train_step(config, features, model, metrics, "")
+    assert default_checkpoint_dir(model.path) == tmp_path / "run" / "checkpoints" / "train_model"
+    assert (tmp_path / "run" / "checkpoints" / "train_model" / "step-00000002").is_dir()
+    assert metrics.metadata["steps"] == 2.0 and model.metadata["preset"] == "tiny"
+
+    eval_task = tmp_path / "run" / "evaluate_model"
+    out_metrics, confusion = (
+        Metrics(uri=str(eval_task / "metrics")),
+        ClassificationMetrics(uri=str(eval_task / "confusion")),
+    )
+    card = HTML(uri=str(eval_task / "model_card"))
+    outputs = run_evaluate_step(
+        config, model, features, str(random_model_dir), out_metrics, confusion, card
+    )
+    assert isinstance(outputs.passed, bool) and outputs.reason and 0.0 <= outputs.macro_f1 <= 1.0
+    assert "champion_macro_f1" in out_metrics.metadata and "macro_f1" in out_metrics.metadata
+    assert len(confusion.metadata["confusionMatrix"]["rows"]) == 5
+    assert "<html>" in Path(card.path).read_text()
+    assert Path(card.metadata["predictions"]).is_file()
+
+    assert set(train_model.component_spec.inputs) == {"config", "features", "checkpoint_dir"}
+    assert set(evaluate_model.component_spec.outputs) >= {
+        "metrics",
+        "confusion",
+        "model_card",
+        "passed",
+        "reason",
+        "macro_f1",
+    }
