@@ -176,6 +176,7 @@ def _register_commands() -> None:
     app.command(name="rollback")(rollout.rollback)
     app.command(name="status")(rollout.status)
 
+
 _register_commands()
 
 

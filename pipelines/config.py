@@ -207,7 +207,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {
             "base_model": "",
             "max_length": 128,
-            "epochs": 2.0,
+            "epochs": 6.0,
             "batch_size": 32,
             "learning_rate": 3e-3,  # 45 steps on 455 real files: 1e-3 -> 25% test acc, 3e-3 -> 54%, 5e-3 -> 63%
             "vocab_size": 4000,

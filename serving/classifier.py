@@ -66,7 +66,9 @@ class TextClassifier:
         enc = self.tokenizer(
             texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         )
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        return {
+            k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
+        }
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -21,7 +21,9 @@ class AicrushTextClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         self.classifier = TextClassifier.from_dir(context.artifacts["model"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         texts = [str(t) for t in model_input["text"].tolist()]
         preds = self.classifier.predict(texts)
         return pd.DataFrame({"label": [p.label for p in preds], "score": [p.score for p in preds]})

@@ -83,7 +83,7 @@ def test_resources_are_configurable(tmp_path: Path):
 
 
 def test_cpu_only_cluster_drops_gpu_placement(tmp_path: Path):
-    spec, *rest = _load(
+    spec, *_ = _load(
         compile_training_pipeline(
             tmp_path / "p.yaml", build_config({"resources": {"accelerator_count": 0}})
         )

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipelines.config import (
     AicrushConfig,
@@ -43,7 +44,7 @@ def test_round_trip_through_pipeline_parameter():
 
 def test_config_is_frozen():
     cfg = build_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.train.epochs = 3  # type: ignore[misc]
 
 

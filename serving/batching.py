@@ -1,0 +1,233 @@
+"""Dynamic batching for the model server, with results that do not depend on the batch.
+
+Concurrent requests are queued and grouped into forward passes of at most ``max_batch_size``
+texts, waiting at most ``max_wait_ms`` for a batch to fill. Inside a batch, texts are grouped by
+their exact token count (length bucketing), so no row is ever padded: the forward pass for a
+text sees the same tokens, with no padding and no attention mask, whatever else is in the batch.
+
+Matrix products are not batch-invariant either: a linear layer fed one row (the pooler and the
+classification head of a single request) runs a matrix-vector kernel whose rounding differs from
+the matrix-matrix kernel used for many rows. :func:`make_batch_invariant` pads such small
+inputs to ``MIN_GEMM_ROWS`` rows (zeros, sliced off after), so every row takes the same kernel.
+
+Guarantee (tested bitwise in tests/serving/test_predictor.py and test_server_rest.py): the
+probabilities a caller gets from a batched call are bit-for-bit those of the same text sent
+alone. Padding would break this (masked positions still change float rounding), which is why
+texts of different lengths never share a forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+MIN_GEMM_ROWS = 16
+
+
+class _MinRowsLinear(torch.nn.Linear):
+    """A Linear layer that pads inputs of fewer than MIN_GEMM_ROWS rows with zero rows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[:-1].numel()
+        if rows >= MIN_GEMM_ROWS:
+            return super().forward(x)
+        flat = x.reshape(rows, x.shape[-1])
+        padded = torch.cat([flat, flat.new_zeros(MIN_GEMM_ROWS - rows, flat.shape[1])])
+        return super().forward(padded)[:rows].reshape(*x.shape[:-1], self.out_features)
+
+
+def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
+    """Make every fp32 ``nn.Linear`` in ``model`` take the matrix-matrix path for any batch size.
+
+    In place (the weights are kept); quantized layers are left as they are.
+    """
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.__class__ = _MinRowsLinear
+    return model
+
+
+def bucket_by_length(lengths: Sequence[int], max_batch_size: int) -> list[list[int]]:
+    """Group row indices by equal length, each group cut into chunks of at most ``max_batch_size``.
+
+    Pure: rows keep their input order inside a bucket; buckets come in order of first appearance.
+    """
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        buckets.setdefault(int(n), []).append(i)
+    chunks: list[list[int]] = []
+    for rows in buckets.values():
+        chunks += [rows[s : s + max_batch_size] for s in range(0, len(rows), max_batch_size)]
+    return chunks
+
+
+@torch.inference_mode()
+def predict_proba_unpadded(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, max_batch_size: int = 64
+) -> tuple[np.ndarray, list[int]]:
+    """Class probabilities for ``texts`` without padding; also returns each text's token count.
+
+    Texts longer than ``max_length`` tokens are truncated (the model's limit, from aicrush.json).
+    Each forward pass holds texts of one token length only, so every row's result is what the
+    model gives that text alone.
+    """
+    if not texts:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32), []
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    ids: list[list[int]] = enc["input_ids"]
+    lengths = [len(x) for x in ids]
+    device = next(model.parameters()).device
+    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
+    for rows in bucket_by_length(lengths, max_batch_size):
+        input_ids = torch.tensor([ids[i] for i in rows], dtype=torch.long, device=device)
+        logits = model(input_ids=input_ids).logits
+        out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return out, lengths
+
+
+BatchFn = Callable[[list[str]], tuple[np.ndarray, list[int]]]
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future[tuple[np.ndarray, list[int]]]
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one caller gets back: its rows, and the size of the forward batch that computed them."""
+
+    probabilities: np.ndarray
+    token_lengths: list[int]
+    batch_size: int
+
+
+class DynamicBatcher:
+    """Groups concurrent ``submit`` calls into one call of ``fn`` (run on one worker thread).
+
+    ``max_batch_size`` bounds the texts per call of ``fn``; ``max_wait_ms`` bounds how long the
+    first queued request waits for others. A request larger than ``max_batch_size`` runs alone
+    (``fn`` chunks it). One worker thread runs the model, so forward passes never compete with
+    each other for the CPU; the event loop stays free for I/O.
+    """
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.on_batch = on_batch
+        self._queue: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="aicrush-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish what is queued, then stop the worker thread."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    async def submit(self, texts: list[str]) -> BatchResult:
+        """Queue ``texts`` and wait for their probabilities (rows in input order)."""
+        if self._stopped:
+            raise RuntimeError("the batcher is stopped")
+        self.start()
+        loop = asyncio.get_running_loop()
+        pending = _Pending(list(texts), loop.create_future(), loop)
+        with self._cond:
+            self._queue.append(pending)
+            self._cond.notify()
+        probs, lengths, batch = await pending.future  # type: ignore[misc]
+        return BatchResult(probs, lengths, batch)
+
+    def _take_batch(self) -> list[_Pending]:
+        """Block until work arrives, then gather up to max_batch_size texts or until the wait ends."""
+        with self._cond:
+            while not self._queue and not self._stopped:
+                self._cond.wait()
+            if not self._queue:
+                return []
+            deadline = time.monotonic() + self.max_wait_s
+            while True:
+                n = sum(len(p.texts) for p in self._queue)
+                remaining = deadline - time.monotonic()
+                if n >= self.max_batch_size or remaining <= 0 or self._stopped:
+                    break
+                self._cond.wait(remaining)
+            taken: list[_Pending] = []
+            count = 0
+            while self._queue:
+                nxt = len(self._queue[0].texts)
+                if taken and count + nxt > self.max_batch_size:
+                    break
+                taken.append(self._queue.pop(0))
+                count += nxt
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            texts = [t for p in batch for t in p.texts]
+            try:
+                probs, lengths = self.fn(texts)
+                if self.on_batch is not None:
+                    self.on_batch(len(texts))
+            except BaseException as exc:  # hand the error to every caller of the batch
+                for p in batch:
+                    p.loop.call_soon_threadsafe(_set_exception, p.future, exc)
+                continue
+            start = 0
+            for p in batch:
+                n = len(p.texts)
+                value = (probs[start : start + n], lengths[start : start + n], len(texts))
+                p.loop.call_soon_threadsafe(_set_result, p.future, value)
+                start += n
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+__all__ = [
+    "BatchResult",
+    "DynamicBatcher",
+    "bucket_by_length",
+    "predict_proba_unpadded",
+]

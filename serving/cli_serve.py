@@ -1,0 +1,158 @@
+"""``aicrush serve``: the KServe model server on localhost for a registered or local model.
+
+The lead registers :func:`serve_command` on the ``aicrush`` Typer app
+(``app.command("serve")(serve_command)``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_REGISTERED_MODEL = "aicrush-code-language"
+
+
+def model_source(
+    model: str, alias: str | None, version: int | None, path: Path | None
+) -> tuple[str, str]:
+    """What to load (a folder or a ``models:/`` URI) and a short description of it.
+
+    Exactly one of ``path``, ``alias`` and ``version`` picks the model; with none, the
+    ``champion`` alias of ``model`` is served.
+    """
+    from serving.server import registry_uri
+
+    chosen = [x for x in (path, alias, version) if x is not None]
+    if len(chosen) > 1:
+        raise typer.BadParameter("give only one of --path, --alias and --version")
+    if path is not None:
+        return str(path), f"folder {path}"
+    if alias is None and version is None:
+        alias = "champion"
+    uri = registry_uri(model, alias=alias, version=version)
+    return uri, uri
+
+
+def example_curl(http_url: str, name: str) -> str:
+    body = '{"instances": [{"text": "def hello():\\n    print(\\"hi\\")"}]}'
+    return (
+        f"curl -s {http_url}/v1/models/{name}:predict -H 'Content-Type: application/json' "
+        f"-d '{body}'"
+    )
+
+
+def serve_command(
+    model: Annotated[
+        str, typer.Option("--model", help="Registered MLflow model name.")
+    ] = DEFAULT_REGISTERED_MODEL,
+    alias: Annotated[
+        str | None,
+        typer.Option("--alias", help="Registry alias to serve: champion (default) or challenger."),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Registry version number to serve.", min=1)
+    ] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            "--path", help="Serve a model folder (a train_model artifact) instead of the registry."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Model name on the endpoints. Default: the --model name."),
+    ] = None,
+    http_port: Annotated[int, typer.Option("--http-port", help="REST port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="gRPC port.")] = 8081,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking URI. Default $MLFLOW_TRACKING_URI, else the local state store.",
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir", help="Local state folder. Default $AICRUSH_HOME or ./.aicrush."
+        ),
+    ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            "--model-version", help="Version label on metrics (default: the registry version)."
+        ),
+    ] = None,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Most texts per forward pass.")
+    ] = 32,
+    max_batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-batch-wait-ms",
+            min=0,
+            help="Longest wait for a batch to fill (0: run what is queued as soon as the model is free).",
+        ),
+    ] = 0.0,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies get 413.")
+    ] = 4 * 1024 * 1024,
+    quantize: Annotated[
+        bool, typer.Option("--quantize", help="Dynamic int8 quantization (see docs/serving.md).")
+    ] = False,
+    log_to: Annotated[
+        str | None,
+        typer.Option("--log-to", help="Send each request and response (CloudEvents) to this URL."),
+    ] = None,
+) -> None:
+    """Serve a model on localhost over V1 and V2 (REST and gRPC), until Ctrl-C.
+
+    Picks the model from the MLflow registry (--model with --alias or --version; default the
+    champion) or a folder (--path), prints the URLs and an example curl, and blocks.
+    """
+    from serving.server import serve
+
+    if tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        from pipelines.config import state_dir
+
+        tracking_uri = f"sqlite:///{state_dir(state) / 'mlflow.db'}"
+    source, description = model_source(model, alias, version, path)
+    served = name or model
+    http_url = f"http://{host}:{http_port}"
+
+    def announce() -> None:
+        typer.echo(f"aicrush: serving {description} as '{served}'")
+        typer.echo(f"  REST  {http_url}/v1/models/{served}:predict  (V1)")
+        typer.echo(f"  REST  {http_url}/v2/models/{served}/infer    (V2)")
+        typer.echo(f"  gRPC  {host}:{grpc_port}  (V2 GRPCInferenceService)")
+        typer.echo(f"  metrics {http_url}/metrics")
+        typer.echo("  try:  " + example_curl(http_url, served))
+
+    try:
+        serve(
+            source,
+            name=served,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            host=host,
+            version=model_version,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_batch_wait_ms,
+            max_body_bytes=max_body_bytes,
+            quantize=quantize,
+            log_to=log_to,
+            tracking_uri=tracking_uri,
+            on_ready=announce,
+        )
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as err:  # MLflow: unknown model, alias or version
+        if type(err).__name__ in ("MlflowException", "RestException"):
+            typer.echo(f"error: cannot load {description} from MLflow: {err}", err=True)
+            raise typer.Exit(2) from None
+        raise

@@ -1,0 +1,496 @@
+"""The aicrush KServe predictor: a ``kserve.Model`` that classifies source text by language.
+
+Protocol work only; the pure parts are separate functions you can test without a server:
+
+- :func:`texts_from_v1` / :func:`texts_from_v2` decode and validate a request into texts,
+  raising ``kserve.errors.InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT) with a message that
+  says what is wrong;
+- :func:`v1_response` / :func:`v2_response` encode predictions.
+
+V1: ``{"instances": [{"text": "..."}]}`` (plain strings accepted) ->
+``{"predictions": [{"label": "Python", "score": 0.98}]}``.
+V2 (REST and gRPC): input ``text`` (BYTES, shape ``[N]`` or ``[N, 1]``) -> outputs ``label``
+(BYTES, ``[N]``), ``score`` (FP32, ``[N]``) and, when the request sets the parameter
+``return_probabilities: true`` or asks for the output ``probabilities``, ``probabilities``
+(FP32, ``[N, C]``, columns in the order of the labels in the model metadata).
+
+Texts longer than the model's ``max_length`` tokens (aicrush.json) are truncated and answered.
+Results come from the dynamic batcher (serving/batching.py): bit-for-bit those of a serial call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
+from kserve.protocol.infer_type import (
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    to_http_parameters,
+)
+
+from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
+from serving.metrics import serving_metrics
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "text"
+OUTPUT_NAMES = ("label", "score", "probabilities")
+PROBABILITIES_PARAMETER = "return_probabilities"
+MAX_BATCH_ITEMS = 1024
+"""Most texts one request may carry (a larger shape is refused with 400, before any work)."""
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A validated request: the texts, and what the answer should look like."""
+
+    texts: list[str]
+    protocol: str  # "v1", "v2" or "grpc"
+    return_probabilities: bool = False
+    request_id: str | None = None
+
+
+# --------------------------------------------------------------------------- pure decoding
+
+
+def _check_text(item: Any, where: str) -> str:
+    if isinstance(item, bytes):
+        try:
+            item = item.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"{where} is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            ) from None
+    if not isinstance(item, str):
+        raise InvalidInput(f"{where} must be a string, got {_json_type(item)}")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"{where} contains a lone surrogate (not valid Unicode); send UTF-8 text"
+        ) from None
+    return item
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _check_count(n: int) -> None:
+    if n == 0:
+        raise InvalidInput("empty batch: send at least one text")
+    if n > MAX_BATCH_ITEMS:
+        raise InvalidInput(f"too many texts in one request: {n} > {MAX_BATCH_ITEMS}")
+
+
+def texts_from_v1(payload: Any) -> list[str]:
+    """Texts of a V1 body ``{"instances": [{"text": "..."} | "...", ...]}``."""
+    if isinstance(payload, bytes | str):
+        payload = parse_json_body(payload)
+    if not isinstance(payload, dict):
+        raise InvalidInput(
+            f'request body must be a JSON object {{"instances": [...]}}, got {_json_type(payload)}'
+        )
+    extra = sorted(set(payload) - {"instances"})
+    if extra:
+        raise InvalidInput(f"unexpected key(s) {extra} in V1 request; only 'instances' is allowed")
+    if "instances" not in payload:
+        raise InvalidInput('missing "instances": send {"instances": [{"text": "..."}]}')
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f'"instances" must be a list, got {_json_type(instances)}')
+    _check_count(len(instances))
+    texts = []
+    for i, inst in enumerate(instances):
+        if isinstance(inst, dict):
+            keys = set(inst)
+            if keys != {INPUT_NAME}:
+                missing = "" if INPUT_NAME in keys else f"missing key '{INPUT_NAME}'"
+                extra_keys = sorted(keys - {INPUT_NAME})
+                extra_msg = f"unexpected key(s) {extra_keys}" if extra_keys else ""
+                raise InvalidInput(
+                    f"instances[{i}]: " + "; ".join(m for m in (missing, extra_msg) if m)
+                )
+            inst = inst[INPUT_NAME]
+            where = f"instances[{i}].text"
+        else:
+            where = f"instances[{i}]"
+        texts.append(_check_text(inst, where))
+    return texts
+
+
+def _flatten(data: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [iter([data])]
+    while stack:
+        try:
+            item = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        if isinstance(item, list | tuple):
+            stack.append(iter(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _parameters(params: Any) -> dict[str, Any]:
+    if not params:
+        return {}
+    if isinstance(params, Mapping) and all(not hasattr(v, "HasField") for v in params.values()):
+        return dict(params)
+    return to_http_parameters(params)
+
+
+def texts_from_v2(request: InferRequest) -> tuple[list[str], bool]:
+    """Texts of a V2 request (input ``text``, BYTES, shape ``[N]`` or ``[N, 1]``), and whether
+    probabilities were asked for."""
+    names = [inp.name for inp in request.inputs]
+    if INPUT_NAME not in names:
+        raise InvalidInput(
+            f"missing input '{INPUT_NAME}' (got {names or 'no inputs'}); "
+            f"send one input named '{INPUT_NAME}' with datatype BYTES"
+        )
+    if len(names) != 1:
+        raise InvalidInput(
+            f"unexpected input(s) {[n for n in names if n != INPUT_NAME] or names}; "
+            f"the model takes one input, '{INPUT_NAME}'"
+        )
+    inp = request.inputs[0]
+    if inp.datatype != "BYTES":
+        raise InvalidInput(f"input '{INPUT_NAME}' must have datatype BYTES, got {inp.datatype}")
+    shape = list(inp.shape)
+    if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInput(f"input '{INPUT_NAME}' must have shape [N] or [N, 1], got {shape}")
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise InvalidInput(f"input '{INPUT_NAME}' has an invalid dimension {dim} in {shape}")
+        if dim > MAX_BATCH_ITEMS:
+            raise InvalidInput(
+                f"input '{INPUT_NAME}' shape {shape} is too large: at most {MAX_BATCH_ITEMS} texts"
+            )
+    raw = inp._raw_data  # binary gRPC / REST inputs
+    items = list(inp.as_numpy().reshape(-1)) if raw is not None else _flatten(inp.data)
+    n = math.prod(shape)
+    if len(items) != n:
+        raise InvalidInput(
+            f"input '{INPUT_NAME}' shape {shape} says {n} text(s) but the data holds {len(items)}"
+        )
+    _check_count(n)
+    texts = [_check_text(item, f"{INPUT_NAME}[{i}]") for i, item in enumerate(items)]
+    params = _parameters(request.parameters)
+    want = params.get(PROBABILITIES_PARAMETER, False)
+    if not isinstance(want, bool):
+        raise InvalidInput(f"parameter '{PROBABILITIES_PARAMETER}' must be a boolean, got {want!r}")
+    for out in request.request_outputs or []:
+        if out.name not in OUTPUT_NAMES:
+            raise InvalidInput(f"unknown output '{out.name}'; outputs are {list(OUTPUT_NAMES)}")
+        want = want or out.name == "probabilities"
+    return texts, want
+
+
+def parse_json_body(body: bytes | str) -> Any:
+    """Parse a JSON request body, with 400-style errors for bad UTF-8 and bad JSON."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise InvalidInput("request body is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+def v1_response(labels: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
+    return {
+        "predictions": [
+            {"label": label, "score": float(score)}
+            for label, score in zip(labels, scores, strict=True)
+        ]
+    }
+
+
+def v2_response(
+    model_name: str,
+    model_version: str,
+    labels: Sequence[str],
+    probs: np.ndarray,
+    best: np.ndarray,
+    return_probabilities: bool,
+    request_id: str | None,
+    from_grpc: bool,
+) -> InferResponse:
+    n = len(labels)
+    scores = probs[np.arange(n), best].astype(np.float32)
+    outputs = [
+        InferOutput("label", [n], "BYTES", data=list(labels)),
+        InferOutput("score", [n], "FP32", data=[float(s) for s in scores]),
+    ]
+    if return_probabilities:
+        outputs.append(
+            InferOutput(
+                "probabilities",
+                [n, probs.shape[1]],
+                "FP32",
+                data=[float(x) for x in probs.astype(np.float32).reshape(-1)],
+            )
+        )
+    return InferResponse(
+        response_id=request_id or "",
+        model_name=model_name,
+        model_version=model_version,
+        infer_outputs=outputs,
+        from_grpc=from_grpc,
+    )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def load_torch_model(model_dir: Path, quantize: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """Model (eval, SDPA attention where supported, batch-invariant linear layers, optionally
+    int8-quantized), tokenizer, meta."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from serving.classifier import MODEL_META_FILE, resolve_model_dir
+
+    model_dir = resolve_model_dir(model_dir)
+    meta = json.loads((model_dir / MODEL_META_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, use_safetensors=True, attn_implementation="sdpa"
+        )
+    except (ValueError, ImportError):  # an architecture without SDPA support
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    model.eval()
+    if quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    make_batch_invariant(model)  # after quantization, which looks for plain nn.Linear
+    return model, tokenizer, meta
+
+
+class TextClassifierModel(Model):
+    """KServe predictor for an aicrush model folder (V1 + V2, REST + gRPC, dynamic batching).
+
+    Args:
+        name: the model name on the endpoint paths.
+        model_dir: the model folder (a train_model artifact, an MLflow download, or /mnt/models).
+        version: the model version for metrics and metadata (default: aicrush.json ``version``,
+            else ``"1"``).
+        max_batch_size, max_wait_ms: dynamic batching bounds.
+        quantize: dynamic int8 quantization of the linear layers.
+        payload_logger: the drift monitor's ``PayloadLogger`` (``submit(request_id, model_name,
+            model_version, texts, outputs)``, non-blocking) or None.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | Path,
+        version: str | None = None,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        quantize: bool = False,
+        payload_logger: Any = None,
+    ):
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.version = version
+        self.max_batch_size = max_batch_size
+        self.max_wait_ms = max_wait_ms
+        self.quantize = quantize
+        self.payload_logger = payload_logger
+        self.labels: list[str] = []
+        self.max_length = 0
+        self.batcher: DynamicBatcher | None = None
+
+    def load(self) -> bool:
+        model, tokenizer, meta = load_torch_model(self.model_dir, quantize=self.quantize)
+        self.labels = list(meta["labels"])
+        self.max_length = int(meta.get("max_length", 256))
+        self.version = str(self.version or meta.get("version") or meta.get("model_version") or "1")
+        metrics = serving_metrics()
+        batch_hist = metrics.batch_size.labels(self.name, self.version)
+        max_len = self.max_length
+
+        def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
+            return predict_proba_unpadded(model, tokenizer, texts, max_len, self.max_batch_size)
+
+        self.batcher = DynamicBatcher(
+            forward, self.max_batch_size, self.max_wait_ms, on_batch=batch_hist.observe
+        )
+        self.batcher.start()
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.payload_logger is not None and hasattr(self.payload_logger, "close"):
+            self.payload_logger.close()
+        self.ready = False
+
+    # --- metadata
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]},
+        ]
+
+    def metadata(self) -> dict[str, Any]:
+        """V2 model metadata, with the labels (the columns of ``probabilities``)."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "pytorch",
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+            "parameters": {
+                "labels": self.labels,
+                "max_length": self.max_length,
+                "probabilities_parameter": PROBABILITIES_PARAMETER,
+            },
+        }
+
+    # --- inference
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None, verb: Any = None):  # type: ignore[override]
+        grpc = isinstance(body, ModelInferRequest) or getattr(body, "from_grpc", False)
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            if verb is None:
+                return await super().__call__(body, headers)
+            return await super().__call__(body, headers, verb)
+        except InvalidInput:
+            status = "INVALID_ARGUMENT"
+            raise
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            if grpc:  # REST requests are counted by the HTTP middleware (serving/server.py)
+                m = serving_metrics()
+                m.requests.labels(self.name, self.version, "grpc", status).inc()
+                m.request_latency.labels(self.name, self.version, "grpc").observe(
+                    time.perf_counter() - start
+                )
+
+    async def preprocess(  # type: ignore[override]
+        self, payload: Any, headers: dict[str, str] | None = None
+    ) -> DecodedRequest:
+        request_id = (headers or {}).get("x-request-id")
+        if isinstance(payload, ModelInferRequest):
+            payload = InferRequest.from_grpc(payload)
+        if isinstance(payload, InferRequest):
+            texts, want = texts_from_v2(payload)
+            protocol = "grpc" if payload.from_grpc else "v2"
+            return DecodedRequest(texts, protocol, want, payload.id or request_id)
+        return DecodedRequest(texts_from_v1(payload), "v1", False, request_id)
+
+    def validate(self, payload: Any) -> Any:
+        return payload
+
+    async def predict(  # type: ignore[override]
+        self, payload: DecodedRequest, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        if self.batcher is None:
+            from kserve.errors import ModelNotReady
+
+            raise ModelNotReady(self.name)
+        result = await self.batcher.submit(payload.texts)
+        probs = result.probabilities
+        best = probs.argmax(axis=1)
+        labels = [self.labels[int(i)] for i in best]
+        self._observe(payload.texts, result.token_lengths, labels)
+        if payload.protocol == "v1":
+            response: dict[str, Any] | InferResponse = v1_response(
+                labels, probs[np.arange(len(labels)), best]
+            )
+        else:
+            response = v2_response(
+                self.name,
+                self.version or "",
+                labels,
+                probs,
+                best,
+                payload.return_probabilities,
+                payload.request_id,
+                payload.protocol == "grpc",
+            )
+        if self.payload_logger is not None:
+            self._log_payload(payload, labels, probs[np.arange(len(labels)), best])
+        return response
+
+    def _observe(self, texts: list[str], token_lengths: list[int], labels: list[str]) -> None:
+        m = serving_metrics()
+        version = self.version or ""
+        tok = m.input_tokens.labels(self.name, version)
+        chars = m.input_chars.labels(self.name, version)
+        for text, n in zip(texts, token_lengths, strict=True):
+            tok.observe(n)
+            chars.observe(len(text))
+        for label in labels:
+            m.predictions.labels(self.name, version, label).inc()
+
+    def _log_payload(self, payload: DecodedRequest, labels: list[str], scores: np.ndarray) -> None:
+        """Queue the request for the payload logger (``submit`` never blocks; it drops when full).
+
+        The texts are logged, not features: the drift monitor computes features from them with
+        the shared feature function (:func:`request_features`), off the serving path entirely.
+        """
+        outputs = [{"label": lb, "score": float(s)} for lb, s in zip(labels, scores, strict=True)]
+        try:
+            self.payload_logger.submit(
+                payload.request_id or "", self.name, self.version or "", payload.texts, outputs
+            )
+        except Exception:  # logging must never fail a request
+            log.exception("payload logging failed for request %s", payload.request_id)
+
+
+def request_features(texts: list[str]) -> list[dict[str, float]]:
+    """Request-time features of ``texts``: the Feast on-demand feature function when it exists
+    (features/store.py), else the shared feature function it wraps."""
+    try:
+        from features import store  # type: ignore[attr-defined]
+
+        fn = getattr(store, "compute_request_features", None)
+    except ImportError:
+        fn = None
+    if fn is None:
+        from features.file_features import compute_file_features as fn
+    frame = fn(texts)
+    return [{k: float(v) for k, v in row.items()} for row in frame.to_dict("records")]

@@ -1,0 +1,546 @@
+"""Build and run the aicrush model server: KServe's ModelServer with the aicrush predictor.
+
+The same entry point runs locally (``aicrush serve``, bound to 127.0.0.1) and as the predictor
+container of the InferenceService (``python -m serving.server --model_dir /mnt/models``, bound to
+all interfaces). On top of KServe's REST app this module adds, as HTTP middleware and handlers:
+
+- a body-size limit (413 before any parsing) and JSON checks (bad UTF-8, malformed or deeply
+  nested JSON -> 400 ``{"error": ...}``), so a client's mistake never reaches the model as a 500;
+- 400 instead of FastAPI's 422 for V2 bodies that do not match the Open Inference Protocol;
+- ``/v2/models/{name}/versions/{version}/...`` for the served version (404 for any other);
+- V2 model metadata that lists the labels;
+- request counters and latency by model, version, protocol and status (serving/metrics.py).
+
+SIGTERM stops accepting connections, lets in-flight requests finish (``--grace_period``), then
+stops gRPC and the batcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_JSON_DEPTH = 32
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_VERSIONED = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/.*)?$")
+_V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$")
+_V1_PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+):predict$")
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (scalars are 0), computed without recursion."""
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, dict):
+            depth = max(depth, d + 1)
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            depth = max(depth, d + 1)
+            stack.extend((v, d + 1) for v in item)
+    return depth
+
+
+def check_json_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> str | None:
+    """The reason a request body is not acceptable JSON, or None when it is.
+
+    Bad UTF-8, malformed JSON and nesting deeper than ``max_depth`` are refused; a leading UTF-8
+    byte-order mark is allowed (the caller strips it).
+    """
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+    if not body.strip():
+        return "request body is empty; send a JSON object"
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower() or "depth" in str(exc).lower():
+            return f"request body is nested too deeply (more than {max_depth} levels)"
+        return f"request body is not valid JSON: {exc}"
+    if json_depth(value) > max_depth:
+        return f"request body is nested too deeply (more than {max_depth} levels)"
+    if not isinstance(value, dict):
+        return f"request body must be a JSON object, got {type(value).__name__}"
+    return None
+
+
+def _error_messages(errors: Sequence[Any]) -> str:
+    parts = []
+    for err in list(errors)[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "invalid V2 inference request: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- HTTP middleware
+
+
+class RequestGuard:
+    """ASGI middleware in front of KServe's app: size limit, JSON checks, versions, metrics."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        versions: dict[str, str],
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    ):
+        self.app = app
+        self.versions = versions
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        m = _VERSIONED.match(path)
+        if m:
+            name, version, rest = m["name"], m["version"], m["rest"] or ""
+            if name not in self.versions:
+                await _json(send, 404, f"Model with name {name} does not exist.")
+                return
+            if version != self.versions[name]:
+                await _json(
+                    send,
+                    404,
+                    f"model {name} has no version {version}; this server serves version "
+                    f"{self.versions[name]}",
+                )
+                return
+            path = f"/v2/models/{name}{rest}"
+            scope = dict(scope, path=path, raw_path=path.encode())
+        infer = _V2_INFER.match(path) or _V1_PREDICT.match(path)
+        if not infer or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        await self._guarded(scope, receive, send, infer["name"], "v2" if "/v2/" in path else "v1")
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, name: str, protocol: str
+    ) -> None:
+        from serving.metrics import serving_metrics
+
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self._check_and_forward(scope, receive, counting_send)
+        finally:
+            version = self.versions.get(name, "")
+            metrics = serving_metrics()
+            metrics.requests.labels(name, version, protocol, str(status["code"])).inc()
+            metrics.request_latency.labels(name, version, protocol).observe(
+                time.perf_counter() - start
+            )
+
+    async def _check_and_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _json(send, 400, f"invalid Content-Length header {declared!r}")
+                return
+            if int(declared) > limit:
+                await _json(
+                    send, 413, f"request body of {declared} bytes is over the {limit}-byte limit"
+                )
+                return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _json(send, 413, f"request body is over the {limit}-byte limit")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if "inference-header-content-length" not in headers:  # binary V2 bodies are not JSON
+            reason = check_json_body(body, self.max_json_depth)
+            if reason is not None:
+                await _json(send, 400, reason)
+                return
+            if body.startswith(b"\xef\xbb\xbf"):
+                body = body[3:]
+            # The body is JSON (checked above): say so, whatever the client's Content-Type, so
+            # KServe parses it as an inference request instead of refusing it as binary.
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v)
+                for k, v in scope["headers"]
+                if k.lower() not in (b"content-length", b"content-type")
+            ] + [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _json(send: Send, status: int, error: str) -> None:
+    body = orjson.dumps({"error": error})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_http_extensions(
+    app: Any,
+    registry: Any,
+    versions: dict[str, str],
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> None:
+    """Add the guard middleware, the 400 handler and the labelled metadata route to KServe's app.
+
+    Call before ``ModelServer`` starts (Starlette refuses middleware on a started app); routes
+    added here come before KServe's, so they take precedence.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import ORJSONResponse
+    from kserve.errors import ModelNotFound
+
+    from serving.predictor import TextClassifierModel
+
+    async def validation_error(_: Any, exc: RequestValidationError) -> ORJSONResponse:
+        return ORJSONResponse(status_code=400, content={"error": _error_messages(exc.errors())})
+
+    async def model_metadata(model_name: str) -> ORJSONResponse:
+        model = registry.get_model(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        if isinstance(model, TextClassifierModel):
+            return ORJSONResponse(model.metadata())
+        raise ModelNotFound(model_name)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
+    app.add_middleware(
+        RequestGuard,
+        versions=versions,
+        max_body_bytes=max_body_bytes,
+        max_json_depth=max_json_depth,
+    )
+
+
+# --------------------------------------------------------------------------- model sources
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///<state>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    from pipelines.config import state_dir
+
+    return f"sqlite:///{Path(state_dir()) / 'mlflow.db'}"
+
+
+def registry_uri(model: str, alias: str | None = None, version: int | str | None = None) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (exactly one of alias and version)."""
+    if (alias is None) == (version is None):
+        raise ValueError("give exactly one of alias (champion|challenger) and version")
+    return f"models:/{model}@{alias}" if alias is not None else f"models:/{model}/{version}"
+
+
+def resolve_model_source(
+    model_path_or_uri: str | Path, tracking_uri: str | None = None
+) -> tuple[Path, str | None]:
+    """A local model folder for a path or a ``models:/`` URI, and the registry version if known.
+
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` are downloaded from MLflow
+    (``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the local state store).
+    """
+    from serving.classifier import resolve_model_dir
+
+    text = str(model_path_or_uri)
+    m = MODELS_URI.match(text)
+    if not m:
+        return resolve_model_dir(text), None
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    version = m["version"]
+    if m["alias"]:
+        client = mlflow.MlflowClient()
+        version = str(client.get_model_version_by_alias(m["name"], m["alias"]).version)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+    return resolve_model_dir(local), version
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _make_servers(model_server: Any, host: str, max_threads: int) -> tuple[Any, Any]:
+    """KServe's REST server and a gRPC server factory, bound to ``host`` (KServe binds all
+    interfaces, which a local ``aicrush serve`` should not)."""
+    from grpc import aio
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+    from kserve.protocol.grpc.servicer import InferenceServicer
+    from kserve.protocol.rest.server import RESTServer
+
+    rest = RESTServer(
+        FASTAPI_APP_IMPORT_STRING,
+        model_server.dataplane,
+        model_server.model_repository_extension,
+        model_server.http_port,
+        workers=1,
+        grace_period=model_server.grace_period,
+        event_loop="auto",
+        timeout_keep_alive=model_server.timeout_keep_alive,
+    )
+    rest.config.host = host
+
+    def make_grpc() -> Any:  # a grpc.aio server must be created inside the running loop
+        from concurrent import futures
+
+        server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_threads),
+            interceptors=(ExceptionToStatusInterceptor(),),
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(model_server.dataplane, model_server.model_repository_extension),
+            server,
+        )
+        grpc_host = f"[{host}]" if ":" in host else host
+        server.add_insecure_port(f"{grpc_host}:{model_server.grpc_port}")
+        return server
+
+    return rest, (make_grpc if model_server.enable_grpc else None)
+
+
+async def _run(rest: Any, make_grpc: Any, model: Any, grace_period: float) -> None:
+    grpc_server = make_grpc() if make_grpc is not None else None
+    if grpc_server is not None:
+        await grpc_server.start()
+    # uvicorn handles SIGTERM/SIGINT: stop accepting, let in-flight requests finish, return.
+    await rest.start()
+    if grpc_server is not None:
+        await grpc_server.stop(grace=grace_period)
+    model.stop()
+
+
+def serve(
+    model_path_or_uri: str | Path,
+    name: str = "aicrush",
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    host: str = "127.0.0.1",
+    version: str | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 0.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    quantize: bool = False,
+    log_to: str | None = None,
+    tracking_uri: str | None = None,
+    grace_period: int = 30,
+    torch_threads: int | None = 1,
+    enable_grpc: bool = True,
+    max_grpc_threads: int = 4,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Load the model and serve it until SIGTERM/SIGINT (blocking).
+
+    ``model_path_or_uri`` is a model folder (a train_model artifact, /mnt/models) or an MLflow
+    ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI. ``version`` labels metrics and
+    metadata (default: the registry version, else aicrush.json ``version``, else "1").
+    ``log_to`` sends each request and response to the drift monitor's payload logger.
+    """
+    from serving.predictor import TextClassifierModel
+
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    model_dir, registry_version = resolve_model_source(model_path_or_uri, tracking_uri)
+    model = TextClassifierModel(
+        name,
+        model_dir,
+        version=version or registry_version,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        quantize=quantize,
+        payload_logger=make_payload_logger(log_to),
+    )
+    model.load()
+    run_model_server(
+        model,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        host=host,
+        max_body_bytes=max_body_bytes,
+        grace_period=grace_period,
+        enable_grpc=enable_grpc,
+        max_grpc_threads=max_grpc_threads,
+        on_ready=on_ready,
+    )
+
+
+def run_model_server(
+    model: Any,
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    host: str = "127.0.0.1",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    grace_period: int = 30,
+    enable_grpc: bool = True,
+    max_grpc_threads: int = 4,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT."""
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a log line per request is costly
+    model_server = ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=1,
+        enable_grpc=enable_grpc,
+        enable_latency_logging=False,
+        grace_period=grace_period,
+    )
+    model_server.register_model(model)
+    install_http_extensions(
+        app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes
+    )
+    rest, make_grpc = _make_servers(model_server, host, max_grpc_threads)
+    if on_ready is not None:
+        on_ready()
+    # uvicorn takes SIGTERM/SIGINT while it serves and re-raises them after its graceful
+    # shutdown; these handlers make that re-raise a no-op so gRPC and the batcher stop cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _note_signal)
+    asyncio.run(_run(rest, make_grpc, model, grace_period))
+
+
+def _note_signal(sig: int, _frame: Any) -> None:
+    log.info("received signal %s; shutting down", sig)
+
+
+def make_payload_logger(url: str | None, queue_size: int = 1000) -> Any:
+    """The drift monitor's PayloadLogger for ``url``, or None (no URL, or module not present)."""
+    if not url:
+        return None
+    try:
+        from serving.payload_logger import PayloadLogger  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning("--log-to %s ignored: serving.payload_logger is not available", url)
+        return None
+    return PayloadLogger(url, queue_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """KServe's model-server arguments plus aicrush's."""
+    from kserve.model_server import parser as kserve_parser
+
+    parser = argparse.ArgumentParser(
+        parents=[kserve_parser], description="aicrush KServe predictor (code-language classifier)"
+    )
+    parser.add_argument(
+        "--model_dir",
+        default="/mnt/models",
+        help="model folder or models:/NAME@ALIAS | models:/NAME/VERSION",
+    )
+    parser.add_argument("--model_version", default=None, help="version label for metrics")
+    parser.add_argument("--host", default="0.0.0.0", help="interface to bind")
+    parser.add_argument("--max_batch_size", type=int, default=32)
+    parser.add_argument("--max_batch_wait_ms", type=float, default=0.0)
+    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization")
+    parser.add_argument("--log_to", default=None, help="payload-log (CloudEvents) URL")
+    parser.add_argument("--tracking_uri", default=None, help="MLflow tracking URI")
+    parser.add_argument("--grace_period", type=int, default=30)
+    parser.add_argument(
+        "--torch_threads",
+        type=int,
+        default=1,
+        help="intra-op threads of the forward pass (0: torch's default); see docs/serving.md",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m serving.server --model_dir /mnt/models --model_name NAME ...``"""
+    args = build_parser().parse_args(argv)
+    serve(
+        args.model_dir,
+        name=args.model_name,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        host=args.host,
+        version=args.model_version,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_batch_wait_ms,
+        max_body_bytes=args.max_body_bytes,
+        quantize=args.quantize,
+        log_to=args.log_to,
+        tracking_uri=args.tracking_uri,
+        grace_period=args.grace_period,
+        torch_threads=args.torch_threads,
+        enable_grpc=args.enable_grpc,
+        max_grpc_threads=args.max_threads,
+    )
+
+
+if __name__ == "__main__":
+    main()

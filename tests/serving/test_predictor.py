@@ -1,0 +1,252 @@
+"""Unit tests of the predictor's pure parts, the batcher, and the 503 path (in-process app)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+from serving.batching import DynamicBatcher, bucket_by_length, predict_proba_unpadded
+from serving.classifier import TextClassifier
+from serving.predictor import (
+    TextClassifierModel,
+    load_torch_model,
+    request_features,
+    texts_from_v1,
+    texts_from_v2,
+)
+from serving.server import check_json_body, json_depth
+from tests.serving import SNIPPETS
+
+
+def _v2(data, shape=None, datatype="BYTES", name="text", **kw) -> InferRequest:
+    shape = [len(data)] if shape is None else shape
+    return InferRequest("m", [InferInput(name, shape, datatype, data=data)], **kw)
+
+
+def test_v1_accepts_objects_and_plain_strings():
+    assert texts_from_v1({"instances": [{"text": "a"}, "b"]}) == ["a", "b"]
+    assert texts_from_v1(b'{"instances": ["\\u00e9"]}') == ["é"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, 'missing "instances"'),
+        ({"instances": []}, "empty batch"),
+        ({"instances": "x"}, '"instances" must be a list'),
+        ({"instances": [1]}, "instances[0] must be a string, got number"),
+        ({"instances": [{"txt": "a"}]}, "missing key 'text'"),
+        ({"instances": [{"text": "a", "lang": "C"}]}, "unexpected key(s) ['lang']"),
+        ({"instances": ["a"], "extra": 1}, "unexpected key(s) ['extra']"),
+        ([1, 2], "must be a JSON object"),
+        ({"instances": ["\ud800"]}, "lone surrogate"),
+    ],
+)
+def test_v1_refuses_with_a_message(payload, message):
+    with pytest.raises(InvalidInput, match=None) as err:
+        texts_from_v1(payload)
+    assert message in str(err.value)
+
+
+def test_v2_decodes_texts_and_probability_requests():
+    assert texts_from_v2(_v2(["a", "b"])) == (["a", "b"], False)
+    assert texts_from_v2(_v2([["a"], ["b"]], shape=[2, 1])) == (["a", "b"], False)
+    assert texts_from_v2(_v2(["a"], parameters={"return_probabilities": True}))[1] is True
+    req = _v2(["a"], request_outputs=[RequestedOutput("probabilities")])
+    assert texts_from_v2(req)[1] is True
+    assert texts_from_v2(_v2([b"\xc3\xa9"])) == (["é"], False)  # gRPC bytes
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (InferRequest("m", []), "missing input 'text'"),
+        (_v2(["a"], name="txt"), "missing input 'text'"),
+        (_v2(["a"], datatype="FP32"), "datatype BYTES, got FP32"),
+        (_v2(["a", "b"], shape=[3]), "says 3 text(s) but the data holds 2"),
+        (_v2(["a"], shape=[-1]), "invalid dimension -1"),
+        (_v2(["a"], shape=[10**12]), "too large"),
+        (_v2([], shape=[0]), "empty batch"),
+        (_v2([1]), "must be a string, got number"),
+        (_v2([b"\xff"]), "not valid UTF-8"),
+        (_v2(["a"], shape=[1, 2]), "shape [N] or [N, 1]"),
+        (_v2(["a"], parameters={"return_probabilities": "yes"}), "must be a boolean"),
+        (_v2(["a"], request_outputs=[RequestedOutput("logits")]), "unknown output 'logits'"),
+    ],
+)
+def test_v2_refuses_with_a_message(request_, message):
+    with pytest.raises(InvalidInput) as err:
+        texts_from_v2(request_)
+    assert message in str(err.value)
+
+
+def test_v2_refuses_extra_inputs():
+    req = InferRequest(
+        "m", [InferInput("text", [1], "BYTES", ["a"]), InferInput("x", [1], "FP32", [1.0])]
+    )
+    with pytest.raises(InvalidInput, match=r"unexpected input\(s\) \['x'\]"):
+        texts_from_v2(req)
+
+
+def test_json_checks():
+    assert check_json_body(b'{"a": 1}') is None
+    assert check_json_body(b'\xef\xbb\xbf{"a": 1}') is None
+    assert "not valid UTF-8" in check_json_body(b'{"a": "\xff"}')
+    assert "not valid JSON" in check_json_body(b'{"a": ')
+    assert "nested too deeply" in check_json_body(b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}")
+    assert "nested too deeply" in check_json_body(b"[" * 100000)
+    assert json_depth({"a": [[1]]}) == 3
+
+
+def test_bucket_by_length_never_mixes_lengths():
+    lengths = [3, 5, 3, 3, 5, 9]
+    chunks = bucket_by_length(lengths, max_batch_size=2)
+    assert sorted(i for c in chunks for i in c) == list(range(6))
+    assert all(len({lengths[i] for i in c}) == 1 and len(c) <= 2 for c in chunks)
+
+
+@pytest.fixture(scope="module")
+def loaded(random_model_dir: Path):
+    return load_torch_model(random_model_dir)
+
+
+def test_unpadded_batches_are_bitwise_equal_to_single_calls(loaded):
+    model, tok, meta = loaded
+    texts = SNIPPETS * 3
+    batched, lengths = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64)
+    single = np.concatenate(
+        [predict_proba_unpadded(model, tok, [t], meta["max_length"], 1)[0] for t in texts]
+    )
+    assert np.array_equal(batched, single)  # bit-for-bit
+    assert max(lengths) == meta["max_length"]  # the long text was truncated, and answered
+
+
+def test_labels_agree_with_the_fp32_eager_classifier(loaded, random_model_dir):
+    model, tok, meta = loaded
+    reference = TextClassifier.from_dir(random_model_dir, device="cpu").predict_proba(SNIPPETS)
+    ours, _ = predict_proba_unpadded(model, tok, SNIPPETS, meta["max_length"])
+    assert (reference.argmax(1) == ours.argmax(1)).all()
+    assert np.abs(reference - ours).max() < 1e-5
+
+
+def test_dynamic_batcher_gives_serial_results_under_concurrency(loaded):
+    model, tok, meta = loaded
+    sizes: list[int] = []
+
+    def fn(texts):
+        return predict_proba_unpadded(model, tok, texts, meta["max_length"], 16)
+
+    batcher = DynamicBatcher(fn, max_batch_size=16, max_wait_ms=20, on_batch=sizes.append)
+    texts = [SNIPPETS[i % len(SNIPPETS)] + str(i % 3) for i in range(64)]
+
+    async def run():
+        serial = [await batcher.submit([t]) for t in texts]
+        sizes.clear()
+        together = await asyncio.gather(*(batcher.submit([t]) for t in texts))
+        return serial, together
+
+    try:
+        serial, together = asyncio.run(run())
+    finally:
+        batcher.stop()
+    for s, c in zip(serial, together, strict=True):
+        assert np.array_equal(s.probabilities, c.probabilities)
+    assert max(sizes) > 1 and max(sizes) <= 16 and sum(sizes) == 64
+
+
+def test_batcher_passes_errors_to_every_caller():
+    def fn(texts):
+        raise RuntimeError("boom")
+
+    batcher = DynamicBatcher(fn, max_batch_size=4, max_wait_ms=1)
+
+    async def run():
+        return await asyncio.gather(
+            *(batcher.submit(["a"]) for _ in range(3)), return_exceptions=True
+        )
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_request_features_are_the_shared_feature_function():
+    from features.file_features import FEATURE_NAMES
+
+    rows = request_features(["def f():\n    return 1\n"])
+    assert list(rows[0]) == list(FEATURE_NAMES)
+
+
+def test_unloaded_model_answers_503(random_model_dir):
+    """A registered model that is not loaded yet: 503 with a message, not 500."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from kserve.errors import ModelNotReady, model_not_ready_handler
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+    from serving.server import install_http_extensions
+
+    registry = ModelRepository()
+    registry.update(TextClassifierModel("m", random_model_dir))  # never loaded
+    app = FastAPI()
+    install_http_extensions(app, registry, {"m": "1"})
+    dataplane = DataPlane(model_registry=registry)
+    register_v1_endpoints(app, dataplane, None)
+    register_v2_endpoints(app, dataplane, None)
+    app.add_exception_handler(ModelNotReady, model_not_ready_handler)
+    client = TestClient(app)
+    r = client.post("/v2/models/m/infer", json={"inputs": []})
+    assert r.status_code == 503 and "not ready" in r.json()["error"]
+    r = client.post("/v1/models/m:predict", json={"instances": ["a"]})
+    assert r.status_code == 503 and "not ready" in r.json()["error"]
+
+
+def test_cli_model_source_picks_one_model():
+    import typer
+
+    from serving.cli_serve import model_source
+
+    assert model_source("m", None, None, None)[0] == "models:/m@champion"
+    assert model_source("m", "challenger", None, None)[0] == "models:/m@challenger"
+    assert model_source("m", None, 3, None)[0] == "models:/m/3"
+    assert model_source("m", None, None, Path("/x"))[0] == "/x"
+    with pytest.raises(typer.BadParameter):
+        model_source("m", "champion", 3, None)
+
+
+def test_server_resolves_a_local_folder(random_model_dir):
+    from serving.server import resolve_model_source
+
+    assert resolve_model_source(random_model_dir) == (random_model_dir, None)
+    with pytest.raises(FileNotFoundError, match="no aicrush model"):
+        resolve_model_source(random_model_dir.parent / "missing")
+
+
+def test_payload_logger_gets_texts_and_outputs(random_model_dir):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def submit(self, request_id, model_name, model_version, inputs, outputs):
+            self.calls.append((request_id, model_name, model_version, inputs, outputs))
+
+    from serving.predictor import DecodedRequest
+
+    recorder = Recorder()
+    model = TextClassifierModel("m", random_model_dir, version="3", payload_logger=recorder)
+    model.load()
+    try:
+        out = asyncio.run(model.predict(DecodedRequest(["print(1)"], "v1", request_id="r1")))
+    finally:
+        model.stop()
+    assert recorder.calls == [("r1", "m", "3", ["print(1)"], out["predictions"])]
