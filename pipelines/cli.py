@@ -52,6 +52,17 @@ StateOpt = Annotated[
 ]
 
 
+def _warn_if_no_registry(cfg) -> None:
+    """A cluster run without an MLflow server would register into a throwaway file in a pod."""
+    if not cfg.registry.tracking_uri:
+        typer.echo(
+            "warning: registry.tracking_uri is empty, so cluster steps would use a SQLite store "
+            "inside their pods; set it to your MLflow server (e.g. "
+            "http://aicrush-mlflow.aicrush.svc.cluster.local:5000, see docs/deploy-gke.md)",
+            err=True,
+        )
+
+
 def _config(config: Path | None, preset: str | None, source: list[str] | None):
     try:
         return load_config(config, preset=preset, sources=source or None)
@@ -116,6 +127,7 @@ def compile_(
     Upload the file in the Kubeflow dashboard or use `aicrush submit`.
     """
     cfg = _config(config, preset, source)
+    _warn_if_no_registry(cfg)
     from pipelines.compile import compile_training_pipeline
 
     path = compile_training_pipeline(output, cfg)
@@ -149,6 +161,7 @@ def submit(
     kubeconfig/ID provider). Sources must be reachable from the cluster (gs:// or git URLs).
     """
     cfg = _config(config, preset, source)
+    _warn_if_no_registry(cfg)
     from pipelines.submit import submit_training_pipeline
 
     try:

@@ -163,6 +163,11 @@ class RegistryConfig(StrictModel):
     reference_rows: int = Field(
         default=2000, ge=10, description="Rows in the drift reference sample."
     )
+    credentials_secret_name: str = Field(
+        default="aicrush-mlflow-client",
+        description="Kubernetes Secret (keys username, password) that cluster steps read as "
+        "MLFLOW_TRACKING_USERNAME/PASSWORD when tracking_uri is set; '' for an open server.",
+    )
 
 
 class ResourcesConfig(StrictModel):

@@ -63,7 +63,7 @@ def build_training_pipeline(
 ) -> Callable[..., Any]:
     """The training pipeline for ``cfg``: its values are the defaults of the ``config`` parameter,
     and the training task's cluster resources come from ``cfg.resources`` (fixed at compile time)."""
-    tracking_uri = cfg.registry.tracking_uri
+    tracking_uri, secret = cfg.registry.tracking_uri, cfg.registry.credentials_secret_name
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -107,8 +107,18 @@ def build_training_pipeline(
         # Inputs outside the pipeline (sources, the registry) change between runs: never cache.
         for task in (ingest, champion, evaluate, register):
             task.set_caching_options(False)
+        for task in (champion, evaluate, register):
             if tracking_uri:
                 task.set_env_variable("MLFLOW_TRACKING_URI", tracking_uri)
+                if secret:  # credentials come from a Secret, never from a pipeline parameter
+                    kubernetes.use_secret_as_env(
+                        task,
+                        secret_name=secret,
+                        secret_key_to_env={
+                            "username": "MLFLOW_TRACKING_USERNAME",
+                            "password": "MLFLOW_TRACKING_PASSWORD",
+                        },
+                    )
         return Outcome(  # the run's outcome, also shown in the dashboard
             register.outputs["model_name"],
             register.outputs["model_version"],

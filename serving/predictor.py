@@ -482,15 +482,9 @@ class TextClassifierModel(Model):
 
 
 def request_features(texts: list[str]) -> list[dict[str, float]]:
-    """Request-time features of ``texts``: the Feast on-demand feature function when it exists
-    (features/store.py), else the shared feature function it wraps."""
-    try:
-        from features import store  # type: ignore[attr-defined]
+    """Request-time features of ``texts`` through the Feast on-demand feature view's own
+    transformation (``features.store.request_features``), i.e. the training feature function."""
+    from features.store import request_features as on_demand_features
 
-        fn = getattr(store, "compute_request_features", None)
-    except ImportError:
-        fn = None
-    if fn is None:
-        from features.file_features import compute_file_features as fn
-    frame = fn(texts)
+    frame = on_demand_features(texts)
     return [{k: float(v) for k, v in row.items()} for row in frame.to_dict("records")]

@@ -112,3 +112,21 @@ def test_components_install_nothing_at_run_time(compiled: list[dict]):
     for executor in spec["deploymentSpec"]["executors"].values():
         command = " ".join(executor["container"].get("command", []))
         assert "pip install" not in command, "dependencies belong in the image"
+
+
+def test_mlflow_steps_get_server_and_credentials_from_a_secret(tmp_path: Path):
+    cfg = build_config({"registry": {"tracking_uri": "http://mlflow.example:5000"}})
+    spec, platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task in ("lookup-champion", "evaluate-model", "register-model"):
+        env = {e["name"]: e["value"] for e in _executor_of(spec, task)["container"]["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+        executor = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace(
+            "comp-", "exec-"
+        )
+        secret = k8s[executor]["secretAsEnv"][0]
+        assert secret["secretName"] == "aicrush-mlflow-client"
+        assert {m["envVar"] for m in secret["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        }
