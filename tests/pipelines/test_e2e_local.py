@@ -92,4 +92,7 @@ def test_reports_and_classification_metrics_exist(run):
     assert Path(summary["reports"]["data_report"]).is_file()
     executor = json.loads((run_dir / "evaluate-model" / "executor_output.json").read_text())
     confusion = executor["artifacts"]["confusion"]["artifacts"][0]["metadata"]["confusionMatrix"]
-    assert len(confusion["structs"]) == len(summary["languages"])
+    labels = [spec["displayName"] for spec in confusion["annotationSpecs"]]
+    assert labels == summary["languages"]
+    assert len(confusion["rows"]) == len(labels)
+    assert sum(sum(row["row"]) for row in confusion["rows"]) == summary["n_files"]["test"]
