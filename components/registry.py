@@ -48,26 +48,32 @@ def client(tracking_uri: str):  # -> mlflow.MlflowClient (import kept out of mod
 
 @contextmanager
 def tracking(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (start_run, log_model) at ``tracking_uri`` for a block.
+    """Point MLflow's fluent API (start_run, log_model, models:/ URIs) at ``tracking_uri`` for a block.
 
-    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI``; both are restored after, so
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` also write ``$MLFLOW_TRACKING_URI`` and
+    ``$MLFLOW_REGISTRY_URI``, and reading the URIs back gives derived values, so restoring through
+    the public API would pin them. The module state and both variables are restored exactly, so
     one call cannot redirect later ones in the same process.
     """
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
 
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    saved_tracking, saved_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved = (tracking_state._tracking_uri, registry_state._registry_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        mlflow.set_registry_uri(saved_registry)
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+        mlflow.set_tracking_uri(saved[0])
+        registry_state._registry_uri = saved[1]
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass(frozen=True)

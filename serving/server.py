@@ -316,12 +316,14 @@ def resolve_model_source(
         return resolve_model_dir(text), None
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    from components.registry import client, tracking
+
+    uri = tracking_uri or default_tracking_uri()
     version = m["version"]
     if m["alias"]:
-        client = mlflow.MlflowClient()
-        version = str(client.get_model_version_by_alias(m["name"], m["alias"]).version)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=text)
+        version = str(client(uri).get_model_version_by_alias(m["name"], m["alias"]).version)
+    with tracking(uri):  # models:/ URIs resolve through MLflow's global registry URI
+        local = mlflow.artifacts.download_artifacts(artifact_uri=text)
     return resolve_model_dir(local), version
 
 

@@ -92,8 +92,6 @@ def _load_from_mlflow(model_name: str, model_version: str, tracking_uri: str | N
         version = client.get_model_version(model_name, model_version)
     else:
         version = client.get_model_version_by_alias(model_name, model_version)
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     local = mlflow.artifacts.download_artifacts(
         run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tracking_uri
     )
