@@ -77,7 +77,7 @@ images: ## Build and push the four images with docker buildx (needs a container 
 
 .PHONY: bench
 bench: install ## Run every benchmark (minutes; prints figures and ratios)
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
 
 .PHONY: clean
 clean: ## Remove local state and build outputs (keeps .venv)

