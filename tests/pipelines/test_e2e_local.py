@@ -14,13 +14,13 @@ from components.registry import CHALLENGER, client, local_tracking_uri
 
 pytestmark = [pytest.mark.slow]
 
-# The tiny preset trains a 2-layer encoder from scratch on ~1,600 files of 17 languages in about a
-# minute; on the repository-disjoint test split it reached macro-F1 0.35 and accuracy 0.76 (README).
-# Chance is 1/17 = 0.06 macro-F1. The floors sit well above chance and below what runs reach, so a
-# failure means a regression (shuffled labels, leaking splits, no convergence), not noise. The
-# accuracy target (macro-F1 >= 0.90) belongs to the minilm preset.
+# The tiny preset trains a 2-layer encoder from scratch on ~1,500 files of 17 languages in about a
+# minute; on the repository-disjoint test split of the default corpus it reaches macro-F1 0.28
+# (README, docs/results.md). A classifier that ignores its input scores 1/17 = 0.06 (uniform) or
+# 0.03 (always the majority class). 0.2 is far above both and below what runs reach, so a failure
+# means a regression (shuffled labels, leaking splits, no convergence), not noise. Accuracy has no
+# floor here: one class (Cython) is a third of this test split, so it says little.
 MACRO_F1_FLOOR = 0.2
-ACCURACY_FLOOR = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,6 @@ def test_challenger_registered_in_mlflow(run):
 def test_macro_f1_above_floor(run):
     _, summary, _ = run
     assert summary["metrics"]["macro_f1"] >= MACRO_F1_FLOOR
-    assert summary["metrics"]["accuracy"] >= ACCURACY_FLOOR
 
 
 def test_reports_and_classification_metrics_exist(run):
