@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.config import (
+    PRESETS,
     AicrushConfig,
     ConfigError,
     build_config,
@@ -29,7 +30,9 @@ def test_minilm_preset_uses_packaged_model():
 def test_user_values_override_preset_and_sources_override_file():
     cfg = load_config(CONFS / "valid" / "own_folder.yaml", sources=["/data/x"])
     assert cfg.preset == "minilm"
-    assert cfg.train.learning_rate == 5e-5  # from the preset
+    # The file does not set train.*, so the preset's value comes through untouched.
+    assert cfg.train.learning_rate == PRESETS["minilm"]["train"]["learning_rate"]
+    assert cfg.train.learning_rate != build_config(preset="tiny").train.learning_rate
     assert cfg.evaluate.promotion_margin == 0.01  # from the file
     assert cfg.ingest.sources == ("/data/x",)  # --source wins
     assert cfg.ingest.extra_extensions == {".tpl": "Jinja"}
