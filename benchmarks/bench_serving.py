@@ -127,7 +127,8 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
     result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
     for variant, quantize in (("fp32", False), ("int8", True)):
         model, tok, meta = load_torch_model(model_dir, quantize=quantize)
-        probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64)
+        window = str(meta.get("text_window", "head"))
+        probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64, window)
         agreement = float((probs.argmax(1) == reference).mean())
         rates = {}
         for bs in (1, 8, 32, 64):
@@ -139,6 +140,7 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
                     texts[:bs] if bs > 1 else texts[n % len(texts) :][:1],
                     meta["max_length"],
                     bs,
+                    window,
                 )
                 n += bs
             rates[bs] = n / (time.perf_counter() - start)

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from pipelines.config import TrainConfig
+from serving.text_window import DEFAULT_WINDOW, window_texts
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
     as the tie-break). The ``tokenizers`` Rust trainers break count ties in hash-map order, which
     changes between processes, so two runs on the same data would learn different vocabularies;
     counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
-    ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only the first ``max_length * 8`` characters of a
-    text are read (the model never sees more).
+    ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only
+    the first ``max_length * 8`` characters of a text are read (the model never sees more); pass
+    the text windows the model reads (``serving.text_window``).
     """
     from collections import Counter
 
@@ -265,7 +267,8 @@ def build_model_and_tokenizer(
     label2id = {name: i for i, name in enumerate(labels)}
     if not cfg.base_model:
         if tokenizer is None:
-            tokenizer = train_tokenizer(train_texts, cfg.vocab_size, cfg.max_length)
+            windows = window_texts(train_texts, cfg.max_length)  # what the model will read
+            tokenizer = train_tokenizer(windows, cfg.vocab_size, cfg.max_length)
         config = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
             vocab_size=len(tokenizer),
             hidden_size=cfg.hidden_size,
@@ -294,12 +297,32 @@ def build_model_and_tokenizer(
     return model, tokenizer, min(limits)
 
 
-def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length`` (no padding: batches pad dynamically)."""
-    # Characters beyond ~8 per token can never survive truncation; cutting them first saves time.
+def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
+    """Per-class loss weights: ``balanced`` is ``n / (n_classes x count)`` (scikit-learn's
+    definition; a class absent from ``y`` gets 0), ``none`` is all ones."""
+    if mode == "none":
+        return torch.ones(n_classes, dtype=torch.float32)
+    if mode != "balanced":
+        raise ValueError(f"unknown class_weighting {mode!r}; expected 'none' or 'balanced'")
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes, dtype=np.float64)
+    weights[present] = len(y) / (int(present.sum()) * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def tokenize(
+    tokenizer: Any, texts: Sequence[str], max_length: int, window: str = DEFAULT_WINDOW
+) -> list[list[int]]:
+    """Token ids per text: the text window the model reads (``serving.text_window``), truncated
+    to ``max_length`` (no padding: batches pad dynamically)."""
+    # Characters beyond ~16 per token can never survive truncation; cutting them first saves time.
     limit = max_length * 16
     enc = tokenizer(
-        [t[:limit] for t in texts], truncation=True, max_length=max_length, padding=False
+        [t[:limit] for t in window_texts(texts, max_length, window)],
+        truncation=True,
+        max_length=max_length,
+        padding=False,
     )
     return list(enc["input_ids"])
 
@@ -560,6 +583,7 @@ def train(
     val_ids = tokenize(tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length)
     val_y = np.array([label2id.get(str(x), -1) for x in val_df[LABEL_COLUMN]], dtype=np.int64)
     lengths = [len(x) for x in train_ids]
+    class_weight = class_weights(train_y, len(labels), cfg.class_weighting).to(device)
 
     batches_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
     total_steps = max(1, math.ceil(batches_per_epoch * cfg.epochs))
@@ -608,7 +632,7 @@ def train(
         )
         with autocast():
             logits = model(input_ids=input_ids, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), target)
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=class_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -658,6 +682,7 @@ def train(
     meta = {
         "labels": labels,
         "max_length": max_length,
+        "text_window": DEFAULT_WINDOW,
         "preset": preset
         or ("tiny" if not cfg.base_model else "minilm" if cfg.base_model == "minilm" else "custom"),
         "base_model": cfg.base_model,

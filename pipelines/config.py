@@ -132,6 +132,12 @@ class TrainConfig(StrictModel):
     num_layers: int = Field(default=4, ge=1)
     num_heads: int = Field(default=4, ge=1)
     intermediate_size: int = Field(default=512, ge=16)
+    class_weighting: Literal["none", "balanced"] = Field(
+        default="balanced",
+        description="Loss weight per class: 'balanced' weighs each class by n / (classes x "
+        "count), so rare languages count as much as common ones (the gate is on macro-F1); "
+        "'none' is plain cross-entropy.",
+    )
     checkpoint_every_steps: int = Field(default=200, ge=1)
     num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")

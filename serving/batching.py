@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from serving.text_window import window_texts
+
 MIN_GEMM_ROWS = 16
 
 
@@ -72,17 +74,24 @@ def bucket_by_length(lengths: Sequence[int], max_batch_size: int) -> list[list[i
 
 @torch.inference_mode()
 def predict_proba_unpadded(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, max_batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    max_batch_size: int = 64,
+    text_window: str = "head",
 ) -> tuple[np.ndarray, list[int]]:
     """Class probabilities for ``texts`` without padding; also returns each text's token count.
 
-    Texts longer than ``max_length`` tokens are truncated (the model's limit, from aicrush.json).
+    Each text is cut to the window the model reads (``text_window`` from aicrush.json, see
+    ``serving.text_window``) and truncated to ``max_length`` tokens (the model's limit).
     Each forward pass holds texts of one token length only, so every row's result is what the
     model gives that text alone.
     """
     if not texts:
         return np.zeros((0, model.config.num_labels), dtype=np.float32), []
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    windows = window_texts(texts, max_length, text_window)
+    enc = tokenizer(windows, truncation=True, max_length=max_length, padding=False)
     ids: list[list[int]] = enc["input_ids"]
     lengths = [len(x) for x in ids]
     device = next(model.parameters()).device

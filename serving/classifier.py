@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from serving.text_window import window_texts
+
 MODEL_META_FILE = "aicrush.json"
 
 
@@ -51,6 +53,8 @@ class TextClassifier:
         self.device = device
         self.labels: list[str] = list(meta["labels"])
         self.max_length: int = int(meta.get("max_length", 256))
+        # Models trained before the text window was recorded read the head of each text.
+        self.text_window: str = str(meta.get("text_window", "head"))
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | None = None) -> TextClassifier:
@@ -62,9 +66,14 @@ class TextClassifier:
         return cls(model, tokenizer, meta, device=device)
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize, truncating to the model's limit and padding to the longest text in the batch."""
+        """Tokenize the part of each text the model reads (``serving.text_window``), truncating to
+        the model's limit and padding to the longest text in the batch."""
         enc = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            window_texts(texts, self.max_length, self.text_window),
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
         )
         return {
             k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")

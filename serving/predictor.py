@@ -342,9 +342,12 @@ class TextClassifierModel(Model):
         metrics = serving_metrics()
         batch_hist = metrics.batch_size.labels(self.name, self.version)
         max_len = self.max_length
+        window = str(meta.get("text_window", "head"))  # older models read the head of each text
 
         def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-            return predict_proba_unpadded(model, tokenizer, texts, max_len, self.max_batch_size)
+            return predict_proba_unpadded(
+                model, tokenizer, texts, max_len, self.max_batch_size, text_window=window
+            )
 
         self.batcher = DynamicBatcher(
             forward, self.max_batch_size, self.max_wait_ms, on_batch=batch_hist.observe

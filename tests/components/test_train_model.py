@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from components.train_model import (
+    class_weights,
     epoch_batches,
     latest_checkpoint,
     load_splits,
@@ -138,6 +139,16 @@ def test_tokenizer_keeps_case_and_indentation() -> None:
     assert len(tok) <= 300 + 100
 
 
+def test_balanced_class_weights_follow_inverse_frequency() -> None:
+    y = np.array([0, 0, 0, 1, 2, 2])  # class 3 never occurs
+    w = class_weights(y, 4, "balanced")
+    # n / (present classes x count): 6 / (3 x 3), 6 / (3 x 1), 6 / (3 x 2); absent -> 0
+    assert torch.allclose(w, torch.tensor([2 / 3, 2.0, 1.0, 0.0]))
+    assert torch.equal(class_weights(y, 4, "none"), torch.ones(4))
+    with pytest.raises(ValueError, match="class_weighting"):
+        class_weights(y, 4, "inverse")
+
+
 def test_epoch_batches_are_deterministic_and_bucketed() -> None:
     lengths = list(range(100))
     a = epoch_batches(lengths, 10, seed=3, epoch=0, chunk_batches=10)
@@ -160,6 +171,7 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
         meta["labels"] == sorted(LANGUAGES)
         and meta["max_length"] == 64
         and meta["preset"] == "tiny"
+        and meta["text_window"] == "head+middle"
     )
     for key in ("base_model", "seed", "n_train", "train_seconds", "samples_per_second"):
         assert key in meta
