@@ -59,6 +59,12 @@ class RunSummary:
             "files:          " + ", ".join(f"{k}={v}" for k, v in self.n_files.items()),
             f"MLflow:         {self.mlflow_tracking_uri}",
         ]
+        if self.per_class:
+            ranked = sorted(self.per_class.items(), key=lambda kv: (-kv[1]["support"], kv[0]))
+            lines.append(
+                "test F1 (n):    "
+                + ", ".join(f"{k} {v['f1']:.2f} ({v['support']})" for k, v in ranked)
+            )
         lines += [f"report:         {name}: {path}" for name, path in sorted(self.reports.items())]
         lines.append(f"wall time:      {self.wall_seconds:.1f} s")
         return "\n".join(lines)
@@ -123,7 +129,23 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         run_dir=str(run_dir),
         wall_seconds=round(wall, 2),
         dataset_content_hash=str(manifest.get("content_hash", "")),
+        per_class=_per_class(run_dir / "evaluate-model" / "predictions.parquet"),
     )
+
+
+def _per_class(predictions: Path) -> dict[str, Any]:
+    """Per-language precision, recall, F1 and support on the test split (from evaluate_model's
+    predictions), or {} when the step wrote none."""
+    if not predictions.is_file():
+        return {}
+    import pandas as pd
+
+    from components.evaluate_model import compute_metrics
+
+    frame = pd.read_parquet(predictions, columns=["label", "prediction"])
+    if frame.empty:
+        return {}
+    return compute_metrics(frame["label"].tolist(), frame["prediction"].tolist())[1]
 
 
 def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
