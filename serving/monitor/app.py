@@ -45,7 +45,9 @@ def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
     async def receive(request: Request) -> Response:
         body = await request.body()
         try:
-            outcome = monitor.ingest(request.headers, body)
+            # ?modelversion=N: the version of a revision whose logger (KServe's) does not say it
+            version = request.query_params.get("modelversion") or None
+            outcome = monitor.ingest(request.headers, body, version=version)
         except EventError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"status": outcome}, status_code=202)

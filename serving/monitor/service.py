@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -219,13 +219,26 @@ class Monitor:
         return keys[-1] if keys else None
 
     # ingest
-    def ingest(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
-        """Take one CloudEvent; return ``paired``, ``pending`` or raise :class:`EventError`."""
+    def ingest(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: float | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Take one CloudEvent; return ``paired``, ``pending`` or raise :class:`EventError`.
+
+        ``version`` is the model version for an event that does not carry ``modelversion``
+        (KServe's logger does not; the Kubernetes backend puts ``?modelversion=N`` in each
+        revision's logger URL, so stable and canary land in their own windows).
+        """
         try:
             event = parse_event(headers, body)
         except EventError:
             self.metrics.dropped.labels("", "malformed").inc()
             raise
+        if event.version is None and version:
+            event = replace(event, version=version)
         kind = "request" if event.type.endswith("request") else "response"
         self.metrics.received.labels(event.model, event.version or "", kind).inc()
         with self._lock:

@@ -51,11 +51,12 @@ def open_rollout(
     if backend == "local":
         from serving.rollout.local import LocalBackend
 
+        options = {"log_to": rollout_cfg.drift_monitor_url, **backend_options}
         b: Any = LocalBackend(
             rollout_dir(state),
             model_name=rollout_cfg.service_name,
             mirror_fraction=rollout_cfg.mirror_fraction,
-            **backend_options,
+            **options,
         )
     elif backend == "kubernetes":
         from serving.rollout.kubernetes import KubernetesBackend
@@ -63,4 +64,7 @@ def open_rollout(
         b = KubernetesBackend(rollout_cfg, **backend_options)
     else:
         raise RolloutError(f"unknown rollout backend {backend!r}; choose local or kubernetes")
-    return Rollout(b, registry, rollout_cfg, rollout_dir(state) / f"state-{backend}.json")
+    drift = b.drift_verdict() if rollout_cfg.drift_gate else None
+    return Rollout(
+        b, registry, rollout_cfg, rollout_dir(state) / f"state-{backend}.json", drift=drift
+    )

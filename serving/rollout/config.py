@@ -93,7 +93,15 @@ class RolloutConfig(_Strict):
     )
     drift_monitor_url: str = Field(
         default="",
-        description="Payload-logger target; empty: http://aicrush-drift-monitor.<namespace>.svc.cluster.local/",
+        description="The drift monitor's ingest URL, where the model servers send their payload "
+        "logs. Kubernetes backend: empty means http://aicrush-drift-monitor.<namespace>.svc"
+        ".cluster.local/. Local backend: empty means no payload logging (start one with "
+        "'aicrush monitor' and put its URL here).",
+    )
+    drift_gate: bool = Field(
+        default=True,
+        description="Use the drift monitor's verdict on the canary's last closed window as an "
+        "analysis check (drifted: roll back). No verdict yet, or no monitor: no check.",
     )
     cpu_request: str = "1"
     cpu_limit: str = "2"

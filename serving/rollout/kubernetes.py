@@ -24,7 +24,7 @@ from typing import Any
 
 from serving.rollout.config import RolloutConfig
 from serving.rollout.machine import ModelRef, RolloutError
-from serving.rollout.metrics_source import PrometheusMetricsSource
+from serving.rollout.metrics_source import PrometheusDriftVerdict, PrometheusMetricsSource
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ CANARY_ANNOTATION = "aicrush.dev/canary-version"
 ROLLED_BACK_ANNOTATION = "aicrush.dev/rolled-back-version"
 HTTP_PORT = 8080
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "hf://", "oci://")
+
+
+def logger_url(monitor_url: str, version: str) -> str:
+    """The drift monitor's ingest URL for one revision: ``?modelversion=N`` names its version."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(monitor_url)
+    query = "&".join(q for q in (parts.query, urlencode({"modelversion": version})) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
 def build_inference_service(
@@ -56,7 +65,8 @@ def build_inference_service(
             "prometheus.io/path": "/metrics",
         },
         "labels": {"aicrush.dev/model-version": ref.version},
-        "logger": {"mode": "all", "url": cfg.monitor_url()},
+        # KServe's logger sends no model version; the URL tells the monitor which revision this is.
+        "logger": {"mode": "all", "url": logger_url(cfg.monitor_url(), ref.version)},
         "containers": [
             {
                 "name": "kserve-container",
@@ -307,3 +317,9 @@ class KubernetesBackend:
 
     def metrics_source(self) -> PrometheusMetricsSource:
         return PrometheusMetricsSource(self.cfg.prometheus_url, selector=self.prometheus_selector)
+
+    def drift_verdict(self) -> PrometheusDriftVerdict:
+        """The drift monitor's verdict per version, as Prometheus scraped it."""
+        return PrometheusDriftVerdict(
+            self.cfg.prometheus_url, self.cfg.service_name, selector=self.prometheus_selector
+        )

@@ -39,13 +39,14 @@ from typing import Any
 import httpx
 
 from serving.rollout.machine import ModelRef, RolloutError
-from serving.rollout.metrics_source import LATENCY, ScrapeMetricsSource
+from serving.rollout.metrics_source import LATENCY, ScrapeDriftVerdict, ScrapeMetricsSource
 
 log = logging.getLogger(__name__)
 
 CONTROL = "/-/rollout"
 #: (model_dir, model_name, version, port, log_file) -> the started server process
-ServerLauncher = Callable[[Path, str, str, int, Path], subprocess.Popen]
+#: (model_dir, model_name, version, port, log_file[, log_to=URL]) -> the server process
+ServerLauncher = Callable[..., subprocess.Popen]
 #: ModelRef -> a local model folder (downloads registry artifacts when needed)
 ModelFetcher = Callable[[ModelRef], Path]
 
@@ -317,9 +318,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def default_launcher(
-    model_dir: Path, model_name: str, version: str, port: int, log_file: Path
+    model_dir: Path, model_name: str, version: str, port: int, log_file: Path, log_to: str = ""
 ) -> subprocess.Popen:
-    """Start the aicrush model server (``serving.server``) for one version on ``port``."""
+    """Start the aicrush model server (``serving.server``) for one version on ``port``; with
+    ``log_to``, the server sends its payload logs (CloudEvents) there (the drift monitor)."""
     if importlib.util.find_spec("serving.server") is None:
         raise RolloutError(
             "serving.server (the aicrush model server) is not installed; cannot start a model server"
@@ -329,6 +331,8 @@ def default_launcher(
         "--model_dir", str(model_dir), "--model_name", model_name, "--model_version", version,
         "--http_port", str(port), "--host", "127.0.0.1", "--enable_grpc", "false", "--torch_threads", "1",
     ]  # fmt: skip
+    if log_to:
+        cmd += ["--log_to", log_to]
     return _spawn(cmd, log_file)
 
 
@@ -440,6 +444,7 @@ class LocalBackend:
     launcher: ServerLauncher = default_launcher
     fetcher: ModelFetcher = default_fetcher
     ready_timeout_s: float = 180.0
+    log_to: str = ""  # the drift monitor's ingest URL; "": no payload logging
     name: str = field(default="local", init=False)
 
     @property
@@ -504,7 +509,10 @@ class LocalBackend:
                 model_dir = self.fetcher(ref)
                 port = free_port()
                 log_file = self.state_dir / "logs" / f"server-v{ref.version}.log"
-                proc = self.launcher(model_dir, self.model_name, ref.version, port, log_file)
+                extra = {"log_to": self.log_to} if self.log_to else {}
+                proc = self.launcher(
+                    model_dir, self.model_name, ref.version, port, log_file, **extra
+                )
                 started.append(
                     (ServerInfo(ref.version, port, proc.pid, str(model_dir)), proc, log_file)
                 )
@@ -638,6 +646,14 @@ class LocalBackend:
 
     def metrics_source(self) -> ScrapeMetricsSource:
         return ScrapeMetricsSource([f"{self.url}/metrics"])
+
+    def drift_verdict(self) -> ScrapeDriftVerdict | None:
+        """The verdict of the drift monitor the servers log to (None: they log nowhere)."""
+        if not self.log_to:
+            return None
+        from urllib.parse import urljoin
+
+        return ScrapeDriftVerdict(urljoin(self.log_to, "/metrics"), self.model_name)
 
     def shutdown(self) -> None:
         """Stop the proxy and both servers (``aicrush serve --stop``, tests)."""

@@ -10,10 +10,16 @@ local proxy's mirrored requests.
   forwards under those names (a crashed server cannot count its own failures; the proxy can).
 - :class:`PrometheusMetricsSource` (cluster): ``increase(...[window])`` through the Prometheus
   HTTP API, over the series the model servers export and Prometheus scrapes.
+
+The drift monitor's verdict on the canary (``aicrush_drift_dataset_drift{model, version}``) is
+read the same two ways: :class:`ScrapeDriftVerdict` (the monitor's ``/metrics``) and
+:class:`PrometheusDriftVerdict`. Both answer None (no check) when the monitor is absent,
+unreachable or has not closed a window of that version yet.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -22,10 +28,14 @@ from typing import Protocol
 
 import httpx
 
+log = logging.getLogger(__name__)
+
 REQUESTS = "aicrush_requests_total"
 LATENCY = "aicrush_request_duration_seconds"
 PREDICTIONS = "aicrush_predictions_total"
 MIRRORED = "aicrush_rollout_mirrored_total"
+#: The drift monitor's verdict on the last closed window of a (model, version): 1 drifted, 0 not.
+DATASET_DRIFT = "aicrush_drift_dataset_drift"
 
 
 @dataclass
@@ -217,3 +227,71 @@ class PrometheusMetricsSource:
                 else:
                     c.labels[labels.get("label", "")] = value
         return out
+
+
+class ScrapeDriftVerdict:
+    """Drift verdict of a version from the drift monitor's ``/metrics`` (local backend)."""
+
+    def __init__(self, metrics_url: str, model: str, timeout_s: float = 5.0):
+        self.metrics_url = metrics_url
+        self.model = model
+        self.timeout_s = timeout_s
+
+    def __call__(self, version: str) -> bool | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            r = httpx.get(self.metrics_url, timeout=self.timeout_s)
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("drift monitor %s unreachable (%s): no drift check", self.metrics_url, exc)
+            return None
+        for family in text_string_to_metric_families(r.text):
+            for s in family.samples:
+                if (
+                    s.name == DATASET_DRIFT
+                    and s.labels.get("model") == self.model
+                    and s.labels.get("version") == str(version)
+                ):
+                    return s.value >= 1.0
+        return None
+
+
+class PrometheusDriftVerdict:
+    """Drift verdict of a version through the Prometheus HTTP API (Kubernetes backend)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        selector: str = "",
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.selector = selector
+        self.client = client or httpx.Client(timeout=timeout_s)
+
+    def query(self, version: str) -> str:
+        sel = f'model="{self.model}",version="{version}"' + (
+            f",{self.selector}" if self.selector else ""
+        )
+        return f"max({DATASET_DRIFT}{{{sel}}})"
+
+    def __call__(self, version: str) -> bool | None:
+        promql = self.query(str(version))
+        try:
+            r = self.client.get(f"{self.base_url}/api/v1/query", params={"query": promql})
+            r.raise_for_status()
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning(
+                "Prometheus %s: drift query failed (%s): no drift check", self.base_url, exc
+            )
+            return None
+        rows = body.get("data", {}).get("result", []) if body.get("status") == "success" else []
+        if not rows:
+            return None
+        value = float(rows[0]["value"][1])
+        return None if math.isnan(value) else value >= 1.0

@@ -162,3 +162,35 @@ def test_unpaired_halves_expire(tmp_path, reference):
         assert json.loads(b)["instances"] == ["y"]
     finally:
         monitor.close()
+
+
+def test_logger_url_version_routes_kserve_events_per_revision(tmp_path, reference):
+    """KServe's logger sends no model version; each revision's logger URL carries it instead."""
+    import dataclasses
+
+    from serving.monitor.service import Monitor, MonitorConfig
+    from serving.monitor.windows import WindowPolicy
+
+    canary_ref = dataclasses.replace(reference, model_version="4")  # loaded last
+    monitor = Monitor(
+        MonitorConfig(
+            state_dir=tmp_path / "state", policy=WindowPolicy(max_rows=100), background=False
+        ),
+        references=[reference, canary_ref],
+    )
+    try:
+        client = TestClient(create_app(monitor))
+        for event_id, url, label in (
+            ("s-1", f"/?modelversion={VERSION}", "Python"),
+            ("c-1", "/", "C"),
+        ):
+            request = kserve_event(REQ, event_id, {"instances": [{"text": "x = 1\n"}]})
+            response = kserve_event(RESP, event_id, {"predictions": [{"label": label, "score": 1}]})
+            for ev in (request, response):
+                headers, body = to_binary(ev)
+                assert client.post(url, headers=dict(headers), content=body).status_code == 202
+        assert [r[2] for r in monitor.windows[(MODEL, VERSION)].records] == ["Python"]
+        # Without the URL's version, an event goes to the last reference loaded (the old rule).
+        assert [r[2] for r in monitor.windows[(MODEL, "4")].records] == ["C"]
+    finally:
+        monitor.close()

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from serving.monitor.app import MonitorServer
+from serving.rollout.metrics_source import PrometheusDriftVerdict, ScrapeDriftVerdict
 from tests.monitor.conftest import MODEL, VERSION, free_port, make_monitor
 
 pytestmark = [
@@ -75,6 +76,13 @@ def test_prometheus_scrapes_the_drift_gauge(tmp_path, split, reference):
                 timeout=5,
             )
             assert float(share.json()["data"]["result"][0]["value"][1]) >= 0.5
+            # The canary analysis reads the same verdict both ways: through Prometheus
+            # (Kubernetes backend) and from the monitor's /metrics (local backend).
+            prom_verdict = PrometheusDriftVerdict(f"http://127.0.0.1:{prom_port}", MODEL)
+            assert prom_verdict(VERSION) is True
+            assert prom_verdict("no-such-version") is None  # no window closed: no check
+            scrape = ScrapeDriftVerdict(f"http://127.0.0.1:{monitor_port}/metrics", MODEL)
+            assert scrape(VERSION) is True and scrape("no-such-version") is None
         finally:
             prom.terminate()
             try:

@@ -69,8 +69,9 @@ def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
     assert {"name": "STORAGE_URI", "value": VERSIONS["2"]} in container["env"]
     assert pred["logger"] == {
         "mode": "all",
-        "url": "http://aicrush-drift-monitor.ml.svc.cluster.local/",
+        "url": "http://aicrush-drift-monitor.ml.svc.cluster.local/?modelversion=2",
     }
+    assert stable["spec"]["predictor"]["logger"]["url"].endswith("/?modelversion=1")
     assert pred["annotations"]["prometheus.io/scrape"] == "true"
     assert canary["metadata"]["annotations"][STABLE_ANNOTATION] == "1"
     assert canary["metadata"]["annotations"][CANARY_ANNOTATION] == "2"

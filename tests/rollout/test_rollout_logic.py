@@ -158,6 +158,38 @@ def test_prometheus_source_queries_and_parses() -> None:
     )
 
 
+def test_logger_url_names_the_revision_version() -> None:
+    from serving.rollout.kubernetes import logger_url
+
+    assert logger_url("http://m.ns.svc/", "7") == "http://m.ns.svc/?modelversion=7"
+    assert logger_url("http://m.ns.svc", "7") == "http://m.ns.svc/?modelversion=7"
+    assert logger_url("http://m/ingest?a=1", "7") == "http://m/ingest?a=1&modelversion=7"
+
+
+def test_drift_verdicts_without_a_monitor_give_no_check() -> None:
+    from serving.rollout.metrics_source import PrometheusDriftVerdict, ScrapeDriftVerdict
+
+    assert ScrapeDriftVerdict("http://127.0.0.1:1/metrics", "m", timeout_s=0.5)("1") is None
+    assert PrometheusDriftVerdict("http://127.0.0.1:1", "m", timeout_s=0.5)("1") is None
+    query = PrometheusDriftVerdict("http://p", "m", selector='namespace="ml"').query("3")
+    assert query == 'max(aicrush_drift_dataset_drift{model="m",version="3",namespace="ml"})'
+
+
+def test_open_rollout_wires_the_drift_gate(tmp_path: Path) -> None:
+    from pipelines.config import build_config
+    from serving.rollout import open_rollout
+    from serving.rollout.metrics_source import ScrapeDriftVerdict
+
+    cfg = build_config()
+    with_monitor = RolloutConfig(drift_monitor_url="http://127.0.0.1:9/")
+    r = open_rollout("local", cfg, with_monitor, tmp_path)
+    assert isinstance(r.drift, ScrapeDriftVerdict)
+    assert r.drift.metrics_url == "http://127.0.0.1:9/metrics" and r.backend.log_to.endswith(":9/")
+    assert open_rollout("local", cfg, RolloutConfig(), tmp_path).drift is None  # no monitor
+    off = RolloutConfig(drift_monitor_url="http://127.0.0.1:9/", drift_gate=False)
+    assert open_rollout("local", cfg, off, tmp_path).drift is None
+
+
 # ---------------------------------------------------------------------------- the machine's loop
 
 
@@ -213,6 +245,22 @@ def test_analysis_rolls_back_on_errors_and_holds_without_autopromote(tmp_path: P
     rollout2.deploy()
     st = rollout2.analyze(auto_promote=False)
     assert st.phase == "canary" and st.percent == 100 and backend2.calls[-1] == ("traffic", 100)
+
+
+def test_drifted_canary_is_rolled_back_and_no_verdict_does_not_block(tmp_path: Path) -> None:
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource())
+    asked: list[str] = []
+    rollout.drift = lambda version: asked.append(version) or True  # the monitor says: drifted
+    rollout.deploy()
+    st = rollout.analyze()
+    assert st.phase == "rolled_back" and registry.champion_version == "1"
+    assert backend.calls[-1] == ("rollback",) and "drift" in st.history[-1]["reason"]
+    assert set(asked) == {"2"}  # only the canary is judged
+
+    rollout2, registry2, _ = _machine(tmp_path / "b", ScriptedSource())
+    rollout2.drift = lambda version: None  # monitor present, no closed window yet
+    rollout2.deploy()
+    assert rollout2.analyze().phase == "promoted" and registry2.champion_version == "2"
 
 
 def test_no_traffic_rolls_back_after_max_wait(tmp_path: Path) -> None:
