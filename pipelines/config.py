@@ -218,7 +218,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {
             "base_model": "",
             "max_length": 128,
-            "epochs": 6.0,
+            # Default corpus, 2 CPU cores: 6 epochs -> macro-F1 0.376 in a 108 s run; 10 -> 0.444, 147 s.
+            "epochs": 10.0,
             "batch_size": 32,
             "learning_rate": 3e-3,  # 45 steps on 455 real files: 1e-3 -> 25% test acc, 3e-3 -> 54%, 5e-3 -> 63%
             "vocab_size": 4000,

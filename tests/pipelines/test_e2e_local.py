@@ -14,8 +14,8 @@ from components.registry import CHALLENGER, client, local_tracking_uri
 
 pytestmark = [pytest.mark.slow]
 
-# The tiny preset trains a 2-layer encoder from scratch on ~1,500 files of 17 languages in about a
-# minute; on the repository-disjoint test split of the default corpus it reaches macro-F1 0.38
+# The tiny preset trains a 2-layer encoder from scratch on ~1,500 files of 17 languages in under two
+# minutes; on the repository-disjoint test split of the default corpus it reaches macro-F1 0.44
 # (README, docs/results.md). A classifier that ignores its input scores 1/17 = 0.06 (uniform) or
 # 0.03 (always the majority class). 0.25 is far above both and below what runs reach, so a failure
 # means a regression (shuffled labels, leaking splits, no convergence), not noise. Accuracy has no
