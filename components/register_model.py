@@ -295,9 +295,9 @@ def register_model(
     raw: Input[Dataset],
     evaluation: Input[Metrics],
     model_card: Input[HTML],
-) -> NamedTuple(
+) -> NamedTuple(  # type: ignore[valid-type]
     "RegisterOutputs", [("model_name", str), ("model_version", str), ("model_uri", str)]
-):  # type: ignore[valid-type]
+):
     """Register the trained model in MLflow as a new version with alias ``challenger``.
 
     Args:

@@ -67,7 +67,8 @@ def tracking(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
+        # None (was unset) is accepted at run time: mlflow then unsets it and resets its tracer.
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]
         registry_state._registry_uri = saved[1]
         for name, value in saved_env.items():
             if value is None:
