@@ -108,6 +108,19 @@ def serve_command(
         str | None,
         typer.Option("--log-to", help="Send each request and response (CloudEvents) to this URL."),
     ] = None,
+    log_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--log-batch-size",
+            min=1,
+            help="Inferences per payload-log POST, as one CloudEvents batch (the drift monitor "
+            "accepts it). 1: one binary-mode event per POST, as KServe's logger sends them.",
+        ),
+    ] = 32,
+    log_linger_ms: Annotated[
+        float,
+        typer.Option("--log-linger-ms", min=0, help="How long a payload-log batch waits to fill."),
+    ] = 200.0,
 ) -> None:
     """Serve a model on localhost over V1 and V2 (REST and gRPC), until Ctrl-C.
 
@@ -145,6 +158,8 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             quantize=quantize,
             log_to=log_to,
+            log_batch_size=log_batch_size,
+            log_linger_ms=log_linger_ms,
             tracking_uri=tracking_uri,
             on_ready=announce,
         )

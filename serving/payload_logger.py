@@ -1,9 +1,16 @@
 """Send inference payloads to the drift monitor as CloudEvents, the way KServe's logger does.
 
-For each inference, two CloudEvents in binary mode share one ``ce-id`` (the request id): type
+For each inference, two CloudEvents share one ``ce-id`` (the request id): type
 ``org.kubeflow.serving.inference.request`` with the V1 request body and
 ``org.kubeflow.serving.inference.response`` with the V1 response body, with KServe's extensions
 (``inferenceservicename``, ``namespace``, ``component``, ``endpoint``) plus ``modelversion``.
+
+With ``batch_size=1`` each event is one POST in binary mode, exactly as KServe's logger sends
+them, for any KServe logger sink. With ``batch_size > 1`` (what ``aicrush serve --log-to`` uses)
+the sender waits up to ``linger_s`` for more inferences and posts up to ``batch_size`` of them as
+one CloudEvents batch (``application/cloudevents-batch+json``, structured events), which the drift
+monitor accepts: the per-inference work of building and posting events, in the model server
+and in the monitor, is what logging costs inference on a small machine.
 
 :meth:`PayloadLogger.submit` never blocks the inference path: it puts the payload on a bounded
 queue that one background thread drains. When the queue is full, the monitor is unreachable or
@@ -13,6 +20,7 @@ slow, or the logger is closed, the payload is dropped and counted in
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -86,9 +94,17 @@ class PayloadLogger:
         endpoint: str = "default",
         component: str = "predictor",
         registry: CollectorRegistry | None = None,
+        batch_size: int = 1,
+        linger_s: float = 0.0,
     ):
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if linger_s < 0:
+            raise ValueError(f"linger_s must be >= 0, got {linger_s}")
+        self.batch_size = batch_size
+        self.linger_s = linger_s
         self.url = url
         self.source = source
         self.namespace = namespace
@@ -172,14 +188,97 @@ class PayloadLogger:
             out.append((dict(headers), body))
         return out
 
+    def structured(
+        self,
+        request_id: str,
+        model_name: str,
+        model_version: str,
+        inputs: list[str],
+        outputs: list[dict],
+    ) -> list[dict[str, Any]]:
+        """The request and the response CloudEvent in structured form (for batched mode)."""
+        common: dict[str, Any] = {
+            "id": request_id,
+            "source": self.source,
+            "specversion": "1.0",
+            "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json",
+            "inferenceservicename": model_name,
+            "namespace": self.namespace,
+            "component": self.component,
+            "endpoint": self.endpoint,
+            "modelversion": model_version,
+        }
+        return [
+            {**common, "type": REQUEST_TYPE, "data": {"instances": [{"text": t} for t in inputs]}},
+            {**common, "type": RESPONSE_TYPE, "data": {"predictions": outputs}},
+        ]
+
     def _run(self) -> None:
         while not (self._closed.is_set() and self._queue.empty()):
             try:
                 item = self._queue.get(timeout=0.05)
             except queue.Empty:
                 continue
+            if self.batch_size == 1:
+                self.metrics.queued.set(self._queue.qsize())
+                self._send(*item)
+                continue
+            items = [item]
+            # Linger by sleeping, not by waiting on the queue: a get() per submit would wake this
+            # thread (and take the GIL from inference) once per inference. No lingering when a
+            # batch is already queued or the logger is closing (close() ends the wait at once).
+            if self._queue.qsize() < self.batch_size - 1:
+                self._closed.wait(self.linger_s)
+            while len(items) < self.batch_size:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             self.metrics.queued.set(self._queue.qsize())
-            self._send(*item)
+            self._send_batch(items)
+
+    def _drop(self, items: list[tuple], reason: str) -> None:
+        for item in items:
+            self.metrics.dropped.labels(item[1], item[2], reason).inc(2)
+
+    def _send_batch(self, items: list[tuple[str, str, str, list[str], list[dict]]]) -> None:
+        if time.monotonic() < self._down_until:
+            self._drop(items, "unreachable")
+            return
+        fragments: list[str] = []
+        encodable = []
+        for item in items:
+            try:  # one item at a time: an unserializable payload must not sink the whole batch
+                fragments.append(json.dumps(self.structured(*item))[1:-1])
+            except (TypeError, ValueError):
+                log.exception("could not encode payload %s", item[0])
+                self._drop([item], "encode_error")
+                continue
+            encodable.append(item)
+        if not encodable:
+            return
+        try:
+            response = self._client.post(
+                self.url,
+                content=("[" + ",".join(fragments) + "]").encode(),
+                headers={"content-type": "application/cloudevents-batch+json"},
+            )
+        except httpx.HTTPError as exc:
+            log.warning(
+                "payload log sink %s unreachable (%s); dropping for %.0f s",
+                self.url,
+                type(exc).__name__,
+                self.backoff_s,
+            )
+            self._down_until = time.monotonic() + self.backoff_s
+            self._drop(encodable, "unreachable")
+            return
+        if response.status_code >= 300:
+            self._drop(encodable, "http_error")
+            return
+        for item in encodable:
+            self.metrics.sent.labels(item[1], item[2]).inc(2)
 
     def _send(
         self, request_id: str, model: str, version: str, inputs: list[str], outputs: list[dict]

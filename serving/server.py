@@ -393,6 +393,8 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     quantize: bool = False,
     log_to: str | None = None,
+    log_batch_size: int = 32,
+    log_linger_ms: float = 200.0,
     tracking_uri: str | None = None,
     grace_period: int = 30,
     torch_threads: int | None = 1,
@@ -405,7 +407,9 @@ def serve(
     ``model_path_or_uri`` is a model folder (a train_model artifact, /mnt/models) or an MLflow
     ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI. ``version`` labels metrics and
     metadata (default: the registry version, else aicrush.json ``version``, else "1").
-    ``log_to`` sends each request and response to the drift monitor's payload logger.
+    ``log_to`` sends each request and response to the drift monitor's payload logger, up to
+    ``log_batch_size`` inferences per POST after waiting up to ``log_linger_ms`` for them (1: one
+    binary-mode CloudEvent per POST, as KServe's logger does, for any KServe logger sink).
     """
     from serving.predictor import TextClassifierModel
 
@@ -421,7 +425,9 @@ def serve(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
         quantize=quantize,
-        payload_logger=make_payload_logger(log_to),
+        payload_logger=make_payload_logger(
+            log_to, batch_size=log_batch_size, linger_s=log_linger_ms / 1000
+        ),
     )
     model.load()
     run_model_server(
@@ -479,7 +485,9 @@ def _note_signal(sig: int, _frame: Any) -> None:
     log.info("received signal %s; shutting down", sig)
 
 
-def make_payload_logger(url: str | None, queue_size: int = 1000) -> Any:
+def make_payload_logger(
+    url: str | None, queue_size: int = 1000, batch_size: int = 1, linger_s: float = 0.0
+) -> Any:
     """The drift monitor's PayloadLogger for ``url``, or None (no URL, or module not present)."""
     if not url:
         return None
@@ -488,7 +496,7 @@ def make_payload_logger(url: str | None, queue_size: int = 1000) -> Any:
     except ImportError:
         log.warning("--log-to %s ignored: serving.payload_logger is not available", url)
         return None
-    return PayloadLogger(url, queue_size)
+    return PayloadLogger(url, queue_size, batch_size=batch_size, linger_s=linger_s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -510,6 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization")
     parser.add_argument("--log_to", default=None, help="payload-log (CloudEvents) URL")
+    parser.add_argument(
+        "--log_batch_size",
+        type=int,
+        default=32,
+        help="inferences per payload-log POST (1: KServe-style single binary events)",
+    )
+    parser.add_argument(
+        "--log_linger_ms", type=float, default=200.0, help="how long a payload-log batch fills"
+    )
     parser.add_argument("--tracking_uri", default=None, help="MLflow tracking URI")
     parser.add_argument("--grace_period", type=int, default=30)
     parser.add_argument(
@@ -536,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_body_bytes=args.max_body_bytes,
         quantize=args.quantize,
         log_to=args.log_to,
+        log_batch_size=args.log_batch_size,
+        log_linger_ms=args.log_linger_ms,
         tracking_uri=args.tracking_uri,
         grace_period=args.grace_period,
         torch_threads=args.torch_threads,

@@ -5,7 +5,9 @@ KServe's logger (``pkg/logger``) posts two CloudEvents per inference, in binary 
 ``org.kubeflow.serving.inference.response`` with the response body, both with ``ce-id`` = the
 request id, plus extensions ``inferenceservicename``, ``namespace``, ``component``, ``endpoint``.
 :class:`serving.payload_logger.PayloadLogger` sends the same, plus ``modelversion``.
-Structured mode (``application/cloudevents+json``) is accepted too.
+Structured mode (``application/cloudevents+json``) is accepted too, and batched mode
+(``application/cloudevents-batch+json``: a JSON array of structured events, from the CloudEvents
+HTTP binding), which the local model server's logger uses to send many inferences per request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 SPEC_VERSION = "1.0"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 class EventError(ValueError):
@@ -41,21 +45,53 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
     """Decode one CloudEvent (binary or structured mode) carrying a KServe request or response."""
     lower = {k.lower(): v for k, v in headers.items()}
     content_type = lower.get("content-type", "")
-    if content_type.startswith("application/cloudevents+json"):
+    if content_type.startswith(STRUCTURED_CONTENT_TYPE):
         try:
             envelope = json.loads(body)
         except ValueError as exc:
             raise EventError(f"structured CloudEvent is not JSON: {exc}") from exc
-        attrs = {k.lower(): v for k, v in envelope.items() if k not in ("data", "data_base64")}
-        if "data_base64" in envelope:
-            data = _json_body(base64.b64decode(envelope["data_base64"]))
-        else:
-            data = envelope.get("data")
-            if isinstance(data, str | bytes):
-                data = _json_body(data.encode() if isinstance(data, str) else data)
+        return _from_envelope(envelope)
+    attrs = {k[3:]: v for k, v in lower.items() if k.startswith("ce-")}
+    return _event(attrs, _json_body(body))
+
+
+def is_batch(headers: Mapping[str, str]) -> bool:
+    """Whether the request carries a batch of structured CloudEvents."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    return str(lower.get("content-type", "")).startswith(BATCH_CONTENT_TYPE)
+
+
+def parse_batch(body: bytes) -> list[InferenceEvent]:
+    """Decode a batched-mode body (a JSON array of structured CloudEvents), all or nothing."""
+    try:
+        envelopes = json.loads(body)
+    except ValueError as exc:
+        raise EventError(f"CloudEvents batch is not JSON: {exc}") from exc
+    if not isinstance(envelopes, list):
+        raise EventError("a CloudEvents batch must be a JSON array of events")
+    events = []
+    for i, envelope in enumerate(envelopes):
+        try:
+            events.append(_from_envelope(envelope))
+        except EventError as exc:
+            raise EventError(f"batch event {i}: {exc}") from exc
+    return events
+
+
+def _from_envelope(envelope: Any) -> InferenceEvent:
+    if not isinstance(envelope, dict):
+        raise EventError("a structured CloudEvent must be a JSON object")
+    attrs = {k.lower(): v for k, v in envelope.items() if k not in ("data", "data_base64")}
+    if "data_base64" in envelope:
+        data = _json_body(base64.b64decode(envelope["data_base64"]))
     else:
-        attrs = {k[3:]: v for k, v in lower.items() if k.startswith("ce-")}
-        data = _json_body(body)
+        data = envelope.get("data")
+        if isinstance(data, str | bytes):
+            data = _json_body(data.encode() if isinstance(data, str) else data)
+    return _event(attrs, data)
+
+
+def _event(attrs: Mapping[str, Any], data: Any) -> InferenceEvent:
     for required in ("id", "type", "source", "specversion"):
         if not attrs.get(required):
             raise EventError(f"CloudEvent lacks the '{required}' attribute (ce-{required} header)")

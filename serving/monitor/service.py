@@ -25,7 +25,15 @@ from serving.monitor.drift import (
     build_report,
     save_report,
 )
-from serving.monitor.events import EventError, EventPairer, PairedInference, parse_event
+from serving.monitor.events import (
+    EventError,
+    EventPairer,
+    InferenceEvent,
+    PairedInference,
+    is_batch,
+    parse_batch,
+    parse_event,
+)
 from serving.monitor.features import features_of
 from serving.monitor.reference import Reference
 from serving.monitor.retrain import RetrainTrigger
@@ -226,17 +234,25 @@ class Monitor:
         now: float | None = None,
         version: str | None = None,
     ) -> str:
-        """Take one CloudEvent; return ``paired``, ``pending`` or raise :class:`EventError`.
+        """Take one CloudEvent, or a batch of them; return ``paired`` or ``pending`` (for a
+        batch: ``batch of N``), or raise :class:`EventError` (a batch that does not parse is refused
+        whole; a pair whose bodies are malformed fails from that event on).
 
         ``version`` is the model version for an event that does not carry ``modelversion``
         (KServe's logger does not; the Kubernetes backend puts ``?modelversion=N`` in each
         revision's logger URL, so stable and canary land in their own windows).
         """
         try:
-            event = parse_event(headers, body)
+            events = parse_batch(body) if is_batch(headers) else [parse_event(headers, body)]
         except EventError:
             self.metrics.dropped.labels("", "malformed").inc()
             raise
+        outcome = ""
+        for event in events:
+            outcome = self._ingest_event(event, now, version)
+        return outcome if len(events) == 1 else f"batch of {len(events)}"
+
+    def _ingest_event(self, event: InferenceEvent, now: float | None, version: str | None) -> str:
         if event.version is None and version:
             event = replace(event, version=version)
         kind = "request" if event.type.endswith("request") else "response"

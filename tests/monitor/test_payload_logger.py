@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry
 
@@ -134,3 +135,83 @@ def test_events_reach_a_real_monitor_and_pair(tmp_path, reference):
         )
         == 20
     )
+
+
+class CountingSink(BaseHTTPRequestHandler):
+    """Accepts anything; records each POST's content type."""
+
+    posts: ClassVar[list[str]] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        CountingSink.posts.append(self.headers.get("content-type", ""))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_batched_mode_sends_many_inferences_per_post_to_a_real_monitor(tmp_path, reference):
+    monitor = make_monitor(tmp_path / "state", reference, max_rows=1000)
+    port = free_port()
+    registry = CollectorRegistry()
+    with MonitorServer(monitor, port=port):
+        logger = PayloadLogger(
+            f"http://127.0.0.1:{port}/", registry=registry, batch_size=8, linger_s=0.5
+        )
+        for i in range(20):
+            logger.submit(
+                f"req-{i}",
+                MODEL,
+                VERSION,
+                ["let x = 1;", "x = 1"],
+                [{"label": "JavaScript", "score": 0.8}, {"label": "Python", "score": 0.7}],
+            )
+        logger.close(timeout_s=10)
+        posted = monitor.registry.get_sample_value(
+            "aicrush_monitor_events_received_total",
+            {"model": MODEL, "version": VERSION, "type": "request"},
+        )
+    monitor.close()
+    sent = registry.get_sample_value(
+        "aicrush_payload_log_events_sent_total", {"model": MODEL, "version": VERSION}
+    )
+    assert sent == 40 and posted == 20
+    records = monitor.registry.get_sample_value(
+        "aicrush_monitor_records_total", {"model": MODEL, "version": VERSION}
+    )
+    assert records == 40  # every text of every inference reached the window
+
+
+def test_batched_mode_posts_batches_and_single_mode_stays_kserve_binary():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        CountingSink.posts = []
+        batched = PayloadLogger(url, registry=CollectorRegistry(), batch_size=10, linger_s=1.0)
+        slowest_submit(batched, 30)
+        batched.close(timeout_s=10)
+        assert CountingSink.posts and len(CountingSink.posts) <= 6  # 30 inferences, <= 10 a post
+        assert set(CountingSink.posts) == {"application/cloudevents-batch+json"}
+
+        CountingSink.posts = []
+        single = PayloadLogger(url, registry=CollectorRegistry())
+        slowest_submit(single, 3)
+        single.close(timeout_s=10)
+        assert len(CountingSink.posts) == 6  # a request and a response event per inference
+        assert set(CountingSink.posts) == {"application/json"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bad_batch_sizes_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="batch_size"):
+        PayloadLogger("http://127.0.0.1:1/", registry=CollectorRegistry(), batch_size=0)
+    with pytest.raises(ValueError, match="linger_s"):
+        PayloadLogger("http://127.0.0.1:1/", registry=CollectorRegistry(), linger_s=-1)
