@@ -166,25 +166,10 @@ class PayloadLogger:
         outputs: list[dict],
     ) -> list[tuple[dict[str, str], bytes]]:
         """The (headers, body) of the request and the response CloudEvent, binary mode."""
-        now = datetime.now(UTC).isoformat()
-        common: dict[str, Any] = {
-            "id": request_id,
-            "source": self.source,
-            "specversion": "1.0",
-            "time": now,
-            "datacontenttype": "application/json",
-            "inferenceservicename": model_name,
-            "namespace": self.namespace,
-            "component": self.component,
-            "endpoint": self.endpoint,
-            "modelversion": model_version,
-        }
         out = []
-        for ce_type, data in (
-            (REQUEST_TYPE, {"instances": [{"text": t} for t in inputs]}),
-            (RESPONSE_TYPE, {"predictions": outputs}),
-        ):
-            headers, body = to_binary(CloudEvent({**common, "type": ce_type}, data))
+        for envelope in self.structured(request_id, model_name, model_version, inputs, outputs):
+            data = envelope.pop("data")
+            headers, body = to_binary(CloudEvent(envelope, data))
             out.append((dict(headers), body))
         return out
 
@@ -238,6 +223,16 @@ class PayloadLogger:
             self.metrics.queued.set(self._queue.qsize())
             self._send_batch(items)
 
+    def _unreachable(self, exc: Exception) -> None:
+        """A failed POST: drop without trying for ``backoff_s``, so a dead sink costs nothing."""
+        log.warning(
+            "payload log sink %s unreachable (%s); dropping for %.0f s",
+            self.url,
+            type(exc).__name__,
+            self.backoff_s,
+        )
+        self._down_until = time.monotonic() + self.backoff_s
+
     def _drop(self, items: list[tuple], reason: str) -> None:
         for item in items:
             self.metrics.dropped.labels(item[1], item[2], reason).inc(2)
@@ -265,13 +260,7 @@ class PayloadLogger:
                 headers={"content-type": "application/cloudevents-batch+json"},
             )
         except httpx.HTTPError as exc:
-            log.warning(
-                "payload log sink %s unreachable (%s); dropping for %.0f s",
-                self.url,
-                type(exc).__name__,
-                self.backoff_s,
-            )
-            self._down_until = time.monotonic() + self.backoff_s
+            self._unreachable(exc)
             self._drop(encodable, "unreachable")
             return
         if response.status_code >= 300:
@@ -296,13 +285,7 @@ class PayloadLogger:
             try:
                 response = self._client.post(self.url, headers=headers, content=body)
             except httpx.HTTPError as exc:
-                log.warning(
-                    "payload log sink %s unreachable (%s); dropping for %.0f s",
-                    self.url,
-                    type(exc).__name__,
-                    self.backoff_s,
-                )
-                self._down_until = time.monotonic() + self.backoff_s
+                self._unreachable(exc)
                 self.metrics.dropped.labels(model, version, "unreachable").inc(len(events) - i)
                 return
             if response.status_code >= 300:

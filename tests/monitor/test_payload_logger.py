@@ -7,6 +7,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.classifier import TextClassifier
@@ -107,13 +108,16 @@ def test_slow_monitor_fills_the_queue_and_drops():
     assert dropped(registry, "queue_full") >= 2 * 90
 
 
-def test_events_reach_a_real_monitor_and_pair(tmp_path, reference):
+@pytest.mark.parametrize(
+    "batching", [{}, {"batch_size": 8, "linger_s": 0.5}], ids=["single", "batched"]
+)
+def test_events_reach_a_real_monitor_and_pair(tmp_path, reference, batching):
     monitor = make_monitor(tmp_path / "state", reference, max_rows=1000)
     port = free_port()
     registry = CollectorRegistry()
     with MonitorServer(monitor, port=port):
-        logger = PayloadLogger(f"http://127.0.0.1:{port}/", registry=registry)
-        for i in range(10):
+        logger = PayloadLogger(f"http://127.0.0.1:{port}/", registry=registry, **batching)
+        for i in range(20):
             logger.submit(
                 f"req-{i}",
                 MODEL,
@@ -123,18 +127,14 @@ def test_events_reach_a_real_monitor_and_pair(tmp_path, reference):
             )
         logger.close(timeout_s=10)
     monitor.close()
-    assert (
-        registry.get_sample_value(
-            "aicrush_payload_log_events_sent_total", {"model": MODEL, "version": VERSION}
-        )
-        == 20
+    mv = {"model": MODEL, "version": VERSION}
+    assert registry.get_sample_value("aicrush_payload_log_events_sent_total", mv) == 40
+    received = monitor.registry.get_sample_value(
+        "aicrush_monitor_events_received_total", {**mv, "type": "request"}
     )
-    assert (
-        monitor.registry.get_sample_value(
-            "aicrush_monitor_records_total", {"model": MODEL, "version": VERSION}
-        )
-        == 20
-    )
+    assert received == 20
+    # every text of every inference reached the window
+    assert monitor.registry.get_sample_value("aicrush_monitor_records_total", mv) == 40
 
 
 class CountingSink(BaseHTTPRequestHandler):
@@ -151,38 +151,6 @@ class CountingSink(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def test_batched_mode_sends_many_inferences_per_post_to_a_real_monitor(tmp_path, reference):
-    monitor = make_monitor(tmp_path / "state", reference, max_rows=1000)
-    port = free_port()
-    registry = CollectorRegistry()
-    with MonitorServer(monitor, port=port):
-        logger = PayloadLogger(
-            f"http://127.0.0.1:{port}/", registry=registry, batch_size=8, linger_s=0.5
-        )
-        for i in range(20):
-            logger.submit(
-                f"req-{i}",
-                MODEL,
-                VERSION,
-                ["let x = 1;", "x = 1"],
-                [{"label": "JavaScript", "score": 0.8}, {"label": "Python", "score": 0.7}],
-            )
-        logger.close(timeout_s=10)
-        posted = monitor.registry.get_sample_value(
-            "aicrush_monitor_events_received_total",
-            {"model": MODEL, "version": VERSION, "type": "request"},
-        )
-    monitor.close()
-    sent = registry.get_sample_value(
-        "aicrush_payload_log_events_sent_total", {"model": MODEL, "version": VERSION}
-    )
-    assert sent == 40 and posted == 20
-    records = monitor.registry.get_sample_value(
-        "aicrush_monitor_records_total", {"model": MODEL, "version": VERSION}
-    )
-    assert records == 40  # every text of every inference reached the window
 
 
 def test_batched_mode_posts_batches_and_single_mode_stays_kserve_binary():
@@ -209,8 +177,6 @@ def test_batched_mode_posts_batches_and_single_mode_stays_kserve_binary():
 
 
 def test_bad_batch_sizes_are_refused():
-    import pytest
-
     with pytest.raises(ValueError, match="batch_size"):
         PayloadLogger("http://127.0.0.1:1/", registry=CollectorRegistry(), batch_size=0)
     with pytest.raises(ValueError, match="linger_s"):
