@@ -15,12 +15,14 @@ from components.registry import CHALLENGER, client, local_tracking_uri
 pytestmark = [pytest.mark.slow]
 
 # The tiny preset trains a 2-layer encoder from scratch on ~1,500 files of 17 languages in under two
-# minutes; on the repository-disjoint test split of the default corpus it reaches macro-F1 0.44
-# (README, docs/results.md). A classifier that ignores its input scores 1/17 = 0.06 (uniform) or
-# 0.03 (always the majority class). 0.25 is far above both and below what runs reach, so a failure
-# means a regression (shuffled labels, leaking splits, no convergence), not noise. Accuracy has no
-# floor here: one class (Cython) is a third of this test split, so it says little.
-MACRO_F1_FLOOR = 0.25
+# minutes; on the repository-disjoint test split of the default corpus it reaches macro-F1 0.31 in
+# a fresh clone's environment and 0.44 in one with two more distributions (docs/results.md: a few
+# more repositories reshuffle which ones land in test). A classifier that ignores its input
+# scores 1/17 = 0.06 (uniform) or 0.03 (always the majority class). 0.2 is far above both and
+# below what runs reach in either environment, so a failure means a regression (shuffled labels,
+# leaking splits, no convergence), not noise. Accuracy has no floor here: one class (Cython) is
+# a third of this test split, so it says little.
+MACRO_F1_FLOOR = 0.2
 
 
 @pytest.fixture(scope="module")
