@@ -333,14 +333,25 @@ def _gcs_candidates(
 
 
 class ObjectCache:
-    """Downloaded GCS objects by generation: ``<cache>/objects/<bucket>/<name>`` + ``index.json``."""
+    """Downloaded GCS objects by generation: ``<cache>/objects/<bucket>/<name>`` + ``index.json``.
+
+    An object found to hold a secret is deleted from the cache and its generation recorded in
+    ``redacted.json``: it is neither kept on disk nor downloaded or read again (a new generation
+    of it is fetched and scanned like any other).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.index_path = root / "index.json"
+        self.redacted_path = root / "redacted.json"
         self.index: dict[str, int] = {}
+        self.redacted: dict[str, int] = {}
         if self.index_path.is_file():
             self.index = {k: int(v) for k, v in json.loads(self.index_path.read_text()).items()}
+        if self.redacted_path.is_file():
+            self.redacted = {
+                k: int(v) for k, v in json.loads(self.redacted_path.read_text()).items()
+            }
 
     def path_of(self, uri: str) -> Path:
         return self.root / "objects" / uri.removeprefix("gs://")
@@ -348,11 +359,21 @@ class ObjectCache:
     def has(self, uri: str, generation: int) -> bool:
         return self.index.get(uri) == generation and self.path_of(uri).is_file()
 
+    def is_redacted(self, uri: str, generation: int) -> bool:
+        return self.redacted.get(uri) == generation
+
+    def redact(self, uri: str, generation: int) -> None:
+        """Delete a cached object that holds a secret and remember its generation."""
+        self.path_of(uri).unlink(missing_ok=True)
+        self.index.pop(uri, None)
+        self.redacted[uri] = generation
+
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(sorted(self.index.items())), indent=0))
-        tmp.replace(self.index_path)
+        for path, data in ((self.index_path, self.index), (self.redacted_path, self.redacted)):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(dict(sorted(data.items())), indent=0))
+            tmp.replace(path)
 
 
 def download_objects(
@@ -365,7 +386,11 @@ def download_objects(
     from google.cloud.storage import transfer_manager
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    todo = [c for c in objects if not cache.has(c.uri, c.generation)]
+    todo = [
+        c
+        for c in objects
+        if not cache.has(c.uri, c.generation) and not cache.is_redacted(c.uri, c.generation)
+    ]
     for c in objects:
         c.location = str(cache.path_of(c.uri))
     if todo:
@@ -551,18 +576,24 @@ def ingest(
         selected = select_candidates(unique.values(), cfg, skipped)
 
         remote = [c for c in selected if c.uri]
+        cache: ObjectCache | None = None
+        redacted: set[str] = set()
         if remote:
             cache_root = Path(cfg.cache_dir) if cfg.cache_dir else Path(state_dir) / "ingest_cache"
-            n_downloaded = download_objects(
-                client, remote, ObjectCache(cache_root), cfg.download_workers, say
-            )
+            cache = ObjectCache(cache_root)
+            n_downloaded = download_objects(client, remote, cache, cfg.download_workers, say)
             objects = {c.uri: c.generation for c in remote}
+            redacted = {c.uri for c in remote if cache.is_redacted(c.uri, c.generation)}
 
         say(f"ingest: reading {len(selected)} of {n_candidates} candidate files")
         payloads = read_all(selected)
 
         columns: dict[str, list[Any]] = {name: [] for name in FILE_COLUMNS}
         for c, data in zip(selected, payloads, strict=True):
+            if c.uri in redacted:  # found holding a secret on an earlier run; not on disk now
+                skipped["secret"] += 1
+                secret_paths.append(f"{c.repository}/{c.path}")
+                continue
             if data is None:
                 skipped["unreadable"] += 1
                 continue
@@ -572,6 +603,8 @@ def ingest(
             if contains_secret(data):
                 skipped["secret"] += 1  # counted and named, the text never stored
                 secret_paths.append(f"{c.repository}/{c.path}")
+                if cache is not None and c.uri:
+                    cache.redact(c.uri, c.generation)  # nor kept in the download cache
                 continue
             try:
                 text: str | None = data.decode("utf-8")
@@ -583,6 +616,8 @@ def ingest(
             columns["language"].append(c.language)
             columns["text"].append(text)
             columns["size"].append(len(data))
+        if cache is not None and cache.redacted:
+            cache.save()
 
     n_files = len(columns["path"])
     if n_files == 0:

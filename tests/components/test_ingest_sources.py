@@ -284,6 +284,35 @@ def test_gcs_incremental_ingest(gcs, tmp_path: Path, state_dir: Path) -> None:
     assert "# changed" in read_files(tmp_path / "r4").set_index("path").loc["x.py", "text"]
 
 
+def test_gcs_object_with_a_secret_is_not_kept_in_the_cache(
+    gcs, tmp_path: Path, state_dir: Path
+) -> None:
+    bucket = gcs.create_bucket("secret-bucket")
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"
+    bucket.blob("repo/ok.py").upload_from_string(PY)
+    bucket.blob("repo/deploy.py").upload_from_string(PY + f'KEY = """{key}"""\n')
+    cfg = IngestConfig(sources=("gs://secret-bucket/repo",), repository_depth=0)
+    cache = state_dir / "ingest_cache"
+
+    first = ingest(cfg, tmp_path / "r1", state_dir)
+    manifest = json.loads(first.manifest_path.read_text())
+    assert first.n_downloaded == 2 and first.n_files == 1
+    assert manifest["secret_paths"] == ["secret-bucket/repo/deploy.py"]
+    assert not (cache / "objects" / "secret-bucket" / "repo" / "deploy.py").exists()
+    assert (cache / "objects" / "secret-bucket" / "repo" / "ok.py").is_file()
+    assert not any(
+        "PRIVATE KEY" in p.read_text(errors="replace") for p in cache.rglob("*") if p.is_file()
+    )
+
+    again = ingest(cfg, tmp_path / "r2", state_dir)  # neither downloaded nor read again
+    assert again.n_downloaded == 0 and again.content_hash == first.content_hash
+    assert json.loads(again.manifest_path.read_text())["secret_paths"] == manifest["secret_paths"]
+
+    bucket.blob("repo/deploy.py").upload_from_string(PY + "# key removed\n")  # new generation
+    third = ingest(cfg, tmp_path / "r3", state_dir)
+    assert third.n_downloaded == 1 and third.n_files == 2
+
+
 def test_gcs_missing_bucket_is_a_clear_error(gcs, tmp_path: Path, state_dir: Path) -> None:
     cfg = IngestConfig(sources=("gs://no-such-bucket/data",))
     with pytest.raises(DataError) as err:
