@@ -2,8 +2,8 @@
 ``@dsl.component`` over them.
 
 ``kfp.local.SubprocessRunner`` runs only lightweight Python components, so each component body
-imports the installed ``aicrush`` logic (baked into the component image, never
-``packages_to_install``) and makes one call. Component modules must not use
+imports the installed ``aicrush`` logic (baked into the component image, never pip-installed
+when a task starts) and makes one call. Component modules must not use
 ``from __future__ import annotations``: kfp reads the real annotations of the signature.
 """
 
