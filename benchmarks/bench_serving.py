@@ -121,13 +121,14 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
     from serving.batching import predict_proba_unpadded
     from serving.classifier import TextClassifier
     from serving.predictor import load_torch_model
+    from serving.text_window import window_of
 
     reference = TextClassifier.from_dir(model_dir, device="cpu").predict_proba(texts).argmax(1)
     torch.set_num_threads(1)  # as the server does by default (docs/serving.md)
     result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
     for variant, quantize in (("fp32", False), ("int8", True)):
         model, tok, meta = load_torch_model(model_dir, quantize=quantize)
-        window = str(meta.get("text_window", "head"))
+        window = window_of(meta)
         probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64, window)
         agreement = float((probs.argmax(1) == reference).mean())
         rates = {}

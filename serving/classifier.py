@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from serving.text_window import window_texts
+from serving.text_window import window_of, window_texts
 
 MODEL_META_FILE = "aicrush.json"
 
@@ -53,8 +53,7 @@ class TextClassifier:
         self.device = device
         self.labels: list[str] = list(meta["labels"])
         self.max_length: int = int(meta.get("max_length", 256))
-        # Models trained before the text window was recorded read the head of each text.
-        self.text_window: str = str(meta.get("text_window", "head"))
+        self.text_window: str = window_of(meta)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | None = None) -> TextClassifier:

@@ -43,6 +43,7 @@ from kserve.protocol.infer_type import (
 
 from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
 from serving.metrics import serving_metrics
+from serving.text_window import window_of
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class TextClassifierModel(Model):
         metrics = serving_metrics()
         batch_hist = metrics.batch_size.labels(self.name, self.version)
         max_len = self.max_length
-        window = str(meta.get("text_window", "head"))  # older models read the head of each text
+        window = window_of(meta)
 
         def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
             return predict_proba_unpadded(

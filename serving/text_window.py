@@ -13,7 +13,8 @@ newline. Shorter texts are used whole. Models without the key (trained before) r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: Characters per token assumed when sizing the window: about what both the tiny preset's code
 #: tokenizer and MiniLM's WordPiece produce on source code; a window that tokenizes longer is
@@ -22,6 +23,12 @@ CHARS_PER_TOKEN = 4
 HEAD_FRACTION = 0.25
 WINDOWS = ("head", "head+middle")
 DEFAULT_WINDOW = "head+middle"
+
+
+def window_of(meta: Mapping[str, Any]) -> str:
+    """The window a model reads, from its aicrush.json (``head`` for models trained before the
+    window was recorded)."""
+    return str(meta.get("text_window", "head"))
 
 
 def window_text(text: str, max_length: int, window: str = DEFAULT_WINDOW) -> str:

@@ -268,29 +268,25 @@ class PrometheusDriftVerdict:
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
     ):
-        self.base_url = base_url.rstrip("/")
+        # The same client, selector and query call as the canary's other metrics.
+        self.prometheus = PrometheusMetricsSource(base_url, selector, timeout_s, client)
         self.model = model
-        self.selector = selector
-        self.client = client or httpx.Client(timeout=timeout_s)
 
     def query(self, version: str) -> str:
-        sel = f'model="{self.model}",version="{version}"' + (
-            f",{self.selector}" if self.selector else ""
-        )
+        selector = self.prometheus.selector
+        sel = f'model="{self.model}",version="{version}"' + (f",{selector}" if selector else "")
         return f"max({DATASET_DRIFT}{{{sel}}})"
 
     def __call__(self, version: str) -> bool | None:
-        promql = self.query(str(version))
         try:
-            r = self.client.get(f"{self.base_url}/api/v1/query", params={"query": promql})
-            r.raise_for_status()
-            body = r.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            rows = self.prometheus._query(self.query(str(version)))
+        except (httpx.HTTPError, ValueError, RuntimeError) as exc:
             log.warning(
-                "Prometheus %s: drift query failed (%s): no drift check", self.base_url, exc
+                "Prometheus %s: drift query failed (%s): no drift check",
+                self.prometheus.base_url,
+                exc,
             )
             return None
-        rows = body.get("data", {}).get("result", []) if body.get("status") == "success" else []
         if not rows:
             return None
         value = float(rows[0]["value"][1])

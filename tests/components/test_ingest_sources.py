@@ -12,6 +12,7 @@ from components.errors import DataError
 from components.ingest_sources import ingest, run_ingest_step
 from components.languages import EXTENSIONS, LanguageTable
 from pipelines.config import AicrushConfig, IngestConfig
+from tests.components import FakeArtifact
 
 PY = "import os\n\n\ndef main():\n    return os.getcwd()\n"
 
@@ -326,23 +327,13 @@ def test_gcs_missing_bucket_is_a_clear_error(gcs, tmp_path: Path, state_dir: Pat
 # ----------------------------------------------------------------------------- component glue
 
 
-class _Artifact:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.metadata: dict = {}
-        self.metrics: dict[str, float] = {}
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metrics[name] = value
-
-
 def test_run_ingest_step_and_component_interface(tmp_path: Path, state_dir: Path) -> None:
     from components.ingest_sources import ingest_sources
 
     src = tmp_path / "proj"
     write(src, "a.py", PY)
     config = AicrushConfig.model_validate({"ingest": {"sources": [str(src)]}}).to_dict()
-    dataset, metrics = _Artifact(tmp_path / "dataset"), _Artifact(tmp_path / "metrics")
+    dataset, metrics = FakeArtifact(tmp_path / "dataset"), FakeArtifact(tmp_path / "metrics")
     digest = run_ingest_step(config, str(state_dir), dataset, metrics)
     assert dataset.metadata["content_hash"] == digest and len(digest) == 64
     assert metrics.metrics["n_files"] == 1.0

@@ -18,6 +18,7 @@ from pipelines.config import (
     ValidateConfig,
     config_from_dict,
 )
+from tests.components import FakeArtifact
 
 TEMPLATES = {
     "Python": "import os\n\n\ndef f_{i}(x):\n    # helper number {i} of the module\n    return x + {i}\n",
@@ -295,16 +296,6 @@ def test_invalid_config_values_are_rejected() -> None:
         config_from_dict({"validate": {"small_class_action": "maybe"}})
 
 
-class _Artifact:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.metadata: dict = {}
-        self.metrics: dict[str, float] = {}
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.metrics[name] = value
-
-
 def test_run_validate_step_and_component_interface(tmp_path: Path) -> None:
     from components.validate_dataset import validate_dataset
 
@@ -313,11 +304,11 @@ def test_run_validate_step_and_component_interface(tmp_path: Path) -> None:
         {"validate": {"min_files_per_class": 3, "report_sample_rows": 0}}
     ).to_dict()
     clean, html, metrics = (
-        _Artifact(tmp_path / "clean"),
-        _Artifact(tmp_path / "report" / "page.html"),
-        _Artifact(tmp_path / "m"),
+        FakeArtifact(tmp_path / "clean"),
+        FakeArtifact(tmp_path / "report" / "page.html"),
+        FakeArtifact(tmp_path / "m"),
     )
-    run_validate_step(config, _Artifact(raw), clean, html, metrics)
+    run_validate_step(config, FakeArtifact(raw), clean, html, metrics)
     assert (tmp_path / "clean" / "train.parquet").is_file()
     assert "aicrush data report" in Path(html.path).read_text()
     assert clean.metadata["classes"] == ["C", "Python", "Shell"]
