@@ -29,7 +29,8 @@ demo: install ## Install, then run the whole training pipeline locally on this P
 	$(BIN)/aicrush run --preset $(PRESET) --summary .aicrush/runs/last-summary.json
 
 .PHONY: test
-test: install ## Install, then run the test suite (offline; starts real servers on loopback)
+test: install ## Install, then check the layers contract and run the test suite (offline; real servers on loopback)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
@@ -37,9 +38,10 @@ test-fast: install ## Tests without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check; the layers contract (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: install ## ruff fix and format

@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from aicrush.config import load_config
     from components.ingest_sources import ingest
     from components.validate_dataset import validate
     from features.file_features import compute_file_features
-    from pipelines.config import load_config
 
     cfg = load_config(args.config, preset=args.preset, sources=args.source)
     load_before = os.getloadavg()

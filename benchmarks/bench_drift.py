@@ -188,7 +188,7 @@ def main() -> None:
     import httpx
     from prometheus_client import CollectorRegistry
 
-    from serving.classifier import TextClassifier
+    from aicrush.model_folder import TextClassifier
     from tests.model_factory import build_random_model
     from tests.monitor.conftest import free_port
 

@@ -73,7 +73,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from pipelines.config import build_config
+    from aicrush.config import build_config
 
     data = {"ingest": {"max_files": args.max_files}} if args.max_files else {}
     cfg = build_config(data, preset=args.preset)

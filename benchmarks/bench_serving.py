@@ -118,10 +118,10 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
     """(a): in-process forward passes at several batch sizes, fp32 and int8; label agreement."""
     import torch
 
+    from aicrush.model_folder import TextClassifier
+    from aicrush.text_window import window_of
     from serving.batching import predict_proba_unpadded
-    from serving.classifier import TextClassifier
     from serving.predictor import load_torch_model
-    from serving.text_window import window_of
 
     reference = TextClassifier.from_dir(model_dir, device="cpu").predict_proba(texts).argmax(1)
     torch.set_num_threads(1)  # as the server does by default (docs/serving.md)

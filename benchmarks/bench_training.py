@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipelines.config import PRESETS, TrainConfig
+    from aicrush.config import PRESETS, TrainConfig
 
     values = dict(PRESETS["tiny"]["train"])
     values.update(

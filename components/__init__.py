@@ -13,7 +13,7 @@ from typing import Any
 
 from kfp import dsl
 
-from pipelines.images import default_images
+from aicrush.images import default_images
 
 #: Image of the CPU components (ingest, validate, features, evaluate, register, rollout).
 PIPELINE_IMAGE = default_images()["pipeline"]

@@ -15,7 +15,7 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
     Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
     already rolled back) or "none" (no canary in progress, e.g. the first champion was deployed).
     """
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
     from serving.rollout import RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
 

@@ -17,7 +17,7 @@ def run_deploy_canary(
     config: dict[str, Any], state_dir: str, backend: str, model_version: str, canary_percent: int
 ) -> DeployOutputs:
     """Protocol glue: validate the config, deploy, print the state. ``model_version`` "" = alias challenger."""
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 

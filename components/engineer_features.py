@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Metrics, Output
 
+from aicrush.config import FeaturesConfig, config_from_dict
+from aicrush.errors import DataError
 from components import pipeline_component
-from components.errors import DataError
 from features import store as feast_store
 from features.file_features import FEATURE_NAMES
-from pipelines.config import FeaturesConfig, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def run_engineer_step(
     config: dict[str, Any], state_dir: str, clean: Any, features: Any, metrics: Any
 ) -> FeatureResult:
     """The component's work: validate the config, engineer, record metrics on the artifacts."""
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
     result = engineer(

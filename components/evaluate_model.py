@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from pipelines.config import EvaluateConfig
+from aicrush.config import EvaluateConfig
 
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
@@ -127,7 +127,7 @@ def load_test_split(features_dir: Path) -> pd.DataFrame:
 
 
 def _predict(model_dir: Path, texts: list[str]) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    from serving.classifier import TextClassifier
+    from aicrush.model_folder import TextClassifier
 
     clf = TextClassifier.from_dir(model_dir)
     probs = clf.predict_proba(texts)
@@ -312,7 +312,7 @@ def resolve_champion(champion_uri: str) -> Path | None:
     """'' -> None; a local folder or an MLflow URI (models:/name@champion, runs:/...) -> model folder."""
     if not champion_uri:
         return None
-    from serving.classifier import resolve_model_dir
+    from aicrush.model_folder import resolve_model_dir
 
     if Path(champion_uri).is_dir():
         return resolve_model_dir(champion_uri)
@@ -335,7 +335,7 @@ def run_evaluate_step(
     The model card is written to ``model_card.path``; the test predictions to
     ``predictions.parquet`` beside it (its path is in ``model_card.metadata["predictions"]``).
     """
-    from pipelines.config import config_from_dict
+    from aicrush.config import config_from_dict
 
     cfg = config_from_dict(config)
     result = evaluate(

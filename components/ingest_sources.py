@@ -43,10 +43,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.errors import DataError
+from aicrush.config import IngestConfig
+from aicrush.errors import DataError
 from components.languages import LanguageTable
 from components.validate_dataset import SECRET_SCAN_VERSION, contains_secret
-from pipelines.config import IngestConfig
 
 Progress = Callable[[str], None]
 
@@ -518,7 +518,7 @@ def ingest(
 ) -> IngestResult:
     """Collect the files of ``cfg.sources`` into ``out_dir`` (files.parquet + manifest.json).
 
-    Raises :class:`~components.errors.DataError` with the source and the setting to change when a
+    Raises :class:`~aicrush.errors.DataError` with the source and the setting to change when a
     source is missing, unreadable or holds no labelled files.
     """
     say = progress or _noop
@@ -672,8 +672,8 @@ def run_ingest_step(config: dict[str, Any], state_dir: str, dataset: Any, metric
 
     Returns the dataset's content hash.
     """
-    from pipelines.config import config_from_dict
-    from pipelines.config import state_dir as default_state_dir
+    from aicrush.config import config_from_dict
+    from aicrush.state import state_dir as default_state_dir
 
     cfg = config_from_dict(config).ingest
     state = Path(state_dir) if state_dir else default_state_dir()

@@ -11,7 +11,7 @@ def run_promote_or_rollback(
     config: dict[str, Any], state_dir: str, backend: str, decision: str
 ) -> str:
     """Protocol glue: promote on "promote", make sure of the rollback otherwise; returns the champion version."""
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 

@@ -21,16 +21,10 @@ from typing import Any, NamedTuple
 import pandas as pd
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
 
+from aicrush.config import AicrushConfig, config_from_dict
+from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, tracking
+from aicrush.state import artifact_root, resolve_tracking_uri
 from components import pipeline_component
-from components.registry import (
-    CHALLENGER,
-    REFERENCE_ARTIFACT,
-    artifact_root,
-    client,
-    resolve_tracking_uri,
-    tracking,
-)
-from pipelines.config import AicrushConfig, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +50,8 @@ def build_reference_sample(
     model_dir: Path, features_dir: Path, rows: int, seed: int = 0
 ) -> pd.DataFrame:
     """Features and predictions of up to ``rows`` validation files: the drift monitor's reference."""
+    from aicrush.model_folder import TextClassifier
     from features.file_features import FEATURE_NAMES
-    from serving.classifier import TextClassifier
 
     val = pd.read_parquet(features_dir / "val.parquet")
     if len(val) > rows:
@@ -258,7 +252,7 @@ def run_register_step(
     model_card: Any,
 ) -> RegisterOutputs:
     """Protocol glue of the ``register_model`` component."""
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
     if not gate_passed:
@@ -340,8 +334,8 @@ def lookup_champion(config: dict, state_dir: str) -> str:
 
 
 def champion_uri(config: dict[str, Any], state_dir: str) -> str:
-    from components.registry import get_version, model_uri
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.registry import get_version, model_uri
+    from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
     tracking_uri = resolve_tracking_uri(cfg.registry, resolve_state(state_dir or None))

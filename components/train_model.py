@@ -46,8 +46,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines.config import TrainConfig
-from serving.text_window import DEFAULT_WINDOW, window_texts
+from aicrush.config import TrainConfig
+from aicrush.text_window import DEFAULT_WINDOW, window_texts
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
     counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
     ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only
     the first ``max_length * 8`` characters of a text are read (the model never sees more); pass
-    the text windows the model reads (``serving.text_window``).
+    the text windows the model reads (``aicrush.text_window``).
     """
     from collections import Counter
 
@@ -314,7 +314,7 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
 def tokenize(
     tokenizer: Any, texts: Sequence[str], max_length: int, window: str = DEFAULT_WINDOW
 ) -> list[list[int]]:
-    """Token ids per text: the text window the model reads (``serving.text_window``), truncated
+    """Token ids per text: the text window the model reads (``aicrush.text_window``), truncated
     to ``max_length`` (no padding: batches pad dynamically)."""
     # Characters beyond ~16 per token can never survive truncation; cutting them first saves time.
     limit = max_length * 16
@@ -697,7 +697,7 @@ def train(
         "device": str(device),
         "train_config": cfg.model_dump(),
     }
-    from serving.classifier import MODEL_META_FILE
+    from aicrush.model_folder import MODEL_META_FILE
 
     (out_dir / MODEL_META_FILE).write_text(json.dumps(meta, indent=2))
     return TrainResult(
@@ -722,7 +722,7 @@ def run_train_step(
     config: dict[str, Any], features: Any, model: Any, metrics: Any, checkpoint_dir: str = ""
 ) -> TrainResult:
     """The body of the ``train_model`` component: validate config, train, log metrics."""
-    from pipelines.config import config_from_dict
+    from aicrush.config import config_from_dict
 
     cfg = config_from_dict(config)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model.path)

@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from components.errors import DataError
-from pipelines.config import ValidateConfig
+from aicrush.config import ValidateConfig
+from aicrush.errors import DataError
 
 Progress = Callable[[str], None]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -488,7 +488,7 @@ def validate(
 ) -> ValidationReport:
     """Clean ``in_dir/files.parquet`` and split it into ``out_dir`` (train/val/test + reports).
 
-    Raises :class:`~components.errors.DataError` naming the cause and the setting to change when
+    Raises :class:`~aicrush.errors.DataError` naming the cause and the setting to change when
     the data is unusable (empty, too few classes, a class that cannot be split and must not be).
     """
     say = progress or (lambda _msg: None)
@@ -553,7 +553,7 @@ def run_validate_step(
     config: dict[str, Any], raw: Any, clean: Any, report: Any, metrics: Any
 ) -> None:
     """The body of the ``validate_dataset`` component: validate the config, validate the data."""
-    from pipelines.config import config_from_dict
+    from aicrush.config import config_from_dict
 
     cfg = config_from_dict(config).validate_
     out_dir = Path(clean.path)

@@ -15,6 +15,7 @@ WORKDIR /src
 COPY docker/constraints.txt docker/constraints.txt
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r docker/constraints.txt
 COPY pyproject.toml README.md ./
+COPY aicrush aicrush
 COPY pipelines pipelines
 COPY components components
 COPY features features

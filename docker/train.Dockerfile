@@ -24,6 +24,7 @@ WORKDIR /src
 COPY docker/constraints.txt docker/constraints.txt
 RUN pip install --extra-index-url "${TORCH_INDEX}" -r docker/constraints.txt
 COPY pyproject.toml README.md ./
+COPY aicrush aicrush
 COPY pipelines pipelines
 COPY components components
 COPY features features

@@ -1,7 +1,7 @@
 """The aicrush Feast repo as plain functions: prepare, write offline rows, apply, materialize, read.
 
 A repo folder holds ``feature_store.yaml`` (rendered from the packaged template with the project
-and online store of :class:`~pipelines.config.FeaturesConfig`), a one-line ``definitions.py``
+and online store of :class:`~aicrush.config.FeaturesConfig`), a one-line ``definitions.py``
 that re-exports :mod:`features.definitions` (so ``feast -c <repo> apply|ui`` work there too), and
 ``data/`` (registry, SQLite online store, offline Parquet).
 
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from aicrush.config import FeaturesConfig
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import FeaturesConfig
 
 if TYPE_CHECKING:
     from feast import FeatureStore

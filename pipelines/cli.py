@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines.config import PRESETS, ConfigError, load_config, state_dir
+from aicrush.config import PRESETS, ConfigError, load_config
+from aicrush.state import state_dir
 
 app = typer.Typer(
     name="aicrush",

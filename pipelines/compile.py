@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kfp import compiler
 
-from pipelines.config import AicrushConfig, build_config
+from aicrush.config import AicrushConfig, build_config
 from pipelines.training import build_training_pipeline
 
 

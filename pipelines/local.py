@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import AicrushConfig
+from aicrush.config import AicrushConfig
 from pipelines.training import PIPELINE_NAME, build_training_pipeline
 
 
@@ -152,7 +152,7 @@ def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
     """Run the whole training pipeline with kfp.local; raise if a step fails."""
     from kfp import local
 
-    from components.registry import resolve_tracking_uri
+    from aicrush.state import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(cfg.registry, state)
     # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.

@@ -6,8 +6,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from aicrush.config import AicrushConfig
 from pipelines.compile import compile_training_pipeline
-from pipelines.config import AicrushConfig
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
 
+from aicrush.config import AicrushConfig, ResourcesConfig
 from components.engineer_features import engineer_features
 from components.evaluate_model import evaluate_model
 from components.ingest_sources import ingest_sources
 from components.register_model import lookup_champion, register_model
 from components.train_model import train_model
 from components.validate_dataset import validate_dataset
-from pipelines.config import AicrushConfig, ResourcesConfig
 
 PIPELINE_NAME = "aicrush-training"
 

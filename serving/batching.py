@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from serving.text_window import window_texts
+from aicrush.text_window import window_texts
 
 MIN_GEMM_ROWS = 16
 
@@ -84,7 +84,7 @@ def predict_proba_unpadded(
     """Class probabilities for ``texts`` without padding; also returns each text's token count.
 
     Each text is cut to the window the model reads (``text_window`` from aicrush.json, see
-    ``serving.text_window``) and truncated to ``max_length`` tokens (the model's limit).
+    ``aicrush.text_window``) and truncated to ``max_length`` tokens (the model's limit).
     Each forward pass holds texts of one token length only, so every row's result is what the
     model gives that text alone.
     """

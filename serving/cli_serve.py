@@ -130,7 +130,7 @@ def serve_command(
     from serving.server import serve
 
     if tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        from pipelines.config import state_dir
+        from aicrush.state import state_dir
 
         tracking_uri = f"sqlite:///{state_dir(state) / 'mlflow.db'}"
     source, description = model_source(model, alias, version, path)

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from serving.classifier import TextClassifier
+from aicrush.model_folder import TextClassifier
 
 
 class AicrushTextClassifier(PythonModel):

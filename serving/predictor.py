@@ -41,9 +41,9 @@ from kserve.protocol.infer_type import (
     to_http_parameters,
 )
 
+from aicrush.text_window import window_of
 from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
 from serving.metrics import serving_metrics
-from serving.text_window import window_of
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def load_torch_model(model_dir: Path, quantize: bool = False) -> tuple[Any, Any,
     int8-quantized), tokenizer, meta."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from serving.classifier import MODEL_META_FILE, resolve_model_dir
+    from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
 
     model_dir = resolve_model_dir(model_dir)
     meta = json.loads((model_dir / MODEL_META_FILE).read_text())

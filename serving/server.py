@@ -288,7 +288,7 @@ def default_tracking_uri() -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    from pipelines.config import state_dir
+    from aicrush.state import state_dir
 
     return f"sqlite:///{Path(state_dir()) / 'mlflow.db'}"
 
@@ -308,7 +308,7 @@ def resolve_model_source(
     ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` are downloaded from MLflow
     (``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the local state store).
     """
-    from serving.classifier import resolve_model_dir
+    from aicrush.model_folder import resolve_model_dir
 
     text = str(model_path_or_uri)
     m = MODELS_URI.match(text)
@@ -316,7 +316,7 @@ def resolve_model_source(
         return resolve_model_dir(text), None
     import mlflow
 
-    from components.registry import client, tracking
+    from aicrush.registry import client, tracking
 
     uri = tracking_uri or default_tracking_uri()
     version = m["version"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from serving.classifier import MODEL_META_FILE
+from aicrush.model_folder import MODEL_META_FILE
 
 DEFAULT_LABELS = ("C", "CSS", "JavaScript", "Python", "Shell")
 

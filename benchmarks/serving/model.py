@@ -16,7 +16,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from serving.classifier import MODEL_META_FILE
+    from aicrush.model_folder import MODEL_META_FILE
     from tests.model_factory import minilm_folder
 
     torch.manual_seed(seed)

@@ -120,7 +120,7 @@ def drift_command(
     ref = load_reference(reference, model, version, tracking_uri=tracking_uri)
     texts, predictions = read_requests(requests)
     if predictions is None and model_dir is not None:
-        from serving.classifier import TextClassifier
+        from aicrush.model_folder import TextClassifier
 
         predictions = [p.label for p in TextClassifier.from_dir(model_dir).predict(texts)]
     settings = DriftSettings()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from serving.rollout.config import RolloutConfig, ThresholdsConfig
+from aicrush.rollout_config import RolloutConfig, ThresholdsConfig
 from serving.rollout.machine import ModelRef, Rollout, RolloutError, RolloutState
 
 __all__ = [
@@ -43,7 +43,7 @@ def open_rollout(
 
     ``cfg`` is the validated ``AicrushConfig`` (its ``registry`` section names the MLflow store).
     """
-    from components.registry import resolve_tracking_uri
+    from aicrush.state import resolve_tracking_uri
     from serving.rollout.registry import MlflowRolloutRegistry
 
     uri = tracking_uri or resolve_tracking_uri(cfg.registry, state)

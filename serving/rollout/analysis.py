@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from serving.rollout.config import ThresholdsConfig
+from aicrush.rollout_config import ThresholdsConfig
 from serving.rollout.metrics_source import Counters
 
 Outcome = Literal["pass", "fail", "wait"]

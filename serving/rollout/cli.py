@@ -2,7 +2,7 @@
 
 The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)``, ...). Each takes
 ``--backend local|kubernetes``, ``--config`` (the aicrush YAML; its ``rollout:`` section holds
-:class:`~serving.rollout.config.RolloutConfig`) and ``--state-dir``.
+:class:`~aicrush.rollout_config.RolloutConfig`) and ``--state-dir``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import typer
 import yaml
 
-from serving.rollout.config import RolloutConfig
+from aicrush.rollout_config import RolloutConfig
 from serving.rollout.machine import Rollout, RolloutError
 
 
@@ -44,7 +44,7 @@ STATE = typer.Option(
 
 def load_configs(config: Path | None) -> tuple[Any, RolloutConfig]:
     """The aicrush config file (presets applied) and its ``rollout:`` section, validated."""
-    from pipelines.config import ConfigError
+    from aicrush.config import ConfigError
 
     data: dict[str, Any] = {}
     if config is not None:
@@ -59,14 +59,14 @@ def load_configs(config: Path | None) -> tuple[Any, RolloutConfig]:
 def configs_from_dict(data: dict[str, Any], merged: bool = True) -> tuple[Any, RolloutConfig]:
     """Validate a config dict (``cfg.to_dict()`` between pipeline steps when ``merged``, else a
     user's file with presets still to apply) and return it with its ``rollout`` section."""
-    from pipelines.config import build_config, config_from_dict
+    from aicrush.config import build_config, config_from_dict
 
     cfg = config_from_dict(data) if merged else build_config(data)
     return cfg, cfg.rollout
 
 
 def _open(backend: BackendChoice, config: Path | None, state_dir: Path | None) -> Rollout:
-    from pipelines.config import state_dir as resolve_state
+    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
 
     cfg, rollout_cfg = load_configs(config)

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.rollout.config import RolloutConfig
+from aicrush.rollout_config import RolloutConfig
 from serving.rollout.machine import ModelRef, RolloutError
 from serving.rollout.metrics_source import PrometheusDriftVerdict, PrometheusMetricsSource
 
@@ -136,14 +136,14 @@ class KubernetesBackend:
     """KServe InferenceService canary through the Kubernetes API (``CustomObjectsApi``)."""
 
     cfg: RolloutConfig
-    image: str = ""  # default: pipelines.images.default_images()["serve"]
+    image: str = ""  # default: aicrush.images.default_images()["serve"]
     api: Any = None  # kubernetes.client.CustomObjectsApi; default: in-cluster or kubeconfig
     prometheus_selector: str = ""
     name: str = field(default="kubernetes", init=False)
 
     def __post_init__(self) -> None:
         if not self.image:
-            from pipelines.images import default_images
+            from aicrush.images import default_images
 
             self.image = default_images()["serve"]
 

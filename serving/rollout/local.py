@@ -357,7 +357,7 @@ def default_fetcher(ref: ModelRef) -> Path:
         return Path(uri)
     import mlflow
 
-    from serving.classifier import resolve_model_dir
+    from aicrush.model_folder import resolve_model_dir
 
     return resolve_model_dir(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
 

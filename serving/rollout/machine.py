@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from aicrush.rollout_config import RolloutConfig
 from serving.rollout.analysis import DriftVerdict, Verdict, judge
-from serving.rollout.config import RolloutConfig
 from serving.rollout.metrics_source import MetricsSource
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aicrush.config import FeaturesConfig, build_config
+from aicrush.errors import DataError
 from components.engineer_features import CLEAN_COLUMNS, SPLITS, engineer
-from components.errors import DataError
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import FeaturesConfig, build_config
 
 os.environ["FEAST_USAGE"] = "False"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from aicrush.config import EvaluateConfig
 from components.evaluate_model import (
     compute_metrics,
     evaluate,
@@ -15,7 +16,6 @@ from components.evaluate_model import (
     resolve_champion,
     write_outputs,
 )
-from pipelines.config import EvaluateConfig
 from tests.components.test_train_model import make_split
 from tests.model_factory import build_random_model
 
@@ -172,9 +172,9 @@ def test_component_glue_with_kfp_artifacts(
     """run_train_step / run_evaluate_step as the components call them, on real kfp artifact objects."""
     from kfp.dsl import HTML, ClassificationMetrics, Dataset, Metrics, Model
 
+    from aicrush.config import build_config
     from components.evaluate_model import evaluate_model, run_evaluate_step
     from components.train_model import default_checkpoint_dir, run_train_step, train_model
-    from pipelines.config import build_config
 
     config = build_config(
         {

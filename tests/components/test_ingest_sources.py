@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.errors import DataError
+from aicrush.config import AicrushConfig, IngestConfig
+from aicrush.errors import DataError
 from components.ingest_sources import ingest, run_ingest_step
 from components.languages import EXTENSIONS, LanguageTable
-from pipelines.config import AicrushConfig, IngestConfig
 from tests.components import FakeArtifact
 
 PY = "import os\n\n\ndef main():\n    return os.getcwd()\n"

@@ -10,17 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aicrush.config import build_config
+from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, download_model, tracking
+from aicrush.state import local_tracking_uri
 from components.register_model import RUN_KEY_TAG, register
-from components.registry import (
-    CHALLENGER,
-    REFERENCE_ARTIFACT,
-    client,
-    download_model,
-    local_tracking_uri,
-    tracking,
-)
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import build_config
 from tests.model_factory import DEFAULT_LABELS
 
 SNIPPETS = {

@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aicrush.config import PRESETS, TrainConfig
+from aicrush.model_folder import TextClassifier
 from components.train_model import (
     class_weights,
     epoch_batches,
@@ -21,8 +23,6 @@ from components.train_model import (
     train_tokenizer,
 )
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import PRESETS, TrainConfig
-from serving.classifier import TextClassifier
 
 _WORDS = (
     "value",

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.errors import DataError
-from components.ingest_sources import ingest
-from components.validate_dataset import contains_secret, run_validate_step, validate
-from pipelines.config import (
+from aicrush.config import (
     AicrushConfig,
     ConfigError,
     IngestConfig,
     ValidateConfig,
     config_from_dict,
 )
+from aicrush.errors import DataError
+from components.ingest_sources import ingest
+from components.validate_dataset import contains_secret, run_validate_step, validate
 from tests.components import FakeArtifact
 
 TEMPLATES = {

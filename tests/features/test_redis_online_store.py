@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aicrush.config import FeaturesConfig
 from features import store as fs
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import FeaturesConfig
 from tests.features.test_store import IDS, TEXTS
 
 pytestmark = [

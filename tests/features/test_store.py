@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from aicrush.config import FeaturesConfig
 from features import store as fs
 from features.file_features import FEATURE_NAMES, compute_file_features
-from pipelines.config import FeaturesConfig
 
 os.environ["FEAST_USAGE"] = "False"
 

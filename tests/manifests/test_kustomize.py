@@ -238,7 +238,7 @@ def test_base_keeps_the_four_runtime_image_names() -> None:
 
 
 def test_compiled_pipeline_and_manifests_name_the_same_images() -> None:
-    from pipelines.images import default_images
+    from aicrush.images import default_images
 
     refs = base_images()
     images = default_images()

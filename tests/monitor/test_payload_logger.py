@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.classifier import TextClassifier
+from aicrush.model_folder import TextClassifier
 from serving.monitor.app import MonitorServer
 from serving.payload_logger import PayloadLogger
 from tests.monitor.conftest import MODEL, VERSION, free_port, make_monitor

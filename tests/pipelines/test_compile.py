@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aicrush.config import build_config
+from aicrush.images import default_images
 from pipelines.compile import compile_training_pipeline
-from pipelines.config import build_config
-from pipelines.images import default_images
 
 
 def _load(path: Path) -> list[dict]:

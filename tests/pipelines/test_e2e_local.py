@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.registry import CHALLENGER, client, local_tracking_uri
+from aicrush.registry import CHALLENGER, client
+from aicrush.state import local_tracking_uri
 
 pytestmark = [pytest.mark.slow]
 

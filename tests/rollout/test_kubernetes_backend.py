@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.rollout.config import RolloutConfig
+from aicrush.rollout_config import RolloutConfig
 from serving.rollout.kubernetes import (
     CANARY_ANNOTATION,
     STABLE_ANNOTATION,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.rollout.config import RolloutConfig, ThresholdsConfig
+from aicrush.rollout_config import RolloutConfig, ThresholdsConfig
 from serving.rollout.local import LocalBackend
 from serving.rollout.machine import Rollout, RolloutError
 from tests.rollout.fakes import LoadClient, MemoryRegistry, make_launcher

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.rollout.config import RolloutConfig
+from aicrush.rollout_config import RolloutConfig
 from serving.rollout.local import default_fetcher, free_port
 from serving.rollout.machine import ModelRef, Rollout, RolloutError
 from serving.rollout.registry import MlflowRolloutRegistry

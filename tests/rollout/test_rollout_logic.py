@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from aicrush.rollout_config import RolloutConfig, ThresholdsConfig
 from serving.rollout.analysis import judge, label_distance
-from serving.rollout.config import RolloutConfig, ThresholdsConfig
 from serving.rollout.machine import Rollout, RolloutError
 from serving.rollout.metrics_source import (
     Counters,
@@ -49,7 +49,7 @@ def test_default_rollout_config() -> None:
 
 
 def test_config_file_rollout_section_is_validated(tmp_path: Path) -> None:
-    from pipelines.config import ConfigError
+    from aicrush.config import ConfigError
     from serving.rollout.cli import load_configs
 
     good = tmp_path / "good.yaml"
@@ -176,7 +176,7 @@ def test_drift_verdicts_without_a_monitor_give_no_check() -> None:
 
 
 def test_open_rollout_wires_the_drift_gate(tmp_path: Path) -> None:
-    from pipelines.config import build_config
+    from aicrush.config import build_config
     from serving.rollout import open_rollout
     from serving.rollout.metrics_source import ScrapeDriftVerdict
 

@@ -10,8 +10,8 @@ import pytest
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
+from aicrush.model_folder import TextClassifier
 from serving.batching import DynamicBatcher, bucket_by_length, predict_proba_unpadded
-from serving.classifier import TextClassifier
 from serving.predictor import (
     TextClassifierModel,
     load_torch_model,

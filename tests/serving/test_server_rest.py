@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.classifier import TextClassifier
+from aicrush.model_folder import TextClassifier
 from tests.serving import SNIPPETS, running_server, shared_server, stop_server, v2_body
 
 pytestmark = pytest.mark.integration

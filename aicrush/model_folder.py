@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from serving.text_window import window_of, window_texts
+from aicrush.text_window import window_of, window_texts
 
 MODEL_META_FILE = "aicrush.json"
 
@@ -65,7 +65,7 @@ class TextClassifier:
         return cls(model, tokenizer, meta, device=device)
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize the part of each text the model reads (``serving.text_window``), truncating to
+        """Tokenize the part of each text the model reads (``aicrush.text_window``), truncating to
         the model's limit and padding to the longest text in the batch."""
         enc = self.tokenizer(
             window_texts(texts, self.max_length, self.text_window),

@@ -3,15 +3,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipelines.config import (
+from aicrush.config import (
     PRESETS,
     AicrushConfig,
     ConfigError,
     build_config,
     config_from_dict,
     load_config,
-    state_dir,
 )
+from aicrush.state import state_dir
 
 CONFS = Path(__file__).resolve().parents[1] / "confs"
 

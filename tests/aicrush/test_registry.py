@@ -7,8 +7,9 @@ import os
 import mlflow
 import pytest
 
-from components.registry import resolve_tracking_uri, tracking
-from pipelines.config import RegistryConfig
+from aicrush.config import RegistryConfig
+from aicrush.registry import tracking
+from aicrush.state import resolve_tracking_uri
 
 
 def test_tracking_restores_derived_uris_and_environment(monkeypatch: pytest.MonkeyPatch):

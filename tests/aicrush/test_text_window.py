@@ -1,6 +1,6 @@
 import pytest
 
-from serving.text_window import CHARS_PER_TOKEN, window_text, window_texts
+from aicrush.text_window import CHARS_PER_TOKEN, window_text, window_texts
 
 
 def test_short_text_is_used_whole():

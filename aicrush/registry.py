@@ -13,31 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import RegistryConfig, state_dir
-
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"  # the pyfunc artifact that holds the aicrush model folder
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-
-
-def local_tracking_uri(state: Path) -> str:
-    """The embedded MLflow store: SQLite in the state dir (artifacts beside it)."""
-    return f"sqlite:///{state / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(cfg: RegistryConfig | None = None, state: str | Path | None = None) -> str:
-    """``registry.tracking_uri`` > ``$MLFLOW_TRACKING_URI`` > SQLite under the state dir."""
-    if cfg is not None and cfg.tracking_uri:
-        return cfg.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return local_tracking_uri(state_dir(state))
-
-
-def artifact_root(state: Path) -> str:
-    """Where the embedded store keeps artifacts (a new experiment is created with it)."""
-    return (state / "mlartifacts").as_uri()
 
 
 def client(tracking_uri: str):  # -> mlflow.MlflowClient (import kept out of module import time)
@@ -81,7 +60,9 @@ def tracking(tracking_uri: str) -> Iterator[None]:
 class ResolvedModel:
     name: str
     version: str
-    path: Path  # local folder holding the aicrush model (see serving.classifier.resolve_model_dir)
+    path: (
+        Path  # local folder holding the aicrush model (see aicrush.model_folder.resolve_model_dir)
+    )
     run_id: str
 
 
@@ -112,7 +93,7 @@ def download_model(
     """Download a registered version (by alias or number) and return where its model folder is."""
     import mlflow
 
-    from serving.classifier import resolve_model_dir
+    from aicrush.model_folder import resolve_model_dir
 
     mv = get_version(tracking_uri, name, alias=alias, version=version)
     if mv is None:

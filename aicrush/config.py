@@ -7,14 +7,13 @@ being silently ignored. Presets (``tiny``, ``minilm``) are partial configs merge
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serving.rollout.config import RolloutConfig
+from aicrush.rollout_config import RolloutConfig
 
 
 class StrictModel(BaseModel):
@@ -318,14 +317,3 @@ def config_from_dict(data: dict[str, Any]) -> AicrushConfig:
         return AicrushConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
-
-
-def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The folder for local state (MLflow store, Feast stores, pipeline root, caches).
-
-    ``--state-dir`` > ``$AICRUSH_HOME`` > ``./.aicrush``. Created on first use.
-    """
-    raw = override or os.environ.get("AICRUSH_HOME") or ".aicrush"
-    path = Path(raw).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
