@@ -101,7 +101,8 @@ def parse_pin(text: str, origin: str = _SETTING) -> PinnedPackage:
     if not match:
         raise DataError(
             f"{text.strip()!r} in {origin} is not a pinned package: write NAME==VERSION "
-            "(an exact version keeps the corpus reproducible)"
+            "(an exact version keeps the corpus reproducible), or pypi:FILE of such lines, or "
+            "pypi:FOLDER of archives"
         )
     return PinnedPackage(normalize(match.group(1)), match.group(2), origin)
 
@@ -313,7 +314,7 @@ def _members(archive: Path) -> Any:
 
 def unpack(archive: Path, dest: Path) -> Counter[str]:
     """Unpack the regular files of ``archive`` into ``dest`` (created), dropping the single top
-    folder sdists have. Returns counts of skipped members by reason.
+    folder (``NAME-VERSION/``) sdists have. Returns counts of skipped members by reason.
 
     Raises :class:`DataError` for unsafe member names, too many members or too many bytes.
     """
@@ -356,7 +357,8 @@ def unpack(archive: Path, dest: Path) -> Counter[str]:
             )
         files.append((rel, written, None))
     tops = {rel.parts[0] for rel, _, _ in files if len(rel.parts) > 1}
-    single_top = len(tops) == 1 and all(len(rel.parts) > 1 for rel, _, _ in files)
+    is_wheel = archive.name.endswith(".whl")  # a wheel's top folders are the packages
+    single_top = not is_wheel and len(tops) == 1 and all(len(r.parts) > 1 for r, _, _ in files)
     root = staging / tops.pop() if single_top else staging
     if root.is_dir():
         for child in root.iterdir():
@@ -550,17 +552,12 @@ def packages_of(spec: str) -> list[PinnedPackage] | Path:
     """What ``pypi:SPEC`` names: pinned packages, or a folder of archives."""
     if spec == DEFAULT_LIST:
         return default_corpus()
-    if "==" in spec:
-        return [parse_pin(spec)]
     path = Path(spec).expanduser()
-    if path.is_dir():
+    if "==" not in spec and path.is_dir():
         return path
-    if path.is_file():
+    if "==" not in spec and path.is_file():
         return read_pinned_list(path.read_text(), str(path))
-    raise DataError(
-        f"source {PREFIX}{spec!r} is neither NAME==VERSION, 'default', a requirements file nor a "
-        f"folder of archives: fix {_SETTING}"
-    )
+    return [parse_pin(spec)]
 
 
 def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
