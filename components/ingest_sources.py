@@ -72,7 +72,11 @@ FILES_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one ingest produced; the same numbers are in ``manifest.json``."""
+    """What one ingest produced; the same numbers are in ``manifest.json``.
+
+    ``n_downloaded``: GCS objects plus pypi: packages this run fetched (0 on a warm cache);
+    ``download_bytes``: the size of all pypi: archives of the sources (what a cold cache fetches).
+    """
 
     n_files: int
     languages: dict[str, int]
@@ -336,6 +340,7 @@ def run_ingest_step(config: dict[str, Any], state_dir: str, dataset: Any, metric
     metrics.log_metric("n_languages", float(len(result.languages)))
     metrics.log_metric("n_repositories", float(result.n_repositories))
     metrics.log_metric("n_downloaded", float(result.n_downloaded))
+    metrics.log_metric("download_bytes", float(result.download_bytes))
     dataset.metadata["content_hash"] = result.content_hash
     dataset.metadata["n_files"] = result.n_files
     dataset.metadata["languages"] = result.languages
@@ -358,11 +363,13 @@ def ingest_sources(
     Args:
         config: the whole aicrush config as a JSON dict (``AicrushConfig.to_dict()``); the
             ``ingest`` section is used.
-        state_dir: local state folder (holds ``ingest_cache/`` for GCS objects); "" for the
-            default (``$AICRUSH_HOME`` or ``./.aicrush``).
+        state_dir: local state folder (holds ``ingest_cache/`` for GCS objects and pypi:
+            packages); "" for the default (``$AICRUSH_HOME`` or ``./.aicrush``).
         dataset: output folder: ``files.parquet`` (repository, path, sha256, language, text,
-            size) and ``manifest.json`` (counts, content hash, sources, GCS generations).
-        metrics: n_files, n_languages, n_repositories, n_downloaded.
+            size) and ``manifest.json`` (counts, content hash, sources, GCS generations, package
+            archives and download sizes).
+        metrics: n_files, n_languages, n_repositories, n_downloaded (GCS objects and packages
+            fetched by this run), download_bytes (the pypi: archives of the corpus).
 
     Returns:
         The dataset's content hash (sha256 over sorted repository, path, file sha256).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aicrush.errors import DataError
 from components.sources.base import Candidate, SourceContext
+from components.sources.folder import folder_candidates
 
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|git@[^:]+:)")
 
@@ -28,8 +29,6 @@ def is_git_source(source: str) -> bool:
 
 def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
     """Clone ``source`` and label its files. Raises :class:`DataError` when the clone fails."""
-    from components.sources.folder import folder_candidates
-
     url = source
     local = Path(source).expanduser()
     if not _GIT_URL.match(source) and local.exists():

@@ -65,6 +65,8 @@ MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 200_000
 #: A download larger than this is refused.
 MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
+#: Retries of a failed index request (exponential backoff from 0.5 s).
+HTTP_RETRIES = 5
 SDIST_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 ARCHIVE_SUFFIXES = (*SDIST_SUFFIXES, ".whl")
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
@@ -179,7 +181,9 @@ def _session() -> Any:
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    retry = Retry(total=5, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504))
+    retry = Retry(
+        total=HTTP_RETRIES, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504)
+    )
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
     return session
@@ -481,8 +485,18 @@ def fetch(packages: list[PinnedPackage], ctx: SourceContext) -> list[_Fetched]:
             f"ingest: pypi: downloading {todo} of {len(packages)} packages from {index} "
             f"into {cache.trees} ({min(ctx.download_workers, todo)} workers)"
         )
+
+    def one(package: PinnedPackage) -> _Fetched | str:
+        try:
+            return _fetch_one(session, index, package, cache)
+        except OSError as err:  # requests' errors are OSErrors too
+            raise DataError(
+                f"could not fetch {package} from {index} ({type(err).__name__}: {err}): check the "
+                "network or ingest.pypi_index_url, then re-run (finished packages stay cached)"
+            ) from err
+
     with ThreadPoolExecutor(max_workers=max(1, min(ctx.download_workers, todo or 1))) as pool:
-        results = list(pool.map(lambda p: _fetch_one(session, index, p, cache), packages))
+        results = list(pool.map(one, packages))
     seconds = time.perf_counter() - start
     missing = [r for r in results if isinstance(r, str)]
     if missing:

@@ -295,6 +295,23 @@ def test_http_index_errors(http_index: tuple[str, Path], tmp_path: Path, state_d
     assert pypi.PackageCache(state_dir / "ingest_cache").record("alpha-1.0") is None
 
 
+def test_an_unreachable_index_is_a_clear_error(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(pypi, "HTTP_RETRIES", 0)
+    with pytest.raises(
+        DataError, match=r"could not fetch alpha==1\.0 from .*ingest\.pypi_index_url"
+    ):
+        ingest(
+            cfg_for(f"http://127.0.0.1:{port}/simple", "pypi:alpha==1.0"), tmp_path / "o", state_dir
+        )
+
+
 # ----------------------------------------------------------------------------- the default list
 
 
