@@ -376,7 +376,7 @@ def _copy_capped(source: BinaryIO | None, target: Path, cap: int) -> int:
     if source is None:
         return -1
     written = 0
-    with source, open(target, "xb") as out:
+    with source, open(target, "wb") as out:  # a repeated member: the last one wins, as in tar
         while chunk := source.read(1 << 20):
             written += len(chunk)
             if written > cap:
@@ -411,7 +411,13 @@ class PackageCache:
         self.trees.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.trees)) / "tree"
         try:
-            skipped = unpack(archive, partial)
+            try:
+                skipped = unpack(archive, partial)
+            except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as err:
+                raise DataError(
+                    f"archive {archive.name} could not be unpacked ({type(err).__name__}: {err}): "
+                    f"it is damaged or not an sdist; remove the package from {_SETTING}"
+                ) from err
             final = self.tree(key)
             if final.exists():
                 shutil.rmtree(final)

@@ -192,6 +192,14 @@ def test_links_and_oversized_members_are_skipped(
     assert record["skipped"] == {"archive_link_or_special": 2, "archive_member_too_large": 1}
 
 
+def test_a_damaged_archive_is_a_clear_error(tmp_path: Path, state_dir: Path) -> None:
+    folder = tmp_path / "downloads"
+    archive = make_sdist(folder, "alpha", "1.0", {"alpha/__init__.py": PY * 50})
+    archive.write_bytes(archive.read_bytes()[:60])  # truncated
+    with pytest.raises(DataError, match=r"alpha-1\.0\.tar\.gz could not be unpacked .*damaged"):
+        ingest(IngestConfig(sources=(f"pypi:{folder}",)), tmp_path / "o", state_dir)
+
+
 def test_a_decompression_bomb_is_refused(
     index_folder: Path, tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
