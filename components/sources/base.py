@@ -49,7 +49,6 @@ class SourceContext:
     cache_root: Path = Path(".")
     download_workers: int = 8
     pypi_index_url: str = ""
-    pypi_find_links: tuple[str, ...] = ()
     progress: Progress = _noop
     skipped: Counter[str] = field(default_factory=Counter)
     stats: dict[str, Any] = field(default_factory=dict)
