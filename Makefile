@@ -25,7 +25,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## Create .venv and install aicrush with its dev tools
 
 .PHONY: demo
-demo: install ## Install, then run the whole training pipeline locally on this Python environment's files
+demo: install ## Install, then run the whole training pipeline locally on the default corpus (70 pinned PyPI sdists, fetched once)
 	$(BIN)/aicrush run --preset $(PRESET) --summary .aicrush/runs/last-summary.json
 
 .PHONY: test

@@ -14,7 +14,6 @@ cannot be split that way (seen in one repository only, or stuck in one split), w
 """
 
 import hashlib
-import html
 import json
 import re
 from collections import Counter, defaultdict
@@ -347,12 +346,18 @@ def _split(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationReport) -
 # ----------------------------------------------------------------------------- report page
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+def _template(name: str) -> Any:
+    """A template of ``components/templates/`` (package data), autoescaped."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("components", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return env.get_template(name)
 
 
 def _feature_sample(
@@ -372,25 +377,23 @@ def _feature_sample(
 def render_report_html(
     report: ValidationReport, splits: dict[str, pd.DataFrame], cfg: ValidateConfig
 ) -> str:
-    """A readable data report: counts by reason, class x split table, feature summaries."""
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>aicrush data report</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
-        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}th{background:#f3f3f3}"
-        "td:first-child{text-align:left}</style></head><body>",
-        "<h1>aicrush data report</h1>",
-        f"<p>{report.n_input} files in, {report.n_kept} kept in {len(report.classes)} classes; "
-        f"input content hash <code>{html.escape(report.input_content_hash)}</code>.</p>",
-        "<h2>Splits</h2>",
-        _table(
+    """A readable data report: counts by reason, class x split table, feature summaries.
+
+    Rendered from the Jinja2 template ``components/templates/data_report.html`` (autoescaped);
+    Evidently's data summary of the feature sample follows our tables when
+    ``validate.report_evidently`` is on.
+    """
+    tables: list[tuple[str, list[str], list[list[Any]]]] = [
+        (
+            "Splits",
             ["split", "files", "repositories"],
             [
                 [s, report.split_sizes.get(s, 0), report.repositories_per_split.get(s, 0)]
                 for s in SPLITS
             ],
         ),
-        "<h2>Files per class and split</h2>",
-        _table(
+        (
+            "Files per class and split",
             ["class", *SPLITS, "total"],
             [
                 [
@@ -401,18 +404,18 @@ def render_report_html(
                 for c in report.classes
             ],
         ),
-        "<h2>Dropped files</h2>",
-        _table(
+        (
+            "Dropped files",
             ["reason", "files"],
             [[k, v] for k, v in sorted(report.dropped.items())] or [["none", 0]],
         ),
-        "<h2>Skipped at ingest</h2>",
-        _table(
+        (
+            "Skipped at ingest",
             ["reason", "files"],
             [[k, v] for k, v in sorted(report.ingest_skipped.items())] or [["none", 0]],
         ),
-        "<h2>Class handling</h2>",
-        _table(
+        (
+            "Class handling",
             ["what", "classes"],
             [
                 [
@@ -431,11 +434,8 @@ def render_report_html(
                 ["repositories in several splits", str(len(report.repositories_in_several_splits))],
             ],
         ),
+        ("secrets", [], []),
     ]
-    if report.secret_paths:
-        parts.append("<h2>Files dropped for secrets (paths only)</h2><ul>")
-        parts.extend(f"<li><code>{html.escape(p)}</code></li>" for p in report.secret_paths)
-        parts.append("</ul>")
     evidently_html = ""
     if cfg.report_sample_rows > 0:
         features = _feature_sample(splits, cfg)
@@ -453,18 +453,20 @@ def render_report_html(
                 ]
                 for n in names
             ]
-            parts.append(
-                f"<h2>Features per split (mean ± std over up to {cfg.report_sample_rows} files)</h2>"
+            tables.append(
+                (
+                    f"Features per split (mean ± std over up to {cfg.report_sample_rows} files)",
+                    ["feature", *SPLITS],
+                    rows,
+                )
             )
-            parts.append(_table(["feature", *SPLITS], rows))
         if cfg.report_evidently and "train" in features and "test" in features:
             from evidently import Report
             from evidently.presets import DataSummaryPreset
 
             snapshot = Report([DataSummaryPreset()]).run(features["test"], features["train"])
             evidently_html = snapshot.get_html_str(as_iframe=False)
-    parts.append("</body></html>")
-    page = "".join(parts)
+    page = _template("data_report.html").render(report=report, tables=tables)
     if evidently_html:
         # Our tables first, then Evidently's own page body (test = current, train = reference).
         marker = "<body>"

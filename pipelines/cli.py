@@ -24,9 +24,11 @@ SourceOpt = Annotated[
     typer.Option(
         "--source",
         "-s",
-        help="Where the files come from (repeatable): gs://bucket/prefix, a local folder, a git "
-        "repository (path or URL), or a labelled .parquet/.csv table (text, language). "
-        "Default: this Python environment (stdlib + installed distributions).",
+        help="Where the files come from (repeatable): pypi:NAME==VERSION (or pypi:FILE of such "
+        "lines, pypi:FOLDER of sdists), gs://bucket/prefix, a local folder, a git repository "
+        "(path or URL), a labelled .parquet/.csv table (text, language), or python-environment "
+        "(stdlib + installed distributions). Default: pypi:default, the pinned default corpus "
+        "(70 PyPI sdists, downloaded once into the ingest cache).",
     ),
 ]
 PresetOpt = Annotated[

@@ -355,3 +355,25 @@ def test_components_run_in_kfp_local(tmp_path: Path, state_dir: Path) -> None:
     assert len(trains) == 1
     assert set(pd.read_parquet(trains[0])["language"]) == {"C", "Python"}
     assert list((tmp_path / "root").rglob("report/*")) or list((tmp_path / "root").rglob("report"))
+
+
+def test_report_page_escapes_names_from_the_data() -> None:
+    """The page comes from a Jinja2 template with autoescaping: file and class names from the
+    data cannot inject markup."""
+    from aicrush.config import ValidateConfig
+    from components.validate_dataset import ValidationReport, render_report_html
+
+    report = ValidationReport(
+        n_input=3,
+        n_kept=2,
+        classes=["<b>C</b>"],
+        per_class_split={"<b>C</b>": {"train": 1, "test": 1}},
+        split_sizes={"train": 1, "test": 1},
+        secret_paths=["r1/<script>alert(1)</script>.py"],
+        input_content_hash="abc",
+    )
+    page = render_report_html(report, {}, ValidateConfig(report_sample_rows=0))
+    assert "<script>" not in page and "<b>C</b>" not in page
+    assert "r1/&lt;script&gt;alert(1)&lt;/script&gt;.py" in page
+    assert "<td>&lt;b&gt;C&lt;/b&gt;</td><td>1</td><td>0</td><td>1</td><td>2</td>" in page
+    assert "Files dropped for secrets (paths only)" in page and "aicrush data report" in page

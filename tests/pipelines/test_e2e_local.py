@@ -40,6 +40,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
             "run",
             "--preset",
             "tiny",
+            # Tests are offline: the default corpus (pypi:default) needs the package index once.
+            "--source",
+            "python-environment",
             "--summary",
             str(summary_path),
         ],
