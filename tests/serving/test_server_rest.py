@@ -88,6 +88,8 @@ def test_concurrent_requests_get_exactly_the_serial_results(server):
 
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
         together = list(pool.map(call, texts))
+    ids = {r.pop("id") for r in together + serial}  # generated: one per response
+    assert len(ids) == 2 * len(texts)
     assert together == serial  # labels, scores and probabilities bit-for-bit (JSON floats)
     metrics = httpx.get(f"{server.url}/metrics").text
     counts = [
