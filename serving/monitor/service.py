@@ -122,7 +122,10 @@ class MonitorMetrics:
         )
         self.unpaired = Counter(
             "aicrush_monitor_events_unpaired",
-            "Request or response halves that expired without their pair.",
+            "Request or response halves dropped without their pair (reason: expired = no "
+            "partner within the pairing TTL, overflow = too many waiting, count_mismatch = the "
+            "only partner with that id has another number of rows).",
+            ["reason"],
             registry=registry,
         )
         self.pending = Gauge(
@@ -235,8 +238,12 @@ class Monitor:
         version: str | None = None,
     ) -> str:
         """Take one CloudEvent, or a batch of them; return ``paired`` or ``pending`` (for a
-        batch: ``batch of N``), or raise :class:`EventError` (a batch that does not parse is refused
-        whole; a pair whose bodies are malformed fails from that event on).
+        batch: ``batch of N``), or raise :class:`EventError` with the reason (a malformed event,
+        attribute or body is refused before anything is paired; a batch is refused whole).
+
+        Every inference then either lands in a window or is counted: halves without a pair in
+        ``aicrush_monitor_events_unpaired_total{reason}``, events of a model without a
+        reference in ``aicrush_monitor_events_dropped_total{reason="no_reference"}``.
 
         ``version`` is the model version for an event that does not carry ``modelversion``
         (KServe's logger does not; the Kubernetes backend puts ``?modelversion=N`` in each
@@ -258,13 +265,9 @@ class Monitor:
         kind = "request" if event.type.endswith("request") else "response"
         self.metrics.received.labels(event.model, event.version or "", kind).inc()
         with self._lock:
-            try:
-                pair, expired = self.pairer.add(event, now)
-            except EventError:
-                self.metrics.dropped.labels(event.model, "malformed").inc()
-                raise
-            if expired:
-                self.metrics.unpaired.inc(expired)
+            pair, dropped = self.pairer.add(event, now)
+            for reason, n in dropped.items():
+                self.metrics.unpaired.labels(reason).inc(n)
             self.metrics.pending.set(len(self.pairer))
             if pair is None:
                 return "pending"

@@ -158,7 +158,10 @@ def test_unpaired_halves_expire(tmp_path, reference):
         assert monitor.ingest(dict(h), b, now=100.0) == "pending"
         h, b = to_binary(kserve_event(REQ, "next", {"instances": ["y"]}))
         monitor.ingest(dict(h), b, now=200.0)
-        assert monitor.registry.get_sample_value("aicrush_monitor_events_unpaired_total") == 1
+        unpaired = monitor.registry.get_sample_value(
+            "aicrush_monitor_events_unpaired_total", {"reason": "expired"}
+        )
+        assert unpaired == 1
         assert json.loads(b)["instances"] == ["y"]
     finally:
         monitor.close()
