@@ -7,6 +7,7 @@ closed windows against the reference, export Prometheus metrics, write reports, 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -89,8 +90,16 @@ class MonitorMetrics:
         )
         self.windows = Counter(
             "aicrush_drift_windows",
-            "Closed and analysed windows.",
+            "Closed and analysed windows (dataset_drift: true, false, or not_enough_data for a "
+            "window under the minimum rows, which gets no verdict).",
             [*mv, "dataset_drift"],
+            registry=registry,
+        )
+        self.enough_data = Gauge(
+            "aicrush_drift_enough_data",
+            "1 when the last closed window had enough rows for a verdict (DriftSettings.min_rows);"
+            " 0: 'not enough data', and the drift gauges of that window are NaN.",
+            mv,
             registry=registry,
         )
         self.last_window = Gauge(
@@ -187,6 +196,7 @@ class Monitor:
         self.references: dict[tuple[str, str], Reference] = {}
         self.windows: dict[tuple[str, str], Window] = {}
         self.last_results: dict[tuple[str, str], DriftResult] = {}
+        self._consecutive: dict[tuple[str, str], int] = {}  # drifted windows in a row
         # Feature rows computed ahead, while windows fill (background mode): id(record) -> row.
         self._features: dict[int, tuple[tuple, np.ndarray]] = {}
         self._unfeaturized: dict[tuple[str, str], list] = {}
@@ -377,7 +387,7 @@ class Monitor:
         self.state.record_result(*key, ref.sha256, result.to_dict(), report)
         self.state.drop_records(*key, len(records))
         self._export(key, result)
-        if self.retrain is not None:
+        if self.retrain is not None and result.enough_data:
             outcome = self.retrain.observe(*key, result)
             if outcome != "none":
                 self.metrics.retrains.labels(*key, outcome).inc()
@@ -385,17 +395,29 @@ class Monitor:
 
     def _export(self, key: tuple[str, str], result: DriftResult) -> None:
         m = self.metrics
+        m.window_rows.labels(*key).set(result.n_rows)
+        m.last_window.labels(*key).set(time.time())
+        m.enough_data.labels(*key).set(int(result.enough_data))
+        self.last_results[key] = result
+        if not result.enough_data:
+            # No verdict: the gauges say NaN (alert rules and the canary analysis compare them
+            # with 1 or a threshold, which NaN never meets), the run of drifted windows holds.
+            m.windows.labels(*key, "not_enough_data").inc()
+            m.share.labels(*key).set(math.nan)
+            m.dataset_drift.labels(*key).set(math.nan)
+            for column in result.settings.columns:
+                m.column_drifted.labels(*key, column).set(math.nan)
+                m.column_score.labels(*key, column, result.settings.method_of(column)).set(math.nan)
+            return
         m.share.labels(*key).set(result.share_drifted)
         m.dataset_drift.labels(*key).set(int(result.dataset_drift))
-        m.window_rows.labels(*key).set(result.n_rows)
         m.windows.labels(*key, str(result.dataset_drift).lower()).inc()
-        m.last_window.labels(*key).set(time.time())
-        previous = m.consecutive.labels(*key)._value.get()
-        m.consecutive.labels(*key).set(previous + 1 if result.dataset_drift else 0)
+        previous = self._consecutive.get(key, 0)
+        self._consecutive[key] = previous + 1 if result.dataset_drift else 0
+        m.consecutive.labels(*key).set(self._consecutive[key])
         for col in result.columns:
             m.column_score.labels(*key, col.column, col.method).set(col.score)
             m.column_drifted.labels(*key, col.column).set(int(col.drifted))
-        self.last_results[key] = result
 
     def close(self) -> None:
         if self._worker is not None:

@@ -165,7 +165,8 @@ class MonitorState:
                     time.time(),
                     reference_sha256,
                     result["n_rows"],
-                    result["share_drifted"],
+                    # no verdict ("not enough data"): the JSON says so; the column needs a number
+                    result["share_drifted"] if result["share_drifted"] is not None else 0.0,
                     int(result["dataset_drift"]),
                     json.dumps(result),
                     report,
@@ -177,7 +178,7 @@ class MonitorState:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, model, version, closed_at, reference_sha256, n_rows, share_drifted, "
-                "dataset_drift, report FROM window_result ORDER BY id DESC LIMIT ?",
+                "dataset_drift, report, result FROM window_result ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         keys = (
@@ -191,9 +192,17 @@ class MonitorState:
             "dataset_drift",
             "report",
         )
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for row in out:
+        out = []
+        for r in rows:
+            row = dict(zip(keys, r[:-1], strict=True))
             row["dataset_drift"] = bool(row["dataset_drift"])
+            full = json.loads(r[-1])
+            row["verdict"] = full.get("verdict") or (
+                "drift" if row["dataset_drift"] else "no_drift"
+            )
+            if row["verdict"] == "not_enough_data":
+                row["share_drifted"] = None
+            out.append(row)
         return out
 
     def result_report(self, result_id: int) -> str | None:
