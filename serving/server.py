@@ -494,8 +494,6 @@ def run_model_server(
     from kserve.model_server import app
 
     options = check_server_options(server_options or {})
-    if not options.get("enable_latency_logging", False):
-        logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request
     configure_kserve_grpc(max_body_bytes, max_send_bytes or MAX_GRPC_MESSAGE_LENGTH)
     server_class = _model_server_class()
     model_server = server_class(
@@ -509,6 +507,8 @@ def run_model_server(
         grace_period=grace_period,
         **{"enable_latency_logging": False, **options},
     )
+    if not model_server.enable_latency_logging:  # after KServe configured its loggers
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request
     model_server.register_model(model)
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes
