@@ -44,6 +44,7 @@ from serving.monitor.windows import Window, WindowPolicy, window_frame
 log = logging.getLogger(__name__)
 
 ReportPolicy = Literal["never", "drift", "always"]
+UNKNOWN_LABEL = "_unknown"
 
 
 class MonitorMetrics:
@@ -273,7 +274,7 @@ class Monitor:
         if event.version is None and version:
             event = replace(event, version=version)
         kind = "request" if event.type.endswith("request") else "response"
-        self.metrics.received.labels(event.model, event.version or "", kind).inc()
+        self.metrics.received.labels(*self._labels(event.model, event.version), kind).inc()
         with self._lock:
             pair, dropped = self.pairer.add(event, now)
             for reason, n in dropped.items():
@@ -284,10 +285,17 @@ class Monitor:
             self.add_pair(pair, now)
         return "paired"
 
+    def _labels(self, model: str, version: str | None) -> tuple[str, str]:
+        """Metric label values from a bounded set: the monitored models and versions; any other
+        name an event carries is counted as ``_unknown`` (senders choose those names)."""
+        if not any(k[0] == model for k in self.references):
+            return UNKNOWN_LABEL, ""
+        return model, version if (model, version or "") in self.references else ""
+
     def add_pair(self, pair: PairedInference, now: float | None = None) -> None:
         key = self.route(pair.model, pair.version)
         if key is None:
-            self.metrics.dropped.labels(pair.model, "no_reference").inc(2)
+            self.metrics.dropped.labels(self._labels(pair.model, None)[0], "no_reference").inc(2)
             return
         ts = time.time() if now is None else now
         records = [(ts, t, p[0], p[1]) for t, p in zip(pair.texts, pair.predictions, strict=True)]
