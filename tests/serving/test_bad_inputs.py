@@ -342,6 +342,11 @@ BAD_BINARY = [
         binary_request(_THREE, 24),
         "shape [1] says 1 element(s) but its 24 bytes of binary data hold 3",
     ),
+    (
+        "three-int32-shape-1",
+        binary_request(b"\x01\x00\x00\x00" * 3, 12, datatype="INT32"),
+        "shape [1] says 1 element(s) but its 12 bytes of binary data hold 3",
+    ),
     ("cut-length-prefix", binary_request(b"\x05\x00", 2), "cannot hold the 4-byte length"),
     ("size-past-the-end", binary_request(bytes_tensor(b"x"), 100), "binary_data_size is 100"),
     (
