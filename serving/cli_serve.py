@@ -99,8 +99,14 @@ def serve_command(
         ),
     ] = 0.0,
     max_body_bytes: Annotated[
-        int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies get 413.")
-    ] = 4 * 1024 * 1024,
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            min=1,
+            help="The one request size limit: larger REST bodies get 413, larger gRPC messages "
+            "RESOURCE_EXHAUSTED. Default KServe's gRPC limit, 8 MiB.",
+        ),
+    ] = 8 * 1024 * 1024,
     quantize: Annotated[
         bool, typer.Option("--quantize", help="Dynamic int8 quantization (see docs/serving.md).")
     ] = False,
@@ -121,6 +127,20 @@ def serve_command(
         float,
         typer.Option("--log-linger-ms", min=0, help="How long a payload-log batch waits to fill."),
     ] = 200.0,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option("--ssl-certfile", help="Serve REST over HTTPS with this certificate (PEM)."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option("--ssl-keyfile", help="The private key of --ssl-certfile.")
+    ] = None,
+    access_log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--access-log-format",
+            help="KServe's access-log format (asgi-logger fields); needs kserve[logging].",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model on localhost over V1 and V2 (REST and gRPC), until Ctrl-C.
 
@@ -133,15 +153,30 @@ def serve_command(
         from aicrush.state import state_dir
 
         tracking_uri = f"sqlite:///{state_dir(state) / 'mlflow.db'}"
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
+    given = {
+        "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+        "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
+        "access_log_format": access_log_format,
+    }
+    # Unset options keep KServe's defaults (e.g. its KSERVE_TLS_CERT_FILE fallback).
+    options = {k: v for k, v in given.items() if v is not None}
+    from serving.server import check_server_options
+
+    try:
+        check_server_options(options)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     source, description = model_source(model, alias, version, path)
     served = name or model
-    http_url = f"http://{host}:{http_port}"
+    http_url = f"{'https' if ssl_certfile else 'http'}://{host}:{http_port}"
 
     def announce() -> None:
         typer.echo(f"aicrush: serving {description} as '{served}'")
         typer.echo(f"  REST  {http_url}/v1/models/{served}:predict  (V1)")
         typer.echo(f"  REST  {http_url}/v2/models/{served}/infer    (V2)")
-        typer.echo(f"  gRPC  {host}:{grpc_port}  (V2 GRPCInferenceService)")
+        typer.echo(f"  gRPC  0.0.0.0:{grpc_port}  (V2 GRPCInferenceService; KServe binds all)")
         typer.echo(f"  metrics {http_url}/metrics")
         typer.echo("  try:  " + example_curl(http_url, served))
 
@@ -162,6 +197,7 @@ def serve_command(
             log_linger_ms=log_linger_ms,
             tracking_uri=tracking_uri,
             on_ready=announce,
+            server_options=options,
         )
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)

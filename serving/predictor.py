@@ -2,17 +2,19 @@
 
 Protocol work only; the pure parts are separate functions you can test without a server:
 
-- :func:`texts_from_v1` / :func:`texts_from_v2` decode and validate a request into texts,
-  raising ``kserve.errors.InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT) with a message that
-  says what is wrong;
+- :func:`texts_from_v1` / :func:`texts_from_v2` (in serving/decoding.py, shared with the drift
+  monitor) decode and validate a request into texts, raising ``kserve.errors.InvalidInput``
+  (HTTP 400, gRPC INVALID_ARGUMENT) with a message that says what is wrong;
 - :func:`v1_response` / :func:`v2_response` encode predictions.
 
 V1: ``{"instances": [{"text": "..."}]}`` (plain strings accepted) ->
 ``{"predictions": [{"label": "Python", "score": 0.98}]}``.
 V2 (REST and gRPC): input ``text`` (BYTES, shape ``[N]`` or ``[N, 1]``) -> outputs ``label``
 (BYTES, ``[N]``), ``score`` (FP32, ``[N]``) and, when the request sets the parameter
-``return_probabilities: true`` or asks for the output ``probabilities``, ``probabilities``
-(FP32, ``[N, C]``, columns in the order of the labels in the model metadata).
+``return_probabilities: true``, ``probabilities`` (FP32, ``[N, C]``, columns in the order of the
+labels in the model metadata). A request that lists ``outputs`` gets exactly those, in its
+order; ``binary_data_output`` / an output's ``binary_data`` parameter answer in KServe's binary
+data extension. A V2 response carries the request's ``id``, or a new UUID4 when it had none.
 
 Texts longer than the model's ``max_length`` tokens (aicrush.json) are truncated and answered.
 Results come from the dynamic batcher (serving/batching.py): bit-for-bit those of a serial call.
@@ -22,10 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +36,21 @@ import torch
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
-from kserve.protocol.infer_type import (
-    InferOutput,
-    InferRequest,
-    InferResponse,
-    to_http_parameters,
-)
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from aicrush.text_window import window_of
 from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
+from serving.decoding import (
+    INPUT_NAME,
+    PROBABILITIES_PARAMETER,
+    OutputPlan,
+    output_plan,
+    texts_from_v1,
+    texts_from_v2,
+)
 from serving.metrics import serving_metrics
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "text"
-OUTPUT_NAMES = ("label", "score", "probabilities")
-PROBABILITIES_PARAMETER = "return_probabilities"
-MAX_BATCH_ITEMS = 1024
-"""Most texts one request may carry (a larger shape is refused with 400, before any work)."""
 
 
 @dataclass(frozen=True)
@@ -62,173 +61,7 @@ class DecodedRequest:
     protocol: str  # "v1", "v2" or "grpc"
     return_probabilities: bool = False
     request_id: str | None = None
-
-
-# --------------------------------------------------------------------------- pure decoding
-
-
-def _check_text(item: Any, where: str) -> str:
-    if isinstance(item, bytes):
-        try:
-            item = item.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                f"{where} is not valid UTF-8: {exc.reason} at byte {exc.start}"
-            ) from None
-    if not isinstance(item, str):
-        raise InvalidInput(f"{where} must be a string, got {_json_type(item)}")
-    try:
-        item.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(
-            f"{where} contains a lone surrogate (not valid Unicode); send UTF-8 text"
-        ) from None
-    return item
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__
-
-
-def _check_count(n: int) -> None:
-    if n == 0:
-        raise InvalidInput("empty batch: send at least one text")
-    if n > MAX_BATCH_ITEMS:
-        raise InvalidInput(f"too many texts in one request: {n} > {MAX_BATCH_ITEMS}")
-
-
-def texts_from_v1(payload: Any) -> list[str]:
-    """Texts of a V1 body ``{"instances": [{"text": "..."} | "...", ...]}``."""
-    if isinstance(payload, bytes | str):
-        payload = parse_json_body(payload)
-    if not isinstance(payload, dict):
-        raise InvalidInput(
-            f'request body must be a JSON object {{"instances": [...]}}, got {_json_type(payload)}'
-        )
-    extra = sorted(set(payload) - {"instances"})
-    if extra:
-        raise InvalidInput(f"unexpected key(s) {extra} in V1 request; only 'instances' is allowed")
-    if "instances" not in payload:
-        raise InvalidInput('missing "instances": send {"instances": [{"text": "..."}]}')
-    instances = payload["instances"]
-    if not isinstance(instances, list):
-        raise InvalidInput(f'"instances" must be a list, got {_json_type(instances)}')
-    _check_count(len(instances))
-    texts = []
-    for i, inst in enumerate(instances):
-        if isinstance(inst, dict):
-            keys = set(inst)
-            if keys != {INPUT_NAME}:
-                missing = "" if INPUT_NAME in keys else f"missing key '{INPUT_NAME}'"
-                extra_keys = sorted(keys - {INPUT_NAME})
-                extra_msg = f"unexpected key(s) {extra_keys}" if extra_keys else ""
-                raise InvalidInput(
-                    f"instances[{i}]: " + "; ".join(m for m in (missing, extra_msg) if m)
-                )
-            inst = inst[INPUT_NAME]
-            where = f"instances[{i}].text"
-        else:
-            where = f"instances[{i}]"
-        texts.append(_check_text(inst, where))
-    return texts
-
-
-def _flatten(data: Any) -> list[Any]:
-    out: list[Any] = []
-    stack = [iter([data])]
-    while stack:
-        try:
-            item = next(stack[-1])
-        except StopIteration:
-            stack.pop()
-            continue
-        if isinstance(item, list | tuple):
-            stack.append(iter(item))
-        else:
-            out.append(item)
-    return out
-
-
-def _parameters(params: Any) -> dict[str, Any]:
-    if not params:
-        return {}
-    if isinstance(params, Mapping) and all(not hasattr(v, "HasField") for v in params.values()):
-        return dict(params)
-    return to_http_parameters(params)
-
-
-def texts_from_v2(request: InferRequest) -> tuple[list[str], bool]:
-    """Texts of a V2 request (input ``text``, BYTES, shape ``[N]`` or ``[N, 1]``), and whether
-    probabilities were asked for."""
-    names = [inp.name for inp in request.inputs]
-    if INPUT_NAME not in names:
-        raise InvalidInput(
-            f"missing input '{INPUT_NAME}' (got {names or 'no inputs'}); "
-            f"send one input named '{INPUT_NAME}' with datatype BYTES"
-        )
-    if len(names) != 1:
-        raise InvalidInput(
-            f"unexpected input(s) {[n for n in names if n != INPUT_NAME] or names}; "
-            f"the model takes one input, '{INPUT_NAME}'"
-        )
-    inp = request.inputs[0]
-    if inp.datatype != "BYTES":
-        raise InvalidInput(f"input '{INPUT_NAME}' must have datatype BYTES, got {inp.datatype}")
-    shape = list(inp.shape)
-    if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-        raise InvalidInput(f"input '{INPUT_NAME}' must have shape [N] or [N, 1], got {shape}")
-    for dim in shape:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise InvalidInput(f"input '{INPUT_NAME}' has an invalid dimension {dim} in {shape}")
-        if dim > MAX_BATCH_ITEMS:
-            raise InvalidInput(
-                f"input '{INPUT_NAME}' shape {shape} is too large: at most {MAX_BATCH_ITEMS} texts"
-            )
-    raw = inp._raw_data  # binary gRPC / REST inputs
-    items = list(inp.as_numpy().reshape(-1)) if raw is not None else _flatten(inp.data)
-    n = math.prod(shape)
-    if len(items) != n:
-        raise InvalidInput(
-            f"input '{INPUT_NAME}' shape {shape} says {n} text(s) but the data holds {len(items)}"
-        )
-    _check_count(n)
-    texts = [_check_text(item, f"{INPUT_NAME}[{i}]") for i, item in enumerate(items)]
-    params = _parameters(request.parameters)
-    want = params.get(PROBABILITIES_PARAMETER, False)
-    if not isinstance(want, bool):
-        raise InvalidInput(f"parameter '{PROBABILITIES_PARAMETER}' must be a boolean, got {want!r}")
-    for out in request.request_outputs or []:
-        if out.name not in OUTPUT_NAMES:
-            raise InvalidInput(f"unknown output '{out.name}'; outputs are {list(OUTPUT_NAMES)}")
-        want = want or out.name == "probabilities"
-    return texts, want
-
-
-def parse_json_body(body: bytes | str) -> Any:
-    """Parse a JSON request body, with 400-style errors for bad UTF-8 and bad JSON."""
-    if isinstance(body, bytes):
-        try:
-            body = body.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                f"request body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            ) from None
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise InvalidInput("request body is nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    outputs: OutputPlan = field(default_factory=OutputPlan)
 
 
 def v1_response(labels: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
@@ -246,31 +79,38 @@ def v2_response(
     labels: Sequence[str],
     probs: np.ndarray,
     best: np.ndarray,
-    return_probabilities: bool,
+    plan: OutputPlan,
     request_id: str | None,
     from_grpc: bool,
 ) -> InferResponse:
+    """The V2 response with the outputs of ``plan`` in its order (binary where it says, REST
+    only); ``request_id`` is echoed, or a new UUID4 when the request had none."""
     n = len(labels)
     scores = probs[np.arange(n), best].astype(np.float32)
-    outputs = [
-        InferOutput("label", [n], "BYTES", data=list(labels)),
-        InferOutput("score", [n], "FP32", data=[float(s) for s in scores]),
-    ]
-    if return_probabilities:
-        outputs.append(
-            InferOutput(
-                "probabilities",
-                [n, probs.shape[1]],
-                "FP32",
-                data=[float(x) for x in probs.astype(np.float32).reshape(-1)],
-            )
-        )
+    made = {
+        "label": lambda: InferOutput("label", [n], "BYTES", data=list(labels)),
+        "score": lambda: InferOutput("score", [n], "FP32", data=[float(s) for s in scores]),
+        "probabilities": lambda: InferOutput(
+            "probabilities",
+            [n, probs.shape[1]],
+            "FP32",
+            data=[float(x) for x in probs.astype(np.float32).reshape(-1)],
+        ),
+    }
+    outputs = [made[name]() for name in plan.names]
+    requested = None
+    if plan.explicit or any(plan.binary):
+        requested = [
+            RequestedOutput(name, {"binary_data": binary})
+            for name, binary in zip(plan.names, plan.binary, strict=True)
+        ]
     return InferResponse(
-        response_id=request_id or "",
+        response_id=request_id or str(uuid.uuid4()),
         model_name=model_name,
         model_version=model_version,
         infer_outputs=outputs,
         from_grpc=from_grpc,
+        requested_outputs=None if from_grpc else requested,
     )
 
 
@@ -422,7 +262,9 @@ class TextClassifierModel(Model):
         if isinstance(payload, InferRequest):
             texts, want = texts_from_v2(payload)
             protocol = "grpc" if payload.from_grpc else "v2"
-            return DecodedRequest(texts, protocol, want, payload.id or request_id)
+            return DecodedRequest(
+                texts, protocol, want, payload.id or request_id, output_plan(payload)
+            )
         return DecodedRequest(texts_from_v1(payload), "v1", False, request_id)
 
     def validate(self, payload: Any) -> Any:
@@ -451,7 +293,7 @@ class TextClassifierModel(Model):
                 labels,
                 probs,
                 best,
-                payload.return_probabilities,
+                payload.outputs,
                 payload.request_id,
                 payload.protocol == "grpc",
             )

@@ -1,28 +1,35 @@
 """Build and run the aicrush model server: KServe's ModelServer with the aicrush predictor.
 
-The same entry point runs locally (``aicrush serve``, bound to 127.0.0.1) and as the predictor
-container of the InferenceService (``python -m serving.server --model_dir /mnt/models``, bound to
-all interfaces). On top of KServe's REST app this module adds, as HTTP middleware and handlers:
+The same entry point runs locally (``aicrush serve``, REST bound to 127.0.0.1) and as the
+predictor container of the InferenceService (``python -m serving.server --model_dir /mnt/models``,
+bound to all interfaces). The server is KServe's own: ``kserve.ModelServer.start`` builds and runs
+its REST server (uvicorn, TLS, access-log format, keep-alive, event loop) and its gRPC server
+(``--grpc_max_*_message_length``, ``--max_threads``), and KServe's flags
+(``kserve.model_server.parser``) are this module's flags. One size limit governs both protocols
+(``--max_body_bytes``, default KServe's 8 MiB gRPC limit). On top of KServe's REST app this
+module adds, as HTTP middleware and handlers:
 
 - a body-size limit (413 before any parsing) and JSON checks (bad UTF-8, malformed or deeply
   nested JSON -> 400 ``{"error": ...}``), so a client's mistake never reaches the model as a 500;
+- strict decoding of the binary data extension (``Inference-Header-Content-Length``) into the
+  equivalent JSON request: a malformed length, size or shape is a 400 naming it;
 - 400 instead of FastAPI's 422 for V2 bodies that do not match the Open Inference Protocol;
 - ``/v2/models/{name}/versions/{version}/...`` for the served version (404 for any other);
 - V2 model metadata that lists the labels;
-- request counters and latency by model, version, protocol and status (serving/metrics.py).
+- request counters and latency by model, version, protocol and status (serving/metrics.py); a
+  model name this server does not serve is counted as ``_unknown`` (bounded label values).
 
-SIGTERM stops accepting connections, lets in-flight requests finish (``--grace_period``), then
-stops gRPC and the batcher.
+SIGTERM (KServe's handling): uvicorn stops accepting connections and lets in-flight requests
+finish (``--grace_period``), then KServe stops gRPC (same grace) and unloads the model, which
+finishes what the batcher has queued.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
@@ -32,8 +39,11 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # KServe's gRPC message limit (MAX_GRPC_MESSAGE_LENGTH)
 DEFAULT_MAX_JSON_DEPTH = 32
+BINARY_HEADER = "inference-header-content-length"  # KServe's binary data extension
+UNKNOWN_MODEL_LABEL = "_unknown"
+"""The ``model`` label of requests for a model this server does not serve (bounded labels)."""
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 Scope = MutableMapping[str, Any]
@@ -159,16 +169,21 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self._check_and_forward(scope, receive, counting_send)
+            await self._check_and_forward(scope, receive, counting_send, protocol)
         finally:
+            # Label values come from a bounded set: a model this server does not serve is
+            # counted under one value, whatever name the client put in the path.
+            label = name if name in self.versions else UNKNOWN_MODEL_LABEL
             version = self.versions.get(name, "")
             metrics = serving_metrics()
-            metrics.requests.labels(name, version, protocol, str(status["code"])).inc()
-            metrics.request_latency.labels(name, version, protocol).observe(
+            metrics.requests.labels(label, version, protocol, str(status["code"])).inc()
+            metrics.request_latency.labels(label, version, protocol).observe(
                 time.perf_counter() - start
             )
 
-    async def _check_and_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _check_and_forward(
+        self, scope: Scope, receive: Receive, send: Send, protocol: str
+    ) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         limit = self.max_body_bytes
         declared = headers.get("content-length")
@@ -196,24 +211,40 @@ class RequestGuard:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if "inference-header-content-length" not in headers:  # binary V2 bodies are not JSON
-            reason = check_json_body(body, self.max_json_depth)
-            if reason is not None:
-                await _json(send, 400, reason)
+        binary_length = headers.get(BINARY_HEADER)
+        if binary_length is not None:
+            from kserve.errors import InvalidInput
+
+            from serving.decoding import decode_binary_body
+
+            # KServe decodes the binary data extension inside its endpoint, where a malformed
+            # length or shape ends as a 500 (struct/reshape errors): decode it here, strictly,
+            # into the equivalent JSON request, so every check below and the model see JSON.
+            if protocol != "v2":
+                await _json(send, 400, "the binary data extension is for V2 /infer requests only")
                 return
-            if body.startswith(b"\xef\xbb\xbf"):
-                body = body[3:]
-            # The body is JSON (checked above): say so, whatever the client's Content-Type, so
-            # KServe parses it as an inference request instead of refusing it as binary.
-            scope = dict(scope)
-            scope["headers"] = [
-                (k, v)
-                for k, v in scope["headers"]
-                if k.lower() not in (b"content-length", b"content-type")
-            ] + [
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json"),
-            ]
+            try:
+                body = orjson.dumps(decode_binary_body(body, binary_length))
+            except InvalidInput as exc:
+                await _json(send, 400, str(exc))
+                return
+        reason = check_json_body(body, self.max_json_depth)
+        if reason is not None:
+            await _json(send, 400, reason)
+            return
+        if body.startswith(b"\xef\xbb\xbf"):
+            body = body[3:]
+        # The body is JSON (checked above): say so, whatever the client's Content-Type, so
+        # KServe parses it as an inference request instead of refusing it as binary.
+        scope = dict(scope)
+        scope["headers"] = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() not in (b"content-length", b"content-type", BINARY_HEADER.encode())
+        ] + [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
         sent = False
 
         async def replay() -> Message:
@@ -330,55 +361,43 @@ def resolve_model_source(
 # --------------------------------------------------------------------------- the server
 
 
-def _make_servers(model_server: Any, host: str, max_threads: int) -> tuple[Any, Any]:
-    """KServe's REST server and a gRPC server factory, bound to ``host`` (KServe binds all
-    interfaces, which a local ``aicrush serve`` should not)."""
-    from grpc import aio
-    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
-    from kserve.protocol.grpc.servicer import InferenceServicer
-    from kserve.protocol.rest.server import RESTServer
+def configure_kserve_grpc(max_receive_bytes: int, max_send_bytes: int) -> None:
+    """Set the gRPC message limits that KServe's ``ModelServer.start`` hands its ``GRPCServer``.
 
-    rest = RESTServer(
-        FASTAPI_APP_IMPORT_STRING,
-        model_server.dataplane,
-        model_server.model_repository_extension,
-        model_server.http_port,
-        workers=1,
-        grace_period=model_server.grace_period,
-        event_loop="auto",
-        timeout_keep_alive=model_server.timeout_keep_alive,
-    )
-    rest.config.host = host
+    KServe reads them from ``kserve.model_server.args`` (the namespace its module parses from the
+    command line at import), not from constructor arguments, so ``aicrush serve`` (whose command
+    line is not KServe's) and one size limit for REST and gRPC both need them set here. This is
+    the one place that writes that namespace; tests/serving/test_server_grpc.py fails when an
+    upgrade stops honouring it (a 6 MiB gRPC request with a 16 MiB limit).
+    """
+    from kserve import model_server
 
-    def make_grpc() -> Any:  # a grpc.aio server must be created inside the running loop
-        from concurrent import futures
-
-        server = aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_threads),
-            interceptors=(ExceptionToStatusInterceptor(),),
-        )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(model_server.dataplane, model_server.model_repository_extension),
-            server,
-        )
-        grpc_host = f"[{host}]" if ":" in host else host
-        server.add_insecure_port(f"{grpc_host}:{model_server.grpc_port}")
-        return server
-
-    return rest, (make_grpc if model_server.enable_grpc else None)
+    model_server.args.grpc_max_receive_message_length = max_receive_bytes
+    model_server.args.grpc_max_send_message_length = max_send_bytes
 
 
-async def _run(rest: Any, make_grpc: Any, model: Any, grace_period: float) -> None:
-    grpc_server = make_grpc() if make_grpc is not None else None
-    if grpc_server is not None:
-        await grpc_server.start()
-    # uvicorn handles SIGTERM/SIGINT: stop accepting, let in-flight requests finish, return.
-    await rest.start()
-    if grpc_server is not None:
-        await grpc_server.stop(grace=grace_period)
-    model.stop()
+def _model_server_class() -> type:
+    from kserve import ModelServer
+
+    class AicrushModelServer(ModelServer):  # type: ignore[misc,valid-type]
+        """KServe's ``ModelServer``, started by its own ``start()``, with the REST server bound to
+        ``host`` (KServe binds all interfaces; a local ``aicrush serve`` should not)."""
+
+        def __init__(self, host: str, on_ready: Callable[[], None] | None, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.host = host
+            self.on_ready = on_ready
+
+        def setup_event_loop(self) -> None:
+            # start() calls this after creating the servers and before running them.
+            super().setup_event_loop()
+            rest = getattr(self, "_rest_server", None)
+            if rest is not None:
+                rest.config.host = self.host
+            if self.on_ready is not None:
+                self.on_ready()
+
+    return AicrushModelServer
 
 
 def serve(
@@ -401,6 +420,8 @@ def serve(
     enable_grpc: bool = True,
     max_grpc_threads: int = 4,
     on_ready: Callable[[], None] | None = None,
+    server_options: dict[str, Any] | None = None,
+    max_send_bytes: int | None = None,
 ) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocking).
 
@@ -410,6 +431,9 @@ def serve(
     ``log_to`` sends each request and response to the drift monitor's payload logger, up to
     ``log_batch_size`` inferences per POST after waiting up to ``log_linger_ms`` for them (1: one
     binary-mode CloudEvent per POST, as KServe's logger does, for any KServe logger sink).
+    ``max_body_bytes`` is the one size limit: REST bodies over it get 413 before parsing, gRPC
+    messages over it ``RESOURCE_EXHAUSTED``. ``server_options`` are further ``kserve.ModelServer``
+    arguments (TLS files, access-log format, keep-alive, event loop, ...).
     """
     from serving.predictor import TextClassifierModel
 
@@ -440,6 +464,8 @@ def serve(
         enable_grpc=enable_grpc,
         max_grpc_threads=max_grpc_threads,
         on_ready=on_ready,
+        server_options=server_options,
+        max_send_bytes=max_send_bytes,
     )
 
 
@@ -453,36 +479,63 @@ def run_model_server(
     enable_grpc: bool = True,
     max_grpc_threads: int = 4,
     on_ready: Callable[[], None] | None = None,
+    server_options: dict[str, Any] | None = None,
+    max_send_bytes: int | None = None,
 ) -> None:
-    """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT."""
-    from kserve import ModelServer
+    """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT,
+    through KServe's own ``ModelServer.start`` (its REST and gRPC servers, signal handling and
+    graceful stop), with the aicrush HTTP extensions installed on KServe's app first.
+
+    Raises ValueError for ``workers`` > 1 (KServe's worker processes re-import its app without
+    these extensions and cannot share the loaded model) and for an access-log format without
+    the ``asgi-logger`` package.
+    """
+    from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
     from kserve.model_server import app
 
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a log line per request is costly
-    model_server = ModelServer(
+    options = check_server_options(server_options or {})
+    configure_kserve_grpc(max_body_bytes, max_send_bytes or MAX_GRPC_MESSAGE_LENGTH)
+    server_class = _model_server_class()
+    model_server = server_class(
+        host=host,
+        on_ready=on_ready,
         http_port=http_port,
         grpc_port=grpc_port,
         workers=1,
+        max_threads=max_grpc_threads,
         enable_grpc=enable_grpc,
-        enable_latency_logging=False,
         grace_period=grace_period,
+        **{"enable_latency_logging": False, **options},
     )
+    if not model_server.enable_latency_logging:  # after KServe configured its loggers
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request
     model_server.register_model(model)
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes
     )
-    rest, make_grpc = _make_servers(model_server, host, max_grpc_threads)
-    if on_ready is not None:
-        on_ready()
-    # uvicorn takes SIGTERM/SIGINT while it serves and re-raises them after its graceful
-    # shutdown; these handlers make that re-raise a no-op so gRPC and the batcher stop cleanly.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _note_signal)
-    asyncio.run(_run(rest, make_grpc, model, grace_period))
+    model_server.start([model])
 
 
-def _note_signal(sig: int, _frame: Any) -> None:
-    log.info("received signal %s; shutting down", sig)
+def check_server_options(server_options: dict[str, Any]) -> dict[str, Any]:
+    """``kserve.ModelServer`` options this server can honour, without ``workers``; ValueError
+    (with what to do instead) for those it cannot."""
+    options = dict(server_options)
+    if int(options.pop("workers", 1) or 1) != 1:
+        raise ValueError(
+            "--workers > 1 is not supported: KServe starts each worker by re-importing its app "
+            "in a new process, without this server's request guard and without the loaded "
+            "model; run more replicas instead (InferenceService minReplicas, or more "
+            "'aicrush serve' processes behind a proxy)"
+        )
+    if options.get("access_log_format"):
+        import importlib.util
+
+        if importlib.util.find_spec("asgi_logger") is None:
+            raise ValueError(
+                "--access_log_format needs the asgi-logger package (KServe's 'logging' extra): "
+                "pip install 'kserve[logging]'"
+            )
+    return options
 
 
 def make_payload_logger(
@@ -500,7 +553,7 @@ def make_payload_logger(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """KServe's model-server arguments plus aicrush's."""
+    """KServe's model-server arguments (``kserve.model_server.parser``) plus aicrush's."""
     from kserve.model_server import parser as kserve_parser
 
     parser = argparse.ArgumentParser(
@@ -512,10 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder or models:/NAME@ALIAS | models:/NAME/VERSION",
     )
     parser.add_argument("--model_version", default=None, help="version label for metrics")
-    parser.add_argument("--host", default="0.0.0.0", help="interface to bind")
+    parser.add_argument("--host", default="0.0.0.0", help="interface the REST server binds")
     parser.add_argument("--max_batch_size", type=int, default=32)
     parser.add_argument("--max_batch_wait_ms", type=float, default=0.0)
-    parser.add_argument("--max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--max_body_bytes",
+        type=int,
+        default=None,
+        help="the one request size limit: REST bodies over it get 413, gRPC messages over it "
+        "RESOURCE_EXHAUSTED (default: --grpc_max_receive_message_length, KServe's 8 MiB)",
+    )
     parser.add_argument("--quantize", action="store_true", help="dynamic int8 quantization")
     parser.add_argument("--log_to", default=None, help="payload-log (CloudEvents) URL")
     parser.add_argument(
@@ -535,12 +594,55 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="intra-op threads of the forward pass (0: torch's default); see docs/serving.md",
     )
+    # A log line per request costs throughput; KServe's flag still turns it on.
+    parser.set_defaults(enable_latency_logging=False)
     return parser
+
+
+def body_limit(max_body_bytes: int | None, grpc_max_receive: int) -> int:
+    """The one size limit of REST bodies and gRPC messages.
+
+    ``--max_body_bytes`` when given, else KServe's ``--grpc_max_receive_message_length`` (8 MiB by
+    default). Both given and different: ValueError (one limit governs both protocols).
+    """
+    from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
+
+    if max_body_bytes is None:
+        return grpc_max_receive
+    if max_body_bytes < 1:
+        raise ValueError(f"--max_body_bytes must be >= 1, got {max_body_bytes}")
+    if grpc_max_receive not in (MAX_GRPC_MESSAGE_LENGTH, max_body_bytes):
+        raise ValueError(
+            f"--max_body_bytes {max_body_bytes} and --grpc_max_receive_message_length "
+            f"{grpc_max_receive} differ; one limit governs REST and gRPC: give only one of them"
+        )
+    return max_body_bytes
+
+
+KSERVE_SERVER_OPTIONS = (
+    "workers",
+    "max_asyncio_workers",
+    "enable_docs_url",
+    "enable_latency_logging",
+    "access_log_format",
+    "event_loop",
+    "timeout_keep_alive",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+"""KServe's ``--flags`` passed on to ``kserve.ModelServer`` as they are."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m serving.server --model_dir /mnt/models --model_name NAME ...``"""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = {k: getattr(args, k) for k in KSERVE_SERVER_OPTIONS}
+    try:
+        limit = body_limit(args.max_body_bytes, args.grpc_max_receive_message_length)
+        check_server_options(options)
+    except ValueError as exc:
+        parser.error(str(exc))
     serve(
         args.model_dir,
         name=args.model_name,
@@ -550,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         version=args.model_version,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_batch_wait_ms,
-        max_body_bytes=args.max_body_bytes,
+        max_body_bytes=limit,
         quantize=args.quantize,
         log_to=args.log_to,
         log_batch_size=args.log_batch_size,
@@ -560,6 +662,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch_threads=args.torch_threads,
         enable_grpc=args.enable_grpc,
         max_grpc_threads=args.max_threads,
+        server_options=options,
+        max_send_bytes=args.grpc_max_send_message_length,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from serving.monitor.drift import (
+    MIN_ROWS,
     PREDICTION_COLUMN,
     DriftSettings,
     analyze_window,
@@ -24,11 +25,16 @@ DEFAULT_MODEL = "aicrush-code-language"
 def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     """Texts (and logged predictions, when every line has them) from ``path``.
 
-    JSONL lines may be V1 requests ``{"instances": [{"text": ...}]}`` (optionally with the
+    JSONL lines may be V1 requests ``{"instances": [{"text": ...}]}`` or V2 requests
+    ``{"inputs": [...]}``, read by the model server's own decoder (optionally with the
     response's ``"predictions"`` beside them, as a payload log pairs them), single instances
     ``{"text": ...}`` (optionally with ``"prediction"``), or JSON strings. Any other file is read
     as plain text, one input per line.
     """
+    from kserve.errors import InvalidInput
+
+    from serving.decoding import texts_of_logged_request
+
     texts: list[str] = []
     predictions: list[str] = []
     complete = True
@@ -50,11 +56,16 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
         if isinstance(item, str):
             texts.append(item)
             complete = False
-        elif isinstance(item, dict) and "instances" in item:
-            batch = [i["text"] if isinstance(i, dict) else str(i) for i in item["instances"]]
+        elif isinstance(item, dict) and ("instances" in item or "inputs" in item):
+            # The model server's own reader: every layout it accepts (V2 [N, 1] too).
+            body = {k: v for k, v in item.items() if k != "predictions"}
+            try:
+                batch = texts_of_logged_request(body)
+            except InvalidInput as exc:
+                raise typer.BadParameter(f"{path}:{number}: {exc}") from None
             texts.extend(batch)
             preds = item.get("predictions")
-            if preds is not None and len(preds) == len(batch):
+            if isinstance(preds, list) and len(preds) == len(batch):
                 predictions.extend(p["label"] if isinstance(p, dict) else str(p) for p in preds)
             else:
                 complete = False
@@ -66,7 +77,7 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
                 complete = False
         else:
             raise typer.BadParameter(
-                f"{path}:{number}: expected {{'instances': [...]}}, "
+                f"{path}:{number}: expected {{'instances': [...]}}, {{'inputs': [...]}}, "
                 "{'text': ...} or a JSON string"
             )
     if not texts:
@@ -106,13 +117,24 @@ def drift_command(
         ),
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-    fail_on_drift: Annotated[bool, typer.Option(help="exit 1 when the dataset drifted")] = False,
+    fail_on_drift: Annotated[
+        bool,
+        typer.Option(help="exit 1 when the dataset drifted, 3 when there is not enough data"),
+    ] = False,
+    min_rows: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="fewest requests (and reference rows) for a verdict; below: 'not enough data'",
+        ),
+    ] = MIN_ROWS,
 ) -> None:
     """Run the monitor's drift analysis offline: REQUESTS against the model version's reference.
 
     Compares the request features (and the predicted labels, when the file carries them or
-    --model-dir gives a model) with the reference, writes the Evidently HTML report and a JSON
-    summary, and prints the verdict.
+    --model-dir gives a model; plain texts alone compare features only) with the reference,
+    writes the Evidently HTML report and a JSON summary, and prints the verdict: DRIFT, no
+    drift, or "not enough data" below --min-rows requests.
     """
     from serving.monitor.features import features_of
     from serving.monitor.reference import load_reference
@@ -123,16 +145,30 @@ def drift_command(
         from aicrush.model_folder import TextClassifier
 
         predictions = [p.label for p in TextClassifier.from_dir(model_dir).predict(texts)]
-    settings = DriftSettings()
+    settings = DriftSettings(min_rows=min_rows)
     frame = features_of(texts)
     if predictions is None:
         typer.echo("no predictions in the requests and no --model-dir: comparing features only")
-        settings = DriftSettings(
-            columns=tuple(c for c in settings.columns if c != PREDICTION_COLUMN)
-        )
+        settings = settings.features_only()
     else:
         frame[PREDICTION_COLUMN] = predictions
     result = analyze_window(frame, ref.frame, settings)
+    if not result.enough_data:
+        summary = {
+            **result.to_dict(),
+            "reference_sha256": ref.sha256,
+            "reference": ref.source,
+            "report": None,
+        }
+        Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=2))
+        typer.echo(
+            f"not enough data: {result.n_rows} requests vs {result.n_reference_rows} reference "
+            f"rows; a drift verdict needs at least {settings.min_rows} of each (--min-rows; "
+            f"docs/monitoring.md gives the false-alarm rate by size); no report written"
+        )
+        if fail_on_drift:
+            raise typer.Exit(3)
+        return
     where = save_report(build_report(frame, ref.frame, settings), str(out))
     summary = {
         **result.to_dict(),

@@ -25,7 +25,7 @@ too close to the 0.5 line.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ import pandas as pd
 from features.file_features import FEATURE_NAMES
 
 PREDICTION_COLUMN = "prediction"
+MIN_ROWS = 200
+"""Fewest rows in a window (and in the reference) for a drift verdict; below it the verdict is
+"not enough data". Chosen from ``benchmarks/bench_drift_small_samples.py`` (docs/monitoring.md)."""
 # Methods whose score is a distance (drift when score >= threshold); the others are p-values.
 _DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"})
 
@@ -54,6 +57,15 @@ class DriftSettings:
     drift_share: float = 0.5
     columns: tuple[str, ...] = (*FEATURE_NAMES, PREDICTION_COLUMN)
     categorical: tuple[str, ...] = (PREDICTION_COLUMN,)
+    min_rows: int = MIN_ROWS
+
+    def features_only(self) -> DriftSettings:
+        """The same test without the ``prediction`` column (texts without predictions)."""
+        return replace(
+            self,
+            columns=tuple(c for c in self.columns if c != PREDICTION_COLUMN),
+            categorical=tuple(c for c in self.categorical if c != PREDICTION_COLUMN),
+        )
 
     def method_of(self, column: str) -> str:
         return self.cat_method if column in self.categorical else self.num_method
@@ -73,7 +85,12 @@ class ColumnDrift:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """The verdict on one window: per-column scores, the share of drifted columns, the flag."""
+    """The verdict on one window: per-column scores, the share of drifted columns, the flag.
+
+    ``enough_data`` False: the window or the reference had fewer than ``settings.min_rows`` rows;
+    then there are no column scores, ``share_drifted`` is NaN and ``dataset_drift`` False, and
+    :attr:`verdict` is ``"not_enough_data"``: neither drift nor no drift is claimed.
+    """
 
     n_rows: int
     n_reference_rows: int
@@ -81,14 +98,25 @@ class DriftResult:
     share_drifted: float
     dataset_drift: bool
     settings: DriftSettings = field(default_factory=DriftSettings)
+    enough_data: bool = True
 
     @property
     def n_drifted(self) -> int:
         return sum(c.drifted for c in self.columns)
 
+    @property
+    def verdict(self) -> str:
+        """``drift``, ``no_drift`` or ``not_enough_data``."""
+        if not self.enough_data:
+            return "not_enough_data"
+        return "drift" if self.dataset_drift else "no_drift"
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["n_drifted"] = self.n_drifted
+        out["verdict"] = self.verdict
+        if math.isnan(self.share_drifted):
+            out["share_drifted"] = None
         out["settings"]["columns"] = list(self.settings.columns)
         out["settings"]["categorical"] = list(self.settings.categorical)
         return out
@@ -106,7 +134,11 @@ def _check_columns(frame: pd.DataFrame, settings: DriftSettings, what: str) -> N
 def analyze_window(
     current: pd.DataFrame, reference: pd.DataFrame, settings: DriftSettings | None = None
 ) -> DriftResult:
-    """Compare one window with the reference, column by column, with Evidently's stat tests."""
+    """Compare one window with the reference, column by column, with Evidently's stat tests.
+
+    Fewer than ``settings.min_rows`` rows in the window or the reference: a "not enough data"
+    result (no tests run). Raises ValueError when a column is missing or the window is empty.
+    """
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
@@ -115,6 +147,16 @@ def analyze_window(
     _check_columns(reference, settings, "the reference")
     if len(current) == 0:
         raise ValueError("the window is empty: nothing to compare with the reference")
+    if min(len(current), len(reference)) < settings.min_rows:
+        return DriftResult(
+            n_rows=len(current),
+            n_reference_rows=len(reference),
+            columns=(),
+            share_drifted=math.nan,
+            dataset_drift=False,
+            settings=settings,
+            enough_data=False,
+        )
     results = []
     for column in settings.columns:
         categorical = column in settings.categorical
@@ -152,9 +194,8 @@ def build_report(
 
     settings = settings or DriftSettings()
     numerical = [c for c in settings.columns if c not in settings.categorical]
-    definition = DataDefinition(
-        numerical_columns=numerical, categorical_columns=list(settings.categorical)
-    )
+    categorical = [c for c in settings.columns if c in settings.categorical]
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     cols = list(settings.columns)
     cur = Dataset.from_pandas(current[cols].copy(), data_definition=definition)
     ref = Dataset.from_pandas(reference[cols].copy(), data_definition=definition)

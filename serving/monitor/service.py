@@ -7,6 +7,7 @@ closed windows against the reference, export Prometheus metrics, write reports, 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -43,6 +44,7 @@ from serving.monitor.windows import Window, WindowPolicy, window_frame
 log = logging.getLogger(__name__)
 
 ReportPolicy = Literal["never", "drift", "always"]
+UNKNOWN_LABEL = "_unknown"
 
 
 class MonitorMetrics:
@@ -89,8 +91,16 @@ class MonitorMetrics:
         )
         self.windows = Counter(
             "aicrush_drift_windows",
-            "Closed and analysed windows.",
+            "Closed and analysed windows (dataset_drift: true, false, or not_enough_data for a "
+            "window under the minimum rows, which gets no verdict).",
             [*mv, "dataset_drift"],
+            registry=registry,
+        )
+        self.enough_data = Gauge(
+            "aicrush_drift_enough_data",
+            "1 when the last closed window had enough rows for a verdict (DriftSettings.min_rows);"
+            " 0: 'not enough data', and the drift gauges of that window are NaN.",
+            mv,
             registry=registry,
         )
         self.last_window = Gauge(
@@ -122,7 +132,10 @@ class MonitorMetrics:
         )
         self.unpaired = Counter(
             "aicrush_monitor_events_unpaired",
-            "Request or response halves that expired without their pair.",
+            "Request or response halves dropped without their pair (reason: expired = no "
+            "partner within the pairing TTL, overflow = too many waiting, count_mismatch = the "
+            "only partner with that id has another number of rows).",
+            ["reason"],
             registry=registry,
         )
         self.pending = Gauge(
@@ -184,6 +197,7 @@ class Monitor:
         self.references: dict[tuple[str, str], Reference] = {}
         self.windows: dict[tuple[str, str], Window] = {}
         self.last_results: dict[tuple[str, str], DriftResult] = {}
+        self._consecutive: dict[tuple[str, str], int] = {}  # drifted windows in a row
         # Feature rows computed ahead, while windows fill (background mode): id(record) -> row.
         self._features: dict[int, tuple[tuple, np.ndarray]] = {}
         self._unfeaturized: dict[tuple[str, str], list] = {}
@@ -235,8 +249,12 @@ class Monitor:
         version: str | None = None,
     ) -> str:
         """Take one CloudEvent, or a batch of them; return ``paired`` or ``pending`` (for a
-        batch: ``batch of N``), or raise :class:`EventError` (a batch that does not parse is refused
-        whole; a pair whose bodies are malformed fails from that event on).
+        batch: ``batch of N``), or raise :class:`EventError` with the reason (a malformed event,
+        attribute or body is refused before anything is paired; a batch is refused whole).
+
+        Every inference then either lands in a window or is counted: halves without a pair in
+        ``aicrush_monitor_events_unpaired_total{reason}``, events of a model without a
+        reference in ``aicrush_monitor_events_dropped_total{reason="no_reference"}``.
 
         ``version`` is the model version for an event that does not carry ``modelversion``
         (KServe's logger does not; the Kubernetes backend puts ``?modelversion=N`` in each
@@ -256,25 +274,28 @@ class Monitor:
         if event.version is None and version:
             event = replace(event, version=version)
         kind = "request" if event.type.endswith("request") else "response"
-        self.metrics.received.labels(event.model, event.version or "", kind).inc()
+        self.metrics.received.labels(*self._labels(event.model, event.version), kind).inc()
         with self._lock:
-            try:
-                pair, expired = self.pairer.add(event, now)
-            except EventError:
-                self.metrics.dropped.labels(event.model, "malformed").inc()
-                raise
-            if expired:
-                self.metrics.unpaired.inc(expired)
+            pair, dropped = self.pairer.add(event, now)
+            for reason, n in dropped.items():
+                self.metrics.unpaired.labels(reason).inc(n)
             self.metrics.pending.set(len(self.pairer))
             if pair is None:
                 return "pending"
             self.add_pair(pair, now)
         return "paired"
 
+    def _labels(self, model: str, version: str | None) -> tuple[str, str]:
+        """Metric label values from a bounded set: the monitored models and versions; any other
+        name an event carries is counted as ``_unknown`` (senders choose those names)."""
+        if not any(k[0] == model for k in self.references):
+            return UNKNOWN_LABEL, ""
+        return model, version if (model, version or "") in self.references else ""
+
     def add_pair(self, pair: PairedInference, now: float | None = None) -> None:
         key = self.route(pair.model, pair.version)
         if key is None:
-            self.metrics.dropped.labels(pair.model, "no_reference").inc(2)
+            self.metrics.dropped.labels(self._labels(pair.model, None)[0], "no_reference").inc(2)
             return
         ts = time.time() if now is None else now
         records = [(ts, t, p[0], p[1]) for t, p in zip(pair.texts, pair.predictions, strict=True)]
@@ -374,7 +395,7 @@ class Monitor:
         self.state.record_result(*key, ref.sha256, result.to_dict(), report)
         self.state.drop_records(*key, len(records))
         self._export(key, result)
-        if self.retrain is not None:
+        if self.retrain is not None and result.enough_data:
             outcome = self.retrain.observe(*key, result)
             if outcome != "none":
                 self.metrics.retrains.labels(*key, outcome).inc()
@@ -382,17 +403,29 @@ class Monitor:
 
     def _export(self, key: tuple[str, str], result: DriftResult) -> None:
         m = self.metrics
+        m.window_rows.labels(*key).set(result.n_rows)
+        m.last_window.labels(*key).set(time.time())
+        m.enough_data.labels(*key).set(int(result.enough_data))
+        self.last_results[key] = result
+        if not result.enough_data:
+            # No verdict: the gauges say NaN (alert rules and the canary analysis compare them
+            # with 1 or a threshold, which NaN never meets), the run of drifted windows holds.
+            m.windows.labels(*key, "not_enough_data").inc()
+            m.share.labels(*key).set(math.nan)
+            m.dataset_drift.labels(*key).set(math.nan)
+            for column in result.settings.columns:
+                m.column_drifted.labels(*key, column).set(math.nan)
+                m.column_score.labels(*key, column, result.settings.method_of(column)).set(math.nan)
+            return
         m.share.labels(*key).set(result.share_drifted)
         m.dataset_drift.labels(*key).set(int(result.dataset_drift))
-        m.window_rows.labels(*key).set(result.n_rows)
         m.windows.labels(*key, str(result.dataset_drift).lower()).inc()
-        m.last_window.labels(*key).set(time.time())
-        previous = m.consecutive.labels(*key)._value.get()
-        m.consecutive.labels(*key).set(previous + 1 if result.dataset_drift else 0)
+        previous = self._consecutive.get(key, 0)
+        self._consecutive[key] = previous + 1 if result.dataset_drift else 0
+        m.consecutive.labels(*key).set(self._consecutive[key])
         for col in result.columns:
             m.column_score.labels(*key, col.column, col.method).set(col.score)
             m.column_drifted.labels(*key, col.column).set(int(col.drifted))
-        self.last_results[key] = result
 
     def close(self) -> None:
         if self._worker is not None:

@@ -7,6 +7,7 @@ the same rows give the same verdict). WAL mode keeps writes cheap on the ingest 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ CREATE TABLE IF NOT EXISTS reference (
     parquet BLOB NOT NULL, loaded_at REAL NOT NULL, PRIMARY KEY (model, version));
 CREATE TABLE IF NOT EXISTS window_record (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version TEXT NOT NULL,
-    ts REAL NOT NULL, text TEXT NOT NULL, prediction TEXT NOT NULL, score REAL NOT NULL);
+    ts REAL NOT NULL, text TEXT NOT NULL, prediction TEXT NOT NULL, score REAL);
 CREATE INDEX IF NOT EXISTS window_record_mv ON window_record (model, version, id);
 CREATE TABLE IF NOT EXISTS window_result (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version TEXT NOT NULL,
@@ -114,7 +115,11 @@ class MonitorState:
         self, model: str, version: str, records: list[tuple[float, str, str, float]]
     ) -> None:
         with self._lock:
-            self._buffer.extend((model, version, *r) for r in records)
+            # A response without scores gives NaN, which SQLite stores as NULL (read back as NaN).
+            self._buffer.extend(
+                (model, version, ts, text, label, None if math.isnan(score) else score)
+                for ts, text, label, score in records
+            )
             if len(self._buffer) >= self.max_buffer:  # the flusher is behind: write here
                 self._flush_locked()
 
@@ -126,7 +131,10 @@ class MonitorState:
                 "WHERE model = ? AND version = ? ORDER BY id",
                 (model, version),
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [
+            (ts, text, label, math.nan if score is None else score)
+            for ts, text, label, score in rows
+        ]
 
     def drop_records(self, model: str, version: str, n: int) -> None:
         """Forget the oldest ``n`` records of a window (they were closed and analysed)."""
@@ -157,7 +165,8 @@ class MonitorState:
                     time.time(),
                     reference_sha256,
                     result["n_rows"],
-                    result["share_drifted"],
+                    # no verdict ("not enough data"): the JSON says so; the column needs a number
+                    result["share_drifted"] if result["share_drifted"] is not None else 0.0,
                     int(result["dataset_drift"]),
                     json.dumps(result),
                     report,
@@ -169,7 +178,7 @@ class MonitorState:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, model, version, closed_at, reference_sha256, n_rows, share_drifted, "
-                "dataset_drift, report FROM window_result ORDER BY id DESC LIMIT ?",
+                "dataset_drift, report, result FROM window_result ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         keys = (
@@ -183,9 +192,17 @@ class MonitorState:
             "dataset_drift",
             "report",
         )
-        out = [dict(zip(keys, r, strict=True)) for r in rows]
-        for row in out:
+        out = []
+        for r in rows:
+            row = dict(zip(keys, r[:-1], strict=True))
             row["dataset_drift"] = bool(row["dataset_drift"])
+            full = json.loads(r[-1])
+            row["verdict"] = full.get("verdict") or (
+                "drift" if row["dataset_drift"] else "no_drift"
+            )
+            if row["verdict"] == "not_enough_data":
+                row["share_drifted"] = None
+            out.append(row)
         return out
 
     def result_report(self, result_id: int) -> str | None:

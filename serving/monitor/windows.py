@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.file_features import FEATURE_NAMES
+from serving.monitor.drift import MIN_ROWS
 
 RECORD_COLUMNS = ("ts", "text", "prediction", "score")
 
@@ -17,11 +18,13 @@ RECORD_COLUMNS = ("ts", "text", "prediction", "score")
 @dataclass(frozen=True)
 class WindowPolicy:
     """``max_rows``: close after this many rows; ``max_age_s``: close this long after the first row
-    (when it holds at least ``min_rows``; a smaller window waits). ``None`` disables a bound."""
+    (when it holds at least ``min_rows``, by default the drift test's minimum for a verdict; a
+    smaller window waits). ``None`` disables a bound. A ``max_rows`` under the drift test's
+    minimum gives windows whose verdict is "not enough data"."""
 
     max_rows: int | None = 1000
     max_age_s: float | None = None
-    min_rows: int = 100
+    min_rows: int = MIN_ROWS
 
     def __post_init__(self) -> None:
         if self.max_rows is None and self.max_age_s is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -63,3 +64,23 @@ def test_read_requests_plain_text_and_instances(tmp_path):
     lines = tmp_path / "inputs.jsonl"
     lines.write_text('{"text": "a", "prediction": "C"}\n{"instances": ["b"]}\n"c"\n')
     assert read_requests(lines) == (["a", "b", "c"], None)
+
+
+def test_read_requests_reads_v2_lines_as_the_server_does(tmp_path):
+    lines = tmp_path / "inputs.jsonl"
+    v2 = {
+        "inputs": [
+            {
+                "name": "text",
+                "datatype": "BYTES",
+                "shape": [2, 1],
+                "data": [["print(1)"], ["int x;"]],
+            }
+        ]
+    }
+    lines.write_text(json.dumps(v2) + "\n")
+    assert read_requests(lines) == (["print(1)", "int x;"], None)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"inputs": "print(1)"}) + "\n")
+    with pytest.raises(typer.BadParameter, match=r"bad\.jsonl:1"):
+        read_requests(bad)

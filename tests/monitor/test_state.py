@@ -10,7 +10,7 @@ from tests.monitor.conftest import MODEL, VERSION, make_monitor
 def test_restart_keeps_reference_and_open_window(tmp_path, split, reference):
     _, pool = split
     rows = pool[pool["prediction"].isin(["JavaScript", "CSS", "Python"])].sample(
-        150, replace=True, random_state=7
+        250, replace=True, random_state=7
     )
     records = [
         (1000.0 + i, t, p, 0.9)
@@ -45,16 +45,17 @@ def test_restart_keeps_reference_and_open_window(tmp_path, split, reference):
             second.registry.get_sample_value(
                 "aicrush_drift_open_window_rows", {"model": MODEL, "version": VERSION}
             )
-            == 150
+            == 250
         )
         after = second.analyse_now(*key)
+        assert after.enough_data and before.enough_data  # 250 rows: over the minimum
         assert after.dataset_drift == before.dataset_drift
         assert after.share_drifted == before.share_drifted
         assert [c.score for c in after.columns] == [c.score for c in before.columns]
         # The analysed rows left the open window, on disk too; the verdict is recorded.
         assert second.state.load_records(*key) == []
         [row] = second.state.results()
-        assert row["reference_sha256"] == reference.sha256 and row["n_rows"] == 150
+        assert row["reference_sha256"] == reference.sha256 and row["n_rows"] == 250
     finally:
         second.close()
 

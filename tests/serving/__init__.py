@@ -53,9 +53,16 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: Path, log_dir: Path, *extra_args: str, startup_timeout: float = 90.0
+    model_dir: Path,
+    log_dir: Path,
+    *extra_args: str,
+    startup_timeout: float = 90.0,
+    scheme: str = "http",
 ) -> Iterator[RunningServer]:
-    """Start ``python -m serving.server`` on free loopback ports; SIGTERM it afterwards."""
+    """Start ``python -m serving.server`` on free loopback ports; SIGTERM it afterwards.
+
+    ``scheme="https"``: poll readiness over TLS (any certificate), for ``--ssl_certfile`` runs.
+    """
     http_port, grpc_port = free_port(), free_port()
     log_path = log_dir / f"server-{http_port}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -80,7 +87,8 @@ def running_server(
             if proc.poll() is not None:
                 raise RuntimeError(f"model server exited with {proc.returncode}:\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                ready = f"{scheme}://127.0.0.1:{http_port}/v2/health/ready"
+                if httpx.get(ready, timeout=2, verify=False).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -2,18 +2,27 @@
 
 A corpus of bad requests (each with its expected status and message), unicode edge cases that
 must be answered, and a good request after all of them: the server never answers 500 to a
-client's mistake and never falls over.
+client's mistake and never falls over. REST JSON, REST binary data extension and gRPC (contents
+and raw_input_contents) alike.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-from tests.serving import shared_server, v2_body
+from tests.serving import REPO_ROOT, running_server, shared_server, v2_body
 
 pytestmark = pytest.mark.integration
 
@@ -148,10 +157,10 @@ def test_bad_request_gets_4xx_with_a_message(server, path, body, status, message
 
 
 def test_body_over_the_limit_is_413_before_parsing(server):
-    body = b'{"instances": ["' + b"a" * (5 * 1024 * 1024) + b'"]}'  # default limit 4 MiB
+    body = b'{"instances": ["' + b"a" * (9 * 1024 * 1024) + b'"]}'  # default limit 8 MiB
     r = httpx.post(server.url + V1, content=body, timeout=60)
-    assert r.status_code == 413 and "limit" in r.json()["error"]
-    r = httpx.post(server.url + V2, content=b"{" * (5 * 1024 * 1024), timeout=60)
+    assert r.status_code == 413 and "8388608-byte limit" in r.json()["error"]
+    r = httpx.post(server.url + V2, content=b"{" * (9 * 1024 * 1024), timeout=60)
     assert r.status_code == 413
 
 
@@ -189,3 +198,376 @@ def test_server_still_answers_after_the_corpus(server):
     assert r.status_code == 200 and r.json()["predictions"][0]["label"]
     metrics = httpx.get(server.url + "/metrics").text
     assert 'status="500"' not in metrics
+
+
+# --------------------------------------------------------------------------- JSON tensors
+
+TEXT = {"name": "text", "datatype": "BYTES"}
+
+
+def _req(**fields: object) -> bytes:
+    body: dict[str, object] = {"inputs": [{**TEXT, "shape": [1], "data": ["x"]}]}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+# Every length/shape/datatype mismatch of a JSON tensor, and every request field of the Open
+# Inference Protocol that this model does not honour: 400 with the reason.
+BAD_V2_FIELDS = [
+    (
+        "ragged-nesting",
+        _req(inputs=[{**TEXT, "shape": [2, 1], "data": [["a"], "b"]}]),
+        "data[1] does not match shape [2, 1]",
+    ),
+    (
+        "nested-deeper-than-shape",
+        _req(inputs=[{**TEXT, "shape": [2, 1], "data": [[["a"]], [["b"]]]}]),
+        "nested deeper than shape [2, 1]",
+    ),
+    (
+        "nested-wrong-length",
+        _req(inputs=[{**TEXT, "shape": [2], "data": [["a", "b"]]}]),
+        "dimension 0 wants 2 element(s), got 1",
+    ),
+    (
+        "unknown-datatype",
+        _req(inputs=[{**TEXT, "datatype": "STRING", "shape": [1], "data": ["x"]}]),
+        "got STRING",
+    ),
+    (
+        "unknown-request-parameter",
+        _req(parameters={"temperature": 0.5}),
+        "unsupported request parameter(s) ['temperature']",
+    ),
+    (
+        "unknown-input-parameter",
+        _req(inputs=[{**TEXT, "shape": [1], "data": ["x"], "parameters": {"scale": 2}}]),
+        "unsupported input 'text' parameter(s) ['scale']",
+    ),
+    (
+        "output-twice",
+        _req(outputs=[{"name": "label"}, {"name": "label"}]),
+        "output 'label' is requested twice",
+    ),
+    (
+        "unknown-output-parameter",
+        _req(outputs=[{"name": "label", "parameters": {"classification": 3}}]),
+        "unsupported output 'label' parameter(s) ['classification']",
+    ),
+    (
+        "binary-data-not-boolean",
+        _req(outputs=[{"name": "label", "parameters": {"binary_data": "yes"}}]),
+        "'binary_data' must be a boolean",
+    ),
+    (
+        "probabilities-parameter-against-outputs",
+        _req(parameters={"return_probabilities": True}, outputs=[{"name": "label"}]),
+        "does not list 'probabilities'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [b[1:] for b in BAD_V2_FIELDS], ids=[b[0] for b in BAD_V2_FIELDS]
+)
+def test_v2_request_fields_are_honoured_or_refused(server, body, message):
+    r = httpx.post(server.url + V2, content=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"], r.json()
+
+
+def test_v2_requested_outputs_come_back_exactly_in_their_order(server):
+    for names in (["score", "label"], ["probabilities"], ["label", "probabilities", "score"]):
+        r = httpx.post(
+            server.url + V2, content=_req(outputs=[{"name": n} for n in names]), timeout=30
+        )
+        assert r.status_code == 200, r.text
+        assert [o["name"] for o in r.json()["outputs"]] == names
+
+
+def test_v2_nested_shape_is_read_as_rows(server):
+    texts = ["print(1)", "int x;"]
+    nested = _req(inputs=[{**TEXT, "shape": [2, 1], "data": [[t] for t in texts]}])
+    flat = _req(inputs=[{**TEXT, "shape": [2], "data": texts}])
+    a = httpx.post(server.url + V2, content=nested, timeout=30).json()
+    b = httpx.post(server.url + V2, content=flat, timeout=30).json()
+    assert a["outputs"] == b["outputs"] and len(a["outputs"][0]["data"]) == 2
+
+
+def test_v2_response_id_is_echoed_or_generated(server):
+    given = httpx.post(server.url + V2, content=_req(id="client-42"), timeout=30).json()
+    assert given["id"] == "client-42"
+    ids = {httpx.post(server.url + V2, content=_req(), timeout=30).json()["id"] for _ in range(3)}
+    assert len(ids) == 3
+    for value in ids:
+        assert uuid.UUID(value).version == 4
+
+
+# --------------------------------------------------------------------------- binary extension
+
+
+def bytes_tensor(*items: bytes) -> bytes:
+    """A BYTES tensor in KServe's binary form: per element, 4-byte little-endian length + bytes."""
+    return b"".join(struct.pack("<I", len(x)) + x for x in items)
+
+
+def binary_request(
+    tail: bytes,
+    size: int | None = None,
+    shape: tuple[int, ...] = (1,),
+    datatype: str = "BYTES",
+    header: str | None = None,
+    **fields: object,
+) -> tuple[bytes, dict[str, str]]:
+    params = {} if size is None else {"binary_data_size": size}
+    inp = {"name": "text", "datatype": datatype, "shape": list(shape), "parameters": params}
+    head = json.dumps({"inputs": [inp], **fields}).encode()
+    headers = {
+        "inference-header-content-length": header if header is not None else str(len(head)),
+        "content-type": "application/octet-stream",
+    }
+    return head + tail, headers
+
+
+_LIE = struct.pack("<I", 1000) + b"a" * 26  # says 1000 bytes, carries 26
+_THREE = bytes_tensor(b"abcd", b"efgh", b"ijkl")
+BAD_BINARY = [
+    (
+        "length-1000-carries-26",
+        binary_request(_LIE, 30),
+        "element 0 declares 1000 bytes but only 26",
+    ),
+    (
+        "three-elements-shape-1",
+        binary_request(_THREE, 24),
+        "shape [1] says 1 element(s) but its 24 bytes of binary data hold 3",
+    ),
+    (
+        "three-int32-shape-1",
+        binary_request(b"\x01\x00\x00\x00" * 3, 12, datatype="INT32"),
+        "shape [1] says 1 element(s) but its 12 bytes of binary data hold 3",
+    ),
+    ("cut-length-prefix", binary_request(b"\x05\x00", 2), "cannot hold the 4-byte length"),
+    ("size-past-the-end", binary_request(bytes_tensor(b"x"), 100), "binary_data_size is 100"),
+    (
+        "unclaimed-bytes",
+        binary_request(bytes_tensor(b"x") + b"zzz", 5),
+        "3 byte(s) after the last binary input",
+    ),
+    ("negative-size", binary_request(b"", -1), "non-negative integer"),
+    ("no-data-no-size", binary_request(b""), "neither 'data' nor parameters.binary_data_size"),
+    (
+        "header-not-a-number",
+        binary_request(bytes_tensor(b"x"), 5, header="ten"),
+        "Inference-Header-Content-Length must be",
+    ),
+    (
+        "header-past-the-end",
+        binary_request(bytes_tensor(b"x"), 5, header="99999"),
+        "but the body has only",
+    ),
+    ("header-cuts-the-json", binary_request(bytes_tensor(b"x"), 5, header="10"), "not valid JSON"),
+    ("fp32-partial-element", binary_request(b"\x00" * 6, 6, datatype="FP32"), "whole number"),
+    ("fp32-tensor", binary_request(b"\x00" * 4, 4, datatype="FP32"), "datatype BYTES, got FP32"),
+    ("element-not-utf8", binary_request(bytes_tensor(b"\xff"), 5), "not valid UTF-8"),
+    (
+        "binary-shape-mismatch-2d",
+        binary_request(bytes_tensor(b"a", b"b"), 10, shape=(1, 1)),
+        "says 1 element(s)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"), [b[1:] for b in BAD_BINARY], ids=[b[0] for b in BAD_BINARY]
+)
+def test_malformed_binary_tensors_get_400_with_the_reason(server, request_, message):
+    body, headers = request_
+    r = httpx.post(server.url + V2, content=body, headers=headers, timeout=30)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"], r.json()
+
+
+def test_binary_extension_on_v1_is_refused(server):
+    body, headers = binary_request(bytes_tensor(b"x"), 5)
+    r = httpx.post(server.url + V1, content=body, headers=headers, timeout=30)
+    assert r.status_code == 400 and "V2 /infer requests only" in r.json()["error"]
+
+
+def test_binary_request_and_binary_outputs_answer_like_json(server):
+    texts = [b"def f():\n    return 1\n", b"int main(void) { return 0; }"]
+    tail = bytes_tensor(*texts)
+    body, headers = binary_request(
+        tail, len(tail), shape=(2,), parameters={"binary_data_output": True}
+    )
+    r = httpx.post(server.url + V2, content=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    json_length = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:json_length])
+    label_size = head["outputs"][0]["parameters"]["binary_data_size"]
+    raw_labels = r.content[json_length : json_length + label_size]
+    labels, offset = [], 0
+    while offset < len(raw_labels):
+        (n,) = struct.unpack_from("<I", raw_labels, offset)
+        labels.append(raw_labels[offset + 4 : offset + 4 + n].decode())
+        offset += 4 + n
+    plain = httpx.post(server.url + V2, json=v2_body([t.decode() for t in texts]), timeout=30)
+    assert labels == plain.json()["outputs"][0]["data"]
+
+
+# --------------------------------------------------------------------------- metric labels
+
+
+def _series(metrics: str, family: str) -> set[str]:
+    return {line.split(" ")[0] for line in metrics.splitlines() if line.startswith(family + "{")}
+
+
+def test_unknown_model_names_do_not_grow_metric_series(server):
+    for i in range(40):
+        httpx.post(f"{server.url}/v2/models/random-{i}-{uuid.uuid4().hex}/infer", content=_req())
+        httpx.post(f"{server.url}/v1/models/random{i}:predict", json={"instances": ["x"]})
+    metrics = httpx.get(server.url + "/metrics").text
+    models = {
+        s.split('model="')[1].split('"')[0] for s in _series(metrics, "aicrush_requests_total")
+    }
+    assert models <= {server.name, "_unknown"}
+    assert "_unknown" in models
+    assert 'model="random' not in metrics
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def _grpc_text_tensor(shape=(1,), datatype="BYTES"):
+    return pb.ModelInferRequest.InferInputTensor(name="text", datatype=datatype, shape=list(shape))
+
+
+def _grpc_call(server, request):
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        return GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+
+
+BAD_RAW = [
+    ("length-1000-carries-26", _LIE, (1,), "BYTES", "element 0 declares 1000 bytes but only 26"),
+    ("three-elements-shape-1", _THREE, (1,), "BYTES", "says 1 text(s) but the raw contents hold 3"),
+    ("cut-length-prefix", b"\x05\x00", (1,), "BYTES", "cannot hold the 4-byte length"),
+    ("not-utf8", bytes_tensor(b"\xff\xfe"), (1,), "BYTES", "not valid UTF-8"),
+    ("fp32", b"\x00" * 4, (1,), "FP32", "datatype BYTES, got FP32"),
+    ("bad-rank", bytes_tensor(b"a"), (1, 1, 1), "BYTES", "shape [N] or [N, 1]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "shape", "datatype", "message"), [b[1:] for b in BAD_RAW], ids=[b[0] for b in BAD_RAW]
+)
+def test_grpc_malformed_raw_contents_are_invalid_argument(server, raw, shape, datatype, message):
+    request = pb.ModelInferRequest(
+        model_name=server.name,
+        inputs=[_grpc_text_tensor(shape, datatype)],
+        raw_input_contents=[raw],
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_call(server, request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert message in err.value.details()
+
+
+def test_grpc_raw_contents_and_ids(server):
+    texts = [b"print(1)", b"int x;"]
+    raw = pb.ModelInferRequest(
+        model_name=server.name,
+        inputs=[_grpc_text_tensor((2,))],
+        raw_input_contents=[bytes_tensor(*texts)],
+    )
+    response = _grpc_call(server, raw)
+    assert uuid.UUID(response.id).version == 4  # generated: the request had none
+    rest = httpx.post(server.url + V2, json=v2_body([t.decode() for t in texts]), timeout=30).json()
+    labels = [x.decode() for x in response.outputs[0].contents.bytes_contents]
+    if not labels:  # KServe answers raw requests with raw outputs
+        labels = [x.decode() for x in _split(response.raw_output_contents[0])]
+    assert labels == rest["outputs"][0]["data"]
+    raw.id = "grpc-client-7"
+    assert _grpc_call(server, raw).id == "grpc-client-7"
+
+
+def _split(raw: bytes) -> list[bytes]:
+    out, offset = [], 0
+    while offset < len(raw):
+        (n,) = struct.unpack_from("<I", raw, offset)
+        out.append(raw[offset + 4 : offset + 4 + n])
+        offset += 4 + n
+    return out
+
+
+def test_grpc_unknown_parameter_is_invalid_argument(server):
+    request = pb.ModelInferRequest(model_name=server.name, inputs=[_grpc_text_tensor()])
+    request.inputs[0].contents.bytes_contents.append(b"x")
+    request.parameters["temperature"].int64_param = 2
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_call(server, request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unsupported request parameter(s) ['temperature']" in err.value.details()
+
+
+def test_grpc_message_over_the_default_limit_is_refused(server):
+    request = pb.ModelInferRequest(model_name=server.name, inputs=[_grpc_text_tensor()])
+    request.inputs[0].contents.bytes_contents.append(b"a" * (9 * 1024 * 1024))
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_call(server, request)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "8388608" in err.value.details()
+
+
+# --------------------------------------------------------------------------- one size limit
+
+
+def test_one_size_limit_governs_rest_and_grpc(random_model_dir: Path, tmp_path: Path):
+    """``--max_body_bytes 16777216``: a 6 MiB text is answered over REST and gRPC (KServe's own
+    gRPC server, given the limit), and 17 MiB is refused over both."""
+    limit = 16 * 1024 * 1024
+    six_mib = "x = 1\n" * (6 * 1024 * 1024 // 6)
+    with running_server(random_model_dir, tmp_path, "--max_body_bytes", str(limit)) as big:
+        r = httpx.post(big.url + V1, json={"instances": [six_mib]}, timeout=120)
+        assert r.status_code == 200, r.text
+        request = pb.ModelInferRequest(model_name=big.name, inputs=[_grpc_text_tensor()])
+        request.inputs[0].contents.bytes_contents.append(six_mib.encode())
+        response = _grpc_call(big, request)
+        assert response.outputs[0].name == "label"
+        assert response.outputs[0].contents.bytes_contents == [
+            r.json()["predictions"][0]["label"].encode()
+        ]
+        over = "a" * (17 * 1024 * 1024)
+        r = httpx.post(big.url + V1, json={"instances": [over]}, timeout=120)
+        assert r.status_code == 413 and f"{limit}-byte limit" in r.json()["error"]
+        request.inputs[0].contents.bytes_contents[0] = over.encode()
+        with pytest.raises(grpc.RpcError) as err:
+            _grpc_call(big, request)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "2"], "--workers > 1 is not supported"),
+        (
+            ["--max_body_bytes", "1000", "--grpc_max_receive_message_length", "2000"],
+            "one limit governs REST and gRPC",
+        ),
+        (["--access_log_format", "%(h)s"], "asgi-logger"),
+    ],
+)
+def test_server_flags_it_cannot_honour_are_refused_at_start(args, message, tmp_path):
+    import importlib.util
+
+    if "--access_log_format" in args and importlib.util.find_spec("asgi_logger") is not None:
+        pytest.skip("asgi-logger is installed: the access-log format works")
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.server", "--model_dir", str(tmp_path), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr

@@ -250,3 +250,17 @@ def test_payload_logger_gets_texts_and_outputs(random_model_dir):
     finally:
         model.stop()
     assert recorder.calls == [("r1", "m", "3", ["print(1)"], out["predictions"])]
+
+
+def test_one_size_limit_from_either_flag():
+    from kserve.constants.constants import MAX_GRPC_MESSAGE_LENGTH
+
+    from serving.server import body_limit
+
+    mib = 1024 * 1024
+    assert body_limit(None, MAX_GRPC_MESSAGE_LENGTH) == 8 * mib  # KServe's default governs both
+    assert body_limit(None, 20 * mib) == 20 * mib  # KServe's flag alone: REST follows it
+    assert body_limit(16 * mib, MAX_GRPC_MESSAGE_LENGTH) == 16 * mib  # ours alone: gRPC follows
+    assert body_limit(16 * mib, 16 * mib) == 16 * mib
+    with pytest.raises(ValueError, match="one limit governs REST and gRPC"):
+        body_limit(16 * mib, 20 * mib)

@@ -88,6 +88,8 @@ def test_concurrent_requests_get_exactly_the_serial_results(server):
 
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
         together = list(pool.map(call, texts))
+    ids = {r.pop("id") for r in together + serial}  # generated: one per response
+    assert len(ids) == 2 * len(texts)
     assert together == serial  # labels, scores and probabilities bit-for-bit (JSON floats)
     metrics = httpx.get(f"{server.url}/metrics").text
     counts = [
@@ -146,3 +148,57 @@ def test_sigterm_lets_in_flight_requests_finish(random_model_dir, tmp_path):
         assert len(result["response"].json()["outputs"][0]["data"]) == 1024
         assert result["done"] > sigterm_at, "the request finished before SIGTERM: make it longer"
         assert code == 0, s.log()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_kserve_tls_flags_serve_https(random_model_dir, tmp_path):
+    """KServe's --ssl_certfile/--ssl_keyfile reach its REST server (KServe's own start)."""
+    cert, key = _self_signed(tmp_path)
+    args = ("--ssl_certfile", str(cert), "--ssl_keyfile", str(key), "--enable_grpc", "false")
+    with running_server(random_model_dir, tmp_path, *args, scheme="https") as server:
+        r = httpx.post(
+            f"https://127.0.0.1:{server.http_port}/v1/models/{server.name}:predict",
+            json={"instances": ["print(1)"]},
+            verify=str(cert),
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json()["predictions"][0]["label"]
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not served
+            httpx.get(f"http://127.0.0.1:{server.http_port}/v2/health/ready", timeout=5)

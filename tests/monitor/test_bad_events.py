@@ -1,0 +1,233 @@
+"""Bad input from the real world, drift-monitor side: every layout the server accepts is read as
+the server reads it, repeated event ids pair or are counted, malformed events get 400 with the
+reason (never 500)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from fastapi.testclient import TestClient
+
+from serving.monitor.app import create_app
+from tests.monitor.conftest import MODEL, VERSION, make_monitor
+from tests.monitor.test_app import REQ, RESP, kserve_event
+
+
+@pytest.fixture
+def monitor(tmp_path, reference):
+    m = make_monitor(tmp_path / "state", reference, max_rows=1000)
+    yield m
+    m.close()
+
+
+def _post(client: TestClient, event, structured: bool = False):
+    headers, body = to_structured(event) if structured else to_binary(event)
+    return client.post("/", headers=dict(headers), content=body)
+
+
+def _v1_request(event_id: str, texts: list[str]):
+    return kserve_event(REQ, event_id, {"instances": [{"text": t} for t in texts]}, True)
+
+
+def _v1_response(event_id: str, labels: list[str]):
+    return kserve_event(
+        RESP, event_id, {"predictions": [{"label": lb, "score": 0.5} for lb in labels]}, True
+    )
+
+
+def _texts(monitor) -> list[str]:
+    return [r[1] for r in monitor.windows[(MODEL, VERSION)].records]
+
+
+def _unpaired(monitor, reason: str) -> float:
+    value = monitor.registry.get_sample_value(
+        "aicrush_monitor_events_unpaired_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+def test_nested_v2_shape_is_read_as_the_server_reads_it(monitor):
+    client = TestClient(create_app(monitor))
+    request = kserve_event(
+        REQ,
+        "n-1",
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [2, 1],
+                    "data": [["print(1)"], ["int x;"]],
+                }
+            ]
+        },
+        True,
+    )
+    response = kserve_event(
+        RESP,
+        "n-1",
+        {
+            "outputs": [
+                {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["Python", "C"]}
+            ]
+        },
+        True,
+    )
+    assert _post(client, request).status_code == 202
+    assert _post(client, response).status_code == 202
+    assert _texts(monitor) == ["print(1)", "int x;"]
+
+
+def test_repeated_ids_interleaved_pair_by_row_count(monitor):
+    client = TestClient(create_app(monitor))
+    events = [
+        _v1_request("dup", ["a = 1"]),
+        _v1_request("dup", ["int b;", "int c;"]),
+        _v1_response("dup", ["Python"]),
+        _v1_response("dup", ["C", "C"]),
+    ]
+    assert [_post(client, e).status_code for e in events] == [202] * 4
+    records = monitor.windows[(MODEL, VERSION)].records
+    assert sorted((r[1], r[2]) for r in records) == [
+        ("a = 1", "Python"),
+        ("int b;", "C"),
+        ("int c;", "C"),
+    ]
+    assert len(monitor.pairer) == 0
+
+
+def test_repeated_ids_of_the_same_size_pair_in_arrival_order(monitor):
+    client = TestClient(create_app(monitor))
+    for e in (
+        _v1_request("same", ["first"]),
+        _v1_request("same", ["second"]),
+        _v1_response("same", ["Python"]),
+        _v1_response("same", ["C"]),
+    ):
+        assert _post(client, e).status_code == 202
+    assert [(r[1], r[2]) for r in monitor.windows[(MODEL, VERSION)].records] == [
+        ("first", "Python"),
+        ("second", "C"),
+    ]
+
+
+def test_a_pair_whose_sizes_disagree_is_counted_not_refused(monitor):
+    client = TestClient(create_app(monitor))
+    assert _post(client, _v1_request("m-1", ["a", "b"])).status_code == 202
+    r = _post(client, _v1_response("m-1", ["C"]))
+    assert r.status_code == 202, r.text
+    assert _unpaired(monitor, "count_mismatch") == 2
+    assert _texts(monitor) == [] and len(monitor.pairer) == 0
+
+
+def test_every_inference_lands_in_a_window_or_a_counter(monitor):
+    """Reused ids, a lost response, a mismatched pair: every half is in a pair, a counter, or
+    still waiting."""
+    client = TestClient(create_app(monitor))
+    sent = [
+        _v1_request("r", ["x1"]),
+        _v1_request("r", ["x2", "x3"]),
+        _v1_response("r", ["C", "C"]),
+        _v1_request("lost", ["y"]),
+        _v1_request("mm", ["z1", "z2"]),
+        _v1_response("mm", ["C"]),
+        _v1_response("r", ["Python"]),
+    ]
+    for event in sent:
+        assert _post(client, event).status_code == 202
+    assert sorted(_texts(monitor)) == ["x1", "x2", "x3"]
+    assert _unpaired(monitor, "count_mismatch") == 2 and len(monitor.pairer) == 1  # "lost" waits
+    monitor.pairer.ttl_s = 0.0
+    assert _post(client, _v1_request("late", ["w"])).status_code == 202  # "lost" expires
+    assert _unpaired(monitor, "expired") == 1 and len(monitor.pairer) == 1  # "late" waits
+    paired_halves = 4
+    counted = _unpaired(monitor, "count_mismatch") + _unpaired(monitor, "expired")
+    assert paired_halves + counted + len(monitor.pairer) == len(sent) + 1
+
+
+def _structured(data_field: str, value, ce_type: str = REQ) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "bad-1",
+            "type": ce_type,
+            "source": "http://s/",
+            "inferenceservicename": MODEL,
+            data_field: value,
+        }
+    ).encode()
+
+
+STRUCTURED = {"content-type": "application/cloudevents+json"}
+BINARY = {
+    "ce-id": "bad-2",
+    "ce-type": REQ,
+    "ce-source": "http://s/",
+    "ce-specversion": "1.0",
+    "content-type": "application/json",
+}
+V2_TEXT = {"name": "text", "datatype": "BYTES"}
+
+MALFORMED = [
+    ("bad-base64", STRUCTURED, _structured("data_base64", "%%%not-base64"), "base64"),
+    ("inputs-a-string", STRUCTURED, _structured("data", {"inputs": "print(1)"}), "inputs"),
+    (
+        "v2-shape-mismatch",
+        STRUCTURED,
+        _structured("data", {"inputs": [{**V2_TEXT, "shape": [3], "data": ["a"]}]}),
+        "says 3 text(s) but the data holds 1",
+    ),
+    (
+        "v2-ragged",
+        STRUCTURED,
+        _structured("data", {"inputs": [{**V2_TEXT, "shape": [2, 1], "data": [["a"], "b"]}]}),
+        "does not match shape [2, 1]",
+    ),
+    ("instances-numbers", STRUCTURED, _structured("data", {"instances": [1]}), "got number"),
+    ("neither-v1-nor-v2", STRUCTURED, _structured("data", {"text": "a"}), "neither V1"),
+    (
+        "outputs-not-a-list",
+        STRUCTURED,
+        _structured("data", {"outputs": "C"}, RESP),
+        "'outputs' must be a non-empty list",
+    ),
+    (
+        "score-not-a-number",
+        STRUCTURED,
+        _structured("data", {"predictions": [{"label": "C", "score": "high"}]}, RESP),
+        "must be a number",
+    ),
+    ("structured-not-json", STRUCTURED, b"{nope", "not a CloudEvent"),
+    ("binary-data-not-json", BINARY, b"{nope", "not JSON"),
+    (
+        "binary-missing-source",
+        {k: v for k, v in BINARY.items() if k != "ce-source"},
+        b"{}",
+        "source",
+    ),
+    ("no-cloudevent-at-all", {"content-type": "application/json"}, b"{}", "not a CloudEvent"),
+    (
+        "batch-with-a-bad-event",
+        {"content-type": "application/cloudevents-batch+json"},
+        b"["
+        + _structured("data", {"instances": ["a"]})
+        + b","
+        + _structured("data_base64", "%%%")
+        + b"]",
+        "batch event 1",
+    ),
+    ("batch-not-a-list", {"content-type": "application/cloudevents-batch+json"}, b"{}", "array"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "message"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
+def test_malformed_events_get_400_with_the_reason(monitor, headers, body, message):
+    client = TestClient(create_app(monitor), raise_server_exceptions=False)
+    r = client.post("/", headers=headers, content=body)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"], r.json()
+    assert len(monitor.pairer) == 0 and _texts(monitor) == []
