@@ -554,10 +554,11 @@ def run_validate_step(
 ) -> None:
     """The body of the ``validate_dataset`` component: validate the config, validate the data."""
     from aicrush.config import config_from_dict
+    from aicrush.progress import report
 
     cfg = config_from_dict(config).validate_
     out_dir = Path(clean.path)
-    result = validate(Path(raw.path), cfg, out_dir, progress=print)
+    result = validate(Path(raw.path), cfg, out_dir, progress=report)
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     Path(report.path).write_text(
         (out_dir / "report.html").read_text(encoding="utf-8"), encoding="utf-8"

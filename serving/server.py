@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import re
 import signal
 import time
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,13 +284,10 @@ def install_http_extensions(
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///<state>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    from aicrush.state import state_dir
+    """``MLFLOW_TRACKING_URI``, else the local store (:func:`aicrush.state.resolve_tracking_uri`)."""
+    from aicrush.state import resolve_tracking_uri
 
-    return f"sqlite:///{Path(state_dir()) / 'mlflow.db'}"
+    return resolve_tracking_uri()
 
 
 def registry_uri(model: str, alias: str | None = None, version: int | str | None = None) -> str:
@@ -401,6 +398,7 @@ def serve(
     enable_grpc: bool = True,
     max_grpc_threads: int = 4,
     on_ready: Callable[[], None] | None = None,
+    access_log: bool = True,
 ) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocking).
 
@@ -440,6 +438,7 @@ def serve(
         enable_grpc=enable_grpc,
         max_grpc_threads=max_grpc_threads,
         on_ready=on_ready,
+        access_log=access_log,
     )
 
 
@@ -453,12 +452,14 @@ def run_model_server(
     enable_grpc: bool = True,
     max_grpc_threads: int = 4,
     on_ready: Callable[[], None] | None = None,
+    access_log: bool = True,
 ) -> None:
-    """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT."""
+    """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT.
+
+    ``access_log``: one line per request (uvicorn's access log); False: none."""
     from kserve import ModelServer
     from kserve.model_server import app
 
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a log line per request is costly
     model_server = ModelServer(
         http_port=http_port,
         grpc_port=grpc_port,
@@ -467,6 +468,11 @@ def run_model_server(
         enable_latency_logging=False,
         grace_period=grace_period,
     )
+    # After ModelServer(): it (re)configures KServe's loggers. Per request: one access line
+    # (access_log) and no timing lines (kserve.trace logs two per request at INFO).
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = not access_log
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes

@@ -247,8 +247,25 @@ class LocalBackend:
             stop(old.pid)
 
     def status(self) -> dict[str, Any]:
+        """``running`` (a proxy was started and not stopped), ``endpoint`` (the proxy's URL, None
+        when not running), ``routes`` (what the proxy forwards), ``stable``/``canary`` servers and
+        ``healthy``."""
         procs = LocalProcesses.load(self._file)
-        out: dict[str, Any] = {"endpoint": self.url, "proxy_alive": alive(procs.proxy_pid)}
+        if not procs.proxy_pid:
+            return {
+                "running": False,
+                "endpoint": None,
+                "proxy_alive": False,
+                "routes": None,
+                "stable": None,
+                "canary": None,
+                "healthy": False,
+            }
+        out: dict[str, Any] = {
+            "running": True,
+            "endpoint": self.url,
+            "proxy_alive": alive(procs.proxy_pid),
+        }
         try:
             out["routes"] = httpx.get(f"{self.url}{CONTROL}/routes", timeout=2).json()
         except httpx.HTTPError as err:
@@ -281,7 +298,7 @@ class LocalBackend:
         return ScrapeDriftVerdict(urljoin(self.log_to, "/metrics"), self.model_name)
 
     def shutdown(self) -> None:
-        """Stop the proxy and both servers (``aicrush serve --stop``, tests)."""
+        """Stop the proxy and both servers (``aicrush stop``, tests)."""
         procs = LocalProcesses.load(self._file)
         for s in (procs.canary, procs.stable):
             if s:
