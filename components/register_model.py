@@ -257,7 +257,7 @@ def run_register_step(
     model_card: Any,
 ) -> RegisterOutputs:
     """Protocol glue of the ``register_model`` component."""
-    from aicrush.progress import report
+    from aicrush.progress import report as show_progress
     from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
@@ -277,7 +277,7 @@ def run_register_step(
         manifest=manifest,
         state=resolve_state(state_dir or None),
         model_card=Path(model_card.path) if model_card is not None else None,
-        progress=report,
+        progress=show_progress,
     )
     print(json.dumps(asdict(result)))
     return RegisterOutputs(result.model_name, result.version, result.model_uri)

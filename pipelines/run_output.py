@@ -80,15 +80,16 @@ class RunOutput(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
 
     def close(self) -> None:
         if self._buffer:
             self._line(self._buffer)
             self._buffer = ""
         self._clear_transient()
+        super().close()  # flushes the log first
         self._log.close()
-        super().close()
 
     # -- what a line means ----------------------------------------------------------------
 
