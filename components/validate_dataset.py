@@ -202,8 +202,12 @@ def _check_classes(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationR
         )
         raise DataError(
             f"only {len(classes)} usable class(es) left ({kept}); validate.min_classes is "
-            f"{cfg.min_classes}. Files dropped by reason: {reasons}.{need} Add data with more "
-            "languages (ingest.sources) or lower validate.min_files_per_class"
+            f"{cfg.min_classes}. Files dropped by reason: {reasons}."
+            + (
+                need
+                or " Add data with more languages (ingest.sources) or lower "
+                "validate.min_files_per_class"
+            )
         )
 
 

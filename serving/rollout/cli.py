@@ -1,4 +1,4 @@
-"""``aicrush deploy | promote | rollback | status``: typer command functions over the rollout.
+"""``aicrush deploy | promote | rollback | status | stop``: typer command functions over the rollout.
 
 The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)``, ...). Each takes
 ``--backend local|kubernetes``, ``--config`` (the aicrush YAML; its ``rollout:`` section holds
