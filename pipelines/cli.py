@@ -35,7 +35,8 @@ PresetOpt = Annotated[
         "--preset",
         "-p",
         help=f"Model and data size preset: {', '.join(PRESETS)}. 'tiny' (default) trains a small "
-        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline).",
+        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline); 'custom' "
+        "applies no preset: only --config and the defaults (see README: Presets).",
     ),
 ]
 ConfigOpt = Annotated[
@@ -67,14 +68,14 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--version",
             help="Print the aicrush version and exit.",
             callback=_version_callback,
             is_eager=True,
         ),
-    ] = None,
+    ] = False,
 ) -> None:
     """End-to-end MLOps on Kubeflow Pipelines and KServe: train a source-code language
     classifier from your files, register it in MLflow, serve it, roll it out and watch it."""
