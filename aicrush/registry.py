@@ -109,3 +109,64 @@ def download_model(
 
 def model_uri(name: str, alias: str | None = None, version: str | int | None = None) -> str:
     return f"models:/{name}/{version}" if version else f"models:/{name}@{alias or CHAMPION}"
+
+
+#: The order a command tries when given no alias and no version (``aicrush serve``, ``drift``,
+#: ``monitor``): the champion, else the challenger (what ``make demo`` registers), else the latest.
+DEFAULT_ALIAS_ORDER = (CHAMPION, CHALLENGER)
+
+
+class ModelVersionNotFound(LookupError):
+    """A registered model, alias or version that is not in the store; the message lists what is."""
+
+
+def describe_registered(tracking_uri: str, name: str) -> str:
+    """What the store holds for ``name``: ``"versions 1, 2; aliases challenger -> v2"``, or a
+    sentence saying the model is not registered there (run ``aicrush run`` first)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        model = c.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in c.search_registered_models())
+        there = f"models there: {', '.join(names)}" if names else "the store holds no model"
+        return (
+            f"no registered model {name!r} in {tracking_uri} ({there}); run `aicrush run` to "
+            "train and register one, or point --state-dir / --tracking-uri at the store it used"
+        )
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+    aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
+    return f"versions {', '.join(map(str, versions)) or 'none'}; aliases {aliases}"
+
+
+def find_version(tracking_uri: str, name: str, selector: str | int | None = None):
+    """The ModelVersion that ``selector`` names: a version number, an alias, or (None) the first
+    of :data:`DEFAULT_ALIAS_ORDER` that is set, else the latest version.
+
+    Raises :class:`ModelVersionNotFound` naming the versions and aliases there are.
+    """
+    if selector is not None and str(selector) != "":
+        text = str(selector)
+        mv = get_version(
+            tracking_uri, name, **({"version": text} if text.isdigit() else {"alias": text})
+        )
+        if mv is None:
+            raise ModelVersionNotFound(
+                f"{name} has no {'version' if text.isdigit() else 'alias'} {text!r} in "
+                f"{tracking_uri}: {describe_registered(tracking_uri, name)}"
+            )
+        return mv
+    for alias in DEFAULT_ALIAS_ORDER:
+        mv = get_version(tracking_uri, name, alias=alias)
+        if mv is not None:
+            return mv
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client(tracking_uri).search_model_versions(f"name='{name}'")
+    except MlflowException:
+        versions = []
+    if not versions:
+        raise ModelVersionNotFound(describe_registered(tracking_uri, name))
+    return max(versions, key=lambda v: int(v.version))

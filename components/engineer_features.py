@@ -159,6 +159,7 @@ def run_engineer_step(
     config: dict[str, Any], state_dir: str, clean: Any, features: Any, metrics: Any
 ) -> FeatureResult:
     """The component's work: validate the config, engineer, record metrics on the artifacts."""
+    from aicrush.progress import report as show_progress
     from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
@@ -167,7 +168,7 @@ def run_engineer_step(
         cfg.features,
         Path(features.path),
         resolve_state(state_dir or None),
-        progress=print,
+        progress=show_progress,
     )
     for key, value in result.metrics().items():
         metrics.log_metric(key, value)

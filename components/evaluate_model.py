@@ -104,7 +104,7 @@ def gate(macro_f1: float, champion_macro_f1: float | None, cfg: EvaluateConfig) 
             f"+ margin {cfg.promotion_margin:.4f} = {needed:.4f}"
         )
     return False, (
-        f"not promoted: macro-F1 {macro_f1:.4f} does not exceed the champion's {champion_macro_f1:.4f} "
+        f"macro-F1 {macro_f1:.4f} does not exceed the champion's {champion_macro_f1:.4f} "
         f"+ evaluate.promotion_margin {cfg.promotion_margin:.4f} = {needed:.4f}"
     )
 
@@ -340,6 +340,13 @@ def run_evaluate_step(
     cfg = config_from_dict(config)
     result = evaluate(
         Path(model.path), Path(features.path), cfg.evaluate, resolve_champion(champion_uri)
+    )
+    from aicrush.progress import report
+
+    report(
+        f"evaluate: test accuracy {result.metrics['accuracy']:.3f}, macro-F1 "
+        f"{result.metrics['macro_f1']:.3f}; {'passed' if result.passed else 'not promoted'}: "
+        f"{result.reason}"
     )
     for key, value in result.metrics.items():
         metrics.log_metric(key, float(value))

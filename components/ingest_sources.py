@@ -331,11 +331,12 @@ def run_ingest_step(config: dict[str, Any], state_dir: str, dataset: Any, metric
     Returns the dataset's content hash.
     """
     from aicrush.config import config_from_dict
+    from aicrush.progress import report as show_progress
     from aicrush.state import state_dir as default_state_dir
 
     cfg = config_from_dict(config).ingest
     state = Path(state_dir) if state_dir else default_state_dir()
-    result = ingest(cfg, Path(dataset.path), state, progress=print)
+    result = ingest(cfg, Path(dataset.path), state, progress=show_progress)
     metrics.log_metric("n_files", float(result.n_files))
     metrics.log_metric("n_languages", float(len(result.languages)))
     metrics.log_metric("n_repositories", float(result.n_repositories))

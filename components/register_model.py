@@ -12,6 +12,7 @@ created deletes it again, so no version is left without its alias and tags.
 
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -190,7 +191,11 @@ def _register(
             )
             mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
         if model_card is not None and model_card.is_file():
-            mlflow.log_artifact(str(model_card), artifact_path="model_card")
+            # MLflow serves an artifact's content type by its extension: .html renders in the UI.
+            with tempfile.TemporaryDirectory() as tmp:
+                card_html = Path(tmp) / "model_card.html"
+                shutil.copyfile(model_card, card_html)
+                mlflow.log_artifact(str(card_html), artifact_path="model_card")
         say("logging the model to MLflow")
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -252,6 +257,7 @@ def run_register_step(
     model_card: Any,
 ) -> RegisterOutputs:
     """Protocol glue of the ``register_model`` component."""
+    from aicrush.progress import report as show_progress
     from aicrush.state import state_dir as resolve_state
 
     cfg = config_from_dict(config)
@@ -271,7 +277,7 @@ def run_register_step(
         manifest=manifest,
         state=resolve_state(state_dir or None),
         model_card=Path(model_card.path) if model_card is not None else None,
-        progress=print,
+        progress=show_progress,
     )
     print(json.dumps(asdict(result)))
     return RegisterOutputs(result.model_name, result.version, result.model_uri)

@@ -718,6 +718,21 @@ def default_checkpoint_dir(model_path: str) -> Path:
     return Path(model_path).parent.parent / "checkpoints" / "train_model"
 
 
+def show_training_progress(info: dict[str, Any]) -> None:
+    """``aicrush run``'s view of training: one line per epoch (with validation accuracy), a
+    transient line for the steps in between (see :mod:`aicrush.progress`)."""
+    from aicrush.progress import report, status
+
+    line = (
+        f"train: epoch {info['epoch']:.2f}, step {info['step']}/{info['total_steps']}, "
+        f"loss {info['loss']:.4f}, {info['samples_per_second']:.0f} samples/s"
+    )
+    if "val_accuracy" in info:
+        report(f"{line}, val accuracy {info['val_accuracy']:.3f}")
+    else:
+        status(line)
+
+
 def run_train_step(
     config: dict[str, Any], features: Any, model: Any, metrics: Any, checkpoint_dir: str = ""
 ) -> TrainResult:
@@ -727,7 +742,14 @@ def run_train_step(
     cfg = config_from_dict(config)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model.path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = train(Path(features.path), cfg.train, Path(model.path), ckpt, preset=cfg.preset)
+    result = train(
+        Path(features.path),
+        cfg.train,
+        Path(model.path),
+        ckpt,
+        preset=cfg.preset,
+        progress=show_training_progress,
+    )
     for key, value in result.metrics.items():
         if not math.isnan(value):
             metrics.log_metric(key, float(value))

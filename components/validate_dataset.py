@@ -189,11 +189,51 @@ def _check_classes(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationR
     if len(classes) < cfg.min_classes:
         kept = ", ".join(classes) or "none"
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.dropped.items())) or "none"
+        small = ", ".join(f"{k} {v}" for k, v in report.small_classes.items())
+        need = (
+            f" Languages with fewer than validate.min_files_per_class ({cfg.min_files_per_class}) "
+            f"files were dropped ({small}): give at least {cfg.min_classes} languages "
+            f"{cfg.min_files_per_class} files each, or lower validate.min_files_per_class (a run "
+            f"needs {_least_files_for_all_splits(cfg)} or more per language to fill train, "
+            "validation and test)."
+            if small
+            else ""
+        )
         raise DataError(
             f"only {len(classes)} usable class(es) left ({kept}); validate.min_classes is "
-            f"{cfg.min_classes}. Files dropped by reason: {reasons}. Add data with more languages "
-            "(ingest.sources) or lower validate.min_files_per_class"
+            f"{cfg.min_classes}. Files dropped by reason: {reasons}."
+            + (
+                need
+                or " Add data with more languages (ingest.sources) or lower "
+                "validate.min_files_per_class"
+            )
         )
+
+
+def _least_files_for_all_splits(cfg: ValidateConfig) -> int:
+    """The fewest files of one language that a file split puts in train, validation and test."""
+    for n in range(3, 1000):
+        mapping = _file_split([("r", str(i)) for i in range(n)], cfg)
+        if mapping is not None and set(mapping.values()) == set(SPLITS):
+            return n
+    return 1000
+
+
+def _check_splits(frame: pd.DataFrame, cfg: ValidateConfig) -> None:
+    """Every split must hold files: training needs a validation signal, evaluation a test set."""
+    empty = [s for s in SPLITS if not (frame["split"] == s).any()]
+    if not empty:
+        return
+    counts = frame["language"].value_counts()
+    have = ", ".join(f"{k} {v}" for k, v in counts.items())
+    least = _least_files_for_all_splits(cfg)
+    raise DataError(
+        f"the {' and '.join(empty)} split(s) would be empty: {len(frame)} usable files ({have}) "
+        f"in {frame['repository'].nunique()} repositories are too few to hold files out. Give "
+        f"each language at least {least} files (3 or more repositories per language split best; "
+        f"{cfg.min_files_per_class} per language is validate.min_files_per_class), or raise "
+        "validate.val_fraction / validate.test_fraction"
+    )
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -525,6 +565,7 @@ def validate(
     _check_classes(frame, cfg, report)
     frame = _split(frame, cfg, report)
     _check_classes(frame, cfg, report)
+    _check_splits(frame, cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {s: frame[frame["split"] == s][columns].reset_index(drop=True) for s in SPLITS}
@@ -556,10 +597,11 @@ def run_validate_step(
 ) -> None:
     """The body of the ``validate_dataset`` component: validate the config, validate the data."""
     from aicrush.config import config_from_dict
+    from aicrush.progress import report as show_progress
 
     cfg = config_from_dict(config).validate_
     out_dir = Path(clean.path)
-    result = validate(Path(raw.path), cfg, out_dir, progress=print)
+    result = validate(Path(raw.path), cfg, out_dir, progress=show_progress)
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
     Path(report.path).write_text(
         (out_dir / "report.html").read_text(encoding="utf-8"), encoding="utf-8"

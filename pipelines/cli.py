@@ -37,7 +37,8 @@ PresetOpt = Annotated[
         "--preset",
         "-p",
         help=f"Model and data size preset: {', '.join(PRESETS)}. 'tiny' (default) trains a small "
-        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline).",
+        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline); 'custom' "
+        "applies no preset: only --config and the defaults (see README: Presets).",
     ),
 ]
 ConfigOpt = Annotated[
@@ -53,6 +54,33 @@ StateOpt = Annotated[
         help="Local state folder (MLflow store, Feast stores, pipeline root). Default $AICRUSH_HOME or ./.aicrush.",
     ),
 ]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"aicrush {version('aicrush')}")
+        except PackageNotFoundError:
+            typer.echo("aicrush (not installed as a distribution; run `make install`)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the aicrush version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """End-to-end MLOps on Kubeflow Pipelines and KServe: train a source-code language
+    classifier from your files, register it in MLflow, serve it, roll it out and watch it."""
 
 
 def _warn_if_no_registry(cfg) -> None:
@@ -84,34 +112,94 @@ def run(
         Path | None,
         typer.Option("--summary", help="Also write the run summary as JSON to this file."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show every log line of every step (they always go to the log file).",
+        ),
+    ] = False,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file", help="Where the full log goes. Default <state-dir>/runs/run-<time>.log."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole training pipeline on this machine (kfp.local): ingest, validate, Feast
     features, train, evaluate against the champion, register in MLflow as 'challenger'.
 
-    Prints each step's progress and a summary at the end. Needs no cluster and no internet.
+    Prints one line per step (status and time), the steps' progress (ingest, training epochs,
+    evaluation) and a summary at the end; the full log of every step goes to a log file whose
+    path is printed. A failed step prints its one-line cause and where its log is. Needs no
+    cluster and no internet.
     """
     cfg = _config(config, preset, source)
-    from pipelines.local import run_pipeline_locally
+    from pipelines.local import StepFailed, check_sources, run_pipeline_locally
+    from pipelines.run_output import default_log_file
 
+    try:
+        check_sources(cfg)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     home = state_dir(state)
+    log_path = (log_file or default_log_file(home)).resolve()
     typer.echo(
         f"aicrush: running the training pipeline (preset {cfg.preset}) with state in {home}",
         err=True,
     )
+    typer.echo(f"full log: {log_path}", err=True)
     try:
-        result = run_pipeline_locally(cfg, home)
-    except RuntimeError as err:
-        typer.echo(f"error: the pipeline failed: {err}", err=True)
-        typer.echo(
-            "the failing step's message is printed above its 'finished with status FAILURE' line",
-            err=True,
-        )
+        result = run_pipeline_locally(cfg, home, log_file=log_path, verbose=verbose)
+    except StepFailed as err:
+        typer.echo(f"error: step {err.step} failed: {err.cause}", err=True)
+        typer.echo(f"full log: {err.log_file}", err=True)
         raise typer.Exit(1) from None
     typer.echo(result.human())
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())
         typer.echo(f"summary written to {summary}")
+
+
+@app.command()
+def ui(
+    state: StateOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow store to show. Default $MLFLOW_TRACKING_URI, else <state-dir>/mlflow.db.",
+        ),
+    ] = None,
+) -> None:
+    """Start the MLflow UI on the local store, until Ctrl-C.
+
+    Experiments show every run (params, metrics, the model card under Artifacts); Models shows
+    the registered versions, their aliases (champion, challenger) and the rollout tags.
+    """
+    import subprocess
+    import sys
+
+    from aicrush.state import artifact_root, resolve_tracking_uri
+
+    home = state_dir(state)
+    uri = resolve_tracking_uri(None, home, tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", artifact_root(home)]
+        cmd += ["--artifacts-destination", artifact_root(home)]
+    typer.echo(f"aicrush: MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
+    try:
+        code = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
 
 
 @app.command(name="compile")
@@ -191,6 +279,7 @@ def _register_commands() -> None:
     app.command(name="promote")(rollout.promote)
     app.command(name="rollback")(rollout.rollback)
     app.command(name="status")(rollout.status)
+    app.command(name="stop")(rollout.stop)
 
 
 _register_commands()

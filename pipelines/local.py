@@ -7,13 +7,16 @@ this Python environment (``SubprocessRunner(use_venv=False)``); artifacts land u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from aicrush.config import AicrushConfig
 from pipelines.training import PIPELINE_NAME, build_training_pipeline
@@ -126,8 +129,8 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
     reports = {
-        "data_report": str(run_dir / "validate-dataset" / "report"),
-        "model_card": str(run_dir / "evaluate-model" / "model_card"),
+        "data_report": _as_html(run_dir / "validate-dataset" / "report"),
+        "model_card": _as_html(run_dir / "evaluate-model" / "model_card"),
         "model": str(run_dir / "train-model" / "model"),
     }
     version = str(outcome.get("model_version") or "")
@@ -180,6 +183,15 @@ def corpus_statistics(
     return corpus, support
 
 
+def _as_html(artifact: Path) -> str:
+    """A browser-openable copy of a KFP ``HTML`` artifact: kfp.local names the file after the
+    output (no extension), so browsers would show its source. Returns the ``.html`` path."""
+    html = artifact.with_name(artifact.name + ".html")
+    if artifact.is_file():
+        shutil.copyfile(artifact, html)
+    return str(html)
+
+
 def _per_class(predictions: Path) -> dict[str, Any]:
     """Per-language precision, recall, F1 and support on the test split (from evaluate_model's
     predictions), or {} when the step wrote none."""
@@ -195,18 +207,62 @@ def _per_class(predictions: Path) -> dict[str, Any]:
     return compute_metrics(frame["label"].tolist(), frame["prediction"].tolist())[1]
 
 
-def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
-    """Run the whole training pipeline with kfp.local; raise if a step fails."""
+class StepFailed(RuntimeError):
+    """A pipeline step failed: ``step`` (task name), ``cause`` (its one-line error) and
+    ``log_file`` (the run's full log)."""
+
+    def __init__(self, step: str, cause: str, log_file: Path):
+        super().__init__(f"step {step} failed: {cause}")
+        self.step, self.cause, self.log_file = step, cause, log_file
+
+
+def check_sources(cfg: AicrushConfig) -> None:
+    """Fail before the pipeline starts when a local source does not exist.
+
+    gs:// prefixes and git URLs are checked by the ingest step (they need the network).
+    Raises :class:`aicrush.config.ConfigError` naming the source.
+    """
+    from aicrush.config import ConfigError
+
+    for source in cfg.ingest.sources:
+        text = str(source)
+        if "://" in text or text.startswith("git@"):
+            continue
+        if not Path(text).expanduser().exists():
+            raise ConfigError(
+                f"source {text!r} does not exist (resolved to {Path(text).expanduser().resolve()}); "
+                "give an existing folder, git repository or .parquet/.csv table, a gs://bucket/prefix "
+                "or a git URL (--source / ingest.sources)"
+            )
+
+
+def run_pipeline_locally(
+    cfg: AicrushConfig,
+    state: Path,
+    log_file: Path | None = None,
+    verbose: bool = False,
+    terminal: TextIO | None = None,
+) -> RunSummary:
+    """Run the whole training pipeline with kfp.local and summarize it.
+
+    Everything the steps print goes to ``log_file`` (default ``<state>/runs/run-<time>.log``);
+    ``terminal`` (default stderr) gets one line per step, the steps' progress lines and, with
+    ``verbose``, every line. Raises :class:`StepFailed` (step, one-line cause, log file) when a
+    step fails and :class:`aicrush.config.ConfigError` when a local source does not exist.
+    """
     from kfp import local
 
     from aicrush.state import resolve_tracking_uri
+    from pipelines.run_output import RunOutput, default_log_file
 
+    check_sources(cfg)
     tracking_uri = resolve_tracking_uri(cfg.registry, state)
     # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("FEAST_USAGE", "False")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # step lines reach the log as they happen
     pipeline_root = state / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     # Expected here, and noise to a user: the steps run in this environment, not in the images
@@ -219,9 +275,28 @@ def run_pipeline_locally(cfg: AicrushConfig, state: Path) -> RunSummary:
         raise_on_error=True,
     )
 
+    output = RunOutput(log_file or default_log_file(state), terminal or sys.stderr, verbose=verbose)
     start = time.time()
-    task = build_training_pipeline(cfg, state_dir=str(state))(
-        config=cfg.to_dict(), state_dir=str(state)
-    )
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            task = build_training_pipeline(cfg, state_dir=str(state))(
+                config=cfg.to_dict(), state_dir=str(state)
+            )
+    except RuntimeError as err:
+        step = output.fail_current()
+        output.close()
+        if step is None:
+            failed = [s for s in output.steps if s.status == "FAILED"]
+            if not failed:
+                raise StepFailed("(pipeline)", str(err), output.log_path) from None
+            step = failed[-1]
+        raise StepFailed(step.name, step.cause, output.log_path) from None
+    finally:
+        if not output.closed:
+            output.close()
     wall = time.time() - start
-    return summarize(_newest_run_dir(pipeline_root, start), dict(task.outputs), tracking_uri, wall)
+    summary = summarize(
+        _newest_run_dir(pipeline_root, start), dict(task.outputs), tracking_uri, wall
+    )
+    summary.reports["log"] = str(output.log_path)
+    return summary

@@ -6,7 +6,6 @@ The lead registers :func:`serve_command` on the ``aicrush`` Typer app
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,24 +15,33 @@ DEFAULT_REGISTERED_MODEL = "aicrush-code-language"
 
 
 def model_source(
-    model: str, alias: str | None, version: int | None, path: Path | None
+    model: str,
+    alias: str | None,
+    version: int | None,
+    path: Path | None,
+    tracking_uri: str | None = None,
 ) -> tuple[str, str]:
-    """What to load (a folder or a ``models:/`` URI) and a short description of it.
+    """What to load (a folder or a ``models:/NAME/VERSION`` URI) and a short description of it.
 
-    Exactly one of ``path``, ``alias`` and ``version`` picks the model; with none, the
-    ``champion`` alias of ``model`` is served.
+    At most one of ``path``, ``alias`` and ``version`` picks the model; with none, the rule of
+    :func:`aicrush.registry.find_version` applies: the ``champion`` alias, else ``challenger``
+    (what ``make demo`` registers), else the latest version. Raises ``typer.BadParameter`` for two
+    choices at once and :class:`aicrush.registry.ModelVersionNotFound` (listing the versions and
+    aliases there are) for a model, alias or version the store does not hold.
     """
-    from serving.server import registry_uri
+    from aicrush.registry import find_version
+    from aicrush.state import resolve_tracking_uri
 
     chosen = [x for x in (path, alias, version) if x is not None]
     if len(chosen) > 1:
         raise typer.BadParameter("give only one of --path, --alias and --version")
     if path is not None:
         return str(path), f"folder {path}"
-    if alias is None and version is None:
-        alias = "champion"
-    uri = registry_uri(model, alias=alias, version=version)
-    return uri, uri
+    uri = resolve_tracking_uri(None, None, tracking_uri)
+    mv = find_version(uri, model, version if version is not None else alias)
+    aliases = ", ".join(getattr(mv, "aliases", None) or []) or "no alias"
+    how = "" if chosen else " (no --alias/--version: champion, else challenger, else latest)"
+    return f"models:/{model}/{mv.version}", f"{model} version {mv.version} ({aliases}){how}"
 
 
 def example_curl(http_url: str, name: str) -> str:
@@ -50,7 +58,11 @@ def serve_command(
     ] = DEFAULT_REGISTERED_MODEL,
     alias: Annotated[
         str | None,
-        typer.Option("--alias", help="Registry alias to serve: champion (default) or challenger."),
+        typer.Option(
+            "--alias",
+            help="Registry alias to serve (champion, challenger). Default: champion if set, else "
+            "challenger, else the latest version.",
+        ),
     ] = None,
     version: Annotated[
         int | None, typer.Option("--version", help="Registry version number to serve.", min=1)
@@ -123,6 +135,13 @@ def serve_command(
             "accepts it). 1: one binary-mode event per POST, as KServe's logger sends them.",
         ),
     ] = 32,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="One log line per request (client, request line, status); --no-access-log: none.",
+        ),
+    ] = True,
     log_linger_ms: Annotated[
         float,
         typer.Option("--log-linger-ms", min=0, help="How long a payload-log batch waits to fill."),
@@ -144,15 +163,16 @@ def serve_command(
 ) -> None:
     """Serve a model on localhost over V1 and V2 (REST and gRPC), until Ctrl-C.
 
-    Picks the model from the MLflow registry (--model with --alias or --version; default the
-    champion) or a folder (--path), prints the URLs and an example curl, and blocks.
+    Picks the model from the MLflow registry (--model with --alias or --version) or a folder
+    (--path). With none of them: the champion if set, else the challenger (what `make demo`
+    registers), else the latest version. Prints the version, the URLs and an example curl, and
+    blocks. A missing model, alias or version exits 2 and lists the versions and aliases there are.
     """
+    from aicrush.registry import ModelVersionNotFound
+    from aicrush.state import resolve_tracking_uri, state_dir
     from serving.server import serve
 
-    if tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        from aicrush.state import state_dir
-
-        tracking_uri = f"sqlite:///{state_dir(state) / 'mlflow.db'}"
+    tracking_uri = resolve_tracking_uri(None, state_dir(state), tracking_uri)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     given = {
@@ -168,7 +188,11 @@ def serve_command(
         check_server_options(options)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    source, description = model_source(model, alias, version, path)
+    try:
+        source, description = model_source(model, alias, version, path, tracking_uri)
+    except ModelVersionNotFound as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     served = name or model
     http_url = f"{'https' if ssl_certfile else 'http'}://{host}:{http_port}"
 
@@ -198,6 +222,7 @@ def serve_command(
             tracking_uri=tracking_uri,
             on_ready=announce,
             server_options=options,
+            access_log=access_log,
         )
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)

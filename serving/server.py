@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import time
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -315,13 +315,10 @@ def install_http_extensions(
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else the local store ``sqlite:///<state>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    from aicrush.state import state_dir
+    """``MLFLOW_TRACKING_URI``, else the local store (:func:`aicrush.state.resolve_tracking_uri`)."""
+    from aicrush.state import resolve_tracking_uri
 
-    return f"sqlite:///{Path(state_dir()) / 'mlflow.db'}"
+    return resolve_tracking_uri()
 
 
 def registry_uri(model: str, alias: str | None = None, version: int | str | None = None) -> str:
@@ -422,6 +419,7 @@ def serve(
     on_ready: Callable[[], None] | None = None,
     server_options: dict[str, Any] | None = None,
     max_send_bytes: int | None = None,
+    access_log: bool = True,
 ) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocking).
 
@@ -466,6 +464,7 @@ def serve(
         on_ready=on_ready,
         server_options=server_options,
         max_send_bytes=max_send_bytes,
+        access_log=access_log,
     )
 
 
@@ -481,10 +480,13 @@ def run_model_server(
     on_ready: Callable[[], None] | None = None,
     server_options: dict[str, Any] | None = None,
     max_send_bytes: int | None = None,
+    access_log: bool = True,
 ) -> None:
     """Serve one loaded ``kserve.Model`` (with ``version`` and ``stop()``) until SIGTERM/SIGINT,
     through KServe's own ``ModelServer.start`` (its REST and gRPC servers, signal handling and
     graceful stop), with the aicrush HTTP extensions installed on KServe's app first.
+
+    ``access_log``: one line per request (uvicorn's access log); False: none.
 
     Raises ValueError for ``workers`` > 1 (KServe's worker processes re-import its app without
     these extensions and cannot share the loaded model) and for an access-log format without
@@ -507,8 +509,12 @@ def run_model_server(
         grace_period=grace_period,
         **{"enable_latency_logging": False, **options},
     )
-    if not model_server.enable_latency_logging:  # after KServe configured its loggers
-        logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # a line per request
+    # After ModelServer(): it (re)configures KServe's loggers. Per request: one access line
+    # (access_log) and no timing lines (kserve.trace logs two per request at INFO).
+    if not model_server.enable_latency_logging:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = not access_log
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes

@@ -86,14 +86,25 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
 
 
 def drift_command(
-    requests: Annotated[
-        Path,
+    requests_file: Annotated[
+        Path | None,
         typer.Argument(
-            help="JSONL of V1 requests/instances, or plain text lines (one input per line)",
+            help="Same as --requests (kept for the positional spelling).",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            "--requests",
+            help="JSONL of V1 requests/instances (with their predictions when logged), or plain "
+            "text lines (one input per line).",
             exists=True,
             dir_okay=False,
         ),
-    ],
+    ] = None,
     reference: Annotated[
         str,
         typer.Option(
@@ -103,7 +114,13 @@ def drift_command(
         ),
     ] = "mlflow",
     model: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_MODEL,
-    version: Annotated[str, typer.Option(help="model version or alias")] = "champion",
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="model version or alias. Default: champion if set, else challenger, else the "
+            "latest version"
+        ),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -113,10 +130,20 @@ def drift_command(
     model_dir: Annotated[
         Path | None,
         typer.Option(
-            help="model folder to predict labels with when the requests carry no predictions"
+            help="model folder to predict labels with when the requests carry no predictions "
+            "(default with --reference mlflow: the registered version's model)"
         ),
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI. Default $MLFLOW_TRACKING_URI, else the local state store"
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Local state folder. Default $AICRUSH_HOME or ./.aicrush"),
+    ] = None,
     fail_on_drift: Annotated[
         bool,
         typer.Option(help="exit 1 when the dataset drifted, 3 when there is not enough data"),
@@ -131,16 +158,28 @@ def drift_command(
 ) -> None:
     """Run the monitor's drift analysis offline: REQUESTS against the model version's reference.
 
-    Compares the request features (and the predicted labels, when the file carries them or
-    --model-dir gives a model; plain texts alone compare features only) with the reference,
-    writes the Evidently HTML report and a JSON summary, and prints the verdict: DRIFT, no
-    drift, or "not enough data" below --min-rows requests.
+    Compares the request features and the predicted labels (from the file, else predicted with
+    --model-dir or, for --reference mlflow, the registered version's model; with no model at all,
+    features only) with the reference, writes the Evidently HTML report and a JSON summary, and
+    prints the verdict: DRIFT, no drift, or "not enough data" below --min-rows requests. The MLflow
+    store is the one every command uses (--tracking-uri > $MLFLOW_TRACKING_URI >
+    <state-dir>/mlflow.db).
     """
     from serving.monitor.features import features_of
-    from serving.monitor.reference import load_reference
 
-    ref = load_reference(reference, model, version, tracking_uri=tracking_uri)
-    texts, predictions = read_requests(requests)
+    if (requests is None) == (requests_file is None):
+        raise typer.BadParameter("give the requests file once: aicrush drift --requests FILE")
+    requests_path = requests or requests_file
+    assert requests_path is not None
+    uri = registry_uri(tracking_uri, state_dir)
+    version = registered_version(reference, model, version, uri)
+    ref = _load_reference(reference, model, version, uri)
+    texts, predictions = read_requests(requests_path)
+    if predictions is None and model_dir is None and reference == "mlflow":
+        from aicrush.registry import download_model
+
+        resolved = download_model(uri, model, version=version)
+        model_dir = resolved.path if resolved is not None else None
     if predictions is None and model_dir is not None:
         from aicrush.model_folder import TextClassifier
 
@@ -195,12 +234,22 @@ def monitor_command(
     model: Annotated[
         str, typer.Option(help="model name (the InferenceService name in KServe logger events)")
     ] = DEFAULT_MODEL,
-    version: Annotated[str, typer.Option(help="model version or alias")] = "champion",
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="model version or alias. Default: champion if set, else challenger, else the "
+            "latest version"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 8085,
     state_dir: Annotated[
-        Path, typer.Option(help="folder of monitor.db (reference, open windows, verdicts)")
-    ] = Path(".aicrush/monitor"),
+        Path | None,
+        typer.Option(
+            help="Local state folder (default $AICRUSH_HOME or ./.aicrush): monitor.db (reference, "
+            "open windows, verdicts) lives in its monitor/ folder; the MLflow store beside it"
+        ),
+    ] = None,
     window_rows: Annotated[int, typer.Option(help="close a window after this many inputs")] = 1000,
     window_seconds: Annotated[
         float | None, typer.Option(help="...or this long after its first input")
@@ -222,18 +271,25 @@ def monitor_command(
     retrain_interval_s: Annotated[
         float, typer.Option(help="at most one retrain per this many seconds")
     ] = 21600.0,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI. Default $MLFLOW_TRACKING_URI, else the local state store"
+        ),
+    ] = None,
 ) -> None:
     """Serve the drift monitor: CloudEvents in on POST /, /metrics, /healthz, /reports."""
     import uvicorn
 
+    from aicrush.state import state_dir as resolve_state
     from serving.monitor.app import create_app
 
+    uri = registry_uri(tracking_uri, state_dir)
     monitor = build_monitor(
         reference=reference,
         model=model,
-        version=version,
-        state_dir=state_dir,
+        version=registered_version(reference, model, version, uri),
+        state_dir=resolve_state(state_dir) / "monitor",
         window_rows=window_rows,
         window_seconds=window_seconds,
         reports=reports,
@@ -243,7 +299,7 @@ def monitor_command(
         pipeline_package=pipeline_package,
         sustained_windows=sustained_windows,
         retrain_interval_s=retrain_interval_s,
-        tracking_uri=tracking_uri,
+        tracking_uri=uri,
     )
     try:
         uvicorn.run(create_app(monitor), host=host, port=port, log_level="info")
@@ -270,7 +326,6 @@ def build_monitor(
     background: bool = True,
 ):  # -> Monitor (import kept lazy)
     """Validate the options and build the :class:`~serving.monitor.service.Monitor`."""
-    from serving.monitor.reference import load_reference
     from serving.monitor.retrain import (
         RetrainPolicy,
         RetrainTrigger,
@@ -286,7 +341,7 @@ def build_monitor(
         raise typer.BadParameter(f"--retrain {retrain!r}: use none, embedded or cluster")
     if retrain == "cluster" and not (kfp_host and pipeline_package):
         raise typer.BadParameter("--retrain cluster needs --kfp-host and --pipeline-package")
-    ref = load_reference(reference, model, version, tracking_uri=tracking_uri)
+    ref = _load_reference(reference, model, version, tracking_uri)
     config = MonitorConfig(
         state_dir=state_dir,
         policy=WindowPolicy(max_rows=window_rows, max_age_s=window_seconds),
@@ -301,3 +356,39 @@ def build_monitor(
         hook = cluster_hook(kfp_host or "", pipeline_package or "")
     trigger = RetrainTrigger(hook, RetrainPolicy(sustained_windows, retrain_interval_s))
     return Monitor(config, references=[ref], retrain=trigger)
+
+
+def registry_uri(tracking_uri: str | None, state_dir: Path | None) -> str:
+    """The MLflow store every command uses (:func:`aicrush.state.resolve_tracking_uri`)."""
+    from aicrush.state import resolve_tracking_uri
+    from aicrush.state import state_dir as resolve_state
+
+    return resolve_tracking_uri(None, resolve_state(state_dir), tracking_uri)
+
+
+def registered_version(reference: str, model: str, version: str | None, tracking_uri: str) -> str:
+    """The version number a command works on: ``version`` (a number or an alias) or, when None, the
+    champion, else the challenger, else the latest (:func:`aicrush.registry.find_version`). A
+    Parquet reference needs no registry: the version is then only a label ("1" by default).
+
+    Raises ``typer.BadParameter`` listing the versions and aliases there are.
+    """
+    if reference != "mlflow" and not reference.startswith("models:/"):
+        return version or "1"
+    if reference.startswith("models:/"):
+        return version or "champion"  # load_reference takes the version from the URI
+    from aicrush.registry import ModelVersionNotFound, find_version
+
+    try:
+        return str(find_version(tracking_uri, model, version).version)
+    except ModelVersionNotFound as err:
+        raise typer.BadParameter(str(err), param_hint="--version") from None
+
+
+def _load_reference(reference: str, model: str, version: str, tracking_uri: str | None):
+    from serving.monitor.reference import load_reference
+
+    try:
+        return load_reference(reference, model, version, tracking_uri=tracking_uri)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="--reference") from None

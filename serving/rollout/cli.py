@@ -1,4 +1,4 @@
-"""``aicrush deploy | promote | rollback | status``: typer command functions over the rollout.
+"""``aicrush deploy | promote | rollback | status | stop``: typer command functions over the rollout.
 
 The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)``, ...). Each takes
 ``--backend local|kubernetes``, ``--config`` (the aicrush YAML; its ``rollout:`` section holds
@@ -78,8 +78,28 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=1)
 
 
-def _echo_state(r: Rollout) -> None:
-    typer.echo(json.dumps(r.status(), indent=2, default=str))
+def _v(version: Any) -> str:
+    return f"v{version}" if version else "none"
+
+
+def _endpoint_lines(serving: dict[str, Any], service: str) -> list[str]:
+    """Where clients call: the local proxy or the InferenceService URL (none when not running)."""
+    url = serving.get("endpoint") or serving.get("url")
+    if not url:
+        return []
+    return [
+        f"endpoint  {url}",
+        f"          POST {url}/v1/models/{service}:predict  (V1)  |  {url}/v2/models/{service}/infer  (V2)",
+    ]
+
+
+def _progress_line(a: dict[str, Any]) -> str:
+    """One line per analysis poll: step, elapsed time, requests seen, outcome and why."""
+    line = (
+        f"  {a['percent']:>3} %  {a['elapsed_s']:>6.1f}s  canary {a.get('canary_requests', 0):.0f} "
+        f"/ stable {a.get('stable_requests', 0):.0f} requests  {a['outcome']}"
+    )
+    return line + (f": {a['reason']}" if a.get("reason") else "")
 
 
 def deploy(
@@ -102,23 +122,38 @@ def deploy(
 ) -> None:
     """Deploy a registered model version as a canary next to the champion and (by default) watch it.
 
-    With --watch the canary is stepped through rollout.steps; every step is judged on 5xx rate,
-    p99 latency and prediction agreement against the champion, and the canary is promoted after
-    the last step or rolled back at the first failed check. Without a champion, the version is
-    deployed with all traffic and becomes champion.
+    Prints the endpoint clients call. With --watch the canary is stepped through rollout.steps
+    and every analysis poll prints one line (step, time, requests, verdict); every step is judged
+    on 5xx rate, p99 latency and prediction agreement against the champion, and the canary is
+    promoted after the last step or rolled back at the first failed check (exit 2, with the
+    reason). Without a champion, the version is deployed with all traffic and becomes champion.
+    `aicrush stop` stops the local proxy and servers.
     """
     try:
         r = _open(backend, config, state_dir)
         st = r.deploy(version, canary)
         typer.echo(
-            f"{backend.value}: stable v{st.stable}"
-            + (f", canary v{st.canary} at {st.percent} %" if st.canary else "")
+            f"{backend.value}: stable {_v(st.stable)}"
+            + (f", canary {_v(st.canary)} at {st.percent} %" if st.canary else "")
         )
+        for line in _endpoint_lines(r.status().get("serving") or {}, r.cfg.service_name):
+            typer.echo(line)
         if watch and st.phase == "canary":
-            st = r.analyze()
-            typer.echo(f"analysis finished: {st.phase} (stable v{st.stable})")
+            typer.echo(
+                f"analysis: steps {', '.join(map(str, r.cfg.steps))} %, at least "
+                f"{r.cfg.interval_s:g}s each, metrics every {r.cfg.poll_s:g}s"
+            )
+            st = r.analyze(progress=lambda a: typer.echo(_progress_line(a)))
             if st.phase == "rolled_back":
+                reason = next(
+                    (e.get("reason") for e in reversed(st.history) if e["event"] == "rollback"),
+                    "",
+                )
+                typer.echo(f"rolled back: stable {_v(st.stable)} serves all traffic; {reason}")
                 raise typer.Exit(code=2)
+            typer.echo(f"analysis finished: {st.phase} (stable {_v(st.stable)})")
+        elif not watch and st.phase == "canary":
+            typer.echo("not watching: `aicrush promote` or `aicrush rollback` decides")
     except (RolloutError, ValueError) as err:
         _fail(err)
 
@@ -148,51 +183,72 @@ def rollback(
         _fail(err)
 
 
+def stop(config: Path = CONFIG, state_dir: Path = STATE) -> None:
+    """Stop the local rollout: its proxy and model servers (started by `aicrush deploy`).
+
+    The registry is untouched: the champion stays champion, and a canary in progress is neither
+    promoted nor rolled back. `aicrush deploy` starts them again.
+    """
+    try:
+        r = _open(BackendChoice.local, config, state_dir)
+        running = (r.status().get("serving") or {}).get("running")
+        r.stop()
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+        return
+    typer.echo(
+        "stopped the local rollout proxy and model servers"
+        if running
+        else "nothing was running (the local rollout has no proxy or servers)"
+    )
+
+
 def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: BackendChoice = BACKEND,
     config: Path = CONFIG,
     state_dir: Path = STATE,
 ) -> None:
-    """Versions, aliases, traffic split, health and the last analysis of the rollout."""
+    """Versions, aliases, endpoint, traffic split, health and the last analysis of the rollout."""
     try:
-        s = _open(backend, config, state_dir).status()
+        r = _open(backend, config, state_dir)
+        s = r.status()
     except (RolloutError, ValueError) as err:
         _fail(err)
         return
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
-    out = sys.stdout
-    out.write(f"backend   {s['backend']}  phase {s['phase']}\n")
-    out.write(
-        f"champion  v{s['champion']}   stable v{s['stable']}   canary "
-        + (f"v{s['canary']} at {s['canary_percent']} %\n" if s["canary"] else "none\n")
-    )
+    lines = [f"backend   {s['backend']}  phase {s['phase']}", f"champion  {_v(s['champion'])}"]
     serving = s.get("serving") or {}
-    out.write(
-        f"health    {'ok' if serving.get('healthy') else 'NOT READY'}"
-        + (f"  ({serving['error']})" if serving.get("error") else "")
-        + "\n"
-    )
-    if serving.get("traffic"):
-        out.write(
-            "traffic   "
-            + ", ".join(f"{t['revision']} {t['percent']} %" for t in serving["traffic"])
-            + "\n"
+    if serving.get("running") is False or serving.get("exists") is False:
+        lines.append("serving   nothing running; start it with `aicrush deploy`")
+    else:
+        lines += _endpoint_lines(serving, r.cfg.service_name)
+        lines.append(
+            f"versions  stable {_v(s['stable'])}   canary "
+            + (f"{_v(s['canary'])} at {s['canary_percent']} %" if s["canary"] else "none")
         )
-    elif serving.get("routes"):
-        routes = serving["routes"]
-        stable_pct = 100 - int(routes.get("percent") or 0) if routes.get("canary") else 100
-        out.write(
-            f"traffic   stable {stable_pct} %"
-            + (f", canary {routes['percent']} %" if routes.get("canary") else "")
-            + "\n"
+        lines.append(
+            f"health    {'ok' if serving.get('healthy') else 'NOT READY'}"
+            + (f"  ({serving['error']})" if serving.get("error") else "")
         )
+        if serving.get("traffic"):
+            lines.append(
+                "traffic   "
+                + ", ".join(f"{t['revision']} {t['percent']} %" for t in serving["traffic"])
+            )
+        elif serving.get("routes"):
+            routes = serving["routes"]
+            stable_pct = 100 - int(routes.get("percent") or 0) if routes.get("canary") else 100
+            lines.append(
+                f"traffic   stable {stable_pct} %"
+                + (f", canary {routes['percent']} %" if routes.get("canary") else "")
+            )
     a = s.get("last_analysis")
     if a:
-        out.write(
+        lines.append(
             f"analysis  {a['outcome']} at {a['percent']} % after {a['elapsed_s']}s"
             + (f": {a['reason']}" if a.get("reason") else "")
-            + "\n"
         )
+    sys.stdout.write("\n".join(lines) + "\n")

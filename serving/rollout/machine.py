@@ -213,6 +213,25 @@ class Rollout:
         self.registry.record_rollback(version, reason)
         return st
 
+    def stop(self) -> RolloutState:
+        """Stop the backend's processes (the local proxy and model servers); the registry is left
+        as it is, so a canary in progress is neither promoted nor rolled back (phase ``idle``).
+
+        Raises :class:`RolloutError` for a backend without processes of its own (Kubernetes).
+        """
+        shutdown = getattr(self.backend, "shutdown", None)
+        if shutdown is None:
+            raise RolloutError(
+                f"the {self.backend.name} backend runs no local processes; `aicrush rollback` "
+                "moves traffic back, and the InferenceService is deleted with kubectl"
+            )
+        shutdown()
+        st = self.store.load()
+        st.event("stop", stable=st.stable, canary=st.canary)
+        st.phase, st.canary, st.percent = "idle", None, 0
+        self.store.save(st)
+        return st
+
     def status(self) -> dict[str, Any]:
         st = self.store.load()
         champion = self.registry.champion()
@@ -235,7 +254,10 @@ class Rollout:
     # -- analysis -------------------------------------------------------------------------
 
     def analyze(
-        self, stop: threading.Event | None = None, auto_promote: bool = True
+        self,
+        stop: threading.Event | None = None,
+        auto_promote: bool = True,
+        progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> RolloutState:
         """Watch the canary step by step; promote after the last step passes, roll back on a failed check.
 
@@ -244,7 +266,8 @@ class Rollout:
 
         Runs from the current percentage through the remaining ``steps``. Each step lasts at least
         ``interval_s``; metrics are read every ``poll_s``, so a failing check rolls back within one
-        poll of having enough evidence.
+        poll of having enough evidence. ``progress`` gets every poll's verdict (the dict stored as
+        ``last_analysis``: ``percent``, ``elapsed_s``, ``outcome``, ``reason``, ...).
         """
         st = self._require_canary()
         source = self.backend.metrics_source()
@@ -269,7 +292,9 @@ class Rollout:
                     window[stable], window[canary], t, canary_version=canary, drift=self.drift
                 )
                 elapsed = time.time() - started
-                self._record(verdict, percent, elapsed)
+                record = self._record(verdict, percent, elapsed)
+                if progress is not None:
+                    progress(record)
                 if verdict.outcome == "fail":
                     return self.rollback(reason=f"analysis at {percent} %: {verdict.reason}")
                 if verdict.outcome == "pass" and elapsed >= self.cfg.interval_s:
@@ -285,7 +310,7 @@ class Rollout:
             return self.store.load()
         return self.promote(reason="analysis passed every step")
 
-    def _record(self, verdict: Verdict, percent: int, elapsed: float) -> None:
+    def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:
         st = self.store.load()
         st.last_analysis = {
             "time": time.time(),
@@ -294,6 +319,7 @@ class Rollout:
             **verdict.to_dict(),
         }
         self.store.save(st)
+        return st.last_analysis
 
     def _require_canary(self) -> RolloutState:
         st = self.store.load()

@@ -57,9 +57,16 @@ def test_predicted_label_absent_from_test_is_in_the_matrix_not_the_macro_average
         (0.80, None, 0.0, 0.5, True, "no champion"),
         (0.40, None, 0.0, 0.5, False, "below evaluate.min_macro_f1"),
         (0.80, 0.70, 0.05, 0.0, True, "beats the champion"),
-        (0.74, 0.70, 0.05, 0.0, False, "not promoted"),
-        (0.75, 0.70, 0.05, 0.0, False, "not promoted"),  # equal to champion + margin is not enough
-        (0.70, 0.70, 0.0, 0.0, False, "not promoted"),
+        (0.74, 0.70, 0.05, 0.0, False, "does not exceed"),
+        (
+            0.75,
+            0.70,
+            0.05,
+            0.0,
+            False,
+            "does not exceed",
+        ),  # equal to champion + margin is not enough
+        (0.70, 0.70, 0.0, 0.0, False, "does not exceed"),
         (
             0.69,
             0.70,
@@ -120,7 +127,7 @@ def test_champion_gate_same_model_is_not_promoted(
         random_model_dir, features_dir, EvaluateConfig(), champion_dir=random_model_dir
     )
     assert result.champion_metrics == result.metrics
-    assert not result.passed and "not promoted" in result.reason
+    assert not result.passed and "does not exceed the champion" in result.reason
     tolerant = evaluate(
         random_model_dir, features_dir, EvaluateConfig(promotion_margin=-0.01), random_model_dir
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from serving.rollout.local import _spawn, default_launcher
 from serving.rollout.machine import ModelRef
+from serving.rollout.processes import default_launcher, spawn
 
 
 @dataclass
@@ -61,7 +61,7 @@ def make_launcher(stubs: dict[str, tuple[str, float]]):
                 mode,
                 str(delay),
             ]
-            return _spawn(cmd, log_file)
+            return spawn(cmd, log_file)
         return default_launcher(model_dir, name, version, port, log_file)
 
     return launch

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from aicrush.rollout_config import RolloutConfig
-from serving.rollout.local import default_fetcher, free_port
+from serving.rollout.local import default_fetcher
 from serving.rollout.machine import ModelRef, Rollout, RolloutError
+from serving.rollout.processes import free_port
 from serving.rollout.registry import MlflowRolloutRegistry
 
 pytestmark = pytest.mark.integration

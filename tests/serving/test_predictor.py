@@ -211,17 +211,35 @@ def test_unloaded_model_answers_503(random_model_dir):
     assert r.status_code == 503 and "not ready" in r.json()["error"]
 
 
-def test_cli_model_source_picks_one_model():
+def test_cli_model_source_picks_one_model(tmp_path):
     import typer
+    from mlflow import MlflowClient
 
+    from aicrush.registry import ModelVersionNotFound
     from serving.cli_serve import model_source
 
-    assert model_source("m", None, None, None)[0] == "models:/m@champion"
-    assert model_source("m", "challenger", None, None)[0] == "models:/m@challenger"
-    assert model_source("m", None, 3, None)[0] == "models:/m/3"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("m")
+    for _ in range(3):
+        client.create_model_version("m", source=str(tmp_path))
+    # No alias: the latest version; then the challenger; then the champion.
+    assert model_source("m", None, None, None, uri)[0] == "models:/m/3"
+    client.set_registered_model_alias("m", "challenger", "2")
+    assert model_source("m", None, None, None, uri)[0] == "models:/m/2"
+    client.set_registered_model_alias("m", "champion", "1")
+    assert model_source("m", None, None, None, uri)[0] == "models:/m/1"
+    assert model_source("m", "challenger", None, None, uri)[0] == "models:/m/2"
+    assert model_source("m", None, 3, None, uri)[0] == "models:/m/3"
     assert model_source("m", None, None, Path("/x"))[0] == "/x"
     with pytest.raises(typer.BadParameter):
-        model_source("m", "champion", 3, None)
+        model_source("m", "champion", 3, None, uri)
+    with pytest.raises(
+        ModelVersionNotFound, match="versions 1, 2, 3; aliases challenger -> v2, champion -> v1"
+    ):
+        model_source("m", "staging", None, None, uri)
+    with pytest.raises(ModelVersionNotFound, match=r"no registered model 'other'.*models there: m"):
+        model_source("other", None, None, None, uri)
 
 
 def test_server_resolves_a_local_folder(random_model_dir):

@@ -1,0 +1,301 @@
+"""The local rollout's traffic-splitting proxy: one endpoint in front of a stable and a canary server.
+
+```
+client -> proxy :PORT --(100-p) %--> model server (stable version)  :P1
+                     '----- p % --> model server (canary version)  :P2
+```
+
+:class:`SplitProxy` (an ASGI app under uvicorn) forwards every request unchanged to one upstream,
+chosen by smooth weighted round robin, so the observed split matches the percentage exactly over
+any 100 consecutive requests. A route change is one in-memory swap that returns once the retired
+upstream's in-flight requests finished, so no request is dropped. The proxy counts every request it
+forwards (``aicrush_requests_total``, latency histogram, predicted labels, by model version) and
+mirrors a share of stable requests to the canary to measure agreement: the analysis reads these
+from the proxy's ``/metrics``. Control API under ``/-/rollout`` (``healthy``, ``routes``).
+
+It runs in its own process: ``python -m serving.rollout.proxy --port P`` (started by
+:class:`serving.rollout.local.LocalBackend`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from serving.rollout.metrics_source import LATENCY
+
+CONTROL = "/-/rollout"
+
+
+def _labels(body: bytes) -> list[str]:
+    """Predicted labels of a V1 (``predictions``) or V2 (output named ``label``) response."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    if isinstance(doc, dict) and isinstance(doc.get("predictions"), list):
+        return [str(p.get("label")) if isinstance(p, dict) else str(p) for p in doc["predictions"]]
+    if isinstance(doc, dict) and isinstance(doc.get("outputs"), list):
+        for out in doc["outputs"]:
+            if isinstance(out, dict) and out.get("name") == "label":
+                return [str(x) for x in out.get("data", [])]
+    return []
+
+
+class SplitProxy:
+    """ASGI app: forwards to the stable or the canary upstream; control API under ``/-/rollout``."""
+
+    def __init__(self, model_name: str = "", mirror_fraction: float = 0.0, timeout_s: float = 60.0):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        from serving.metrics import LATENCY_BUCKETS
+
+        self.model_name = model_name
+        self.mirror_fraction = mirror_fraction
+        self.timeout_s = timeout_s
+        self.routes: dict[str, Any] = {"stable": None, "canary": None, "percent": 0}
+        self._acc = 0
+        self.inflight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._client: httpx.AsyncClient | None = None
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "aicrush_requests",
+            "Requests forwarded by the rollout proxy.",
+            ["model", "version", "protocol", "status", "role"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            LATENCY,
+            "Latency through the rollout proxy.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "aicrush_predictions",
+            "Predicted labels seen by the proxy.",
+            ["model", "version", "label"],
+            registry=self.registry,
+        )
+        self.mirrored = Counter(
+            "aicrush_rollout_mirrored",
+            "Stable requests mirrored to the canary.",
+            ["model", "version", "agree"],
+            registry=self.registry,
+        )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout_s,
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+        return self._client
+
+    def pick(self) -> tuple[str, dict[str, str]] | None:
+        """Smooth weighted round robin: exactly p of every 100 consecutive requests go to the canary."""
+        stable, canary, percent = (
+            self.routes["stable"],
+            self.routes["canary"],
+            int(self.routes["percent"]),
+        )
+        if canary is None or percent <= 0:
+            return ("stable", stable) if stable else None
+        if stable is None or percent >= 100:
+            return "canary", canary
+        self._acc += percent
+        if self._acc >= 100:
+            self._acc -= 100
+            return "canary", canary
+        return "stable", stable
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    if self._client is not None:
+                        await self._client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        path: str = scope["path"]
+        version = ""
+        if path.startswith(CONTROL) or path == "/metrics":
+            status, payload, ctype = await self._control(scope["method"], path, body)
+        else:
+            status, payload, ctype, version = await self._forward(scope, body)
+        headers = [(b"content-type", ctype.encode())]
+        if version:
+            headers.append((b"x-aicrush-model-version", version.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _forward(self, scope: dict, body: bytes) -> tuple[int, bytes, str, str]:
+        choice = self.pick()
+        if choice is None:
+            return (
+                503,
+                b'{"error": "no model deployed behind the rollout proxy"}',
+                "application/json",
+                "",
+            )
+        role, upstream = choice
+        url = upstream["url"]
+        self.inflight[url] = (
+            self.inflight.get(url, 0) + 1
+        )  # counted before the first await: drains are exact
+        protocol = "v2" if scope["path"].startswith("/v2/") else "v1"
+        version = upstream["version"]
+        started = time.perf_counter()
+        try:
+            target = (
+                url
+                + scope["path"]
+                + (("?" + scope["query_string"].decode()) if scope.get("query_string") else "")
+            )
+            headers = {
+                k.decode(): v.decode()
+                for k, v in scope["headers"]
+                if k.lower() in (b"content-type", b"accept")
+            }
+            try:
+                r = await self.client.request(
+                    scope["method"], target, content=body, headers=headers
+                )
+                status, payload, ctype = (
+                    r.status_code,
+                    r.content,
+                    r.headers.get("content-type", "application/json"),
+                )
+            except httpx.HTTPError as err:
+                status, payload, ctype = (
+                    502,
+                    json.dumps({"error": f"upstream {version}: {err!r}"}).encode(),
+                    "application/json",
+                )
+        finally:
+            self.inflight[url] -= 1
+        is_predict = scope["method"] == "POST"
+        if is_predict:
+            self.requests.labels(self.model_name, version, protocol, str(status), role).inc()
+            self.latency.labels(self.model_name, version, protocol).observe(
+                time.perf_counter() - started
+            )
+            if status == 200:
+                labels = _labels(payload)
+                for label in labels:
+                    self.predictions.labels(self.model_name, version, label).inc()
+                canary = self.routes["canary"]
+                if (
+                    role == "stable"
+                    and canary
+                    and labels
+                    and random.random() < self.mirror_fraction
+                ):
+                    task = asyncio.create_task(self._mirror(canary, scope, body, headers, labels))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        return status, payload, ctype, version
+
+    async def _mirror(
+        self, canary: dict, scope: dict, body: bytes, headers: dict, labels: list[str]
+    ) -> None:
+        url = canary["url"]
+        self.inflight[url] = self.inflight.get(url, 0) + 1
+        try:
+            r = await self.client.request(
+                scope["method"], url + scope["path"], content=body, headers=headers
+            )
+            if r.status_code == 200:
+                other = _labels(r.content)
+                agree = "true" if other == labels else "false"
+                self.mirrored.labels(self.model_name, canary["version"], agree).inc()
+        except httpx.HTTPError:
+            pass  # a failing canary shows in its own requests; mirrors only measure agreement
+        finally:
+            self.inflight[url] -= 1
+
+    async def _control(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        from prometheus_client import generate_latest
+
+        if path == "/metrics":
+            return 200, generate_latest(self.registry), "text/plain; version=0.0.4"
+        if path == f"{CONTROL}/healthy":
+            return 200, b'{"healthy": true}', "application/json"
+        if path == f"{CONTROL}/routes" and method == "GET":
+            return (
+                200,
+                json.dumps({**self.routes, "inflight": self.inflight}).encode(),
+                "application/json",
+            )
+        if path == f"{CONTROL}/routes" and method == "PUT":
+            new = json.loads(body)
+            old_urls = {r["url"] for r in (self.routes["stable"], self.routes["canary"]) if r}
+            self.routes = {
+                "stable": new.get("stable"),
+                "canary": new.get("canary"),
+                "percent": int(new.get("percent", 0)),
+            }
+            self._acc = 0
+            new_urls = {r["url"] for r in (self.routes["stable"], self.routes["canary"]) if r}
+            retired = old_urls - new_urls
+            deadline = time.monotonic() + float(new.get("drain_timeout_s", 60))
+            while any(self.inflight.get(u, 0) for u in retired) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            drained = not any(self.inflight.get(u, 0) for u in retired)
+            return (
+                200,
+                json.dumps({"routes": self.routes, "drained": drained}).encode(),
+                "application/json",
+            )
+        return 404, b'{"error": "unknown control path"}', "application/json"
+
+
+def run_proxy(port: int, model_name: str, mirror_fraction: float, host: str = "127.0.0.1") -> None:
+    import uvicorn
+
+    uvicorn.run(
+        SplitProxy(model_name, mirror_fraction),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=30,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.rollout.proxy", description="run the traffic-splitting proxy"
+    )
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--model-name", default="")
+    parser.add_argument("--mirror-fraction", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    run_proxy(args.port, args.model_name, args.mirror_fraction, host=args.host)
+
+
+if __name__ == "__main__":
+    main()
