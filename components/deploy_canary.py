@@ -3,9 +3,7 @@
 import json
 from typing import Any, NamedTuple
 
-from kfp import dsl
-
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 
 
 class DeployOutputs(NamedTuple):
@@ -28,7 +26,7 @@ def run_deploy_canary(
     return DeployOutputs(str(st.stable or ""), str(st.canary or ""))
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def deploy_canary(
     config: dict, state_dir: str, backend: str, model_version: str, canary_percent: int
 ) -> NamedTuple("DeployOutputs", [("stable_version", str), ("canary_version", str)]):  # type: ignore[valid-type]

@@ -2,9 +2,7 @@
 
 from typing import Any
 
-from kfp import dsl
-
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 
 
 def run_promote_or_rollback(
@@ -27,7 +25,7 @@ def run_promote_or_rollback(
     return champion.version if champion else ""
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: str) -> str:
     """Promote the canary (alias ``champion`` moves to it, 100 % traffic) or roll it back (0 %).
 
