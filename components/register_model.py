@@ -192,13 +192,17 @@ def _register(
         if model_card is not None and model_card.is_file():
             mlflow.log_artifact(str(model_card), artifact_path="model_card")
         say("logging the model to MLflow")
+        from serving import mlflow_pyfunc_env as pyfunc_env
+
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
             artifacts={"model": str(model_dir)},
             signature=signature,
             input_example=example,
-            pip_requirements=[f"aicrush=={_aicrush_version()}"],
+            # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
+            pip_requirements=pyfunc_env.pip_requirements(),
+            code_paths=pyfunc_env.code_paths(),
         )
 
     mv = c.create_model_version(
@@ -222,15 +226,6 @@ def _register(
     return RegistrationResult(
         name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri
     )
-
-
-def _aicrush_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("aicrush")
-    except PackageNotFoundError:
-        return "0.1.0"
 
 
 class RegisterOutputs(NamedTuple):
