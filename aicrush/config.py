@@ -194,6 +194,13 @@ class ResourcesConfig(StrictModel):
     cpu_limit: str = "8"
     memory_request: str = "16G"
     memory_limit: str = "32G"
+    train_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Times KFP retries a failed training pod (preempted node, OOM); a retry "
+        "resumes from the last checkpoint in the artifact store.",
+    )
 
 
 class AicrushConfig(StrictModel):

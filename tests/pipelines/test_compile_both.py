@@ -84,3 +84,12 @@ def test_submit_sends_the_rollout_with_its_arguments(tmp_path: Path) -> None:
 def test_model_version_is_for_the_rollout_only() -> None:
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9", "--model-version", "3"])
     assert result.exit_code != 0 and "--pipeline rollout only" in result.output
+
+
+def test_train_task_is_retried(tmp_path: Path) -> None:
+    spec = _docs(compile_pipeline("training", tmp_path / "t.yaml"))[0]
+    policy = spec["root"]["dag"]["tasks"]["train-model"]["retryPolicy"]
+    assert policy["maxRetryCount"] == 2 and policy["backoffDuration"] == "30s"
+    none = build_config({"resources": {"train_retries": 0}})
+    spec = _docs(compile_pipeline("training", tmp_path / "n.yaml", none))[0]
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["train-model"]
