@@ -14,12 +14,11 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
     Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
     already rolled back) or "none" (no canary in progress, e.g. the first champion was deployed).
     """
-    from aicrush.state import state_dir as resolve_state
     from serving.rollout import RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
-    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     try:
         st = rollout.analyze(auto_promote=False)
     except RolloutError as err:

@@ -9,12 +9,11 @@ def run_promote_or_rollback(
     config: dict[str, Any], state_dir: str, backend: str, decision: str
 ) -> str:
     """Protocol glue: promote on "promote", make sure of the rollback otherwise; returns the champion version."""
-    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
-    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     phase = rollout.status()["phase"]
     if phase == "canary":
         if decision == "promote":

@@ -35,7 +35,7 @@ def open_rollout(
     backend: str,
     cfg: Any,
     rollout_cfg: RolloutConfig,
-    state: Path,
+    state: Path | str | None,
     tracking_uri: str | None = None,
     **backend_options: Any,
 ) -> Rollout:
@@ -48,8 +48,11 @@ def open_rollout(
     local file is read or written and ``state`` only matters for an embedded MLflow store.
     """
     from aicrush.state import resolve_tracking_uri
+    from aicrush.state import state_dir as resolve_state
     from serving.rollout.registry import MlflowRolloutRegistry
 
+    # A state folder only where something local needs one (the local backend, or an embedded
+    # MLflow store): a cluster step with an MLflow server leaves its (empty) disk untouched.
     uri = tracking_uri or resolve_tracking_uri(cfg.registry, state)
     registry = MlflowRolloutRegistry(uri, cfg.registry.model_name, backend=backend)
     if backend == "local":
@@ -57,7 +60,7 @@ def open_rollout(
 
         options = {"log_to": rollout_cfg.drift_monitor_url, **backend_options}
         b: Any = LocalBackend(
-            rollout_dir(state),
+            rollout_dir(resolve_state(state)),
             model_name=cfg.registry.model_name,
             mirror_fraction=rollout_cfg.mirror_fraction,
             **options,
@@ -72,6 +75,6 @@ def open_rollout(
     store = (
         b.state_store()
         if hasattr(b, "state_store")
-        else rollout_dir(state) / f"state-{backend}.json"
+        else rollout_dir(resolve_state(state)) / f"state-{backend}.json"
     )
     return Rollout(b, registry, rollout_cfg, store, drift=drift)

@@ -156,20 +156,23 @@ def _conditions(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c.get("type", ""): c for c in st.get("conditions") or []}
 
 
-def rollout_progress(isvc: dict[str, Any]) -> tuple[bool, str]:
+def rollout_progress(isvc: dict[str, Any], latest_ready: bool = True) -> tuple[bool, str]:
     """Whether KServe has carried out the object's current spec, and if not, what it waits for.
 
     Done means: ``status.observedGeneration`` has caught up with ``metadata.generation`` (where
     the API server sets them), condition ``Ready`` is ``True``, the predictor's latest created
     revision is ready, and ``status.components.predictor.traffic`` gives the latest revision the
     share the spec asks for (``canaryTrafficPercent``; all traffic without it).
+
+    With ``latest_ready=False`` (a rollback) only the generation and the traffic count: a
+    crashed canary never becomes ready, and its rollback is done once it gets no traffic.
     """
     meta, st = isvc.get("metadata") or {}, isvc.get("status") or {}
     generation, observed = meta.get("generation"), st.get("observedGeneration")
     if generation is not None and (observed is None or int(observed) < int(generation)):
         return False, f"KServe has not yet observed generation {generation} (at {observed})"
     ready = _conditions(isvc).get("Ready")
-    if ready is None or ready.get("status") != "True":
+    if latest_ready and (ready is None or ready.get("status") != "True"):
         why = (
             f"{ready.get('reason') or ''} {ready.get('message') or ''}".strip()
             if ready
@@ -178,7 +181,7 @@ def rollout_progress(isvc: dict[str, Any]) -> tuple[bool, str]:
         return False, f"condition Ready is {ready.get('status') if ready else 'missing'}: {why}"
     predictor = (st.get("components") or {}).get("predictor") or {}
     latest = predictor.get("latestCreatedRevision")
-    if latest and predictor.get("latestReadyRevision") != latest:
+    if latest_ready and latest and predictor.get("latestReadyRevision") != latest:
         return False, f"revision {latest} is not ready yet"
     want = (isvc.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
     want = 100 if want is None else int(want)
@@ -285,7 +288,7 @@ class KubernetesBackend:
             raise RolloutError(f"{self.where} has no canary in progress")
         return isvc
 
-    def wait_ready(self, doing: str) -> dict[str, Any]:
+    def wait_ready(self, doing: str, latest_ready: bool = True) -> dict[str, Any]:
         """Poll the object until KServe has carried out its spec (:func:`rollout_progress`).
 
         Raises RolloutError after ``rollout.ready_timeout_s`` naming what it still waits for.
@@ -293,7 +296,7 @@ class KubernetesBackend:
         deadline = time.monotonic() + self.cfg.ready_timeout_s
         while True:
             isvc = self._require(canary=False)
-            done, why = rollout_progress(isvc)
+            done, why = rollout_progress(isvc, latest_ready)
             if done:
                 return isvc
             if time.monotonic() >= deadline:
@@ -381,7 +384,7 @@ class KubernetesBackend:
             "metadata": {"annotations": {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version}},
             "spec": {"predictor": {"canaryTrafficPercent": 0}},
         }, f"rolling back version {version} (canary traffic to 0 %)")  # fmt: skip
-        self.wait_ready(f"rolling back version {version}")
+        self.wait_ready(f"rolling back version {version}", latest_ready=False)
 
     def status(self) -> dict[str, Any]:
         isvc = self.get()

@@ -284,3 +284,27 @@ def test_stale_resource_version_is_a_conflict_not_an_overwrite(kube, tmp_path: P
             isvc, {"spec": {"predictor": {"canaryTrafficPercent": 50}}}, "a stale update"
         )
     assert backend.status()["canary_percent"] == 25
+
+
+def test_rollback_of_a_canary_that_never_gets_ready_does_not_wait_for_it(
+    kube, tmp_path: Path
+) -> None:
+    cfg = RolloutConfig(namespace="ml", ready_timeout_s=2, ready_poll_s=0.05)
+    rollout, registry, backend = _rollout(kube, tmp_path, champion="1", cfg=cfg)
+    rollout.deploy("2", percent=10)
+    isvc = backend.get()
+    # The canary crashes: KServe reports it not ready, yet the route can leave it.
+    from serving.rollout.kubernetes import rollout_progress
+
+    isvc["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "RevisionFailed"}
+    ]
+    assert rollout_progress(isvc)[0] is False
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    isvc["status"]["components"]["predictor"]["traffic"] = [
+        {"revisionName": "langid-predictor-00001", "percent": 100, "latestRevision": False},
+        {"revisionName": "langid-predictor-00002", "percent": 0, "latestRevision": True},
+    ]
+    assert rollout_progress(isvc, latest_ready=False) == (True, "ready")
+    rollout.rollback(reason="crashed")
+    assert registry.champion_version == "1" and backend.status()["canary_version"] is None
