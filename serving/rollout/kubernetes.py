@@ -333,6 +333,9 @@ class KubernetesBackend:
                 body = build_inference_service(self.cfg, self.service, stable, self.image)
                 body["spec"]["predictor"]["canaryTrafficPercent"] = None
                 body["metadata"]["annotations"][ROLLED_BACK_ANNOTATION] = None
+                # The manifests' InferenceService declares `model` (ServingRuntime form); the
+                # backend's `containers` replace it: KServe accepts one of the two.
+                body["spec"]["predictor"]["model"] = None
                 self._patch(
                     isvc,
                     body,
@@ -350,6 +353,7 @@ class KubernetesBackend:
             stable_version=stable.version,
         )
         body["metadata"]["annotations"][ROLLED_BACK_ANNOTATION] = None
+        body["spec"]["predictor"]["model"] = None
         try:
             self._patch(isvc, body, f"adding version {canary.version} as a {percent} % canary")
         except RolloutError as err:

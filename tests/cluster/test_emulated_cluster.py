@@ -267,6 +267,23 @@ def _run(c: dict, ir: Path, run_name: str, version: str, on_task_done=None):
     return run, logs
 
 
+def _report(step: str, isvc: dict, samples: list) -> None:
+    """What the step showed (pytest -s prints it): the analysis and the client's view."""
+    state = json.loads(isvc["metadata"]["annotations"]["aicrush.dev/rollout"])
+    last = state.get("last_analysis") or {}
+    checks = ", ".join(f"{c['name']}={c['value']:.4g}" for c in last.get("checks", []))
+    codes: dict[int, int] = {}
+    for _, status, _rev in samples:
+        codes[status] = codes.get(status, 0) + 1
+    print(
+        f"\n[{step}] phase={state['phase']} stable={state['stable']} "
+        f"events={[e['event'] for e in state['history']]}\n"
+        f"  last analysis: {last.get('outcome')} at {last.get('percent')} % "
+        f"canary_requests={last.get('canary_requests')} {checks} reason={last.get('reason')!r}\n"
+        f"  not measured: {last.get('not_measured')}\n  client responses: {codes}"
+    )
+
+
 def _champion(c: dict) -> str:
     import mlflow
 
@@ -313,6 +330,7 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
         assert [s for s in steady if s[1] != 200] == [], "no failed request in a good rollout"
         traffic = isvc["status"]["components"]["predictor"]["traffic"]
         assert [t["percent"] for t in traffic] == [100]
+        _report("canary v2", isvc, steady)
 
         # 3. Version 3 crashes once it is the canary: its 5xx (counted by the queue-proxy, which
         # the dead server cannot count itself) roll it back; the champion stays version 2.
@@ -328,9 +346,11 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
         state = json.loads(isvc["metadata"]["annotations"]["aicrush.dev/rollout"])
         assert state["phase"] == "rolled_back" and "error_rate" in state["history"][-1]["reason"]
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+        _report("canary v3 (crashes)", isvc, load.between(t1, t2))
         time.sleep(3)
         after = load.between(t2 + 0.5, time.time())
         assert after and all(s[1] == 200 for s in after), "rolled back: no more failures"
+        print(f"  after the rollback: {len(after)} responses, all 200")
     finally:
         load.stop()
     assert c["kube"].kube.invalid == [], "every body stored validated against the CRD"

@@ -308,3 +308,23 @@ def test_rollback_of_a_canary_that_never_gets_ready_does_not_wait_for_it(
     assert rollout_progress(isvc, latest_ready=False) == (True, "ready")
     rollout.rollback(reason="crashed")
     assert registry.champion_version == "1" and backend.status()["canary_version"] is None
+
+
+def test_takes_over_the_inference_service_the_manifests_created(kube, tmp_path: Path) -> None:
+    """`kubectl apply -k manifests/...` creates the service (same name, `model` form); the
+    backend's first deploy replaces the model spec with its container, in one valid object."""
+    import yaml
+
+    manifest = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "manifests/base/inferenceservice.yaml").read_text()
+    )
+    manifest["metadata"]["namespace"] = "ml"
+    cfg = RolloutConfig(namespace="ml", ready_poll_s=0.05)
+    backend = KubernetesBackend(cfg, manifest["metadata"]["name"], image=IMAGE, api=kube.api())
+    backend._create(manifest)
+    registry = MemoryRegistry(dict(VERSIONS), champion_version="1")
+    rollout = Rollout(backend, registry, cfg, backend.state_store())
+    rollout.deploy("2", percent=10)
+    predictor = backend.get()["spec"]["predictor"]
+    assert "model" not in predictor and predictor["containers"][0]["image"] == IMAGE
+    assert predictor["canaryTrafficPercent"] == 10 and kube.kube.invalid == []
