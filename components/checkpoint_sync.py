@@ -12,6 +12,7 @@ checkpoint is never taken for a resumable one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -83,8 +84,12 @@ class _Store:
             shutil.copyfile(src, self.root / rel)
 
     def delete(self, rel: str) -> None:
+        """Remove one object; one already gone is fine (idempotent)."""
         if self.uri.startswith("gs://"):
-            self.bucket.blob(f"{self.prefix}/{rel}").delete()
+            from google.api_core.exceptions import NotFound
+
+            with contextlib.suppress(NotFound):
+                self.bucket.blob(f"{self.prefix}/{rel}").delete()
         else:
             (self.root / rel).unlink(missing_ok=True)
 
@@ -102,7 +107,7 @@ class CheckpointMirror:
         retried pod must not silently start from zero).
     """
 
-    def __init__(self, remote_uri: str, local_dir: Path, interval_s: float = 5.0):
+    def __init__(self, remote_uri: str, local_dir: Path, interval_s: float = 1.0):
         self.store = _Store(remote_uri)
         self.local = Path(local_dir)
         self.interval_s = interval_s

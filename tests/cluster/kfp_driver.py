@@ -97,7 +97,6 @@ def run_pipeline(
     for name in _order(tasks):
         task = tasks[name]
         component = spec["components"][task["componentRef"]["name"]]
-        executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         values: dict[str, Any] = {}
         for key, source in (task.get("inputs", {}).get("parameters") or {}).items():
             if "componentInputParameter" in source:
@@ -110,57 +109,11 @@ def run_pipeline(
             else:
                 raise ValueError(f"{name}.{key}: unsupported input {source}")
         base = root / name
-        work, home, outputs = base / "work", base / "home", base / "outputs"
-        for folder in (work, home, outputs):
-            folder.mkdir(parents=True)
-        for rel, text in (home_files or {}).items():
-            (home / rel).parent.mkdir(parents=True, exist_ok=True)
-            (home / rel).write_text(text)
-        out_defs = component.get("outputDefinitions", {})
-        output_file = outputs / "executor_output.json"
-        executor_input = {
-            "inputs": {"parameterValues": values},
-            "outputs": {
-                "parameters": {
-                    k: {"outputFile": str(outputs / f"param-{k}")}
-                    for k in out_defs.get("parameters", {})
-                },
-                "artifacts": {
-                    k: {
-                        "artifacts": [
-                            {
-                                "name": k,
-                                "type": v["artifactType"],
-                                # a local path, as the launcher maps gs:// to /gcs/
-                                "uri": str(outputs / k),
-                                "metadata": {},
-                            }
-                        ]
-                    }
-                    for k, v in out_defs.get("artifacts", {}).items()
-                },
-                "outputFile": str(output_file),
-            },
-        }
-        command = [
-            *executor.get("command", []),
-            *[a.replace("{{$}}", json.dumps(executor_input)) for a in executor.get("args", [])],
-        ]
-        task_env = {
-            **env,
-            "HOME": str(home),
-            "TMPDIR": str(base / "tmp"),
-            **{e["name"]: e["value"] for e in executor.get("env", [])},
-        }
-        (base / "tmp").mkdir()
-        proc = subprocess.run(
-            command,
-            cwd=work,
-            env=task_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
+        proc, output_file = start_task(
+            spec, name, values, base, env, home_files, wait=True, timeout_s=timeout_s
         )
+        outputs = base / "outputs"
+        out_defs = component.get("outputDefinitions", {})
         produced: dict[str, Any] = {}
         artifacts: dict[str, dict[str, Any]] = {}
         if output_file.is_file():
@@ -173,7 +126,12 @@ def run_pipeline(
             if k not in produced and pfile.is_file():
                 produced[k] = pfile.read_text()
         run.tasks[name] = TaskRun(
-            name, proc.returncode, produced, artifacts, work, proc.stdout + proc.stderr
+            name,
+            proc.returncode,
+            produced,
+            artifacts,
+            base / "work",
+            (base / "log.txt").read_text(),
         )
         if on_task_done is not None:
             on_task_done(name, run.tasks[name])
@@ -184,6 +142,78 @@ def run_pipeline(
         ref = out["Output"]["valueFromParameter"]
         run.output = run.tasks[ref["producerSubtask"]].outputs.get(ref["outputParameterKey"])
     return run
+
+
+def start_task(
+    spec: dict,
+    name: str,
+    values: dict[str, Any],
+    base: Path,
+    env: dict[str, str],
+    home_files: dict[str, str] | None = None,
+    input_artifacts: dict[str, dict[str, Any]] | None = None,
+    wait: bool = False,
+    timeout_s: float = 600.0,
+) -> tuple[subprocess.Popen, Path]:
+    """Start task ``name`` of the IR ``spec`` as a new "pod": ``base/work`` (cwd), ``base/home``
+    (HOME), ``base/outputs`` (its declared output artifacts), all new and empty; output in
+    ``base/log.txt``. ``input_artifacts``: input name -> a runtime artifact (``uri``, ``type``).
+    Returns the process (finished when ``wait``) and the executor output file."""
+    task = spec["root"]["dag"]["tasks"][name]
+    component = spec["components"][task["componentRef"]["name"]]
+    executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    work, home, outputs, tmp = base / "work", base / "home", base / "outputs", base / "tmp"
+    for folder in (work, home, outputs, tmp):
+        folder.mkdir(parents=True)
+    for rel, text in (home_files or {}).items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(text)
+    out_defs = component.get("outputDefinitions", {})
+    output_file = outputs / "executor_output.json"
+    executor_input = {
+        "inputs": {
+            "parameterValues": values,
+            "artifacts": {k: {"artifacts": [v]} for k, v in (input_artifacts or {}).items()},
+        },
+        "outputs": {
+            "parameters": {
+                k: {"outputFile": str(outputs / f"param-{k}")}
+                for k in out_defs.get("parameters", {})
+            },
+            "artifacts": {
+                k: {
+                    "artifacts": [
+                        {
+                            "name": k,
+                            "type": v["artifactType"],
+                            # a local path, as the launcher maps gs:// to /gcs/
+                            "uri": str(outputs / k),
+                            "metadata": {},
+                        }
+                    ]
+                }
+                for k, v in out_defs.get("artifacts", {}).items()
+            },
+            "outputFile": str(output_file),
+        },
+    }
+    command = [
+        *executor.get("command", []),
+        *[a.replace("{{$}}", json.dumps(executor_input)) for a in executor.get("args", [])],
+    ]
+    task_env = {
+        **env,
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        **{e["name"]: e["value"] for e in executor.get("env", [])},
+    }
+    with open(base / "log.txt", "wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=work, env=task_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if wait:
+        proc.wait(timeout=timeout_s)
+    return proc, output_file
 
 
 def base_env(extra: dict[str, str]) -> dict[str, str]:
