@@ -71,7 +71,9 @@ class Counters:
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        """5xx share, at most 1 (Prometheus' ``increase()`` extrapolates each series on its own,
+        so errors can come out a little above requests)."""
+        return min(1.0, self.errors / self.requests) if self.requests else 0.0
 
     def quantile(self, q: float) -> float:
         """Histogram quantile like PromQL's ``histogram_quantile`` (linear within a bucket)."""

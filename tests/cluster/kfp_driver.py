@@ -158,7 +158,8 @@ def start_task(
     """Start task ``name`` of the IR ``spec`` as a new "pod": ``base/work`` (cwd), ``base/home``
     (HOME), ``base/outputs`` (its declared output artifacts), all new and empty; output in
     ``base/log.txt``. ``input_artifacts``: input name -> a runtime artifact (``uri``, ``type``).
-    Returns the process (finished when ``wait``) and the executor output file."""
+    Returns the process (finished when ``wait``; its own process group, so
+    ``os.killpg(proc.pid, SIGKILL)`` kills the whole "pod") and the executor output file."""
     task = spec["root"]["dag"]["tasks"][name]
     component = spec["components"][task["componentRef"]["name"]]
     executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
@@ -208,8 +209,14 @@ def start_task(
         **{e["name"]: e["value"] for e in executor.get("env", [])},
     }
     with open(base / "log.txt", "wb") as log:
+        # Its own process group: killing the "pod" kills the shell and python3 under it.
         proc = subprocess.Popen(
-            command, cwd=work, env=task_env, stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=work,
+            env=task_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     if wait:
         proc.wait(timeout=timeout_s)

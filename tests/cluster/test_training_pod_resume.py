@@ -10,6 +10,7 @@ one, and must resume from that checkpoint rather than from step 0.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -79,9 +80,11 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
                 if b.name.endswith("/training_state.pt")
             ]
             time.sleep(0.5)
-        first.kill()  # SIGKILL: a preempted node, nothing runs on the way out
+        os.killpg(first.pid, signal.SIGKILL)  # a preempted node: the whole pod, no clean-up
         first.wait(timeout=30)
         assert first.returncode != 0
+        killed_log = (tmp_path / "pod-1" / "log.txt").read_text()
+        assert "Wrote executor output file" not in killed_log, "the first pod must not finish"
 
         second, output = start_task(spec, "train-model", values, tmp_path / "pod-2", env,
                                     input_artifacts=inputs, wait=True)  # fmt: skip

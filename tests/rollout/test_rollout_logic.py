@@ -404,3 +404,9 @@ def test_analysis_reports_what_it_could_not_measure() -> None:
         "agreement",
         "drift",
     }
+
+
+def test_error_rate_is_a_share_even_when_prometheus_extrapolates() -> None:
+    # increase() extrapolates requests and errors separately: 22.56 vs 22.58 happens.
+    assert Counters(22.56, 22.58).error_rate == 1.0
+    assert Counters(100, 5).error_rate == 0.05 and Counters().error_rate == 0.0
