@@ -133,7 +133,7 @@ class RevisionController(threading.Thread):
                 self.events.append((time.time(), "routed-away", revision))
             return
         if revision not in self.revisions:
-            self._start(revision, obj["spec"]["predictor"]["containers"][0])
+            self._start(revision, obj["spec"]["predictor"])
         rev = self.revisions[revision]
         if rev.proc.poll() is not None:
             return  # a crashed server never becomes ready again here
@@ -149,7 +149,8 @@ class RevisionController(threading.Thread):
             for callback in self.on_change:
                 callback()
 
-    def _start(self, revision: str, container: dict) -> None:
+    def _start(self, revision: str, predictor: dict) -> None:
+        container = predictor["containers"][0]
         env = {e["name"]: e["value"] for e in container.get("env", [])}
         folder = self.root / revision
         model_dir = download_storage_uri(env["STORAGE_URI"], folder / "mnt" / "models")
@@ -171,6 +172,9 @@ class RevisionController(threading.Thread):
             "--torch_threads",
             "1",
         ]
+        logger = (predictor.get("logger") or {}).get("url")
+        if logger:  # KServe's logger agent: every request and response to the drift monitor
+            cmd += ["--log_to", logger, "--log_batch_size", "8", "--log_linger_ms", "100"]
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 cmd,

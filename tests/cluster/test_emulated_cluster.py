@@ -12,7 +12,9 @@ that splits traffic per ``canaryTrafficPercent`` and exports the queue-proxy's s
 It shows: version 1 deployed as the first champion; version 2 deployed as a canary, analysed
 step by step on the per-revision series, promoted (alias and traffic follow) with no failed
 request; version 3, whose model server crashes after it became ready, rolled back on its 5xx
-rate, and no failed request once it is out.
+rate, and no failed request once it is out; version 4, whose traffic drifted from its training
+reference, rolled back on the drift monitor's verdict (a real monitor process fed by the model
+servers' payload logs, loading each version's reference from MLflow as its events arrive).
 """
 
 from __future__ import annotations
@@ -55,6 +57,27 @@ TEXTS = [
     "#include <stdio.h>\nint main(void) { return 0; }\n",
     "body { color: red; }\n",
 ]
+#: What a version trained on far longer, other files would have as reference: traffic drifts from it.
+OTHER_TEXTS = [
+    "\n".join(
+        f"    value_{i}_{j} = [{', '.join(str(k * j) for k in range(40))}]" for i in range(60)
+    )
+    for j in range(1, 4)
+]
+
+
+def _reference(texts: list[str], model_dir: Path, rows: int = 60):
+    """A reference as register_model writes it: features, true label, prediction, score."""
+    from aicrush.model_folder import TextClassifier
+    from features.file_features import compute_file_features
+
+    sample = [texts[i % len(texts)] for i in range(rows)]
+    preds = TextClassifier.from_dir(model_dir).predict(sample)
+    frame = compute_file_features(sample)
+    frame["label"] = [p.label for p in preds]
+    frame["prediction"] = [p.label for p in preds]
+    frame["score"] = [p.score for p in preds]
+    return frame
 
 
 class Load:
@@ -143,9 +166,36 @@ def cluster(
         mlflow_url = f"http://127.0.0.1:{port}"
         try:
             _wait_http(f"{mlflow_url}/health", mlflow_proc, mlflow_log)
+            same = _reference(TEXTS, random_model_dir)
+            same_v2 = _reference(TEXTS, random_model_dir_v2)
+            drifted = _reference(OTHER_TEXTS, random_model_dir_v2)
             versions = _register(
-                mlflow_url, [random_model_dir, random_model_dir_v2, random_model_dir]
+                mlflow_url,
+                [
+                    (random_model_dir, same),
+                    (random_model_dir_v2, same_v2),
+                    (random_model_dir, same),
+                    (random_model_dir_v2, drifted),
+                ],
             )
+            # The drift monitor, as deployed: reference from MLflow (champion at start, then
+            # every version it sees events for), windows of 24 inputs.
+            monitor_port = free_port()
+            monitor_log = root / "monitor.log"
+            with open(monitor_log, "wb") as log:
+                monitor_proc = subprocess.Popen(
+                    [
+                        sys.executable, "-m", "serving.monitor",
+                        "--reference", "mlflow", "--model", MODEL, "--version", "1",
+                        "--host", "127.0.0.1", "--port", str(monitor_port),
+                        "--state-dir", str(root / "monitor"), "--window-rows", "24",
+                        "--report-on", "never", "--tracking-uri", mlflow_url,
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                )  # fmt: skip
+            stack.append(monitor_proc)
+            monitor_url = f"http://127.0.0.1:{monitor_port}"
+            _wait_http(f"{monitor_url}/healthz", monitor_proc, monitor_log, timeout_s=240)
             with FakeKubeServer(CRD) as kube:
                 kube.kube.auto_ready = False
                 env = base_env({"STORAGE_EMULATOR_HOST": gcs_host})
@@ -157,14 +207,13 @@ def cluster(
                     {**env, "PYTHON": sys.executable},
                 )
                 router = Router(kube.kube, controller, NAMESPACE, MODEL).start()
-                prom, prom_url, sd = start_prometheus(
-                    root / "prometheus", [router.url.removeprefix("http://")]
-                )
+                fixed = [router.url.removeprefix("http://"), monitor_url.removeprefix("http://")]
+                prom, prom_url, sd = start_prometheus(root / "prometheus", fixed)
                 stack.append(prom)
 
                 def retarget() -> None:
                     ports = [f"127.0.0.1:{r.port}" for r in controller.revisions.values()]
-                    write_targets(sd, [router.url.removeprefix("http://"), *ports])
+                    write_targets(sd, [*fixed, *ports])
 
                 controller.on_change.append(retarget)
                 controller.start()
@@ -176,6 +225,7 @@ def cluster(
                         "router": router,
                         "prometheus": prom_url,
                         "mlflow": mlflow_url,
+                        "monitor": monitor_url,
                         "versions": versions,
                         "env": env,
                     }
@@ -191,7 +241,10 @@ def cluster(
                     proc.kill()
 
 
-def _register(url: str, folders: list[Path]) -> list[str]:
+def _register(url: str, versions_spec: list[tuple[Path, object]]) -> list[str]:
+    """Register each (model folder, reference frame) as a version, reference on its run."""
+    import tempfile
+
     import mlflow
 
     client = mlflow.MlflowClient(url)
@@ -199,9 +252,13 @@ def _register(url: str, folders: list[Path]) -> list[str]:
     client.create_registered_model(MODEL)
     exp = mlflow.set_experiment("aicrush")
     versions = []
-    for folder in folders:
+    for folder, reference in versions_spec:
         with mlflow.start_run(experiment_id=exp.experiment_id) as run:
             mlflow.log_artifacts(str(folder), artifact_path="model")
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "reference.parquet"
+                reference.to_parquet(path, index=False)  # type: ignore[attr-defined]
+                mlflow.log_artifact(str(path), artifact_path="reference")
         mv = client.create_model_version(
             MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
         )
@@ -217,12 +274,13 @@ def _config(c: dict) -> dict:
                 "namespace": NAMESPACE,
                 "prometheus_url": c["prometheus"],
                 "steps": [50, 100],
-                "interval_s": 5,
+                "interval_s": 8,
                 "poll_s": 1,
                 "max_step_wait_s": 60,
                 "ready_timeout_s": 120,
                 "ready_poll_s": 0.5,
-                "drift_gate": False,
+                "drift_gate": True,
+                "drift_monitor_url": c["monitor"] + "/",
                 "thresholds": {
                     "min_requests": 10,
                     "max_p99_latency_s": 5.0,
@@ -296,7 +354,7 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
     from pipelines.compile import compile_pipeline
 
     c = cluster
-    v1, v2, v3 = c["versions"]
+    v1, v2, v3, v4 = c["versions"]
     ir = compile_pipeline("rollout", tmp_path / "rollout.yaml", build_config())
 
     # 1. No champion yet: version 1 becomes the InferenceService's only revision and champion.
@@ -315,7 +373,6 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
         assert run.tasks["deploy-canary"].outputs == {"stable_version": v1, "canary_version": v2}
         metrics = run.tasks["analyze-canary"].artifacts["analysis"]["metadata"]
         assert metrics["decision"] == "promote" and metrics["canary_requests"] >= 10
-        assert "drift: rollout.drift_gate is off" in metrics["not_measured"]
         isvc = c["kube"].kube.get(NAMESPACE, MODEL)
         state = json.loads(isvc["metadata"]["annotations"]["aicrush.dev/rollout"])
         assert [e["event"] for e in state["history"]][-3:] == ["deploy", "traffic", "promote"]
@@ -351,6 +408,21 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
         after = load.between(t2 + 0.5, time.time())
         assert after and all(s[1] == 200 for s in after), "rolled back: no more failures"
         print(f"  after the rollback: {len(after)} responses, all 200")
+
+        # 4. Version 4's reference is far from the traffic it gets: the monitor (which loads
+        # version 4's reference when its first events arrive) says drifted; rolled back.
+        run, logs = _run(c, ir, "drifted", v4)
+        t3 = time.time()
+        isvc = c["kube"].kube.get(NAMESPACE, MODEL)
+        _report("canary v4 (drifted)", isvc, load.between(t2, t3))
+        assert run.tasks["analyze-canary"].outputs["Output"] == "rolled_back", logs
+        assert run.output == v2 == _champion(c)
+        state = json.loads(isvc["metadata"]["annotations"]["aicrush.dev/rollout"])
+        assert "drift" in state["history"][-1]["reason"], state["history"][-1]
+        drift = httpx.get(f"{c['prometheus']}/api/v1/query", params={
+            "query": f'aicrush_drift_dataset_drift{{model="{MODEL}",version="{v4}"}}'
+        }).json()["data"]["result"]  # fmt: skip
+        assert drift and float(drift[0]["value"][1]) == 1.0
     finally:
         load.stop()
     assert c["kube"].kube.invalid == [], "every body stored validated against the CRD"
