@@ -33,6 +33,10 @@ test: install ## Install, then check the layers contract and run the test suite 
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-cluster
+test-cluster: install ## The emulated cluster: the compiled rollout pipeline, each task an isolated process (minutes)
+	$(BIN)/python -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
 .PHONY: test-fast
 test-fast: install ## Tests without the slow end-to-end runs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -174,7 +174,14 @@ class EvaluateConfig(StrictModel):
 class RegistryConfig(StrictModel):
     tracking_uri: str = Field(default="", description="Empty: sqlite under the state dir.")
     experiment: str = "aicrush"
-    model_name: str = "aicrush-code-language"
+    model_name: str = Field(
+        default="aicrush-code-language",
+        pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The one name of the model: registered model in MLflow, model name on the "
+        "served endpoints (/v1/models/<name>:predict), InferenceService name and the drift "
+        "monitor's model label. A DNS-1035 label (lowercase letters, digits, '-'), because it "
+        "names a Kubernetes object.",
+    )
     reference_rows: int = Field(
         default=2000, ge=10, description="Rows in the drift reference sample."
     )
@@ -197,6 +204,13 @@ class ResourcesConfig(StrictModel):
     cpu_limit: str = "8"
     memory_request: str = "16G"
     memory_limit: str = "32G"
+    train_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Times KFP retries a failed training pod (preempted node, OOM); a retry "
+        "resumes from the last checkpoint in the artifact store.",
+    )
 
 
 class AicrushConfig(StrictModel):

@@ -84,8 +84,15 @@ class RolloutConfig(_Strict):
     namespace: str = Field(
         default="aicrush", description="Kubernetes namespace of the InferenceService."
     )
-    service_name: str = Field(
-        default="aicrush-classifier", description="InferenceService (and local model) name."
+    ready_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Kubernetes backend: how long a deploy, traffic step, promotion or rollback "
+        "waits for KServe to report the revision Ready and the traffic split done (cold starts "
+        "and model downloads count here, not in the analysis).",
+    )
+    ready_poll_s: float = Field(
+        default=2.0, gt=0, description="How often that wait reads the InferenceService status."
     )
     prometheus_url: str = Field(
         default="http://prometheus-operated.monitoring.svc.cluster.local:9090",

@@ -3,10 +3,9 @@
 import json
 from typing import Any
 
-from kfp import dsl
 from kfp.dsl import Metrics, Output
 
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 
 
 def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, analysis: Any) -> str:
@@ -15,12 +14,11 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
     Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
     already rolled back) or "none" (no canary in progress, e.g. the first champion was deployed).
     """
-    from aicrush.state import state_dir as resolve_state
     from serving.rollout import RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
-    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     try:
         st = rollout.analyze(auto_promote=False)
     except RolloutError as err:
@@ -34,11 +32,13 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
     analysis.log_metric("canary_requests", float(last.get("canary_requests", 0)))
     decision = "promote" if st.phase == "canary" else "rolled_back"
     analysis.metadata["decision"] = decision
+    # What the analysis could not measure is part of its result, not a silent gap.
+    analysis.metadata["not_measured"] = list(last.get("not_measured", []))
     print(json.dumps(last, default=str))
     return decision
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def analyze_canary(config: dict, state_dir: str, backend: str, analysis: Output[Metrics]) -> str:
     """Watch the canary through ``rollout.steps``: 5xx rate, p99 latency, agreement vs the champion.
 

@@ -3,9 +3,7 @@
 import json
 from typing import Any, NamedTuple
 
-from kfp import dsl
-
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 
 
 class DeployOutputs(NamedTuple):
@@ -17,18 +15,17 @@ def run_deploy_canary(
     config: dict[str, Any], state_dir: str, backend: str, model_version: str, canary_percent: int
 ) -> DeployOutputs:
     """Protocol glue: validate the config, deploy, print the state. ``model_version`` "" = alias challenger."""
-    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
-    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     st = rollout.deploy(model_version or None, canary_percent or None)
     print(json.dumps(rollout.status(), default=str))
     return DeployOutputs(str(st.stable or ""), str(st.canary or ""))
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def deploy_canary(
     config: dict, state_dir: str, backend: str, model_version: str, canary_percent: int
 ) -> NamedTuple("DeployOutputs", [("stable_version", str), ("canary_version", str)]):  # type: ignore[valid-type]

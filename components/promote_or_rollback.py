@@ -2,21 +2,18 @@
 
 from typing import Any
 
-from kfp import dsl
-
-from components import PIPELINE_IMAGE
+from components import pipeline_component
 
 
 def run_promote_or_rollback(
     config: dict[str, Any], state_dir: str, backend: str, decision: str
 ) -> str:
     """Protocol glue: promote on "promote", make sure of the rollback otherwise; returns the champion version."""
-    from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
-    rollout = open_rollout(backend, cfg, rollout_cfg, resolve_state(state_dir or None))
+    rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     phase = rollout.status()["phase"]
     if phase == "canary":
         if decision == "promote":
@@ -27,7 +24,7 @@ def run_promote_or_rollback(
     return champion.version if champion else ""
 
 
-@dsl.component(base_image=PIPELINE_IMAGE)
+@pipeline_component
 def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: str) -> str:
     """Promote the canary (alias ``champion`` moves to it, 100 % traffic) or roll it back (0 %).
 

@@ -197,13 +197,17 @@ def _register(
                 shutil.copyfile(model_card, card_html)
                 mlflow.log_artifact(str(card_html), artifact_path="model_card")
         say("logging the model to MLflow")
+        from serving import mlflow_pyfunc_env as pyfunc_env
+
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
             artifacts={"model": str(model_dir)},
             signature=signature,
             input_example=example,
-            pip_requirements=[f"aicrush=={_aicrush_version()}"],
+            # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
+            pip_requirements=pyfunc_env.pip_requirements(),
+            code_paths=pyfunc_env.code_paths(),
         )
 
     mv = c.create_model_version(
@@ -227,15 +231,6 @@ def _register(
     return RegistrationResult(
         name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri
     )
-
-
-def _aicrush_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("aicrush")
-    except PackageNotFoundError:
-        return "0.1.0"
 
 
 class RegisterOutputs(NamedTuple):

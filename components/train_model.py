@@ -737,19 +737,29 @@ def run_train_step(
     config: dict[str, Any], features: Any, model: Any, metrics: Any, checkpoint_dir: str = ""
 ) -> TrainResult:
     """The body of the ``train_model`` component: validate config, train, log metrics."""
+    import contextlib
+
     from aicrush.config import config_from_dict
+    from components.checkpoint_sync import CheckpointMirror, checkpoint_uri_for
 
     cfg = config_from_dict(config)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model.path)
+    # A URL (gs://...) is mirrored from a local folder; in the cluster the default is a prefix in
+    # the pipeline's artifact store, since a pod's own disk dies with it (see checkpoint_sync).
+    remote = checkpoint_dir if "://" in checkpoint_dir else ""
+    remote = remote or ("" if checkpoint_dir else checkpoint_uri_for(getattr(features, "uri", "")))
+    local = checkpoint_dir if checkpoint_dir and not remote else ""
+    ckpt = Path(local) if local else default_checkpoint_dir(model.path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    result = train(
-        Path(features.path),
-        cfg.train,
-        Path(model.path),
-        ckpt,
-        preset=cfg.preset,
-        progress=show_training_progress,
-    )
+    mirror = CheckpointMirror(remote, ckpt) if remote else contextlib.nullcontext()
+    with mirror:
+        result = train(
+            Path(features.path),
+            cfg.train,
+            Path(model.path),
+            ckpt,
+            preset=cfg.preset,
+            progress=show_training_progress,
+        )
     for key, value in result.metrics.items():
         if not math.isnan(value):
             metrics.log_metric(key, float(value))
@@ -778,8 +788,10 @@ def train_model(
     features: the engineer_features folder (train/val/test.parquet).
     model: the model folder (save_pretrained safetensors + tokenizer + aicrush.json).
     metrics: train loss, val accuracy, samples/s, train seconds.
-    checkpoint_dir: where resumable checkpoints go; "" means ``<dirname(model.path)>/../checkpoints/
-    train_model``, stable across retries of this run, so a retried task resumes.
+    checkpoint_dir: where resumable checkpoints go: a folder, or a gs:// prefix mirrored from a
+    local folder. "" means ``<pipeline_root>/<run>/checkpoints/train_model`` when the artifacts
+    live in object storage (the cluster), else ``<dirname(model.path)>/../checkpoints/train_model``;
+    both stable across retries of this run, so a retried task resumes.
     """
     from components.train_model import run_train_step
 

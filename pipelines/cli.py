@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -202,16 +203,37 @@ def ui(
     raise typer.Exit(code)
 
 
+class PipelineChoice(StrEnum):
+    training = "training"
+    rollout = "rollout"
+
+
+PipelineOpt = Annotated[
+    PipelineChoice,
+    typer.Option(
+        "--pipeline",
+        help="training: ingest to register (the default); rollout: canary deploy, analysis, "
+        "promote or roll back on a KServe InferenceService.",
+    ),
+]
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the KFP IR YAML.")
-    ] = Path("aicrush-training.yaml"),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write the KFP IR YAML. Default: aicrush-<pipeline>.yaml.",
+        ),
+    ] = None,
+    pipeline: PipelineOpt = PipelineChoice.training,
     source: SourceOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Compile the training pipeline to KFP IR YAML for a Kubeflow Pipelines cluster.
+    """Compile the training or the rollout pipeline to KFP IR YAML for a Kubeflow Pipelines cluster.
 
     The config becomes the default of the pipeline's `config` parameter; the training task
     requests the GPU, node selector and toleration of `resources` (default: one NVIDIA L4).
@@ -219,9 +241,9 @@ def compile_(
     """
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
-    from pipelines.compile import compile_training_pipeline
+    from pipelines.compile import compile_pipeline
 
-    path = compile_training_pipeline(output, cfg)
+    path = compile_pipeline(pipeline.value, output or Path(f"aicrush-{pipeline.value}.yaml"), cfg)
     typer.echo(f"wrote {path}")
 
 
@@ -242,27 +264,46 @@ def submit(
     namespace: Annotated[
         str | None, typer.Option("--namespace", help="Kubeflow profile namespace (multi-user).")
     ] = None,
+    pipeline: PipelineOpt = PipelineChoice.training,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            "--model-version",
+            help="Rollout pipeline: the registered version to roll out (default: alias challenger).",
+        ),
+    ] = None,
     source: SourceOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Compile the training pipeline and start a run on a Kubeflow Pipelines endpoint (kfp.Client).
+    """Compile a pipeline (training or rollout) and start a run on a Kubeflow Pipelines endpoint.
 
     Authentication: kfp.Client's own (KF_PIPELINES_SA_TOKEN_PATH, or a token from your
     kubeconfig/ID provider). Sources must be reachable from the cluster (gs:// or git URLs).
     """
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
-    from pipelines.submit import submit_training_pipeline
+    if model_version is not None and pipeline is not PipelineChoice.rollout:
+        raise typer.BadParameter("--model-version applies to --pipeline rollout only")
+    from pipelines.submit import submit_pipeline
 
+    arguments = {"model_version": model_version} if model_version else {}
     try:
-        sub = submit_training_pipeline(
-            cfg, host, experiment=experiment, run_name=run_name, namespace=namespace
+        sub = submit_pipeline(
+            pipeline.value,
+            cfg,
+            host,
+            experiment=experiment,
+            run_name=run_name,
+            namespace=namespace,
+            arguments=arguments,
         )
     except Exception as err:  # the KFP client raises many types; the user needs the message
         typer.echo(f"error: could not submit to {host}: {err}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"submitted run {sub.run_id} in experiment {sub.experiment}: {sub.run_url}")
+    typer.echo(
+        f"submitted {sub.pipeline} run {sub.run_id} in experiment {sub.experiment}: {sub.run_url}"
+    )
 
 
 def _register_commands() -> None:

@@ -1,47 +1,88 @@
 """The rollout pipeline: canary deployment, metric-gated analysis, promotion or rollback.
 
-Wiring only. The training pipeline chains it when its evaluation gate passes, passing the
-registered version; on its own it rolls out the version with alias ``challenger``.
+Wiring only. On its own it rolls out the version with alias ``challenger``. In the cluster each
+step is its own pod: they share nothing but their declared inputs and outputs, the MLflow
+registry and the InferenceService, where the Kubernetes backend keeps the rollout's state.
 """
 
-from kfp import dsl
+# No `from __future__ import annotations`: kfp reads the pipeline signature's real annotations.
 
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from aicrush.config import AicrushConfig, build_config
 from components.analyze_canary import analyze_canary
 from components.deploy_canary import deploy_canary
 from components.promote_or_rollback import promote_or_rollback
 
+PIPELINE_NAME = "aicrush-rollout"
 
-@dsl.pipeline(
-    name="aicrush-rollout",
-    description="Canary rollout of a registered model version, gated by metrics.",
-)
-def rollout_pipeline(
-    config: dict,
-    state_dir: str = "",
-    backend: str = "kubernetes",
-    model_version: str = "",
-    canary_percent: int = 0,
-) -> str:
-    """Roll ``model_version`` out next to the champion.
 
-    Args:
-        config: the validated aicrush config (JSON dict, with its ``rollout`` section).
-        state_dir: local state folder (local runs).
-        backend: "kubernetes" (KServe InferenceService) or "local" (kfp.local runs).
-        model_version: the registered version; "" for alias ``challenger``.
-        canary_percent: initial canary traffic; 0 for the first of ``rollout.steps``.
-    Returns:
-        the champion's version when the rollout ends.
-    """
-    deployed = deploy_canary(
-        config=config,
-        state_dir=state_dir,
-        backend=backend,
-        model_version=model_version,
-        canary_percent=canary_percent,
+def use_mlflow_server(task: dsl.PipelineTask, cfg: AicrushConfig) -> dsl.PipelineTask:
+    """The MLflow server (and its credentials, from a Secret) for a step that talks to it."""
+    if cfg.registry.tracking_uri:
+        task.set_env_variable("MLFLOW_TRACKING_URI", cfg.registry.tracking_uri)
+        if cfg.registry.credentials_secret_name:
+            kubernetes.use_secret_as_env(
+                task,
+                secret_name=cfg.registry.credentials_secret_name,
+                secret_key_to_env={
+                    "username": "MLFLOW_TRACKING_USERNAME",
+                    "password": "MLFLOW_TRACKING_PASSWORD",
+                },
+            )
+    return task
+
+
+def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., Any]:
+    """The rollout pipeline for ``cfg`` (default: the default config): its values are the
+    defaults of the ``config`` parameter; the MLflow server comes from ``registry.tracking_uri``."""
+    cfg = cfg or build_config()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Canary rollout of a registered model version, gated by metrics.",
     )
-    analysis = analyze_canary(config=config, state_dir=state_dir, backend=backend).after(deployed)
-    final = promote_or_rollback(
-        config=config, state_dir=state_dir, backend=backend, decision=analysis.outputs["Output"]
-    )
-    return final.output
+    def rollout_pipeline(
+        config: dict = cfg.to_dict(),
+        state_dir: str = "",
+        backend: str = "kubernetes",
+        model_version: str = "",
+        canary_percent: int = 0,
+    ) -> str:
+        """Roll ``model_version`` out next to the champion.
+
+        Args:
+            config: the validated aicrush config (JSON dict, with its ``rollout`` section).
+            state_dir: local state folder (local runs: embedded MLflow, local backend processes).
+            backend: "kubernetes" (KServe InferenceService) or "local" (kfp.local runs).
+            model_version: the registered version; "" for alias ``challenger``.
+            canary_percent: initial canary traffic; 0 for the first of ``rollout.steps``.
+        Returns:
+            the champion's version when the rollout ends.
+        """
+        deployed = deploy_canary(
+            config=config,
+            state_dir=state_dir,
+            backend=backend,
+            model_version=model_version,
+            canary_percent=canary_percent,
+        )
+        analysis = analyze_canary(config=config, state_dir=state_dir, backend=backend).after(
+            deployed
+        )
+        final = promote_or_rollback(
+            config=config, state_dir=state_dir, backend=backend, decision=analysis.outputs["Output"]
+        )
+        for task in (deployed, analysis, final):
+            task.set_caching_options(False)  # the registry and the cluster change between runs
+            use_mlflow_server(task, cfg)
+        return final.output
+
+    return rollout_pipeline
+
+
+#: The rollout pipeline for the default config (kfp.local runs and tests).
+rollout_pipeline = build_rollout_pipeline()

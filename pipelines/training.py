@@ -82,6 +82,8 @@ def build_training_pipeline(
         )
         train = train_model(config=config, features=features.outputs["features"])
         request_training_resources(train, cfg.resources)
+        if cfg.resources.train_retries:  # a retried pod resumes from its mirrored checkpoint
+            train.set_retry(num_retries=cfg.resources.train_retries, backoff_duration="30s")
         champion = lookup_champion(config=config, state_dir=state_dir)
         evaluate = evaluate_model(
             config=config,

@@ -355,7 +355,15 @@ def build_monitor(
     elif retrain == "cluster":
         hook = cluster_hook(kfp_host or "", pipeline_package or "")
     trigger = RetrainTrigger(hook, RetrainPolicy(sustained_windows, retrain_interval_s))
-    return Monitor(config, references=[ref], retrain=trigger)
+    loader = None
+    if reference == "mlflow":  # every version events arrive for (a canary too) gets its reference
+
+        def loader(model_name: str, model_version: str):
+            from serving.monitor.reference import load_reference
+
+            return load_reference("mlflow", model_name, model_version, tracking_uri=tracking_uri)
+
+    return Monitor(config, references=[ref], retrain=trigger, reference_loader=loader)
 
 
 def registry_uri(tracking_uri: str | None, state_dir: Path | None) -> str:

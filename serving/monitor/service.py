@@ -11,7 +11,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -184,8 +184,13 @@ class Monitor:
         references: list[Reference] | None = None,
         retrain: RetrainTrigger | None = None,
         registry: CollectorRegistry | None = None,
+        reference_loader: Callable[[str, str], Reference] | None = None,
     ):
+        """``reference_loader(model, version)``: loads the reference of a version the monitor
+        sees events for but has none of (in a rollout, the canary's); None: known versions only."""
         self.config = config
+        self.reference_loader = reference_loader
+        self._load_failed: dict[tuple[str, str], float] = {}  # key -> when; retried after a minute
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
         self.state = MonitorState(config.state_dir)
@@ -236,9 +241,21 @@ class Monitor:
         """The (model, version) whose reference applies; an event without a version (KServe's
         own logger) goes to the model's only reference, or the last one loaded."""
         if version is not None:
+            if (model, version) not in self.references:
+                self._load_reference(model, version)
             return (model, version) if (model, version) in self.references else None
         keys = [k for k in self.references if k[0] == model]
         return keys[-1] if keys else None
+
+    def _load_reference(self, model: str, version: str) -> None:
+        key = (model, version)
+        if self.reference_loader is None or time.time() - self._load_failed.get(key, 0) < 60:
+            return
+        try:
+            self._install(self.reference_loader(model, version), persist=True)
+        except Exception as err:  # no reference (yet): the events count as dropped, retried later
+            self._load_failed[key] = time.time()
+            log.warning("no reference for %s version %s: %s", model, version, err)
 
     # ingest
     def ingest(

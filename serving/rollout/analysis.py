@@ -2,7 +2,10 @@
 
 A window of counters for the stable and the canary version goes in; a verdict comes out:
 ``pass`` (every check within its threshold), ``fail`` (some check broke; roll back) or
-``wait`` (too few canary requests to judge yet).
+``wait`` (too few canary requests to judge yet). A check that is enabled but could not be
+measured in the window is listed in ``Verdict.not_measured`` with the reason, never dropped
+silently: e.g. agreement on the Kubernetes backend (Knative does not mirror traffic), or drift
+before the monitor closed a window of the canary's version.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ class Verdict:
     stable_requests: float = 0.0
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Checks that are enabled but had nothing to measure in this window: "name: why".
+    not_measured: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["checks"] = [asdict(c) for c in self.checks]
+        d["not_measured"] = list(self.not_measured)
         return d
 
 
@@ -74,6 +80,7 @@ def judge(
             reason=f"{canary.requests:.0f} canary requests so far; need {t.min_requests} to judge",
         )
     checks: list[Check] = []
+    unmeasured: list[str] = []
     rate = canary.error_rate
     checks.append(
         Check(
@@ -100,6 +107,8 @@ def judge(
                     f"canary p99 {p99_c:.4f}s vs stable {p99_s:.4f}s",
                 )
             )
+    else:
+        unmeasured.append("p99_latency_s: no latency histogram for the canary in this window")
     if t.min_agreement > 0:
         agreement = _finite(canary.agreement)
         if agreement is not None:
@@ -112,17 +121,31 @@ def judge(
                     f"{canary.agreed:.0f}/{canary.mirrored:.0f} mirrored requests agree",
                 )
             )
+        else:
+            unmeasured.append(
+                "agreement: no mirrored requests in this window (only the local backend's proxy "
+                "mirrors traffic; Knative does not)"
+            )
     if t.max_label_distance < 1:
         dist = _finite(label_distance(canary.labels, stable.labels))
         if dist is not None:
             checks.append(
                 Check("label_distance", dist, t.max_label_distance, dist <= t.max_label_distance)
             )
-    if drift is not None and canary_version:
+        else:
+            unmeasured.append("label_distance: no predicted labels of one of the versions")
+    if drift is None:
+        unmeasured.append("drift: rollout.drift_gate is off")
+    elif canary_version:
         drifted = drift(canary_version)
         if drifted is not None:
             checks.append(
                 Check("drift", 1.0 if drifted else 0.0, 0.0, not drifted, "drift monitor verdict")
+            )
+        else:
+            unmeasured.append(
+                f"drift: the drift monitor has no verdict on version {canary_version} yet "
+                "(no closed window, or the monitor is unreachable)"
             )
     failed = [c for c in checks if not c.ok]
     return Verdict(
@@ -131,4 +154,5 @@ def judge(
         canary.requests,
         stable.requests,
         "; ".join(f"{c.name} {c.value:.4g} beyond {c.threshold:.4g}" for c in failed),
+        not_measured=tuple(unmeasured),
     )

@@ -136,7 +136,7 @@ def deploy(
             f"{backend.value}: stable {_v(st.stable)}"
             + (f", canary {_v(st.canary)} at {st.percent} %" if st.canary else "")
         )
-        for line in _endpoint_lines(r.status().get("serving") or {}, r.cfg.service_name):
+        for line in _endpoint_lines(r.status().get("serving") or {}, r.registry.model_name):
             typer.echo(line)
         if watch and st.phase == "canary":
             typer.echo(
@@ -224,7 +224,7 @@ def status(
     if serving.get("running") is False or serving.get("exists") is False:
         lines.append("serving   nothing running; start it with `aicrush deploy`")
     else:
-        lines += _endpoint_lines(serving, r.cfg.service_name)
+        lines += _endpoint_lines(serving, r.registry.model_name)
         lines.append(
             f"versions  stable {_v(s['stable'])}   canary "
             + (f"{_v(s['canary'])} at {s['canary_percent']} %" if s["canary"] else "none")

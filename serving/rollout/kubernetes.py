@@ -13,17 +13,31 @@ Every transition is one request (a create or one JSON merge patch carrying the o
 ``resourceVersion``), so the API server applies all of it or nothing, and a concurrent edit fails
 with 409 instead of being overwritten. The versions being served are kept on the object itself
 (annotations ``aicrush.dev/stable-version``, ``aicrush.dev/canary-version``) in the same patch.
+After each transition the backend waits (``rollout.ready_timeout_s``) until KServe reports it
+done: ``Ready`` condition true for the current generation, the latest revision ready, and the
+traffic split the spec asks for.
+
+The rollout's own state (phase, last analysis, history) is the annotation ``aicrush.dev/rollout``
+on the same object (:class:`InferenceServiceStateStore`), so every pipeline step (its own pod) and
+every CLI call (any machine) reads where the last one left off; no local file is involved.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aicrush.rollout_config import RolloutConfig
-from serving.rollout.machine import ModelRef, RolloutError
+from serving.rollout.machine import (
+    ModelRef,
+    RolloutError,
+    RolloutState,
+    fit_json_list,
+)
 from serving.rollout.metrics_source import PrometheusDriftVerdict, PrometheusMetricsSource
 
 log = logging.getLogger(__name__)
@@ -32,6 +46,10 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 STABLE_ANNOTATION = "aicrush.dev/stable-version"
 CANARY_ANNOTATION = "aicrush.dev/canary-version"
 ROLLED_BACK_ANNOTATION = "aicrush.dev/rolled-back-version"
+#: The rollout machine's state (phase, last analysis, history) as JSON.
+STATE_ANNOTATION = "aicrush.dev/rollout"
+#: Budget of the state annotation (Kubernetes allows 256 KiB for all annotations together).
+STATE_MAX_CHARS = 64_000
 HTTP_PORT = 8080
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "hf://", "oci://")
 
@@ -47,13 +65,15 @@ def logger_url(monitor_url: str, version: str) -> str:
 
 def build_inference_service(
     cfg: RolloutConfig,
+    name: str,
     ref: ModelRef,
     image: str,
     *,
     canary_percent: int | None = None,
     stable_version: str | None = None,
 ) -> dict[str, Any]:
-    """The InferenceService serving ``ref`` (as canary with ``canary_percent``, else as the whole service)."""
+    """The InferenceService ``name`` serving ``ref`` (as canary with ``canary_percent``, else as
+    the whole service). ``name`` is also the model name on its endpoints (``registry.model_name``)."""
     annotations = {STABLE_ANNOTATION: stable_version or ref.version}
     predictor: dict[str, Any] = {
         "minReplicas": cfg.min_replicas,
@@ -73,7 +93,7 @@ def build_inference_service(
                 "image": image,
                 "args": [
                     "--model_name",
-                    cfg.service_name,
+                    name,
                     "--model_dir",
                     "/mnt/models",
                     "--model_version",
@@ -98,7 +118,7 @@ def build_inference_service(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",
         "metadata": {
-            "name": cfg.service_name,
+            "name": name,
             "namespace": cfg.namespace,
             "labels": {
                 "app.kubernetes.io/part-of": "aicrush",
@@ -131,14 +151,64 @@ def _api_error(err: Exception, doing: str) -> RolloutError:
     )
 
 
+def _conditions(isvc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    st = isvc.get("status") or {}
+    return {c.get("type", ""): c for c in st.get("conditions") or []}
+
+
+def rollout_progress(isvc: dict[str, Any], latest_ready: bool = True) -> tuple[bool, str]:
+    """Whether KServe has carried out the object's current spec, and if not, what it waits for.
+
+    Done means: ``status.observedGeneration`` has caught up with ``metadata.generation`` (where
+    the API server sets them), condition ``Ready`` is ``True``, the predictor's latest created
+    revision is ready, and ``status.components.predictor.traffic`` gives the latest revision the
+    share the spec asks for (``canaryTrafficPercent``; all traffic without it).
+
+    With ``latest_ready=False`` (a rollback) only the generation and the traffic count: a
+    crashed canary never becomes ready, and its rollback is done once it gets no traffic.
+    """
+    meta, st = isvc.get("metadata") or {}, isvc.get("status") or {}
+    generation, observed = meta.get("generation"), st.get("observedGeneration")
+    if generation is not None and (observed is None or int(observed) < int(generation)):
+        return False, f"KServe has not yet observed generation {generation} (at {observed})"
+    ready = _conditions(isvc).get("Ready")
+    if latest_ready and (ready is None or ready.get("status") != "True"):
+        why = (
+            f"{ready.get('reason') or ''} {ready.get('message') or ''}".strip()
+            if ready
+            else "no Ready condition yet"
+        )
+        return False, f"condition Ready is {ready.get('status') if ready else 'missing'}: {why}"
+    predictor = (st.get("components") or {}).get("predictor") or {}
+    latest = predictor.get("latestCreatedRevision")
+    if latest_ready and latest and predictor.get("latestReadyRevision") != latest:
+        return False, f"revision {latest} is not ready yet"
+    want = (isvc.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
+    want = 100 if want is None else int(want)
+    got = sum(
+        int(t.get("percent") or 0)
+        for t in predictor.get("traffic") or []
+        if t.get("latestRevision") or (latest and t.get("revisionName") == latest)
+    )
+    if predictor.get("traffic") is not None and got != want:
+        return False, f"the latest revision {latest} has {got} % of the traffic, not {want} %"
+    return True, "ready"
+
+
 @dataclass
 class KubernetesBackend:
-    """KServe InferenceService canary through the Kubernetes API (``CustomObjectsApi``)."""
+    """KServe InferenceService canary through the Kubernetes API (``CustomObjectsApi``).
+
+    ``service`` is the InferenceService name, which is also the model name on its endpoints:
+    ``registry.model_name``, the one name of the served model everywhere.
+    """
 
     cfg: RolloutConfig
+    service: str
     image: str = ""  # default: aicrush.images.default_images()["serve"]
     api: Any = None  # kubernetes.client.CustomObjectsApi; default: in-cluster or kubeconfig
     prometheus_selector: str = ""
+    sleep: Callable[[float], None] = time.sleep
     name: str = field(default="kubernetes", init=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +229,10 @@ class KubernetesBackend:
             self.api = client.CustomObjectsApi()
         return self.api
 
+    @property
+    def where(self) -> str:
+        return f"InferenceService {self.cfg.namespace}/{self.service}"
+
     # -- API calls -------------------------------------------------------------------------
 
     def get(self) -> dict[str, Any] | None:
@@ -166,14 +240,12 @@ class KubernetesBackend:
 
         try:
             return self.client.get_namespaced_custom_object(
-                GROUP, VERSION, self.cfg.namespace, PLURAL, self.cfg.service_name
+                GROUP, VERSION, self.cfg.namespace, PLURAL, self.service
             )
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise _api_error(
-                err, f"reading InferenceService {self.cfg.namespace}/{self.cfg.service_name}"
-            ) from err
+            raise _api_error(err, f"reading {self.where}") from err
 
     def _create(self, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -183,24 +255,25 @@ class KubernetesBackend:
                 GROUP, VERSION, self.cfg.namespace, PLURAL, body
             )
         except ApiException as err:
-            raise _api_error(
-                err, f"creating InferenceService {self.cfg.namespace}/{self.cfg.service_name}"
-            ) from err
+            raise _api_error(err, f"creating {self.where}") from err
 
-    def _patch(self, current: dict[str, Any], patch: dict[str, Any], doing: str) -> dict[str, Any]:
-        """One JSON merge patch, conditional on the resourceVersion that was read."""
+    def _patch(
+        self, current: dict[str, Any] | None, patch: dict[str, Any], doing: str
+    ) -> dict[str, Any]:
+        """One JSON merge patch, conditional on the resourceVersion that was read (if ``current``)."""
         from kubernetes.client.exceptions import ApiException
 
-        patch = {
-            **patch,
-            "metadata": {
-                **patch.get("metadata", {}),
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-        }
+        if current is not None:
+            patch = {
+                **patch,
+                "metadata": {
+                    **patch.get("metadata", {}),
+                    "resourceVersion": current["metadata"]["resourceVersion"],
+                },
+            }
         try:
             return self.client.patch_namespaced_custom_object(
-                GROUP, VERSION, self.cfg.namespace, PLURAL, self.cfg.service_name, patch
+                GROUP, VERSION, self.cfg.namespace, PLURAL, self.service, patch
             )
         except ApiException as err:
             raise _api_error(err, doing) from err
@@ -209,14 +282,31 @@ class KubernetesBackend:
         isvc = self.get()
         if isvc is None:
             raise RolloutError(
-                f"InferenceService {self.cfg.namespace}/{self.cfg.service_name} does not exist; "
-                "run `aicrush deploy --backend kubernetes` first"
+                f"{self.where} does not exist; run `aicrush deploy --backend kubernetes` first"
             )
         if canary and not isvc["metadata"].get("annotations", {}).get(CANARY_ANNOTATION):
-            raise RolloutError(
-                f"InferenceService {self.cfg.service_name} has no canary in progress"
-            )
+            raise RolloutError(f"{self.where} has no canary in progress")
         return isvc
+
+    def wait_ready(self, doing: str, latest_ready: bool = True) -> dict[str, Any]:
+        """Poll the object until KServe has carried out its spec (:func:`rollout_progress`).
+
+        Raises RolloutError after ``rollout.ready_timeout_s`` naming what it still waits for.
+        """
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        while True:
+            isvc = self._require(canary=False)
+            done, why = rollout_progress(isvc, latest_ready)
+            if done:
+                return isvc
+            if time.monotonic() >= deadline:
+                raise RolloutError(
+                    f"{doing}: {self.where} not ready after {self.cfg.ready_timeout_s:.0f}s: {why}. "
+                    f"See `kubectl -n {self.cfg.namespace} describe inferenceservice {self.service}`; "
+                    "raise rollout.ready_timeout_s for slow cold starts, or roll back"
+                )
+            log.info("%s: waiting: %s", doing, why)
+            self.sleep(min(self.cfg.ready_poll_s, max(0.0, deadline - time.monotonic())))
 
     # -- Backend ---------------------------------------------------------------------------
 
@@ -229,34 +319,41 @@ class KubernetesBackend:
                 )
         isvc = self.get()
         if isvc is None:
-            isvc = self._create(build_inference_service(self.cfg, stable, self.image))
-            log.info(
-                "created InferenceService %s serving version %s",
-                self.cfg.service_name,
-                stable.version,
-            )
+            self._create(build_inference_service(self.cfg, self.service, stable, self.image))
+            log.info("created %s serving version %s", self.where, stable.version)
+            isvc = self.wait_ready(f"serving version {stable.version}")
         else:
             ann = isvc["metadata"].get("annotations", {})
             if ann.get(CANARY_ANNOTATION):
                 raise RolloutError(
-                    f"version {ann[CANARY_ANNOTATION]} is already a canary on {self.cfg.service_name}; "
+                    f"version {ann[CANARY_ANNOTATION]} is already a canary on {self.where}; "
                     "promote or roll it back first"
                 )
             if ann.get(STABLE_ANNOTATION) != stable.version:
-                body = build_inference_service(self.cfg, stable, self.image)
+                body = build_inference_service(self.cfg, self.service, stable, self.image)
                 body["spec"]["predictor"]["canaryTrafficPercent"] = None
                 body["metadata"]["annotations"][ROLLED_BACK_ANNOTATION] = None
-                isvc = self._patch(
+                # The manifests' InferenceService declares `model` (ServingRuntime form); the
+                # backend's `containers` replace it: KServe accepts one of the two.
+                body["spec"]["predictor"]["model"] = None
+                self._patch(
                     isvc,
                     body,
-                    f"updating {self.cfg.service_name} to the champion, version {stable.version}",
+                    f"updating {self.service} to the champion, version {stable.version}",
                 )
+                isvc = self.wait_ready(f"serving the champion, version {stable.version}")
         if canary is None:
             return
         body = build_inference_service(
-            self.cfg, canary, self.image, canary_percent=percent, stable_version=stable.version
+            self.cfg,
+            self.service,
+            canary,
+            self.image,
+            canary_percent=percent,
+            stable_version=stable.version,
         )
         body["metadata"]["annotations"][ROLLED_BACK_ANNOTATION] = None
+        body["spec"]["predictor"]["model"] = None
         try:
             self._patch(isvc, body, f"adding version {canary.version} as a {percent} % canary")
         except RolloutError as err:
@@ -264,6 +361,7 @@ class KubernetesBackend:
                 f"{err}. The InferenceService still serves version {stable.version} with all traffic; "
                 "nothing else changed, run deploy again"
             ) from err
+        self.wait_ready(f"starting version {canary.version} as a {percent} % canary")
 
     def set_traffic(self, percent: int) -> None:
         isvc = self._require(canary=True)
@@ -272,6 +370,7 @@ class KubernetesBackend:
             {"spec": {"predictor": {"canaryTrafficPercent": int(percent)}}},
             f"setting the canary traffic to {percent} %",
         )
+        self.wait_ready(f"moving {percent} % of the traffic to the canary")
 
     def promote(self) -> None:
         isvc = self._require(canary=True)
@@ -280,6 +379,7 @@ class KubernetesBackend:
             "metadata": {"annotations": {STABLE_ANNOTATION: version, CANARY_ANNOTATION: None}},
             "spec": {"predictor": {"canaryTrafficPercent": None}},
         }, f"promoting version {version} to 100 %")  # fmt: skip
+        self.wait_ready(f"promoting version {version}")
 
     def rollback(self) -> None:
         isvc = self._require(canary=True)
@@ -288,6 +388,7 @@ class KubernetesBackend:
             "metadata": {"annotations": {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version}},
             "spec": {"predictor": {"canaryTrafficPercent": 0}},
         }, f"rolling back version {version} (canary traffic to 0 %)")  # fmt: skip
+        self.wait_ready(f"rolling back version {version}", latest_ready=False)
 
     def status(self) -> dict[str, Any]:
         isvc = self.get()
@@ -295,11 +396,14 @@ class KubernetesBackend:
             return {"healthy": False, "exists": False}
         ann = isvc["metadata"].get("annotations", {})
         st = isvc.get("status", {}) or {}
-        conditions = {c.get("type"): c.get("status") for c in st.get("conditions", [])}
+        conditions = {k: c.get("status") for k, c in _conditions(isvc).items()}
         predictor = (st.get("components") or {}).get("predictor", {})
+        done, why = rollout_progress(isvc)
         return {
             "exists": True,
             "healthy": conditions.get("Ready") == "True",
+            "settled": done,
+            "waiting_for": None if done else why,
             "conditions": conditions,
             "stable_version": ann.get(STABLE_ANNOTATION),
             "canary_version": ann.get(CANARY_ANNOTATION),
@@ -315,11 +419,98 @@ class KubernetesBackend:
             "url": st.get("url"),
         }
 
+    def revisions(self) -> dict[str, str]:
+        """Model version -> Knative revision name, from the object's annotations and status.
+
+        During a canary the latest created revision serves the canary and the last rolled-out
+        one the stable version; otherwise the latest rolled-out revision serves the stable one.
+        """
+        isvc = self.get()
+        if isvc is None:
+            return {}
+        ann = isvc["metadata"].get("annotations", {})
+        predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+        out: dict[str, str] = {}
+        stable, canary = ann.get(STABLE_ANNOTATION), ann.get(CANARY_ANNOTATION)
+        if canary and predictor.get("latestCreatedRevision"):
+            out[canary] = predictor["latestCreatedRevision"]
+            rolled = predictor.get("latestRolledoutRevision")
+            if stable and rolled and rolled != out[canary]:
+                out[stable] = rolled
+        elif stable and predictor.get("latestRolledoutRevision"):
+            out[stable] = predictor["latestRolledoutRevision"]
+        return out
+
     def metrics_source(self) -> PrometheusMetricsSource:
-        return PrometheusMetricsSource(self.cfg.prometheus_url, selector=self.prometheus_selector)
+        """Errors and latency per revision from Knative's queue-proxy series (they count the
+        requests a crashing model server never answers); predicted labels from the model
+        servers' own series."""
+        return PrometheusMetricsSource(
+            self.cfg.prometheus_url, selector=self.prometheus_selector, revisions=self.revisions
+        )
 
     def drift_verdict(self) -> PrometheusDriftVerdict:
         """The drift monitor's verdict per version, as Prometheus scraped it."""
         return PrometheusDriftVerdict(
-            self.cfg.prometheus_url, self.cfg.service_name, selector=self.prometheus_selector
+            self.cfg.prometheus_url, self.service, selector=self.prometheus_selector
+        )
+
+    def state_store(self) -> InferenceServiceStateStore:
+        return InferenceServiceStateStore(self)
+
+
+class InferenceServiceStateStore:
+    """The rollout machine's state on the InferenceService itself.
+
+    Which versions serve and the canary's share are read from what actually drives serving
+    (the version annotations and ``spec.predictor.canaryTrafficPercent``); the phase, the last
+    analysis and the history are the JSON annotation ``aicrush.dev/rollout``, whose history is
+    trimmed by whole events to stay valid JSON within :data:`STATE_MAX_CHARS`.
+    """
+
+    def __init__(self, backend: KubernetesBackend):
+        self.backend = backend
+
+    def load(self) -> RolloutState:
+        isvc = self.backend.get()
+        if isvc is None:
+            return RolloutState(self.backend.name)
+        ann = isvc["metadata"].get("annotations") or {}
+        try:
+            record = json.loads(ann.get(STATE_ANNOTATION) or "{}")
+        except ValueError:
+            log.warning(
+                "annotation %s of %s is not JSON; ignoring it", STATE_ANNOTATION, self.backend.where
+            )
+            record = {}
+        stable, canary = ann.get(STABLE_ANNOTATION), ann.get(CANARY_ANNOTATION)
+        percent = isvc["spec"]["predictor"].get("canaryTrafficPercent")
+        phase = record.get("phase") or ("promoted" if stable else "idle")
+        if canary:
+            phase = "canary"
+        elif phase == "canary":  # the canary annotation is gone: someone finished it by hand
+            phase = "rolled_back" if ann.get(ROLLED_BACK_ANNOTATION) else "promoted"
+        return RolloutState(
+            backend=self.backend.name,
+            phase=phase,
+            stable=stable,
+            canary=canary or None,
+            percent=int(percent or 0) if canary else 0,
+            last_analysis=record.get("last_analysis"),
+            history=list(record.get("history") or []),
+            updated_at=float(record.get("updated_at") or 0.0),
+        )
+
+    def save(self, state: RolloutState) -> None:
+        state.updated_at = time.time()
+        record = {k: v for k, v in asdict(state).items() if k != "history"}
+        budget = STATE_MAX_CHARS - len(json.dumps(record, default=str)) - len(', "history": ')
+        history = json.loads(fit_json_list(state.history, budget))
+        value = json.dumps({**record, "history": history}, default=str)
+        # Only this annotation changes: no resourceVersion condition, so a status update by
+        # KServe in between does not make the save fail.
+        self.backend._patch(
+            None,
+            {"metadata": {"annotations": {STATE_ANNOTATION: value}}},
+            f"saving the rollout state on {self.backend.where}",
         )

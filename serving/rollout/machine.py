@@ -8,8 +8,12 @@
 The machine is the same for both backends (:mod:`serving.rollout.local`,
 :mod:`serving.rollout.kubernetes`); they only move traffic. The registry (MLflow) follows the
 backend: the alias ``champion`` moves after the backend serves the new version at 100 %, so it
-always names the version that serves the stable traffic. State (versions, split, last analysis,
-history) is kept in a JSON file so every CLI call sees where the last one left off.
+always names the version that serves the stable traffic.
+
+State (versions, split, last analysis, history) lives where the backend keeps its serving state,
+so every CLI call and every pipeline step (each its own pod in a cluster) sees where the last one
+left off: the local backend in a JSON file (:class:`FileStateStore`), the Kubernetes backend on the
+InferenceService itself (:class:`serving.rollout.kubernetes.InferenceServiceStateStore`).
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ class Backend(Protocol):
 class RolloutRegistry(Protocol):
     """The model registry side of a rollout (MLflow: :mod:`serving.rollout.registry`)."""
 
+    #: The registered model, also the served model's name on every endpoint.
+    model_name: str
+
     def champion(self) -> ModelRef | None: ...
 
     def resolve(self, version: str | None) -> ModelRef:
@@ -97,11 +104,38 @@ class RolloutState:
 
     def event(self, kind: str, **data: Any) -> None:
         self.history.append({"time": time.time(), "event": kind, **data})
-        del self.history[:-200]
+        del self.history[:-HISTORY_EVENTS]
 
 
-class StateStore:
-    """The machine's state as one JSON file, replaced atomically (a crash never leaves half a file)."""
+#: Events kept in ``RolloutState.history``.
+HISTORY_EVENTS = 200
+
+
+def fit_json_list(items: list[Any], max_chars: int) -> str:
+    """``items`` as a JSON array of at most ``max_chars`` characters, dropping the oldest (first)
+    items until it fits: never a cut string, so the result always parses. ``"[]"`` at worst."""
+    kept = list(items)
+    text = json.dumps(kept, default=str)
+    while len(text) > max_chars and kept:
+        # Drop roughly the share that is too long (at least one item), then measure again.
+        drop = max(1, int(len(kept) * (len(text) - max_chars) / len(text)))
+        kept = kept[drop:]
+        text = json.dumps(kept, default=str)
+    return text
+
+
+class StateStore(Protocol):
+    """Where a backend keeps the machine's state between commands (and between pipeline pods)."""
+
+    def load(self) -> RolloutState: ...
+
+    def save(self, state: RolloutState) -> None: ...
+
+
+class FileStateStore:
+    """The machine's state as one JSON file, replaced atomically (a crash never leaves half a file).
+
+    Only for the local backend: its processes live on this machine anyway."""
 
     def __init__(self, path: Path, backend: str):
         self.path = path
@@ -128,14 +162,17 @@ class Rollout:
         backend: Backend,
         registry: RolloutRegistry,
         cfg: RolloutConfig,
-        state_file: Path,
+        state: Path | StateStore,
         drift: DriftVerdict | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        """``state``: a :class:`StateStore`, or a JSON file path (a :class:`FileStateStore`)."""
         self.backend = backend
         self.registry = registry
         self.cfg = cfg
-        self.store = StateStore(state_file, backend.name)
+        self.store: StateStore = (
+            FileStateStore(state, backend.name) if isinstance(state, Path) else state
+        )
         self.drift = drift
         self.sleep = sleep
 

@@ -9,7 +9,11 @@ local proxy's mirrored requests.
   between scrapes. The local backend points it at its proxy, which records every request it
   forwards under those names (a crashed server cannot count its own failures; the proxy can).
 - :class:`PrometheusMetricsSource` (cluster): ``increase(...[window])`` through the Prometheus
-  HTTP API, over the series the model servers export and Prometheus scrapes.
+  HTTP API. Given the version -> Knative revision map (the Kubernetes backend reads it from the
+  InferenceService status), requests, 5xx and latency come from the series Knative's
+  queue-proxy exports per revision (``revision_request_count{response_code_class}``,
+  ``revision_request_latencies`` in milliseconds): the queue-proxy answers 502/503 for a model
+  server that crashed or hangs, which that server's own counters never see.
 
 The drift monitor's verdict on the canary (``aicrush_drift_dataset_drift{model, version}``) is
 read the same two ways: :class:`ScrapeDriftVerdict` (the monitor's ``/metrics``) and
@@ -22,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +38,9 @@ REQUESTS = "aicrush_requests_total"
 LATENCY = "aicrush_request_duration_seconds"
 PREDICTIONS = "aicrush_predictions_total"
 MIRRORED = "aicrush_rollout_mirrored_total"
+#: Knative queue-proxy series, one per revision (https://knative.dev/docs/serving/services/service-metrics/).
+REVISION_REQUESTS = "revision_request_count"
+REVISION_LATENCY_MS = "revision_request_latencies"
 #: The drift monitor's verdict on the last closed window of a (model, version): 1 drifted, 0 not.
 DATASET_DRIFT = "aicrush_drift_dataset_drift"
 
@@ -64,7 +71,9 @@ class Counters:
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        """5xx share, at most 1 (Prometheus' ``increase()`` extrapolates each series on its own,
+        so errors can come out a little above requests)."""
+        return min(1.0, self.errors / self.requests) if self.requests else 0.0
 
     def quantile(self, q: float) -> float:
         """Histogram quantile like PromQL's ``histogram_quantile`` (linear within a bucket)."""
@@ -182,11 +191,15 @@ class PrometheusMetricsSource:
         selector: str = "",
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
+        revisions: Callable[[], Mapping[str, str]] | None = None,
     ):
+        """``revisions``: returns version -> Knative revision name; with it, requests, errors and
+        latency come from the queue-proxy's per-revision series instead of the model servers'."""
         self.base_url = base_url.rstrip("/")
         self.selector = selector  # e.g. 'namespace="aicrush"'; ANDed into every query
         self.timeout_s = timeout_s
         self.client = client or httpx.Client(timeout=timeout_s)
+        self.revisions = revisions
 
     def queries(self, versions: list[str], range_s: int) -> dict[str, str]:
         sel = f'version=~"{"|".join(versions)}"' + (f",{self.selector}" if self.selector else "")
@@ -196,6 +209,19 @@ class PrometheusMetricsSource:
             "errors": f'sum by (version) (increase({REQUESTS}{{{sel},status=~"5.."}}{r}))',
             "buckets": f"sum by (version, le) (increase({LATENCY}_bucket{{{sel}}}{r}))",
             "labels": f"sum by (version, label) (increase({PREDICTIONS}{{{sel}}}{r}))",
+        }
+
+    def revision_queries(self, revisions: list[str], range_s: int) -> dict[str, str]:
+        sel = f'revision_name=~"{"|".join(revisions)}"' + (
+            f",{self.selector}" if self.selector else ""
+        )
+        r = f"[{range_s}s]"
+        return {
+            "requests": f"sum by (revision_name) (increase({REVISION_REQUESTS}{{{sel}}}{r}))",
+            "errors": f"sum by (revision_name) (increase({REVISION_REQUESTS}"
+            f'{{{sel},response_code_class="5xx"}}{r}))',
+            "buckets": f"sum by (revision_name, le) "
+            f"(increase({REVISION_LATENCY_MS}_bucket{{{sel}}}{r}))",
         }
 
     def _query(self, promql: str) -> list[dict]:
@@ -212,7 +238,31 @@ class PrometheusMetricsSource:
         versions = [str(v) for v in versions]
         range_s = max(1, math.ceil(time.time() - since))
         out: Snapshot = {v: Counters() for v in versions}
-        for kind, promql in self.queries(versions, range_s).items():
+        queries = self.queries(versions, range_s)
+        if self.revisions is not None:
+            revision_of = {v: r for v, r in self.revisions().items() if v in out}
+            missing = [v for v in versions if v not in revision_of]
+            if missing:
+                raise RuntimeError(
+                    f"no Knative revision serves version(s) {', '.join(missing)} yet "
+                    "(InferenceService status.components.predictor)"
+                )
+            version_of = {r: v for v, r in revision_of.items()}
+            queries = {"labels": queries["labels"]}
+            for kind, promql in self.revision_queries(list(version_of), range_s).items():
+                for row in self._query(promql):
+                    labels, value = row["metric"], float(row["value"][1])
+                    c = out.get(version_of.get(labels.get("revision_name", ""), ""))
+                    if c is None or math.isnan(value):
+                        continue
+                    if kind == "requests":
+                        c.requests = value
+                    elif kind == "errors":
+                        c.errors = value
+                    else:  # milliseconds -> seconds, the unit of the thresholds
+                        le = float(labels["le"])
+                        c.buckets[le / 1000.0] = value
+        for kind, promql in queries.items():
             for row in self._query(promql):
                 labels, value = row["metric"], float(row["value"][1])
                 c = out.get(labels.get("version", ""))

@@ -23,7 +23,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -46,6 +46,23 @@ def _labels(body: bytes) -> list[str]:
             if isinstance(out, dict) and out.get("name") == "label":
                 return [str(x) for x in out.get("data", [])]
     return []
+
+
+#: Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself; every other header of a
+#: request or response is end-to-end and passes the proxy unchanged.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length"}
+)  # fmt: skip
+
+
+def end_to_end_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The end-to-end headers of raw ``(name, value)`` pairs, as a dict for httpx."""
+    return {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in pairs
+        if k.decode("latin-1").lower() not in HOP_BY_HOP
+    }
 
 
 class SplitProxy:
@@ -137,25 +154,31 @@ class SplitProxy:
             if not msg.get("more_body"):
                 break
         path: str = scope["path"]
-        version = ""
+        version, extra = "", {}
         if path.startswith(CONTROL) or path == "/metrics":
             status, payload, ctype = await self._control(scope["method"], path, body)
         else:
-            status, payload, ctype, version = await self._forward(scope, body)
+            status, payload, ctype, version, extra = await self._forward(scope, body)
         headers = [(b"content-type", ctype.encode())]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         if version:
             headers.append((b"x-aicrush-model-version", version.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _forward(self, scope: dict, body: bytes) -> tuple[int, bytes, str, str]:
+    async def _forward(
+        self, scope: dict, body: bytes
+    ) -> tuple[int, bytes, str, str, dict[str, str]]:
+        """(status, body, content type, version, the upstream's other end-to-end headers)."""
         choice = self.pick()
+        extra: dict[str, str] = {}
         if choice is None:
             return (
                 503,
                 b'{"error": "no model deployed behind the rollout proxy"}',
                 "application/json",
                 "",
+                extra,
             )
         role, upstream = choice
         url = upstream["url"]
@@ -171,11 +194,7 @@ class SplitProxy:
                 + scope["path"]
                 + (("?" + scope["query_string"].decode()) if scope.get("query_string") else "")
             )
-            headers = {
-                k.decode(): v.decode()
-                for k, v in scope["headers"]
-                if k.lower() in (b"content-type", b"accept")
-            }
+            headers = end_to_end_headers(scope["headers"])
             try:
                 r = await self.client.request(
                     scope["method"], target, content=body, headers=headers
@@ -184,6 +203,10 @@ class SplitProxy:
                     r.status_code,
                     r.content,
                     r.headers.get("content-type", "application/json"),
+                )
+                # e.g. inference-header-content-length of a binary V2 response, x-request-id
+                extra = end_to_end_headers(
+                    (k, v) for k, v in r.headers.raw if k.lower() != b"content-type"
                 )
             except httpx.HTTPError as err:
                 status, payload, ctype = (
@@ -213,7 +236,7 @@ class SplitProxy:
                     task = asyncio.create_task(self._mirror(canary, scope, body, headers, labels))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        return status, payload, ctype, version
+        return status, payload, ctype, version, extra
 
     async def _mirror(
         self, canary: dict, scope: dict, body: bytes, headers: dict, labels: list[str]

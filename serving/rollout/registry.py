@@ -13,12 +13,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.rollout.machine import ModelRef, RolloutError
+from serving.rollout.machine import ModelRef, RolloutError, fit_json_list
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG = "rollout."
 HISTORY_EVENTS = 20
+#: Longest ``rollout.history`` value: under the 5,000 characters a SQL-backed registry column holds.
+HISTORY_MAX_CHARS = 4900
 
 
 def _now() -> str:
@@ -99,7 +101,12 @@ class MlflowRolloutRegistry:
         """Set the latest-state tags and append the event to ``rollout.history`` (one REST call per tag:
         MLflow has no batch call for version tags, so the set is kept small)."""
         current = self.tags(version)
-        history = json.loads(current.get(TAG + "history", "[]"))
+        try:
+            history = json.loads(current.get(TAG + "history", "[]"))
+        except ValueError:  # a tag cut by an older version: start the log again
+            history = []
+        if not isinstance(history, list):
+            history = []
         now = _now()
         entry = {"time": now, "event": event, "backend": self.backend}
         entry.update({k: str(v) for k, v in {**tags, **(history_only or {})}.items()})
@@ -115,7 +122,7 @@ class MlflowRolloutRegistry:
             self.model_name,
             version,
             TAG + "history",
-            json.dumps([*history, entry][-HISTORY_EVENTS:])[:4900],
+            fit_json_list([*history, entry][-HISTORY_EVENTS:], HISTORY_MAX_CHARS),
         )
 
     def record_traffic(self, version: str, percent: int, outcome: str) -> None:

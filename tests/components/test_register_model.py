@@ -129,3 +129,23 @@ def test_failure_after_version_creation_leaves_no_version(
     assert c.search_model_versions("name = 'aicrush-code-language'") == []
     # The retry then completes normally.
     assert _register(random_model_dir, features_dir, state_dir, run_key="flaky").created
+
+
+def test_pyfunc_requires_only_what_an_index_serves(
+    random_model_dir: Path, features_dir: Path, state_dir: Path
+):
+    result = _register(random_model_dir, features_dir, state_dir)
+    uri = local_tracking_uri(state_dir)
+    with tracking(uri):
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{result.model_name}/1"))
+    reqs = [
+        line.strip()
+        for line in (local / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    names = {r.split("==")[0].split(">")[0].split("<")[0].lower() for r in reqs}
+    assert "aicrush" not in names, reqs  # no index serves it
+    assert {"torch", "transformers", "mlflow"} <= names
+    assert not any("+" in r for r in reqs), reqs  # no local version labels such as +cpu
+    # The kernel the pyfunc imports travels with the model instead.
+    assert (local / "code" / "aicrush" / "model_folder.py").is_file()

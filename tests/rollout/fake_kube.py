@@ -1,8 +1,11 @@
 """A fake Kubernetes API server on loopback for the InferenceService custom-object endpoints.
 
 It validates every object it would store (after applying a JSON merge patch) against the real
-InferenceService CRD schema, keeps ``resourceVersion`` (409 on a stale one), simulates KServe's
-revisions and traffic in ``status``, records every call, and can fail a chosen call.
+InferenceService CRD schema, keeps ``resourceVersion`` (409 on a stale one) and
+``metadata.generation`` (bumped by spec changes only, as for a CRD with a status subresource),
+simulates KServe's revisions and traffic in ``status``, records every call, and can fail a chosen
+call. With ``auto_ready=True`` a change is Ready at once; with ``False`` the new status waits
+(condition Ready ``Unknown``, the old traffic) until a controller calls :meth:`FakeKube.mark_ready`.
 """
 
 from __future__ import annotations
@@ -66,8 +69,29 @@ class FakeKube:
     fail_next: list[tuple[str, int]] = field(
         default_factory=list
     )  # (method, status) for the next such call
+    auto_ready: bool = True
+    #: (namespace, name) -> the status KServe reports once the pending revision is ready.
+    pending: dict[tuple[str, str], dict] = field(default_factory=dict)
     _rv: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mark_ready(self, namespace: str, name: str) -> bool:
+        """Controller side: the pending revision of ``name`` became ready; traffic follows the spec."""
+        with self._lock:
+            key = (namespace, name)
+            status = self.pending.pop(key, None)
+            if status is None or key not in self.objects:
+                return False
+            obj = copy.deepcopy(self.objects[key])
+            obj["status"] = status
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self.objects[key] = obj
+            return True
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return copy.deepcopy(self.objects.get((namespace, name)))
 
     def validate(self, obj: dict) -> list[str]:
         return [
@@ -115,6 +139,7 @@ class FakeKube:
                     }
                 )
         obj["status"] = {
+            "observedGeneration": obj["metadata"].get("generation", 1),
             "conditions": [
                 {"type": "Ready", "status": "True"},
                 {"type": "PredictorReady", "status": "True"},
@@ -172,7 +197,33 @@ class FakeKube:
                 return 422, _status(422, "Invalid", "; ".join(errors[:5]))
             self._rv += 1
             new["metadata"]["resourceVersion"] = str(self._rv)
-            self._simulate_status(new, old)
+            spec_changed = old is None or new.get("spec") != old.get("spec")
+            generation = int((old or {}).get("metadata", {}).get("generation", 0))
+            new["metadata"]["generation"] = generation + 1 if spec_changed else generation
+            if not spec_changed:
+                new["status"] = copy.deepcopy(old.get("status")) if old else None
+            elif self.auto_ready:
+                self._simulate_status(new, old)
+            else:
+                # KServe observes the change at once but the new revision is not ready yet:
+                # the old traffic stays until the controller marks it ready.
+                target = copy.deepcopy(new)
+                self._simulate_status(target, old)
+                self.pending[key] = target["status"]
+                waiting = copy.deepcopy((old or {}).get("status") or {})
+                waiting["observedGeneration"] = new["metadata"]["generation"]
+                waiting["conditions"] = [
+                    {"type": "Ready", "status": "Unknown", "reason": "RevisionMissing",
+                     "message": "Configuration is waiting for a Revision to become ready."},
+                ]  # fmt: skip
+                predictor = waiting.setdefault("components", {}).setdefault("predictor", {})
+                predictor["latestCreatedRevision"] = target["status"]["components"]["predictor"][
+                    "latestCreatedRevision"
+                ]
+                predictor["_n"] = target["status"]["components"]["predictor"]["_n"]
+                new["status"] = waiting
+            if new.get("status") is None:
+                new.pop("status", None)
             self.objects[key] = new
             return (201 if method == "POST" else 200), new
 

@@ -23,6 +23,7 @@ class MemoryRegistry:
     champion_version: str | None = None
     challenger: str | None = None
     events: list[tuple] = field(default_factory=list)
+    model_name: str = "aicrush-code-language"
 
     def champion(self) -> ModelRef | None:
         v = self.champion_version

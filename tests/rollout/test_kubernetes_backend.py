@@ -1,7 +1,14 @@
-"""Kubernetes backend against a fake API server that validates bodies with the real CRD schema."""
+"""Kubernetes backend against a fake API server that validates bodies with the real CRD schema.
+
+The machine's state lives on the InferenceService (no local file): each test opens the rollout
+afresh, as a separate pipeline pod or CLI call on another machine would.
+"""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,8 @@ from aicrush.rollout_config import RolloutConfig
 from serving.rollout.kubernetes import (
     CANARY_ANNOTATION,
     STABLE_ANNOTATION,
+    STATE_ANNOTATION,
+    STATE_MAX_CHARS,
     KubernetesBackend,
     build_inference_service,
 )
@@ -40,12 +49,32 @@ def kube():
 
 
 def _rollout(
-    kube, tmp_path: Path, champion: str | None = "1"
+    kube,
+    tmp_path: Path,
+    champion: str | None = "1",
+    registry: MemoryRegistry | None = None,
+    cfg: RolloutConfig | None = None,
 ) -> tuple[Rollout, MemoryRegistry, KubernetesBackend]:
-    cfg = RolloutConfig(namespace="ml", service_name="langid")
-    backend = KubernetesBackend(cfg, image=IMAGE, api=kube.api())
-    registry = MemoryRegistry(dict(VERSIONS), champion_version=champion)
-    return Rollout(backend, registry, cfg, tmp_path / "state.json"), registry, backend
+    """A rollout as a fresh process opens it: state from the InferenceService, never a file."""
+    cfg = cfg or RolloutConfig(namespace="ml", ready_poll_s=0.05)
+    backend = KubernetesBackend(cfg, "langid", image=IMAGE, api=kube.api())
+    registry = registry or MemoryRegistry(dict(VERSIONS), champion_version=champion)
+    rollout = Rollout(backend, registry, cfg, backend.state_store())
+    return rollout, registry, backend
+
+
+def _writes(kube, n: int = 0) -> list[tuple[str, object]]:
+    """Spec-changing calls since call ``n`` (state saves only touch the rollout annotation)."""
+    out = []
+    for c in kube.kube.calls[n:]:
+        if c.method == "GET":
+            continue
+        if c.method == "PATCH" and set(c.body) == {"metadata"}:
+            assert set(c.body["metadata"]) == {"annotations"}
+            assert set(c.body["metadata"]["annotations"]) == {STATE_ANNOTATION}
+            continue
+        out.append((c.method, c.body.get("spec") if c.method == "PATCH" else "create"))
+    return out
 
 
 def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
@@ -53,9 +82,9 @@ def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
 
     validator = crd_validator(CRD)
     cfg = RolloutConfig(namespace="ml")
-    stable = build_inference_service(cfg, ModelRef("1", VERSIONS["1"]), IMAGE)
+    stable = build_inference_service(cfg, "langid", ModelRef("1", VERSIONS["1"]), IMAGE)
     canary = build_inference_service(
-        cfg, ModelRef("2", VERSIONS["2"]), IMAGE, canary_percent=10, stable_version="1"
+        cfg, "langid", ModelRef("2", VERSIONS["2"]), IMAGE, canary_percent=10, stable_version="1"
     )
     for body in (stable, canary):
         assert not [e.message for e in validator.iter_errors(body)]
@@ -82,20 +111,16 @@ def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
 
 def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> None:
     rollout, registry, backend = _rollout(kube, tmp_path, champion=None)
-    base = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices"
-
-    def calls_since(n: int) -> list[tuple[str, str]]:
-        return [(c.method, c.path.removeprefix(base)) for c in kube.kube.calls[n:]]
 
     rollout.deploy("1")  # no champion: create the service with version 1
-    assert calls_since(0) == [("GET", "/langid"), ("POST", "")]
+    assert _writes(kube) == [("POST", "create")]
     assert registry.champion_version == "1"
 
     n = len(kube.kube.calls)
     rollout.deploy("2", percent=10)
-    assert calls_since(n) == [("GET", "/langid"), ("PATCH", "/langid")]
-    patch = kube.kube.calls[-1].body
-    assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    [(method, spec)] = _writes(kube, n)
+    patch = next(c.body for c in kube.kube.calls[n:] if c.method == "PATCH")
+    assert method == "PATCH" and spec["predictor"]["canaryTrafficPercent"] == 10
     assert patch["metadata"]["resourceVersion"]  # conditional on what was read
     st = backend.status()
     assert (
@@ -105,13 +130,11 @@ def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> Non
 
     n = len(kube.kube.calls)
     rollout.set_traffic(25)
-    assert calls_since(n) == [("GET", "/langid"), ("PATCH", "/langid")]
-    assert kube.kube.calls[-1].body["spec"] == {"predictor": {"canaryTrafficPercent": 25}}
+    assert _writes(kube, n) == [("PATCH", {"predictor": {"canaryTrafficPercent": 25}})]
 
     n = len(kube.kube.calls)
     rollout.promote()
-    assert calls_since(n) == [("GET", "/langid"), ("PATCH", "/langid")]
-    assert kube.kube.calls[-1].body["spec"] == {"predictor": {"canaryTrafficPercent": None}}
+    assert _writes(kube, n) == [("PATCH", {"predictor": {"canaryTrafficPercent": None}})]
     st = backend.status()
     assert (
         st["stable_version"] == "2"
@@ -124,8 +147,7 @@ def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> Non
     rollout.deploy("3", percent=10)
     n = len(kube.kube.calls)
     rollout.rollback()
-    assert calls_since(n) == [("GET", "/langid"), ("PATCH", "/langid")]
-    assert kube.kube.calls[-1].body["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
+    assert _writes(kube, n) == [("PATCH", {"predictor": {"canaryTrafficPercent": 0}})]
     st = backend.status()
     assert (
         st["stable_version"] == "2" and st["canary_version"] is None and st["canary_percent"] == 0
@@ -135,6 +157,90 @@ def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> Non
     assert registry.champion_version == "2" and registry.events[-1][:2] == ("rollback", "3")
     assert kube.kube.invalid == []  # every stored body validated against the CRD
     assert all(c.status < 300 for c in kube.kube.calls if c.method != "GET")
+
+
+def test_every_step_reads_the_state_back_from_the_inference_service(kube, tmp_path: Path) -> None:
+    """deploy, analyse and promote as separate processes (pods) with separate empty folders."""
+    registry = MemoryRegistry(dict(VERSIONS), champion_version="1")
+    deployer, _, _ = _rollout(kube, tmp_path / "pod-a", registry=registry)
+    deployer.deploy("2", percent=10)
+
+    analyser, _, _ = _rollout(kube, tmp_path / "pod-b", registry=registry)
+    st = analyser.status()
+    assert (st["phase"], st["stable"], st["canary"], st["canary_percent"]) == (
+        "canary",
+        "1",
+        "2",
+        10,
+    )
+    analyser.set_traffic(50)
+
+    promoter, _, backend = _rollout(kube, tmp_path / "pod-c", registry=registry)
+    assert promoter.status()["canary_percent"] == 50
+    promoter.promote(reason="analysis passed")
+    assert registry.champion_version == "2"
+
+    record = json.loads(backend.get()["metadata"]["annotations"][STATE_ANNOTATION])
+    assert record["phase"] == "promoted" and record["stable"] == "2"
+    assert [e["event"] for e in record["history"]] == ["deploy", "traffic", "promote"]
+    later, _, _ = _rollout(kube, tmp_path / "cli", registry=registry)
+    assert later.status()["phase"] == "promoted" and later.status()["stable"] == "2"
+    assert not any(tmp_path.rglob("*.json")), "no step may keep rollout state in a local file"
+
+
+def test_state_annotation_history_stays_valid_json_within_budget(kube, tmp_path: Path) -> None:
+    rollout, _registry, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    store = backend.state_store()
+    st = store.load()
+    for i in range(400):  # long reasons: far more than the annotation budget holds
+        st.event("traffic", canary="2", percent=10, note="x" * 500 + str(i))
+    store.save(st)
+    value = backend.get()["metadata"]["annotations"][STATE_ANNOTATION]
+    assert len(value) <= STATE_MAX_CHARS
+    history = json.loads(value)["history"]  # parses: trimmed by whole events, never cut
+    assert history and history[-1]["note"].endswith("399")
+    assert store.load().phase == "canary" and kube.kube.invalid == []
+
+
+def test_transitions_wait_for_the_revision_to_be_ready(kube, tmp_path: Path) -> None:
+    kube.kube.auto_ready = False
+    rollout, _, backend = _rollout(kube, tmp_path, champion="1")
+    marked: list[float] = []
+    stop = threading.Event()
+
+    def controller() -> None:  # each new revision becomes ready 0.3 s after it was created
+        while not stop.is_set():
+            if kube.kube.pending:
+                time.sleep(0.3)
+                if kube.kube.mark_ready("ml", "langid"):
+                    marked.append(time.monotonic())
+            time.sleep(0.02)
+
+    threading.Thread(target=controller, daemon=True).start()
+    try:
+        rollout.deploy("2", percent=10)  # creates the stable service, then adds the canary
+        returned = time.monotonic()
+        assert len(marked) == 2 and returned >= marked[-1]  # returned only once both were ready
+        assert backend.status()["settled"]
+        rollout.set_traffic(50)
+        assert len(marked) == 3 and time.monotonic() >= marked[-1]
+        assert sorted(t["percent"] for t in backend.status()["traffic"]) == [50, 50]
+    finally:
+        stop.set()
+
+
+def test_readiness_wait_times_out_naming_what_it_waits_for(kube, tmp_path: Path) -> None:
+    kube.kube.auto_ready = True
+    cfg = RolloutConfig(namespace="ml", ready_timeout_s=0.5, ready_poll_s=0.05)
+    rollout, _registry, backend = _rollout(kube, tmp_path, champion="1", cfg=cfg)
+    rollout.deploy("2", percent=10)
+    kube.kube.auto_ready = False  # the next revision never becomes ready
+    with pytest.raises(
+        RolloutError, match=r"not ready after 0s: condition Ready is Unknown: RevisionMissing"
+    ):
+        rollout.set_traffic(50)
+    assert backend.status()["settled"] is False
 
 
 def test_api_error_halfway_leaves_a_consistent_state(kube, tmp_path: Path) -> None:
@@ -148,7 +254,10 @@ def test_api_error_halfway_leaves_a_consistent_state(kube, tmp_path: Path) -> No
         and st["canary_version"] is None
         and st["canary_percent"] is None
     )
-    assert rollout.status()["phase"] == "idle" and registry.events == []
+    # The state is what the InferenceService serves: version 1, no canary.
+    status = rollout.status()
+    assert (status["phase"], status["stable"], status["canary"]) == ("promoted", "1", None)
+    assert registry.events == []
 
     rollout.deploy("2", percent=10)  # a retry completes it
     kube.kube.fail_next.append(("PATCH", 500))
@@ -175,3 +284,47 @@ def test_stale_resource_version_is_a_conflict_not_an_overwrite(kube, tmp_path: P
             isvc, {"spec": {"predictor": {"canaryTrafficPercent": 50}}}, "a stale update"
         )
     assert backend.status()["canary_percent"] == 25
+
+
+def test_rollback_of_a_canary_that_never_gets_ready_does_not_wait_for_it(
+    kube, tmp_path: Path
+) -> None:
+    cfg = RolloutConfig(namespace="ml", ready_timeout_s=2, ready_poll_s=0.05)
+    rollout, registry, backend = _rollout(kube, tmp_path, champion="1", cfg=cfg)
+    rollout.deploy("2", percent=10)
+    isvc = backend.get()
+    # The canary crashes: KServe reports it not ready, yet the route can leave it.
+    from serving.rollout.kubernetes import rollout_progress
+
+    isvc["status"]["conditions"] = [
+        {"type": "Ready", "status": "False", "reason": "RevisionFailed"}
+    ]
+    assert rollout_progress(isvc)[0] is False
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    isvc["status"]["components"]["predictor"]["traffic"] = [
+        {"revisionName": "langid-predictor-00001", "percent": 100, "latestRevision": False},
+        {"revisionName": "langid-predictor-00002", "percent": 0, "latestRevision": True},
+    ]
+    assert rollout_progress(isvc, latest_ready=False) == (True, "ready")
+    rollout.rollback(reason="crashed")
+    assert registry.champion_version == "1" and backend.status()["canary_version"] is None
+
+
+def test_takes_over_the_inference_service_the_manifests_created(kube, tmp_path: Path) -> None:
+    """`kubectl apply -k manifests/...` creates the service (same name, `model` form); the
+    backend's first deploy replaces the model spec with its container, in one valid object."""
+    import yaml
+
+    manifest = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "manifests/base/inferenceservice.yaml").read_text()
+    )
+    manifest["metadata"]["namespace"] = "ml"
+    cfg = RolloutConfig(namespace="ml", ready_poll_s=0.05)
+    backend = KubernetesBackend(cfg, manifest["metadata"]["name"], image=IMAGE, api=kube.api())
+    backend._create(manifest)
+    registry = MemoryRegistry(dict(VERSIONS), champion_version="1")
+    rollout = Rollout(backend, registry, cfg, backend.state_store())
+    rollout.deploy("2", percent=10)
+    predictor = backend.get()["spec"]["predictor"]
+    assert "model" not in predictor and predictor["containers"][0]["image"] == IMAGE
+    assert predictor["canaryTrafficPercent"] == 10 and kube.kube.invalid == []

@@ -92,22 +92,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             proc.kill()
 
 
-def _register(url: str, folders: list[Path]) -> list[str]:
+def _register(url: str, folders: list[Path], model: str = MODEL) -> list[str]:
     import mlflow
 
     mlflow.set_tracking_uri(url)
     client = mlflow.MlflowClient(url)
-    client.create_registered_model(MODEL)
+    client.create_registered_model(model)
     exp = mlflow.set_experiment("aicrush")
     versions = []
     for folder in folders:
         with mlflow.start_run(experiment_id=exp.experiment_id) as run:
             mlflow.log_artifacts(str(folder), artifact_path="model")
         mv = client.create_model_version(
-            MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+            model, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
         )
         versions.append(str(mv.version))
-    client.set_registered_model_alias(MODEL, "challenger", versions[-1])
+    client.set_registered_model_alias(model, "challenger", versions[-1])
     return versions
 
 
@@ -167,3 +167,18 @@ def test_promotion_moves_champion_and_rollback_leaves_it(
     # The local backend can fetch a registered version's model folder from its download URI.
     folder = default_fetcher(registry.champion())
     assert (folder / "aicrush.json").is_file()
+
+
+def test_history_tag_stays_valid_json_however_long_the_events(
+    mlflow_server: str, tmp_path: Path, random_model_dir: Path
+) -> None:
+    from serving.rollout.registry import HISTORY_MAX_CHARS
+
+    [version] = _register(mlflow_server, [random_model_dir], model="history-model")
+    registry = MlflowRolloutRegistry(mlflow_server, "history-model", backend="kubernetes")
+    for i in range(12):  # each reason alone is a fifth of the tag's budget
+        registry.record_rollback(version, f"attempt {i}: " + "p99 latency beyond 1s; " * 45)
+    value = registry.tags(version)["rollout.history"]
+    assert len(value) <= HISTORY_MAX_CHARS
+    history = json.loads(value)  # whole events dropped, never a cut string
+    assert history[-1]["rollback_reason"].startswith("attempt 11:")

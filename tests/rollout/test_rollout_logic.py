@@ -338,3 +338,75 @@ def test_cli_commands(state_dir: Path) -> None:
     assert r.exit_code == 1 and "no version with alias 'challenger'" in r.output
     r = runner.invoke(app, ["deploy", "--canary", "150"])
     assert r.exit_code == 2
+
+
+def test_prometheus_source_reads_errors_and_latency_per_knative_revision() -> None:
+    """A crashing canary's 502s exist only in the queue-proxy's series: they must count."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        seen.append(q)
+        if q.startswith("sum by (revision_name, le)"):
+            result = [
+                {"metric": {"revision_name": "langid-predictor-00002", "le": le}, "value": [0, n]}
+                for le, n in (("50", "30"), ("1000", "40"), ("+Inf", "40"))
+            ]
+        elif 'response_code_class="5xx"' in q:
+            result = [{"metric": {"revision_name": "langid-predictor-00002"}, "value": [0, "12"]}]
+        elif "revision_request_count" in q:
+            result = [
+                {"metric": {"revision_name": r}, "value": [0, n]}
+                for r, n in (("langid-predictor-00001", "400"), ("langid-predictor-00002", "40"))
+            ]
+        else:  # predicted labels still come from the model servers, by version
+            result = [{"metric": {"version": "2", "label": "C"}, "value": [0, "28"]}]
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "vector", "result": result}}
+        )
+
+    import time
+
+    src = PrometheusMetricsSource(
+        "http://prom:9090",
+        client=httpx.Client(transport=httpx.MockTransport(handler)),
+        revisions=lambda: {"1": "langid-predictor-00001", "2": "langid-predictor-00002"},
+    )
+    w = src.window(["1", "2"], since=time.time() - 30)
+    assert w["1"].requests == 400 and w["2"].requests == 40 and w["2"].errors == 12
+    assert w["2"].buckets == {0.05: 30, 1.0: 40, float("inf"): 40}  # ms -> s
+    assert w["2"].labels == {"C": 28}
+    assert judge(w["1"], w["2"], ThresholdsConfig(min_requests=20)).outcome == "fail"
+    assert not any("aicrush_requests_total" in q for q in seen)
+
+    missing = PrometheusMetricsSource(
+        "http://prom:9090",
+        client=httpx.Client(transport=httpx.MockTransport(handler)),
+        revisions=lambda: {"1": "langid-predictor-00001"},
+    )
+    with pytest.raises(RuntimeError, match="no Knative revision serves version"):
+        missing.window(["1", "2"], since=time.time() - 30)
+
+
+def test_analysis_reports_what_it_could_not_measure() -> None:
+    t = ThresholdsConfig(min_requests=20, min_agreement=0.9, max_label_distance=0.5)
+    v = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda _: None)
+    assert v.outcome == "pass"
+    names = [m.split(":")[0] for m in v.not_measured]
+    assert names == ["agreement", "drift"] and "Knative does not" in v.not_measured[0]
+    assert v.to_dict()["not_measured"] == list(v.not_measured)
+    no_gate = judge(_counters(100), _counters(50), ThresholdsConfig(min_requests=20))
+    assert no_gate.not_measured == ("drift: rollout.drift_gate is off",)
+    mirrored = _counters(50)
+    mirrored.mirrored, mirrored.agreed = 20, 19
+    measured = judge(_counters(100), mirrored, t, canary_version="2", drift=lambda _: False)
+    assert measured.not_measured == () and {c.name for c in measured.checks} >= {
+        "agreement",
+        "drift",
+    }
+
+
+def test_error_rate_is_a_share_even_when_prometheus_extrapolates() -> None:
+    # increase() extrapolates requests and errors separately: 22.56 vs 22.58 happens.
+    assert Counters(22.56, 22.58).error_rate == 1.0
+    assert Counters(100, 5).error_rate == 0.05 and Counters().error_rate == 0.0

@@ -1,0 +1,181 @@
+"""Training checkpoints mirrored to the pipeline's artifact store, so a retried pod resumes.
+
+In the cluster a KFP task's output paths are on the pod's own disk (uploaded only when the task
+succeeds): checkpoints written there die with the pod. :class:`CheckpointMirror` keeps a copy
+of the local checkpoint folder under a ``gs://`` prefix (or any local folder, for tests): it
+restores the copy before training and uploads each complete checkpoint while training runs.
+
+A checkpoint folder counts as complete once its state file exists (``train_model`` renames a
+finished checkpoint into place); the mirror uploads the state file last, so a half-uploaded
+checkpoint is never taken for a resumable one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Written last in each checkpoint folder (``components.train_model``'s state file).
+STATE_FILE = "training_state.pt"
+
+
+def checkpoint_uri_for(features_uri: str) -> str:
+    """``<pipeline_root>/<run>/checkpoints/train_model`` for an input artifact at
+    ``<pipeline_root>/<run>/<task>/<artifact>`` in object storage; "" for a local path.
+
+    The features artifact is the same for every attempt of the train task, so every retry finds
+    the same prefix.
+    """
+    if not features_uri.startswith("gs://"):
+        return ""
+    run = features_uri.rstrip("/").rsplit("/", 2)[0]
+    return f"{run}/checkpoints/train_model"
+
+
+class _Store:
+    """The remote side: a ``gs://bucket/prefix`` or a local folder."""
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        self._bucket: Any = None
+        if self.uri.startswith("gs://"):
+            bucket, _, prefix = self.uri[len("gs://") :].partition("/")
+            self.bucket_name, self.prefix = bucket, prefix.strip("/")
+        else:
+            self.root = Path(self.uri.removeprefix("file://"))
+
+    @property
+    def bucket(self) -> Any:
+        if self._bucket is None:
+            from google.cloud import storage
+
+            self._bucket = storage.Client().bucket(self.bucket_name)
+        return self._bucket
+
+    def list(self) -> list[str]:
+        """Relative paths of the stored files."""
+        if not self.uri.startswith("gs://"):
+            if not self.root.is_dir():
+                return []
+            return [
+                p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
+            ]
+        names = self.bucket.client.list_blobs(self.bucket_name, prefix=self.prefix + "/")
+        return [b.name[len(self.prefix) + 1 :] for b in names]
+
+    def get(self, rel: str, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if self.uri.startswith("gs://"):
+            self.bucket.blob(f"{self.prefix}/{rel}").download_to_filename(str(dst))
+        else:
+            shutil.copyfile(self.root / rel, dst)
+
+    def put(self, src: Path, rel: str) -> None:
+        if self.uri.startswith("gs://"):
+            self.bucket.blob(f"{self.prefix}/{rel}").upload_from_filename(str(src))
+        else:
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self.root / rel)
+
+    def delete(self, rel: str) -> None:
+        """Remove one object; one already gone is fine (idempotent)."""
+        if self.uri.startswith("gs://"):
+            from google.api_core.exceptions import NotFound
+
+            with contextlib.suppress(NotFound):
+                self.bucket.blob(f"{self.prefix}/{rel}").delete()
+        else:
+            (self.root / rel).unlink(missing_ok=True)
+
+
+class CheckpointMirror:
+    """``with CheckpointMirror(remote_uri, local_dir):`` restore, then keep uploading.
+
+    Args:
+        remote_uri: ``gs://bucket/prefix`` (google-cloud-storage; honours STORAGE_EMULATOR_HOST)
+            or a local folder.
+        local_dir: the folder training writes checkpoints to (``step-*/``, ``tokenizer/``).
+        interval_s: seconds between uploads while training runs.
+    Raises:
+        google.api_core.exceptions.GoogleAPIError: the store cannot be read at start (a
+        retried pod must not silently start from zero).
+    """
+
+    def __init__(self, remote_uri: str, local_dir: Path, interval_s: float = 1.0):
+        self.store = _Store(remote_uri)
+        self.local = Path(local_dir)
+        self.interval_s = interval_s
+        self._uploaded: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="checkpoint-mirror")
+        self._lock = threading.Lock()
+
+    def restore(self) -> int:
+        """Download the mirrored checkpoints; returns the number of files fetched."""
+        names = self.store.list()
+        for rel in sorted(names, key=lambda r: r.endswith(STATE_FILE)):  # state files last
+            dst = self.local / rel
+            self.store.get(rel, dst)
+            st = dst.stat()
+            self._uploaded[rel] = (st.st_size, st.st_mtime_ns)
+        if names:
+            log.info("restored %d checkpoint files from %s", len(names), self.store.uri)
+        return len(names)
+
+    def push(self) -> int:
+        """Upload what changed since the last push (complete checkpoints only); returns files sent."""
+        with self._lock:
+            sent = 0
+            if not self.local.is_dir():
+                return 0
+            present: set[str] = set()
+            for folder in sorted(p for p in self.local.iterdir() if p.is_dir()):
+                if folder.suffix == ".tmp":
+                    continue  # being written
+                is_checkpoint = folder.name != "tokenizer"
+                if is_checkpoint and not (folder / STATE_FILE).is_file():
+                    continue
+                files = sorted(
+                    (p for p in folder.rglob("*") if p.is_file()),
+                    key=lambda p: p.name == STATE_FILE,
+                )
+                for path in files:
+                    rel = path.relative_to(self.local).as_posix()
+                    present.add(rel)
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:  # pruned meanwhile
+                        continue
+                    if self._uploaded.get(rel) != (st.st_size, st.st_mtime_ns):
+                        self.store.put(path, rel)
+                        self._uploaded[rel] = (st.st_size, st.st_mtime_ns)
+                        sent += 1
+            for rel in [r for r in self._uploaded if r not in present]:
+                if (self.local / rel).exists() or rel.split("/", 1)[0].endswith(".tmp"):
+                    continue
+                self.store.delete(rel)  # a checkpoint training pruned
+                del self._uploaded[rel]
+            return sent
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.push()
+            except Exception as err:  # a failed upload is retried next time; training goes on
+                log.warning("uploading checkpoints to %s failed: %s", self.store.uri, err)
+
+    def __enter__(self) -> CheckpointMirror:
+        self.restore()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.push()

@@ -1,0 +1,240 @@
+"""Runs a compiled KFP IR pipeline the way a cluster does: each task in its own process, with
+its own empty working directory and HOME, no shared state folder, exchanging only what the IR
+declares (parameters and artifacts).
+
+It reads the IR (``root.dag.tasks``, ``components``, ``deploymentSpec.executors``), builds each
+task's ``executor_input`` as KFP's driver does, and runs the executor's own container command
+(``sh -ec ... python3 -m kfp.dsl.executor_main``) with ``{{$}}`` replaced, in dependency order.
+Outputs come back through the executor output file, as KFP's launcher reads them. It stands in
+for the KFP backend only (Argo, driver, launcher); what runs inside each task is the compiled
+component itself. Supported: parameter inputs from pipeline parameters, constants and upstream
+task outputs; output parameters; output artifacts (local folders standing for the pod's
+uploaded outputs); ``env`` of the container spec. Not supported (not used by the rollout
+pipeline): conditions, loops, input artifacts between tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TaskRun:
+    name: str
+    returncode: int
+    outputs: dict[str, Any]
+    artifacts: dict[str, dict[str, Any]]
+    workdir: Path
+    log: str
+
+
+@dataclass
+class PipelineRun:
+    tasks: dict[str, TaskRun] = field(default_factory=dict)
+    output: Any = None
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, t in self.tasks.items() if t.returncode != 0]
+
+
+def load_ir(path: Path) -> tuple[dict, dict]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def _order(tasks: dict[str, dict]) -> list[str]:
+    done: list[str] = []
+    pending = dict(tasks)
+    while pending:
+        ready = [n for n, t in pending.items() if set(t.get("dependentTasks", [])) <= set(done)]
+        if not ready:
+            raise ValueError(f"cycle or missing dependency among {sorted(pending)}")
+        for n in sorted(ready):
+            done.append(n)
+            pending.pop(n)
+    return done
+
+
+def run_pipeline(
+    ir_path: Path,
+    arguments: dict[str, Any],
+    root: Path,
+    env: dict[str, str],
+    home_files: dict[str, str] | None = None,
+    timeout_s: float = 600.0,
+    on_task_done: Callable[[str, TaskRun], None] | None = None,
+) -> PipelineRun:
+    """Run every task of the IR at ``ir_path`` with pipeline ``arguments``.
+
+    Args:
+        root: where each task gets ``<task>/work`` (cwd), ``<task>/home`` (HOME) and
+            ``<task>/outputs`` (its declared output artifacts), all empty at start.
+        env: the whole environment of each task (nothing is inherited), plus the container
+            spec's ``env``.
+        home_files: files written into each task's HOME (relative path -> text), e.g. the
+            kubeconfig standing for the pod's service account.
+        on_task_done: called after each task (e.g. to inject a fault between two steps).
+    Stops at the first failed task (as KFP does for a DAG without exit handlers).
+    """
+    spec, _platform = load_ir(ir_path)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    pipeline_inputs = {k: v.get("defaultValue") for k, v in params.items()}
+    unknown = set(arguments) - set(params)
+    if unknown:
+        raise ValueError(f"arguments {sorted(unknown)} are not pipeline parameters")
+    pipeline_inputs.update(arguments)
+    tasks = spec["root"]["dag"]["tasks"]
+    run = PipelineRun()
+    for name in _order(tasks):
+        task = tasks[name]
+        component = spec["components"][task["componentRef"]["name"]]
+        values: dict[str, Any] = {}
+        for key, source in (task.get("inputs", {}).get("parameters") or {}).items():
+            if "componentInputParameter" in source:
+                values[key] = pipeline_inputs[source["componentInputParameter"]]
+            elif "taskOutputParameter" in source:
+                ref = source["taskOutputParameter"]
+                values[key] = run.tasks[ref["producerTask"]].outputs[ref["outputParameterKey"]]
+            elif "runtimeValue" in source:
+                values[key] = source["runtimeValue"]["constant"]
+            else:
+                raise ValueError(f"{name}.{key}: unsupported input {source}")
+        base = root / name
+        proc, output_file = start_task(
+            spec, name, values, base, env, home_files, wait=True, timeout_s=timeout_s
+        )
+        outputs = base / "outputs"
+        out_defs = component.get("outputDefinitions", {})
+        produced: dict[str, Any] = {}
+        artifacts: dict[str, dict[str, Any]] = {}
+        if output_file.is_file():
+            doc = json.loads(output_file.read_text())
+            produced.update(doc.get("parameterValues", {}))
+            for k, v in doc.get("artifacts", {}).items():
+                artifacts[k] = v["artifacts"][0]
+        for k in out_defs.get("parameters", {}):
+            pfile = outputs / f"param-{k}"
+            if k not in produced and pfile.is_file():
+                produced[k] = pfile.read_text()
+        run.tasks[name] = TaskRun(
+            name,
+            proc.returncode,
+            produced,
+            artifacts,
+            base / "work",
+            (base / "log.txt").read_text(),
+        )
+        if on_task_done is not None:
+            on_task_done(name, run.tasks[name])
+        if proc.returncode != 0:
+            return run
+    out = (spec["root"]["dag"].get("outputs") or {}).get("parameters", {})
+    if "Output" in out:
+        ref = out["Output"]["valueFromParameter"]
+        run.output = run.tasks[ref["producerSubtask"]].outputs.get(ref["outputParameterKey"])
+    return run
+
+
+def start_task(
+    spec: dict,
+    name: str,
+    values: dict[str, Any],
+    base: Path,
+    env: dict[str, str],
+    home_files: dict[str, str] | None = None,
+    input_artifacts: dict[str, dict[str, Any]] | None = None,
+    wait: bool = False,
+    timeout_s: float = 600.0,
+) -> tuple[subprocess.Popen, Path]:
+    """Start task ``name`` of the IR ``spec`` as a new "pod": ``base/work`` (cwd), ``base/home``
+    (HOME), ``base/outputs`` (its declared output artifacts), all new and empty; output in
+    ``base/log.txt``. ``input_artifacts``: input name -> a runtime artifact (``uri``, ``type``).
+    Returns the process (finished when ``wait``; its own process group, so
+    ``os.killpg(proc.pid, SIGKILL)`` kills the whole "pod") and the executor output file."""
+    task = spec["root"]["dag"]["tasks"][name]
+    component = spec["components"][task["componentRef"]["name"]]
+    executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    work, home, outputs, tmp = base / "work", base / "home", base / "outputs", base / "tmp"
+    for folder in (work, home, outputs, tmp):
+        folder.mkdir(parents=True)
+    for rel, text in (home_files or {}).items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(text)
+    out_defs = component.get("outputDefinitions", {})
+    output_file = outputs / "executor_output.json"
+    executor_input = {
+        "inputs": {
+            "parameterValues": values,
+            "artifacts": {k: {"artifacts": [v]} for k, v in (input_artifacts or {}).items()},
+        },
+        "outputs": {
+            "parameters": {
+                k: {"outputFile": str(outputs / f"param-{k}")}
+                for k in out_defs.get("parameters", {})
+            },
+            "artifacts": {
+                k: {
+                    "artifacts": [
+                        {
+                            "name": k,
+                            "type": v["artifactType"],
+                            # a local path, as the launcher maps gs:// to /gcs/
+                            "uri": str(outputs / k),
+                            "metadata": {},
+                        }
+                    ]
+                }
+                for k, v in out_defs.get("artifacts", {}).items()
+            },
+            "outputFile": str(output_file),
+        },
+    }
+    command = [
+        *executor.get("command", []),
+        *[a.replace("{{$}}", json.dumps(executor_input)) for a in executor.get("args", [])],
+    ]
+    task_env = {
+        **env,
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        **{e["name"]: e["value"] for e in executor.get("env", [])},
+    }
+    with open(base / "log.txt", "wb") as log:
+        # Its own process group: killing the "pod" kills the shell and python3 under it.
+        proc = subprocess.Popen(
+            command,
+            cwd=work,
+            env=task_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    if wait:
+        proc.wait(timeout=timeout_s)
+    return proc, output_file
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
+    """A minimal environment: PATH with this interpreter first (python3 in the command), the
+    code on PYTHONPATH (the image's installed aicrush), and ``extra``."""
+    import sys
+
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[2])),
+        "LANG": "C.UTF-8",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env

@@ -1,0 +1,58 @@
+"""The monitor loads the reference of every version it sees events for (a canary's too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serving.monitor.events import PairedInference
+from serving.monitor.reference import Reference, reference_from_frame
+from serving.monitor.service import Monitor, MonitorConfig
+from serving.monitor.windows import WindowPolicy
+from tests.monitor.conftest import MODEL, VERSION
+
+
+def _pair(version: str, texts: list[str]) -> PairedInference:
+    return PairedInference(
+        "id-" + version, MODEL, version, "v1", texts, [("Python", 0.9)] * len(texts)
+    )
+
+
+def test_canary_events_get_their_own_versions_reference(
+    tmp_path: Path, reference: Reference, split
+) -> None:
+    loaded: list[tuple[str, str]] = []
+
+    def loader(model: str, version: str) -> Reference:
+        loaded.append((model, version))
+        if version == "404":
+            raise LookupError("no such version")
+        frame = split[0].drop(columns=["text"])
+        return reference_from_frame(frame, model, version, f"models:/{model}/{version}")
+
+    config = MonitorConfig(
+        state_dir=tmp_path, policy=WindowPolicy(max_rows=400), background=False, warm_up=False
+    )
+    monitor = Monitor(config, references=[reference], reference_loader=loader)
+    texts = split[1]["text"].head(3).tolist()
+    monitor.add_pair(_pair("4", texts))  # the canary: version 4, only the champion (3) preloaded
+    assert (MODEL, "4") in monitor.references and loaded == [(MODEL, "4")]
+    assert len(monitor.windows[(MODEL, "4")]) == 3
+    monitor.add_pair(_pair("4", texts))
+    assert loaded == [(MODEL, "4")]  # loaded once
+    monitor.add_pair(_pair(VERSION, texts))
+    assert len(loaded) == 1  # the champion's was there already
+    monitor.add_pair(_pair("404", texts))
+    monitor.add_pair(_pair("404", texts))
+    assert loaded.count((MODEL, "404")) == 1  # a failed load is not retried per event
+    assert (MODEL, "404") not in monitor.references
+    dropped = monitor.registry.get_sample_value(
+        "aicrush_monitor_events_dropped_total", {"model": MODEL, "reason": "no_reference"}
+    )
+    assert dropped == 4
+
+    without = Monitor(
+        MonitorConfig(state_dir=tmp_path / "b", background=False, warm_up=False),
+        references=[reference],
+    )
+    without.add_pair(_pair("4", texts))
+    assert (MODEL, "4") not in without.references  # the old behaviour, kept without a loader

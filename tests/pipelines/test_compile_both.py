@@ -1,0 +1,95 @@
+"""`aicrush compile|submit --pipeline training|rollout`: both pipelines compile for the cluster,
+and no compiled component installs anything when its pod starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from aicrush.config import build_config
+from pipelines.cli import app
+from pipelines.compile import compile_pipeline
+
+runner = CliRunner()
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.parametrize("pipeline", ["training", "rollout"])
+def test_cli_compiles_each_pipeline(tmp_path: Path, pipeline: str) -> None:
+    out = tmp_path / f"{pipeline}.yaml"
+    result = runner.invoke(app, ["compile", "--pipeline", pipeline, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    spec = _docs(out)[0]
+    assert spec["pipelineInfo"]["name"] == f"aicrush-{pipeline}"
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        script = " ".join(
+            executor["container"].get("command", []) + executor["container"].get("args", [])
+        )
+        assert "pip install" not in script and "pip3 install" not in script, name
+        assert "kfp.dsl.executor_main" in script, name
+
+
+def test_rollout_pipeline_carries_the_config_and_the_mlflow_server(tmp_path: Path) -> None:
+    cfg = build_config(
+        {
+            "registry": {"tracking_uri": "http://mlflow.aicrush:5000"},
+            "rollout": {"steps": [50, 100]},
+        }
+    )
+    spec, platform = _docs(compile_pipeline("rollout", tmp_path / "r.yaml", cfg))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["config"]["defaultValue"]["rollout"]["steps"] == [50, 100]
+    assert params["backend"]["defaultValue"] == "kubernetes"
+    for executor in spec["deploymentSpec"]["executors"].values():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.aicrush:5000"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(k8s) == 3 and all("secretAsEnv" in e for e in k8s.values())
+
+
+def test_unknown_pipeline_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="choose one of training, rollout"):
+        compile_pipeline("serving", tmp_path / "x.yaml")  # type: ignore[arg-type]
+    result = runner.invoke(app, ["compile", "--pipeline", "serving"])
+    assert result.exit_code != 0
+
+
+def test_submit_sends_the_rollout_with_its_arguments(tmp_path: Path) -> None:
+    from pipelines.submit import submit_pipeline
+
+    class Client:  # stands in for kfp.Client (no KFP backend here); checks what it gets
+        def create_run_from_pipeline_package(self, package, arguments, **kwargs):
+            self.spec = _docs(Path(package))[0]
+            self.arguments, self.kwargs = arguments, kwargs
+            return type("Run", (), {"run_id": "r-1"})()
+
+    client = Client()
+    cfg = build_config()
+    sub = submit_pipeline(
+        "rollout", cfg, "http://kfp", arguments={"model_version": "7"}, client=client
+    )
+    assert sub.pipeline == "rollout" and sub.run_url == "http://kfp/#/runs/details/r-1"
+    assert client.spec["pipelineInfo"]["name"] == "aicrush-rollout"
+    assert client.arguments == {"config": cfg.to_dict(), "model_version": "7"}
+    declared = set(client.spec["root"]["inputDefinitions"]["parameters"])
+    assert set(client.arguments) <= declared
+
+
+def test_model_version_is_for_the_rollout_only() -> None:
+    result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9", "--model-version", "3"])
+    assert result.exit_code != 0 and "--pipeline rollout only" in result.output
+
+
+def test_train_task_is_retried(tmp_path: Path) -> None:
+    spec = _docs(compile_pipeline("training", tmp_path / "t.yaml"))[0]
+    policy = spec["root"]["dag"]["tasks"]["train-model"]["retryPolicy"]
+    assert policy["maxRetryCount"] == 2 and policy["backoffDuration"] == "30s"
+    none = build_config({"resources": {"train_retries": 0}})
+    spec = _docs(compile_pipeline("training", tmp_path / "n.yaml", none))[0]
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["train-model"]
