@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from serving.rollout.local import SplitProxy
+from serving.rollout.proxy import SplitProxy
 
 
 def test_proxy_forwards_every_end_to_end_header_both_ways() -> None:
