@@ -319,9 +319,9 @@ def ingest(
         content_hash=digest,
         manifest_path=manifest_path,
         n_repositories=n_repositories,
-        n_downloaded=n_downloaded + manifest["packages_downloaded"],
+        n_downloaded=n_downloaded + int(manifest["packages_downloaded"]),  # type: ignore[call-overload]
         skipped=dict(sorted(skipped.items())),
-        download_bytes=manifest["download_bytes"],
+        download_bytes=int(manifest["download_bytes"]),  # type: ignore[call-overload]
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kfp import compiler
 
@@ -20,7 +20,10 @@ def compile_pipeline(
 ) -> Path:
     """Write ``pipeline`` ("training" or "rollout") for ``cfg`` (default: the ``tiny`` preset) as
     KFP IR YAML to ``output_path``. Raises ValueError for another pipeline name."""
-    builders = {"training": build_training_pipeline, "rollout": build_rollout_pipeline}
+    builders: dict[str, Any] = {
+        "training": build_training_pipeline,
+        "rollout": build_rollout_pipeline,
+    }
     if pipeline not in builders:
         raise ValueError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
     cfg = cfg or build_config()

@@ -561,7 +561,11 @@ def _folder_packages(folder: Path, ctx: SourceContext) -> list[Candidate]:
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
         key = f"{name}-{version}-{sha[:16]}"
         if cache.record(key) is None:
-            record = {"name": str(name), "version": str(version), "archive": archive.name}
+            record: dict[str, object] = {
+                "name": str(name),
+                "version": str(version),
+                "archive": archive.name,
+            }
             record |= {"bytes": archive.stat().st_size, "sha256": sha, "url": archive.as_uri()}
             cache.store(key, archive, record)
         out.extend(folder_candidates(cache.tree(key), str(name), ctx, depth=0))

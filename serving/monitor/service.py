@@ -307,7 +307,7 @@ class Monitor:
         name an event carries is counted as ``_unknown`` (senders choose those names)."""
         if not any(k[0] == model for k in self.references):
             return UNKNOWN_LABEL, ""
-        return model, version if (model, version or "") in self.references else ""
+        return model, (version or "") if (model, version or "") in self.references else ""
 
     def add_pair(self, pair: PairedInference, now: float | None = None) -> None:
         key = self.route(pair.model, pair.version)

@@ -47,7 +47,7 @@ class MonitorState:
     def __init__(self, folder: str | Path, flush_s: float = 0.5, max_buffer: int = 20_000):
         self.flush_s = flush_s
         self.max_buffer = max_buffer
-        self._buffer: list[tuple[str, str, float, str, str, float]] = []
+        self._buffer: list[tuple[str, str, float, str, str, float | None]] = []
         self._closed = threading.Event()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)

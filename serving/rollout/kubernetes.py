@@ -492,7 +492,7 @@ class InferenceServiceStateStore:
             phase = "rolled_back" if ann.get(ROLLED_BACK_ANNOTATION) else "promoted"
         return RolloutState(
             backend=self.backend.name,
-            phase=phase,
+            phase=phase,  # type: ignore[arg-type]  # one of Phase, by the branches above
             stable=stable,
             canary=canary or None,
             percent=int(percent or 0) if canary else 0,

@@ -154,7 +154,7 @@ class SplitProxy:
             if not msg.get("more_body"):
                 break
         path: str = scope["path"]
-        version, extra = "", {}
+        version, extra = "", dict[str, str]()
         if path.startswith(CONTROL) or path == "/metrics":
             status, payload, ctype = await self._control(scope["method"], path, body)
         else:
