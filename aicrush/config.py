@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aicrush.rollout_config import RolloutConfig
 
+#: The registered model and, everywhere, the served model's name (``registry.model_name``).
+DEFAULT_MODEL_NAME = "aicrush-code-language"
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -175,7 +178,7 @@ class RegistryConfig(StrictModel):
     tracking_uri: str = Field(default="", description="Empty: sqlite under the state dir.")
     experiment: str = "aicrush"
     model_name: str = Field(
-        default="aicrush-code-language",
+        default=DEFAULT_MODEL_NAME,
         pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="The one name of the model: registered model in MLflow, model name on the "
         "served endpoints (/v1/models/<name>:predict), InferenceService name and the drift "

@@ -50,11 +50,18 @@ class RegistrationResult:
 def build_reference_sample(
     model_dir: Path, features_dir: Path, rows: int, seed: int = 0
 ) -> pd.DataFrame:
-    """Features and predictions of up to ``rows`` validation files: the drift monitor's reference."""
+    """Features and predictions of up to ``rows`` held-out files: the drift monitor's reference.
+
+    Both held-out splits (validation and test) are drawn from: neither was trained on, so the
+    model's predictions on them are what production traffic like the training data gets, and a
+    repository-disjoint split can leave the validation split alone too small for a drift verdict
+    (it needs ``serving.monitor.drift.MIN_ROWS`` rows).
+    """
     from aicrush.model_folder import TextClassifier
     from features.file_features import FEATURE_NAMES
 
-    val = pd.read_parquet(features_dir / "val.parquet")
+    held_out = [features_dir / f"{split}.parquet" for split in ("val", "test")]
+    val = pd.concat([pd.read_parquet(p) for p in held_out if p.is_file()], ignore_index=True)
     if len(val) > rows:
         val = val.sample(n=rows, random_state=seed).sort_index()
     classifier = TextClassifier.from_dir(model_dir)
@@ -302,7 +309,7 @@ def register_model(
         gate_passed: evaluate_model's verdict; when False nothing is registered ("not promoted").
         gate_reason: why the gate passed or failed (printed).
         model: the trained model folder (train_model).
-        features: the feature splits (engineer_features); the validation split gives the drift reference.
+        features: the feature splits (engineer_features); the held-out val and test splits give the drift reference.
         raw: the ingested dataset; its manifest gives the lineage (content hash, sources).
         evaluation: test metrics from evaluate_model, logged on the run and the version.
         model_card: the HTML model card, logged on the run.

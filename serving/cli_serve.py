@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_REGISTERED_MODEL = "aicrush-code-language"
+from aicrush.config import DEFAULT_MODEL_NAME
+
+DEFAULT_REGISTERED_MODEL = DEFAULT_MODEL_NAME
 
 
 def model_source(

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from aicrush.config import DEFAULT_MODEL_NAME
 from serving.monitor.drift import (
     MIN_ROWS,
     PREDICTION_COLUMN,
@@ -19,7 +20,7 @@ from serving.monitor.drift import (
     save_report,
 )
 
-DEFAULT_MODEL = "aicrush-code-language"
+DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
 
 def read_requests(path: Path) -> tuple[list[str], list[str] | None]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from aicrush.config import DEFAULT_MODEL_NAME
 from serving.rollout.machine import ModelRef, RolloutError
 from serving.rollout.metrics_source import ScrapeDriftVerdict, ScrapeMetricsSource
 from serving.rollout.processes import (
@@ -64,7 +65,7 @@ class LocalBackend:
     """Stable and canary model servers on localhost behind one splitting proxy."""
 
     state_dir: Path  # <state>/rollout
-    model_name: str = "aicrush-classifier"
+    model_name: str = DEFAULT_MODEL_NAME
     port: int = 0  # the proxy's port; 0: a free one on first start
     mirror_fraction: float = 0.2
     launcher: ServerLauncher = default_launcher
