@@ -373,6 +373,44 @@ def configure_kserve_grpc(max_receive_bytes: int, max_send_bytes: int) -> None:
     model_server.args.grpc_max_send_message_length = max_send_bytes
 
 
+class ClientErrorLogFilter(logging.Filter):
+    """Turn KServe's ERROR-with-traceback log of a client's mistake into one INFO line.
+
+    KServe's REST exception handlers and gRPC interceptor log every error with ``exc_info``,
+    a 4xx included (``kserve ERROR ... Exception:`` and ~30 lines of traceback per bad request).
+    A client error (:data:`CLIENT_ERRORS`: 400 invalid input, 404 unknown model) is the client's
+    to fix; the access line already shows it, so it becomes one line, traceback dropped. Every
+    other exception (5xx) keeps its ERROR record and traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not isinstance(exc, _client_errors()):
+            return True
+        reason = str(exc)
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        record.msg, record.args = "client error (%s): %s", (type(exc).__name__, reason)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    from kserve.errors import InvalidInput, ModelNotFound
+
+    return (InvalidInput, ModelNotFound)
+
+
+def install_client_error_log_filter() -> None:
+    """Install :class:`ClientErrorLogFilter` on KServe's logger (once)."""
+    from kserve.logging import KSERVE_LOGGER_NAME
+
+    logger = logging.getLogger(KSERVE_LOGGER_NAME)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())
+
+
 class PortInUse(OSError):
     """A port the server needs is taken (``which``: ``http`` or ``grpc``)."""
 
@@ -573,6 +611,7 @@ def run_model_server(
     if not model_server.enable_latency_logging:
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = not access_log
+    install_client_error_log_filter()
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(
