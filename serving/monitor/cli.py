@@ -45,9 +45,9 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     try:
         lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        bad_line = raw.count(b"\n", 0, exc.start) + 1
         raise typer.BadParameter(
-            f"{path}:{line} is not UTF-8 text (byte {exc.start}: {exc.reason}); give a UTF-8 "
+            f"{path}:{bad_line} is not UTF-8 text (byte {exc.start}: {exc.reason}); give a UTF-8 "
             "JSONL file of requests or a text file of inputs, one a line"
         ) from None
     as_json = path.suffix in (".jsonl", ".json", ".ndjson")
