@@ -177,30 +177,37 @@ def ui(
             help="MLflow store to show. Default $MLFLOW_TRACKING_URI, else <state-dir>/mlflow.db.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="MLflow UI worker processes (mlflow's default is 4; one starts fastest and "
+            "is plenty for one user).",
+        ),
+    ] = 1,
 ) -> None:
-    """Start the MLflow UI on the local store, until Ctrl-C.
+    """Start the MLflow UI on the local store, until Ctrl-C or SIGTERM.
 
     Experiments show every run (params, metrics, the model card under Artifacts); Models shows
-    the registered versions, their aliases (champion, challenger) and the rollout tags.
+    the registered versions, their aliases (champion, challenger) and the rollout tags. The UI
+    runs in its own process group; Ctrl-C or SIGTERM stops all of it (its server workers and job
+    consumer too: SIGTERM, then SIGKILL after 10 s).
     """
-    import subprocess
     import sys
 
     from aicrush.state import artifact_root, resolve_tracking_uri
+    from pipelines.process_group import run_in_own_group
 
     home = state_dir(state)
     uri = resolve_tracking_uri(None, home, tracking_uri)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    cmd += ["--host", host, "--port", str(port)]
+    cmd += ["--host", host, "--port", str(port), "--workers", str(workers)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", artifact_root(home)]
         cmd += ["--artifacts-destination", artifact_root(home)]
     typer.echo(f"aicrush: MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
-    try:
-        code = subprocess.call(cmd)
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    raise typer.Exit(run_in_own_group(cmd))
 
 
 class PipelineChoice(StrEnum):

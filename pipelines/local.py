@@ -217,23 +217,37 @@ class StepFailed(RuntimeError):
 
 
 def check_sources(cfg: AicrushConfig) -> None:
-    """Fail before the pipeline starts when a local source does not exist.
+    """Fail before the pipeline starts on a source that can be checked without the network.
 
-    gs:// prefixes and git URLs are checked by the ingest step (they need the network).
-    Raises :class:`aicrush.config.ConfigError` naming the source.
+    The source dispatcher (:func:`components.sources.kind_of`) says what each source is; local
+    folders, tables and git folders must exist, ``pypi:`` sources must be exact pins or name an
+    existing ``pypi:FILE`` (of exact pins) or ``pypi:FOLDER``. ``gs://`` prefixes, git URLs and
+    the packages on the index are checked by the ingest step (they need the network).
+    Raises :class:`aicrush.config.ConfigError` naming the source and what to give instead.
     """
     from aicrush.config import ConfigError
+    from aicrush.errors import DataError
+    from components.sources import kind_of
+    from components.sources.pypi import PREFIX, packages_of
 
     for source in cfg.ingest.sources:
         text = str(source)
-        if "://" in text or text.startswith("git@"):
-            continue
-        if not Path(text).expanduser().exists():
+        try:
+            kind = kind_of(text)
+            if kind == "pypi":
+                packages_of(text.removeprefix(PREFIX).strip())
+        except DataError as err:
+            if text.startswith(PREFIX):
+                raise ConfigError(f"{err} (--source / ingest.sources)") from None
+            path = Path(text).expanduser()
+            what = "is of no known kind" if path.exists() else "does not exist"
             raise ConfigError(
-                f"source {text!r} does not exist (resolved to {Path(text).expanduser().resolve()}); "
-                "give an existing folder, git repository or .parquet/.csv table, a gs://bucket/prefix "
-                "or a git URL (--source / ingest.sources)"
-            )
+                f"source {text!r} {what} (resolved to {path.resolve()}); "
+                "give an existing folder, git repository or "
+                ".parquet/.csv table, a gs://bucket/prefix, a git URL, pypi:NAME==VERSION, "
+                "pypi:default, pypi:FILE, pypi:FOLDER or python-environment "
+                "(--source / ingest.sources)"
+            ) from None
 
 
 def run_pipeline_locally(

@@ -172,7 +172,7 @@ def serve_command(
     """
     from aicrush.registry import ModelVersionNotFound
     from aicrush.state import resolve_tracking_uri, state_dir
-    from serving.server import serve
+    from serving.server import PortInUse, serve
 
     tracking_uri = resolve_tracking_uri(None, state_dir(state), tracking_uri)
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -226,7 +226,7 @@ def serve_command(
             server_options=options,
             access_log=access_log,
         )
-    except FileNotFoundError as err:
+    except (FileNotFoundError, PortInUse) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except Exception as err:  # MLflow: unknown model, alias or version

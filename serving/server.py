@@ -373,6 +373,98 @@ def configure_kserve_grpc(max_receive_bytes: int, max_send_bytes: int) -> None:
     model_server.args.grpc_max_send_message_length = max_send_bytes
 
 
+class ClientErrorLogFilter(logging.Filter):
+    """Turn KServe's ERROR-with-traceback log of a client's mistake into one INFO line.
+
+    KServe's REST exception handlers and gRPC interceptor log every error with ``exc_info``,
+    a 4xx included (``kserve ERROR ... Exception:`` and ~30 lines of traceback per bad request).
+    A client error (:data:`CLIENT_ERRORS`: 400 invalid input, 404 unknown model) is the client's
+    to fix; the access line already shows it, so it becomes one line, traceback dropped. Every
+    other exception (5xx) keeps its ERROR record and traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not isinstance(exc, _client_errors()):
+            return True
+        reason = str(exc)
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        record.msg, record.args = "client error (%s): %s", (type(exc).__name__, reason)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    from kserve.errors import InvalidInput, ModelNotFound
+
+    return (InvalidInput, ModelNotFound)
+
+
+def install_client_error_log_filter() -> None:
+    """Install :class:`ClientErrorLogFilter` on KServe's logger (once)."""
+    from kserve.logging import KSERVE_LOGGER_NAME
+
+    logger = logging.getLogger(KSERVE_LOGGER_NAME)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())
+
+
+class PortInUse(OSError):
+    """A port the server needs is taken (``which``: ``http`` or ``grpc``)."""
+
+    def __init__(self, which: str, port: int, host: str) -> None:
+        flag = "--http-port" if which == "http" else "--grpc-port"
+        super().__init__(f"port {port} is in use ({which}, {host}); choose another with {flag}")
+        self.which, self.port = which, port
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a listening socket could bind ``host:port`` now, without SO_REUSEPORT (so a
+    server that shares ports, like gRPC's, still counts as the owner)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As uvicorn and grpc do: a port in TIME_WAIT is free, a listening one is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports_free(host: str, http_port: int, grpc_port: int | None) -> None:
+    """Raise :class:`PortInUse` when the REST port on ``host`` or the gRPC port (KServe binds it on
+    all interfaces, ``[::]``) is taken; port 0 (any free port) is not checked.
+
+    KServe's gRPC server binds with grpc's default ``SO_REUSEPORT`` and passes no way to turn it
+    off, so without this check a second server silently shares a port with the first.
+    """
+    import socket
+
+    if http_port and not _bindable(host, http_port):
+        raise PortInUse("http", http_port, host)
+    if grpc_port:
+        grpc_host = "::" if socket.has_ipv6 and _ipv6_works() else "0.0.0.0"
+        if not _bindable(grpc_host, grpc_port):
+            raise PortInUse("grpc", grpc_port, "all interfaces")
+
+
+def _ipv6_works() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM):
+            return True
+    except OSError:
+        return False
+
+
 def _model_server_class() -> type:
     from kserve import ModelServer
 
@@ -432,9 +524,12 @@ def serve(
     ``max_body_bytes`` is the one size limit: REST bodies over it get 413 before parsing, gRPC
     messages over it ``RESOURCE_EXHAUSTED``. ``server_options`` are further ``kserve.ModelServer``
     arguments (TLS files, access-log format, keep-alive, event loop, ...).
+
+    Raises :class:`PortInUse` (before loading the model) when a port is taken.
     """
     from serving.predictor import TextClassifierModel
 
+    check_ports_free(host, http_port, grpc_port if enable_grpc else None)  # before the slow load
     if torch_threads:
         import torch
 
@@ -488,7 +583,8 @@ def run_model_server(
 
     ``access_log``: one line per request (uvicorn's access log); False: none.
 
-    Raises ValueError for ``workers`` > 1 (KServe's worker processes re-import its app without
+    Raises :class:`PortInUse` when ``http_port`` or ``grpc_port`` is taken, ValueError for
+    ``workers`` > 1 (KServe's worker processes re-import its app without
     these extensions and cannot share the loaded model) and for an access-log format without
     the ``asgi-logger`` package.
     """
@@ -496,6 +592,7 @@ def run_model_server(
     from kserve.model_server import app
 
     options = check_server_options(server_options or {})
+    check_ports_free(host, http_port, grpc_port if enable_grpc else None)
     configure_kserve_grpc(max_body_bytes, max_send_bytes or MAX_GRPC_MESSAGE_LENGTH)
     server_class = _model_server_class()
     model_server = server_class(
@@ -514,6 +611,7 @@ def run_model_server(
     if not model_server.enable_latency_logging:
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = not access_log
+    install_client_error_log_filter()
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(

@@ -572,11 +572,25 @@ def _folder_packages(folder: Path, ctx: SourceContext) -> list[Candidate]:
     return out
 
 
+def _looks_like_path(spec: str) -> bool:
+    """``pypi:SPEC`` meant as a file or folder (a separator, a leading ``.``/``~``, a suffix)."""
+    return "/" in spec or spec.startswith((".", "~")) or Path(spec).suffix in (".txt", ".in")
+
+
 def packages_of(spec: str) -> list[PinnedPackage] | Path:
-    """What ``pypi:SPEC`` names: pinned packages, or a folder of archives."""
+    """What ``pypi:SPEC`` names: pinned packages, or a folder of archives.
+
+    Raises :class:`DataError` for an unpinned or ranged requirement, a bad line of a
+    ``pypi:FILE`` and a ``pypi:FILE``/``pypi:FOLDER`` that does not exist. Reads no network.
+    """
     if spec == DEFAULT_LIST:
         return default_corpus()
     path = Path(spec).expanduser()
+    if "==" not in spec and not path.exists() and _looks_like_path(spec):
+        raise DataError(
+            f"pypi:{spec}: no such file or folder ({path.resolve()}); give pypi:FILE of "
+            "NAME==VERSION lines, pypi:FOLDER of downloaded archives or pypi:NAME==VERSION"
+        )
     if "==" not in spec and path.is_dir():
         return path
     if "==" not in spec and path.is_file():

@@ -31,6 +31,9 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     response's ``"predictions"`` beside them, as a payload log pairs them), single instances
     ``{"text": ...}`` (optionally with ``"prediction"``), or JSON strings. Any other file is read
     as plain text, one input per line.
+
+    Raises :class:`typer.BadParameter` (exit 2) naming the file and the line for bytes that are not
+    UTF-8, a line that is not JSON (or nested too deeply) and a request of no known layout.
     """
     from kserve.errors import InvalidInput
 
@@ -39,7 +42,15 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     texts: list[str] = []
     predictions: list[str] = []
     complete = True
-    lines = path.read_text(encoding="utf-8").splitlines()
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        bad_line = raw.count(b"\n", 0, exc.start) + 1
+        raise typer.BadParameter(
+            f"{path}:{bad_line} is not UTF-8 text (byte {exc.start}: {exc.reason}); give a UTF-8 "
+            "JSONL file of requests or a text file of inputs, one a line"
+        ) from None
     as_json = path.suffix in (".jsonl", ".json", ".ndjson")
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -50,6 +61,8 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
             continue
         try:
             item = json.loads(line)
+        except RecursionError:
+            raise typer.BadParameter(f"{path}:{number} is JSON nested too deeply to read") from None
         except ValueError as exc:
             raise typer.BadParameter(
                 f"{path}:{number} is not JSON ({exc}); use .txt for plain text, one input per line"
@@ -71,6 +84,10 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
             else:
                 complete = False
         elif isinstance(item, dict) and "text" in item:
+            if not isinstance(item["text"], str):
+                raise typer.BadParameter(
+                    f"{path}:{number}: 'text' must be a string, got {type(item['text']).__name__}"
+                )
             texts.append(item["text"])
             if "prediction" in item:
                 predictions.append(str(item["prediction"]))
@@ -168,14 +185,16 @@ def drift_command(
     """
     from serving.monitor.features import features_of
 
-    if (requests is None) == (requests_file is None):
+    if requests is None and requests_file is None:
+        raise typer.BadParameter("give the requests file: aicrush drift --requests FILE")
+    if requests is not None and requests_file is not None:
         raise typer.BadParameter("give the requests file once: aicrush drift --requests FILE")
     requests_path = requests or requests_file
     assert requests_path is not None
+    texts, predictions = read_requests(requests_path)  # a bad file fails before the registry
     uri = registry_uri(tracking_uri, state_dir)
     version = registered_version(reference, model, version, uri)
     ref = _load_reference(reference, model, version, uri)
-    texts, predictions = read_requests(requests_path)
     if predictions is None and model_dir is None and reference == "mlflow":
         from aicrush.registry import download_model
 

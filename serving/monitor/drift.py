@@ -112,11 +112,15 @@ class DriftResult:
         return "drift" if self.dataset_drift else "no_drift"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``dataset_drift`` and ``share_drifted`` are None (null) for a
+        ``not_enough_data`` window; ``verdict`` says which of the three it is."""
         out = asdict(self)
         out["n_drifted"] = self.n_drifted
         out["verdict"] = self.verdict
         if math.isnan(self.share_drifted):
             out["share_drifted"] = None
+        if not self.enough_data:  # neither drift nor no drift is claimed
+            out["dataset_drift"] = None
         out["settings"]["columns"] = list(self.settings.columns)
         out["settings"]["categorical"] = list(self.settings.categorical)
         return out

@@ -84,6 +84,27 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
     return _event(dict(event.get_attributes()), event.get_data())
 
 
+def parse_events(headers: Mapping[str, str], body: bytes) -> list[InferenceEvent]:
+    """The events of one HTTP request in any mode (binary, structured, batched), all or nothing.
+
+    Raises :class:`EventError` (answered with HTTP 400) for anything a client can send wrong,
+    whatever the parsers underneath raise: bytes that are not UTF-8, JSON nested too deeply to
+    read, a malformed attribute or body. A client's event never becomes a server error.
+    """
+    try:
+        return parse_batch(body) if is_batch(headers) else [parse_event(headers, body)]
+    except EventError:
+        raise
+    except RecursionError:
+        raise EventError("event body is nested too deeply to read (JSON depth)") from None
+    except UnicodeDecodeError as exc:
+        raise EventError(
+            f"event body is not UTF-8 text (byte {exc.start}: {exc.reason}): send JSON"
+        ) from None
+    except Exception as exc:  # any parser failure on client bytes is a 400
+        raise EventError(f"unreadable CloudEvent: {type(exc).__name__}: {exc}") from None
+
+
 def is_batch(headers: Mapping[str, str]) -> bool:
     """Whether the request carries a batch of structured CloudEvents."""
     lower = {k.lower(): v for k, v in headers.items()}

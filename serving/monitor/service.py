@@ -31,9 +31,7 @@ from serving.monitor.events import (
     EventPairer,
     InferenceEvent,
     PairedInference,
-    is_batch,
-    parse_batch,
-    parse_event,
+    parse_events,
 )
 from serving.monitor.features import features_of
 from serving.monitor.reference import Reference
@@ -278,7 +276,7 @@ class Monitor:
         revision's logger URL, so stable and canary land in their own windows).
         """
         try:
-            events = parse_batch(body) if is_batch(headers) else [parse_event(headers, body)]
+            events = parse_events(headers, body)
         except EventError:
             self.metrics.dropped.labels("", "malformed").inc()
             raise

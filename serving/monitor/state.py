@@ -167,7 +167,7 @@ class MonitorState:
                     result["n_rows"],
                     # no verdict ("not enough data"): the JSON says so; the column needs a number
                     result["share_drifted"] if result["share_drifted"] is not None else 0.0,
-                    int(result["dataset_drift"]),
+                    int(bool(result["dataset_drift"])),  # None (not enough data): 0; see verdict
                     json.dumps(result),
                     report,
                 ),
@@ -200,8 +200,9 @@ class MonitorState:
             row["verdict"] = full.get("verdict") or (
                 "drift" if row["dataset_drift"] else "no_drift"
             )
-            if row["verdict"] == "not_enough_data":
+            if row["verdict"] == "not_enough_data":  # neither drift nor no drift is claimed
                 row["share_drifted"] = None
+                row["dataset_drift"] = None
             out.append(row)
         return out
 

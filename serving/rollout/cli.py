@@ -17,7 +17,7 @@ import typer
 import yaml
 
 from aicrush.rollout_config import RolloutConfig
-from serving.rollout.machine import Rollout, RolloutError
+from serving.rollout.machine import Rollout, RolloutError, VersionNotFound
 
 
 class BackendChoice(StrEnum):
@@ -104,7 +104,7 @@ def _progress_line(a: dict[str, Any]) -> str:
 
 def deploy(
     version: str = typer.Option(
-        None, "--version", help="Model version to roll out (default: alias challenger)."
+        None, "--version", help="Model version (or alias) to roll out (default: alias challenger)."
     ),
     canary: int = typer.Option(
         None,
@@ -127,7 +127,8 @@ def deploy(
     on 5xx rate, p99 latency and prediction agreement against the champion, and the canary is
     promoted after the last step or rolled back at the first failed check (exit 2, with the
     reason). Without a champion, the version is deployed with all traffic and becomes champion.
-    `aicrush stop` stops the local proxy and servers.
+    A version or alias that is not registered exits 2 and lists the versions and aliases there
+    are. `aicrush stop` stops the local proxy and servers.
     """
     try:
         r = _open(backend, config, state_dir)
@@ -154,6 +155,9 @@ def deploy(
             typer.echo(f"analysis finished: {st.phase} (stable {_v(st.stable)})")
         elif not watch and st.phase == "canary":
             typer.echo("not watching: `aicrush promote` or `aicrush rollback` decides")
+    except VersionNotFound as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
     except (RolloutError, ValueError) as err:
         _fail(err)
 

@@ -41,6 +41,11 @@ class RolloutError(RuntimeError):
     """A rollout command that cannot run now; the message says what to do instead."""
 
 
+class VersionNotFound(RolloutError):
+    """The model version or alias to roll out is not registered; the message lists the versions
+    and aliases there are (the CLI exits 2 on it, as ``aicrush serve`` does)."""
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A registered model version and where its model folder is (local path, file:// or gs://)."""

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.rollout.machine import ModelRef, RolloutError, fit_json_list
+from serving.rollout.machine import ModelRef, VersionNotFound, fit_json_list
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -74,22 +74,24 @@ class MlflowRolloutRegistry:
         return self._ref(mv) if mv is not None else None
 
     def resolve(self, version: str | None) -> ModelRef:
-        from mlflow.exceptions import MlflowException
+        """The version to roll out: ``version`` (a number or an alias), default alias
+        ``challenger``. Raises :class:`VersionNotFound` listing the versions and aliases there
+        are (:func:`aicrush.registry.find_version`)."""
+        from aicrush.registry import ModelVersionNotFound, describe_registered, find_version
 
         if version is None or str(version) == "":
             mv = self._by_alias(CHALLENGER)
             if mv is None:
-                raise RolloutError(
-                    f"model {self.model_name} has no version with alias '{CHALLENGER}'; "
-                    "pass --version N or register a model first (aicrush run)"
+                raise VersionNotFound(
+                    f"{self.model_name} has no alias '{CHALLENGER}' in {self.tracking_uri}: "
+                    f"{describe_registered(self.tracking_uri, self.model_name)}; pass --version N "
+                    "or register a model first (aicrush run)"
                 )
             return self._ref(mv)
         try:
-            return self._ref(self.client.get_model_version(self.model_name, str(version)))
-        except MlflowException as err:
-            raise RolloutError(
-                f"model {self.model_name} has no version {version} in {self.tracking_uri}: {err.message}"
-            ) from err
+            return self._ref(find_version(self.tracking_uri, self.model_name, str(version)))
+        except ModelVersionNotFound as err:
+            raise VersionNotFound(f"{err}; pass --version with one of them") from None
 
     def tags(self, version: str) -> dict[str, str]:
         mv = self.client.get_model_version(self.model_name, str(version))

@@ -168,6 +168,7 @@ BINARY = {
     "ce-specversion": "1.0",
     "content-type": "application/json",
 }
+BATCH = {"content-type": "application/cloudevents-batch+json"}
 V2_TEXT = {"name": "text", "datatype": "BYTES"}
 
 MALFORMED = [
@@ -219,6 +220,21 @@ MALFORMED = [
         "batch event 1",
     ),
     ("batch-not-a-list", {"content-type": "application/cloudevents-batch+json"}, b"{}", "array"),
+    # Whatever the parsers underneath raise on a client's bytes is a 400, in every mode.
+    ("structured-not-utf8", STRUCTURED, bytes(range(128, 256)) * 4, "not UTF-8"),
+    ("binary-not-utf8", BINARY, b"\xff\xfe{" + bytes(range(128, 256)), "not"),
+    ("batch-not-utf8", BATCH, b"[\xff\xfe\x80]", "not"),
+    ("structured-deep", STRUCTURED, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("binary-deep", BINARY, b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth"),
+    ("batch-deep", BATCH, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (
+        "structured-deep-data",
+        STRUCTURED,
+        _structured("data", {"instances": ["a"]}).replace(
+            b'{"instances"', b'{"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b', "instances"'
+        ),
+        "nested too deeply",
+    ),
 ]
 
 

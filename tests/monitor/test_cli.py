@@ -84,3 +84,39 @@ def test_read_requests_reads_v2_lines_as_the_server_does(tmp_path):
     bad.write_text(json.dumps({"inputs": "print(1)"}) + "\n")
     with pytest.raises(typer.BadParameter, match=r"bad\.jsonl:1"):
         read_requests(bad)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.replace("│", "").split())
+
+
+def _aicrush_drift(cwd, *args: str):
+    from tests.pipelines.test_first_hour import aicrush
+
+    return aicrush(cwd, "drift", *args, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("garbage.bin", b"fine line\nsecond\n\xff\xfe\x80garbage\n", "garbage.bin:3 is not UTF-8"),
+        (
+            "deep.jsonl",
+            b'{"text": "a"}\n' + b"[" * 100_000 + b"]" * 100_000,
+            "deep.jsonl:2 is JSON",
+        ),
+        ("number.jsonl", b'{"text": 12}\n', "number.jsonl:1: 'text' must be a string"),
+    ],
+)
+def test_an_unreadable_requests_file_is_one_clean_exit_2(tmp_path, name, content, says):
+    (tmp_path / name).write_bytes(content)
+    result = _aicrush_drift(tmp_path, str(tmp_path / name))
+    assert result.returncode == 2, result.stdout
+    assert _squash(says) in _squash(result.stdout), result.stdout  # rich wraps the message
+    assert "Traceback" not in result.stdout and "UnicodeDecodeError" not in result.stdout
+
+
+def test_drift_without_a_file_says_how_to_give_one(tmp_path):
+    result = _aicrush_drift(tmp_path)
+    assert result.returncode == 2
+    assert "give the requests file: aicrush drift --requests FILE" in result.stdout

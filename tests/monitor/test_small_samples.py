@@ -7,8 +7,10 @@ import json
 import math
 
 import typer
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from serving.monitor.app import create_app
 from serving.monitor.cli import drift_command
 from serving.monitor.drift import MIN_ROWS, DriftSettings, analyze_window
 from serving.monitor.retrain import RetrainPolicy, RetrainTrigger
@@ -25,7 +27,7 @@ def test_below_the_minimum_there_is_no_verdict(split, reference):
     result = analyze_window(small, reference.frame)
     assert not result.enough_data and result.verdict == "not_enough_data"
     assert result.columns == () and math.isnan(result.share_drifted) and not result.dataset_drift
-    assert result.to_dict()["share_drifted"] is None
+    assert result.to_dict()["share_drifted"] is None and result.to_dict()["dataset_drift"] is None
     enough = analyze_window(pool.iloc[:MIN_ROWS], reference.frame)
     assert enough.enough_data and enough.verdict in ("drift", "no_drift")
     assert analyze_window(small, reference.frame, DriftSettings(min_rows=10)).enough_data
@@ -50,6 +52,10 @@ def test_a_small_window_sets_no_drift_gauge_and_no_retrain_streak(tmp_path, spli
         assert calls == []
         [row] = monitor.state.results()
         assert row["verdict"] == "not_enough_data" and row["share_drifted"] is None
+        # What a user reads over REST: neither drift nor no drift is claimed.
+        [shown] = TestClient(create_app(monitor)).get("/reports").json()
+        assert shown["verdict"] == "not_enough_data"
+        assert shown["dataset_drift"] is None and shown["share_drifted"] is None
     finally:
         monitor.close()
 
@@ -87,6 +93,7 @@ def test_drift_on_too_few_texts_says_not_enough_data(tmp_path, split, reference)
     assert result.exit_code == 0, result.output
     assert f"not enough data: 20 requests vs {len(reference.frame)} reference rows" in result.output
     assert f"at least {MIN_ROWS}" in result.output
-    assert json.loads(out.with_suffix(".json").read_text())["verdict"] == "not_enough_data"
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["verdict"] == "not_enough_data" and summary["dataset_drift"] is None
     assert not out.exists()
     assert CliRunner().invoke(app, [*args, "--fail-on-drift"]).exit_code == 3

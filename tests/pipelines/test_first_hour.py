@@ -388,6 +388,60 @@ def test_a_missing_source_fails_before_the_pipeline_starts(tmp_path: Path):
     assert len(result.stdout.strip().splitlines()) <= 2
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("pypi:requests", "'requests' in ingest.sources is not a pinned package"),
+        ("pypi:requests>=2", "is not a pinned package: write NAME==VERSION"),
+        ("pypi:./no-such-list.txt", "pypi:./no-such-list.txt: no such file or folder"),
+        ("pypi:bad-list.txt", "bad-list.txt line 2 is not a pinned package"),
+        ("./no-such.parquet", "source './no-such.parquet' does not exist"),
+    ],
+)
+def test_a_bad_source_of_any_kind_fails_before_the_pipeline_starts(tmp_path, source, says):
+    (tmp_path / "bad-list.txt").write_text("lupa==2.8\nrequests\n")
+    result = aicrush(tmp_path, "run", "--source", source, timeout=120)
+    assert result.returncode == 2, result.stdout
+    assert says in result.stdout and "Traceback" not in result.stdout
+    assert not (tmp_path / ".aicrush" / "pipeline_root").exists()
+
+
+def test_every_network_source_spelling_passes_the_early_check(tmp_path, monkeypatch):
+    """pypi pins, lists and folders, the environment, gs:// and git URLs are not local paths."""
+    from aicrush.config import load_config
+    from pipelines.local import check_sources
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pins.txt").write_text("# corpus\nlupa==2.8\n")
+    (tmp_path / "archives").mkdir()
+    sources = [
+        "pypi:lupa==2.8",
+        "pypi:default",
+        "pypi:pins.txt",
+        "pypi:archives",
+        "python-environment",
+        "gs://bucket/prefix",
+        "https://github.com/owner/repo.git",
+    ]
+    for source in sources:
+        check_sources(load_config(None, sources=[source]))
+    check_sources(load_config(None, sources=sources))
+
+
+def test_a_pinned_package_source_reaches_the_ingest_step(tmp_path: Path):
+    """`aicrush run --source pypi:NAME==VERSION` runs the pipeline: the index is asked, and an
+    index (here an empty local folder) that lacks the package fails the ingest step."""
+    (tmp_path / "index").mkdir()
+    (tmp_path / "c.yaml").write_text(f"ingest:\n  pypi_index_url: {tmp_path / 'index'}\n")
+    result = aicrush(
+        tmp_path, "run", "--source", "pypi:lupa==2.8", "--config", "c.yaml", timeout=300
+    )
+    assert result.returncode == 1, result.stdout
+    assert "does not exist" not in result.stdout
+    error = next(line for line in result.stdout.splitlines() if line.startswith("error: "))
+    assert "step ingest-sources failed" in error and "lupa" in error
+
+
 def test_version_option():
     from importlib.metadata import version
 

@@ -161,7 +161,7 @@ def test_promotion_moves_champion_and_rollback_leaves_it(
 
     with pytest.raises(RolloutError, match="already the champion"):
         rollout.deploy(v2)
-    with pytest.raises(RolloutError, match="no version 99"):
+    with pytest.raises(RolloutError, match=r"no version '99'.*versions 1, 2"):
         rollout.deploy("99")
 
     # The local backend can fetch a registered version's model folder from its download URI.

@@ -335,7 +335,7 @@ def test_cli_commands(state_dir: Path) -> None:
     r = runner.invoke(app, ["promote"])
     assert r.exit_code == 1 and "no canary in progress" in r.output
     r = runner.invoke(app, ["deploy", "--no-watch"])
-    assert r.exit_code == 1 and "no version with alias 'challenger'" in r.output
+    assert r.exit_code == 2 and "has no alias 'challenger'" in r.output
     r = runner.invoke(app, ["deploy", "--canary", "150"])
     assert r.exit_code == 2
 

@@ -1,0 +1,75 @@
+"""A client's mistake is logged in one line, without a traceback (the access line already shows
+the status); a server error keeps its ERROR record and traceback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+import httpx
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from tests.serving import running_server, v2_body
+
+
+def test_bad_requests_log_one_line_each_and_no_traceback(random_model_dir: Path, tmp_path):
+    mismatched = v2_body(["a"])
+    mismatched["inputs"][0]["shape"] = [3]  # type: ignore[index]
+    with running_server(random_model_dir, tmp_path) as server:
+        bad = [
+            ("/v1/models/aicrush:predict", {"instances": [1, 2]}, 400),
+            ("/v1/models/aicrush:predict", {"instances": [{"txt": "x"}]}, 400),
+            ("/v2/models/aicrush/infer", mismatched, 400),
+            ("/v1/models/nope:predict", {"instances": [{"text": "x"}]}, 404),
+        ]
+        for path, body, status in bad:
+            r = httpx.post(server.url + path, json=body, timeout=30)
+            assert r.status_code == status, (path, r.text)
+        tensor = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[3])
+        tensor.contents.bytes_contents.append(b"x")
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = GRPCInferenceServiceStub(channel)
+            try:
+                stub.ModelInfer(pb.ModelInferRequest(model_name="aicrush", inputs=[tensor]))
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            else:
+                raise AssertionError("a shape that does not match the data was accepted")
+        ok = httpx.post(
+            server.url + "/v1/models/aicrush:predict",
+            json={"instances": [{"text": "x"}]},
+            timeout=30,
+        )
+        assert ok.status_code == 200
+    log = server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]
+    assert not [line for line in log.splitlines() if " ERROR " in line], log[-4000:]
+    client_lines = [line for line in log.splitlines() if "client error (" in line]
+    assert len(client_lines) == len(bad) + 1, log[-4000:]
+    assert any("InvalidInput" in line and "says 3 text(s)" in line for line in client_lines)
+    assert any("ModelNotFound" in line and "nope" in line for line in client_lines)
+
+
+def test_server_errors_keep_their_traceback():
+    from kserve.errors import InvalidInput
+
+    from serving.server import ClientErrorLogFilter
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException as caught:
+            return logging.LogRecord(
+                "kserve", logging.ERROR, __file__, 1, "Exception:", (), (type(caught), caught, None)
+            )
+
+    server_error = record(RuntimeError("boom"))
+    assert ClientErrorLogFilter().filter(server_error)
+    assert server_error.levelno == logging.ERROR and server_error.exc_info is not None
+
+    client_error = record(InvalidInput("bad shape"))
+    assert ClientErrorLogFilter().filter(client_error)
+    assert client_error.levelno == logging.INFO and client_error.exc_info is None
+    assert client_error.getMessage() == "client error (InvalidInput): bad shape"

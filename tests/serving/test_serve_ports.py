@@ -1,0 +1,90 @@
+"""`aicrush serve` on a port that is taken: one line naming the port and the option, exit 2,
+before the model is loaded; KServe's gRPC server (grpc's SO_REUSEPORT default) never shares one."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serving.rollout.processes import free_port
+from tests.pipelines.test_first_hour import user_env
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve(model_dir: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--path", str(model_dir), *args],
+        cwd=tmp_path,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def listening_http_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def grpc_port():
+    """A port held by a real grpc server with grpc's defaults (SO_REUSEPORT on), as a first
+    `aicrush serve` holds its gRPC port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("[::]:0")
+    server.start()
+    yield port
+    server.stop(grace=None)
+
+
+def test_http_port_in_use_is_one_line_and_exit_2(random_model_dir, tmp_path, listening_http_port):
+    result = serve(
+        random_model_dir,
+        tmp_path,
+        "--http-port",
+        str(listening_http_port),
+        "--grpc-port",
+        str(free_port()),
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stdout.strip().splitlines() == [
+        f"error: port {listening_http_port} is in use (http, 127.0.0.1); choose another with "
+        "--http-port"
+    ]
+
+
+def test_grpc_port_in_use_is_refused_not_shared(random_model_dir, tmp_path, grpc_port):
+    result = serve(
+        random_model_dir,
+        tmp_path,
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(grpc_port),
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stdout.strip().splitlines() == [
+        f"error: port {grpc_port} is in use (grpc, all interfaces); choose another with --grpc-port"
+    ]
+
+
+def test_free_ports_and_port_zero_pass_the_check(listening_http_port):
+    from serving.server import PortInUse, check_ports_free
+
+    check_ports_free("127.0.0.1", free_port(), free_port())
+    check_ports_free("127.0.0.1", 0, 0)
+    check_ports_free("127.0.0.1", free_port(), None)  # gRPC off
+    with pytest.raises(PortInUse, match="--http-port"):
+        check_ports_free("127.0.0.1", listening_http_port, None)
