@@ -180,6 +180,7 @@ class EvaluateConfig(StrictModel):
         "model by more than 0.05 macro-F1 is not worth serving. null: no baseline rule.",
     )
 
+
 class RegistryConfig(StrictModel):
     tracking_uri: str = Field(default="", description="Empty: sqlite under the state dir.")
     experiment: str = "aicrush"

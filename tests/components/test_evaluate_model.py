@@ -61,7 +61,8 @@ def test_predicted_label_absent_from_test_is_in_the_matrix_not_the_macro_average
         (0.40, None, 0.0, 0.5, False, "below evaluate.min_macro_f1"),
         (0.80, 0.70, 0.05, 0.0, True, "beats the champion"),
         (0.74, 0.70, 0.05, 0.0, False, "does not exceed"),
-        (0.75, 0.70, 0.05, 0.0, False, "does not exceed"),  # equal to champion + margin is not enough
+        # equal to champion + margin is not enough
+        (0.75, 0.70, 0.05, 0.0, False, "does not exceed"),
         (0.70, 0.70, 0.0, 0.0, False, "does not exceed"),
         (
             0.69,
