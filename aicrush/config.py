@@ -137,6 +137,20 @@ class TrainConfig(StrictModel):
         "count), so rare languages count as much as common ones (the gate is on macro-F1); "
         "'none' is plain cross-entropy.",
     )
+    text_window: Literal["head+middle", "crops"] = Field(
+        default="crops",
+        description="What the model reads of a file (aicrush/text_window.py): 'crops' trains on "
+        "one max_length-token window at a random place of each file per epoch and predicts the "
+        "mean over up to train.crops evenly spaced windows; 'head+middle' reads one window, the "
+        "head and a middle slice.",
+    )
+    crops: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Windows averaged per text at prediction time ('crops' only): a text of "
+        "max_length tokens or fewer is one window; longer texts cost up to this many forward rows.",
+    )
     checkpoint_every_steps: int = Field(default=200, ge=1)
     num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")

@@ -171,7 +171,8 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
         meta["labels"] == sorted(LANGUAGES)
         and meta["max_length"] == 64
         and meta["preset"] == "tiny"
-        and meta["text_window"] == "head+middle"
+        and meta["text_window"] == "crops"
+        and meta["crops"] == 4
     )
     for key in ("base_model", "seed", "n_train", "train_seconds", "samples_per_second"):
         assert key in meta
