@@ -25,9 +25,11 @@ class IngestConfig(StrictModel):
 
     sources: tuple[str, ...] = Field(
         default=(),
-        description="gs://bucket/prefix, a local folder, a git repository (path or URL), or a "
-        "labelled table (.parquet/.csv with text and language columns). Empty: this Python "
-        "environment (stdlib + each installed distribution as one repository).",
+        description="pypi:NAME==VERSION (or pypi:FILE of pinned lines, pypi:FOLDER of sdists), "
+        "gs://bucket/prefix, a local folder, a git repository (path or URL), a labelled table "
+        "(.parquet/.csv with text and language columns), or python-environment (stdlib + each "
+        "installed distribution as one repository). Empty: pypi:default, the pinned default "
+        "corpus (components/sources/default_corpus.txt).",
     )
     extra_extensions: dict[str, str] = Field(
         default_factory=dict,
@@ -43,10 +45,18 @@ class IngestConfig(StrictModel):
         description="Cap per repository and language, so one huge package cannot dominate.",
     )
     max_files: int = Field(default=200_000, gt=0, description="Overall cap on ingested files.")
-    download_workers: int = Field(default=8, ge=1, le=64, description="Parallel GCS downloads.")
+    download_workers: int = Field(
+        default=8, ge=1, le=64, description="Parallel GCS and package index downloads."
+    )
+    pypi_index_url: str = Field(
+        default="",
+        description="Simple-API package index (PEP 503/691) the pypi: sources download from, or a "
+        "local folder of sdists. Empty: $PIP_INDEX_URL, else https://pypi.org/simple.",
+    )
     cache_dir: str = Field(
         default="",
-        description="Where GCS objects are cached between runs (incremental ingest). Empty: <state>/ingest_cache.",
+        description="Where GCS objects and pypi: packages are cached between runs (incremental "
+        "ingest). Empty: <state>/ingest_cache.",
     )
     repository_depth: int = Field(
         default=0,

@@ -37,6 +37,11 @@ class RunSummary:
     wall_seconds: float
     dataset_content_hash: str = ""
     per_class: dict[str, Any] = field(default_factory=dict)
+    #: repositories, languages, min/median_repositories_per_language (after validation) and
+    #: download_bytes (what a fresh cache downloads for the pypi: sources; 0 for other kinds).
+    corpus: dict[str, Any] = field(default_factory=dict)
+    #: Files per language per split: {language: {"train": n, "val": n, "test": n}}.
+    support: dict[str, dict[str, int]] = field(default_factory=dict)
     #: The linear baseline on the same split: accuracy, macro_f1, per_class_f1 (test split).
     baseline: dict[str, Any] = field(default_factory=dict)
     #: A few held-out test files: path, label (true), prediction, score.
@@ -61,6 +66,15 @@ class RunSummary:
             "test metrics:   " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())),
             f"languages ({len(self.languages)}): {', '.join(self.languages)}",
             "files:          " + ", ".join(f"{k}={v}" for k, v in self.n_files.items()),
+        ]
+        if self.corpus:
+            c = self.corpus
+            lines.append(
+                f"corpus:         {c['repositories']} repositories, {c['languages']} languages, "
+                f"{c['min_repositories_per_language']}-{c['median_repositories_per_language']:g} "
+                f"(min-median) repositories per language, download {c['download_bytes'] / 1e6:.1f} MB"
+            )
+        lines += [
             f"MLflow:         {self.mlflow_tracking_uri}",
         ]
         if self.per_class:
@@ -114,10 +128,12 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
     clean = run_dir / "validate-dataset" / "clean"
     import pandas as pd
 
-    n_files = {
-        split: int(pd.read_parquet(clean / f"{split}.parquet", columns=["sha256"]).shape[0])
+    splits = {
+        split: pd.read_parquet(clean / f"{split}.parquet", columns=["repository", "language"])
         for split in ("train", "val", "test")
     }
+    n_files = {split: int(frame.shape[0]) for split, frame in splits.items()}
+    corpus, support = corpus_statistics(splits, manifest)
     languages = sorted(
         pd.read_parquet(clean / "train.parquet", columns=["language"])["language"].unique()
     )
@@ -149,9 +165,40 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         wall_seconds=round(wall, 2),
         dataset_content_hash=str(manifest.get("content_hash", "")),
         per_class=_per_class(predictions_path),
+        corpus=corpus,
+        support=support,
         baseline=_baseline(predictions_path, logged),
         predictions=_examples(predictions_path),
     )
+
+
+def corpus_statistics(
+    splits: dict[str, Any], manifest: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+    """(corpus, support) of the validated splits (``{split: DataFrame with repository and
+    language}``) and the ingest manifest: see :class:`RunSummary`."""
+    import statistics
+
+    import pandas as pd
+
+    frames = [f.assign(split=name) for name, f in splits.items()]
+    both = pd.concat(frames, ignore_index=True)
+    per_language = both.groupby("language")["repository"].nunique()
+    counts = both.groupby(["language", "split"]).size()
+    support = {
+        str(language): {name: int(counts.get((language, name), 0)) for name in splits}
+        for language in sorted(per_language.index)
+    }
+    corpus = {
+        "repositories": int(both["repository"].nunique()),
+        "languages": len(per_language),
+        "min_repositories_per_language": int(per_language.min()) if len(per_language) else 0,
+        "median_repositories_per_language": (
+            float(statistics.median(per_language.tolist())) if len(per_language) else 0.0
+        ),
+        "download_bytes": int(manifest.get("download_bytes", 0)),
+    }
+    return corpus, support
 
 
 def _per_class(predictions: Path) -> dict[str, Any]:

@@ -161,7 +161,9 @@ def test_errors_name_source_and_setting(tmp_path: Path, state_dir: Path) -> None
 
 def test_default_environment_small(tmp_path: Path, state_dir: Path) -> None:
     result = ingest(
-        IngestConfig(max_files=300, max_files_per_repository=20), tmp_path / "out", state_dir
+        IngestConfig(sources=("python-environment",), max_files=300, max_files_per_repository=20),
+        tmp_path / "out",
+        state_dir,
     )
     assert result.n_files == 300
     manifest = json.loads(result.manifest_path.read_text())

@@ -1,66 +1,57 @@
-"""The run summary's baseline and held-out examples, from evaluate_model's predictions file."""
+"""The run summary's corpus statistics and per-language support, from validated splits."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pandas as pd
-import pytest
 
-from pipelines.local import RunSummary, _baseline, _examples
-
-
-@pytest.fixture
-def predictions(tmp_path: Path) -> Path:
-    frame = pd.DataFrame(
-        {
-            "repository": ["r1", "r1", "r2", "r2", "r3"],
-            "path": ["a.py", "b.py", "c.c", "d.py", "e.md"],
-            "label": ["Python", "Python", "C", "Python", "Markdown"],
-            "prediction": ["Python", "C", "C", "Python", "Python"],
-            "score": [0.9, 0.6, 0.8, 0.7, 0.4],
-            "baseline_prediction": ["Python", "Python", "Python", "Python", "Markdown"],
-        }
-    )
-    path = tmp_path / "predictions.parquet"
-    frame.to_parquet(path)
-    return path
+from pipelines.local import RunSummary, corpus_statistics
 
 
-def test_baseline_block_holds_logged_metrics_and_per_language_f1(predictions: Path) -> None:
-    logged = {"baseline_accuracy": 0.8, "baseline_macro_f1": 0.6, "macro_f1": 0.5}
-    baseline = _baseline(predictions, logged)
-    assert baseline["accuracy"] == 0.8 and baseline["macro_f1"] == 0.6
-    # Baseline per language: Python 3/3 recall, precision 3/4 -> F1 6/7; C never right -> 0.
-    assert baseline["per_class_f1"] == {"C": 0.0, "Markdown": 1.0, "Python": round(6 / 7, 4)}
-    assert _baseline(predictions, {"macro_f1": 0.5}) == {}  # a run without a baseline
+def frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["repository", "language"])
 
 
-def test_examples_are_one_per_language_most_frequent_first(predictions: Path) -> None:
-    examples = _examples(predictions, n=2)
-    assert examples == [
-        {"path": "r1/a.py", "label": "Python", "prediction": "Python", "score": 0.9},
-        {"path": "r2/c.c", "label": "C", "prediction": "C", "score": 0.8},
-    ]
-
-
-def test_human_summary_ends_with_the_examples(predictions: Path) -> None:
+def test_corpus_statistics_count_repositories_per_language_over_all_splits() -> None:
+    splits = {
+        "train": frame([("a", "Python"), ("a", "Python"), ("b", "Python"), ("a", "C")]),
+        "val": frame([("c", "Python"), ("d", "Rust")]),
+        "test": frame([("e", "C"), ("f", "Rust"), ("g", "Rust")]),
+    }
+    corpus, support = corpus_statistics(splits, {"download_bytes": 1234})
+    assert corpus == {
+        "repositories": 7,
+        "languages": 3,
+        "min_repositories_per_language": 2,  # C: a, e
+        "median_repositories_per_language": 3.0,  # C 2, Python 3, Rust 3
+        "download_bytes": 1234,
+    }
+    assert support == {
+        "C": {"train": 1, "val": 0, "test": 1},
+        "Python": {"train": 3, "val": 1, "test": 0},
+        "Rust": {"train": 0, "val": 1, "test": 2},
+    }
     summary = RunSummary(
         model_name="m",
         model_version="1",
         aliases=["challenger"],
         promoted=True,
-        reason="no champion",
-        metrics={"accuracy": 0.9, "macro_f1": 0.7},
-        languages=["C", "Markdown", "Python"],
-        n_files={"train": 10, "val": 2, "test": 5},
+        reason="ok",
+        metrics={},
+        languages=["C", "Python", "Rust"],
+        n_files={"train": 4, "val": 2, "test": 3},
         mlflow_tracking_uri="sqlite:///x",
         reports={},
-        run_dir="/tmp/x",
+        run_dir="/r",
         wall_seconds=1.0,
-        baseline={"accuracy": 0.8, "macro_f1": 0.6},
-        predictions=_examples(predictions),
+        corpus=corpus,
+        support=support,
     )
-    text = summary.human()
-    assert "model - baseline macro_f1 = +0.1000" in text
-    assert text.rstrip().endswith("r3/e.md: Markdown -> Python (0.40)")
+    assert json.loads(summary.to_json())["corpus"]["min_repositories_per_language"] == 2
+    assert "corpus:         7 repositories, 3 languages, 2-3 (min-median)" in summary.human()
+
+
+def test_a_manifest_without_packages_downloads_nothing() -> None:
+    corpus, _ = corpus_statistics({"train": frame([("a", "C")])}, {})
+    assert corpus["download_bytes"] == 0
