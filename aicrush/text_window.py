@@ -8,7 +8,8 @@ Protocol Buffers, so a model that only sees the head of a file cannot tell those
 ``max_length * CHARS_PER_TOKEN`` characters is cut to its first quarter of that budget (the
 header, shebang, includes or imports) and a slice from the middle of the file (code), joined by a
 newline. Shorter texts are used whole. Models without the key (trained before) read the head
-(``head``), as they were trained to.
+(``head``), as they were trained to. Models trained since issue 10 default to ``crops`` (below):
+several windows per text, chosen in token space.
 """
 
 from __future__ import annotations
