@@ -104,3 +104,20 @@ def test_reports_and_classification_metrics_exist(run):
     assert labels == summary["languages"]
     assert len(confusion["rows"]) == len(labels)
     assert sum(sum(row["row"]) for row in confusion["rows"]) == summary["n_files"]["test"]
+
+
+def test_summary_has_the_baseline_and_held_out_predictions(run):
+    state, summary, output = run
+    baseline = summary["baseline"]
+    assert 0.0 < baseline["macro_f1"] <= 1.0 and 0.0 < baseline["accuracy"] <= 1.0
+    assert set(baseline["per_class_f1"]) == set(summary["per_class"])
+    assert "baseline_macro_f1" not in summary["metrics"]  # kept apart from the model's
+    examples = summary["predictions"]
+    assert 1 <= len(examples) <= 8
+    assert all(set(e) == {"path", "label", "prediction", "score"} for e in examples)
+    assert "held-out test files" in output and examples[-1]["path"] in output
+    c = client(local_tracking_uri(state))
+    if summary["model_version"]:
+        mv = c.get_model_version(summary["model_name"], summary["model_version"])
+        logged = c.get_run(mv.run_id).data.metrics
+        assert logged["baseline_macro_f1"] == pytest.approx(baseline["macro_f1"])
