@@ -538,10 +538,12 @@ def evaluate_model(
 ):
     """Evaluate the trained model on the test split and decide whether it may be registered.
 
-    config: the whole aicrush config; its ``evaluate`` section sets min_macro_f1 and promotion_margin.
-    model: the train_model folder. features: the engineer_features folder (test.parquet is used).
+    config: the whole aicrush config; its ``evaluate`` section sets min_macro_f1, baseline_margin
+    and promotion_margin. model: the train_model folder. features: the engineer_features folder
+    (test.parquet is scored; train.parquet fits the baseline).
     champion_uri: "" for none, else a local model folder or an MLflow URI (models:/name@champion).
-    metrics: accuracy, macro-F1, macro precision/recall (and the champion's, prefixed champion_).
+    metrics: accuracy, macro-F1, macro precision/recall (the champion's prefixed champion_; the linear
+    baseline's, fitted on the train split, prefixed baseline_: accuracy, macro_f1, fit_seconds).
     confusion: the test confusion matrix. model_card: the HTML model card.
     Returns passed (the gate), reason (in words) and the challenger's macro_f1.
     """
