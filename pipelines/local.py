@@ -45,6 +45,10 @@ class RunSummary:
     corpus: dict[str, Any] = field(default_factory=dict)
     #: Files per language per split: {language: {"train": n, "val": n, "test": n}}.
     support: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The linear baseline on the same split: accuracy, macro_f1, per_class_f1 (test split).
+    baseline: dict[str, Any] = field(default_factory=dict)
+    #: A few held-out test files: path, label (true), prediction, score.
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -82,8 +86,21 @@ class RunSummary:
                 "test F1 (n):    "
                 + ", ".join(f"{k} {v['f1']:.2f} ({v['support']})" for k, v in ranked)
             )
+        if self.baseline:
+            lines.append(
+                f"baseline:       accuracy={self.baseline['accuracy']:.4f}, "
+                f"macro_f1={self.baseline['macro_f1']:.4f} (char n-grams + linear SVM, same split; "
+                f"model - baseline macro_f1 = "
+                f"{self.metrics.get('macro_f1', float('nan')) - self.baseline['macro_f1']:+.4f})"
+            )
         lines += [f"report:         {name}: {path}" for name, path in sorted(self.reports.items())]
         lines.append(f"wall time:      {self.wall_seconds:.1f} s")
+        if self.predictions:
+            lines.append("held-out test files (true -> predicted, score):")
+            lines += [
+                f"  {p['path']}: {p['label']} -> {p['prediction']} ({p['score']:.2f})"
+                for p in self.predictions
+            ]
         return "\n".join(lines)
 
 
@@ -123,11 +140,13 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
     languages = sorted(
         pd.read_parquet(clean / "train.parquet", columns=["language"])["language"].unique()
     )
-    metrics = {
+    logged = {
         k: float(v)
         for k, v in _executor_metadata(run_dir / "evaluate-model", "metrics").items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    metrics = {k: v for k, v in logged.items() if not k.startswith("baseline_")}
+    predictions_path = run_dir / "evaluate-model" / "predictions.parquet"
     reports = {
         "data_report": _as_html(run_dir / "validate-dataset" / "report"),
         "model_card": _as_html(run_dir / "evaluate-model" / "model_card"),
@@ -148,9 +167,11 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         run_dir=str(run_dir),
         wall_seconds=round(wall, 2),
         dataset_content_hash=str(manifest.get("content_hash", "")),
-        per_class=_per_class(run_dir / "evaluate-model" / "predictions.parquet"),
+        per_class=_per_class(predictions_path),
         corpus=corpus,
         support=support,
+        baseline=_baseline(predictions_path, logged),
+        predictions=_examples(predictions_path),
     )
 
 
@@ -205,6 +226,56 @@ def _per_class(predictions: Path) -> dict[str, Any]:
     if frame.empty:
         return {}
     return compute_metrics(frame["label"].tolist(), frame["prediction"].tolist())[1]
+
+
+def _baseline(predictions: Path, logged: dict[str, float]) -> dict[str, Any]:
+    """The linear baseline's test accuracy, macro-F1 and per-language F1 (evaluate_model logs
+    the first two and writes its predictions beside the model's), or {} when it was not run."""
+    if "baseline_macro_f1" not in logged:
+        return {}
+    out: dict[str, Any] = {
+        "accuracy": logged["baseline_accuracy"],
+        "macro_f1": logged["baseline_macro_f1"],
+    }
+    if predictions.is_file():
+        import pandas as pd
+
+        from components.evaluate_model import compute_metrics
+
+        frame = pd.read_parquet(predictions)
+        if "baseline_prediction" in frame.columns and not frame.empty:
+            per_class = compute_metrics(
+                frame["label"].tolist(), frame["baseline_prediction"].tolist()
+            )[1]
+            out["per_class_f1"] = {k: round(v["f1"], 4) for k, v in per_class.items()}
+    return out
+
+
+def _examples(predictions: Path, n: int = 8) -> list[dict[str, Any]]:
+    """Up to ``n`` held-out test files, one per language (most frequent languages first; the
+    first file of each in test order): path, true label, predicted label, score."""
+    if not predictions.is_file():
+        return []
+    import pandas as pd
+
+    frame = pd.read_parquet(predictions)
+    if frame.empty:
+        return []
+    if "path" not in frame.columns:
+        frame["path"] = frame.get("file_id", pd.Series(range(len(frame)))).astype(str)
+    elif "repository" in frame.columns:
+        frame["path"] = frame["repository"].astype(str) + "/" + frame["path"].astype(str)
+    order = frame["label"].value_counts().index[:n]
+    firsts = frame.groupby("label", sort=False).head(1).set_index("label")
+    return [
+        {
+            "path": str(firsts.at[label, "path"]),
+            "label": str(label),
+            "prediction": str(firsts.at[label, "prediction"]),
+            "score": round(float(firsts.at[label, "score"]), 4),
+        }
+        for label in order
+    ]
 
 
 class StepFailed(RuntimeError):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aicrush.text_window import window_texts
+from aicrush.text_window import mean_by_text, model_inputs
 
 MIN_GEMM_ROWS = 16
 
@@ -80,27 +80,30 @@ def predict_proba_unpadded(
     max_length: int,
     max_batch_size: int = 64,
     text_window: str = "head",
+    crops: int = 1,
 ) -> tuple[np.ndarray, list[int]]:
     """Class probabilities for ``texts`` without padding; also returns each text's token count.
 
-    Each text is cut to the window the model reads (``text_window`` from aicrush.json, see
-    ``aicrush.text_window``) and truncated to ``max_length`` tokens (the model's limit).
-    Each forward pass holds texts of one token length only, so every row's result is what the
-    model gives that text alone.
+    Each text is cut to the window(s) the model reads (``text_window`` and ``crops`` from
+    aicrush.json, see ``aicrush.text_window.model_inputs``), each at most ``max_length`` tokens
+    (the model's limit); a text read as several windows gets the mean of their probabilities
+    and the sum of their token counts. Each forward pass holds windows of one token length
+    only, so every row's result is what the model gives that window alone.
     """
     if not texts:
         return np.zeros((0, model.config.num_labels), dtype=np.float32), []
-    windows = window_texts(texts, max_length, text_window)
-    enc = tokenizer(windows, truncation=True, max_length=max_length, padding=False)
-    ids: list[list[int]] = enc["input_ids"]
-    lengths = [len(x) for x in ids]
+    ids, owner = model_inputs(tokenizer, texts, max_length, text_window, crops)
+    row_lengths = [len(x) for x in ids]
     device = next(model.parameters()).device
-    out = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    for rows in bucket_by_length(lengths, max_batch_size):
+    out = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
+    for rows in bucket_by_length(row_lengths, max_batch_size):
         input_ids = torch.tensor([ids[i] for i in rows], dtype=torch.long, device=device)
         logits = model(input_ids=input_ids).logits
         out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out, lengths
+    lengths = np.bincount(owner, weights=row_lengths, minlength=len(texts)).astype(int).tolist()
+    if len(ids) == len(texts):
+        return out, lengths
+    return mean_by_text(out, owner, len(texts)), lengths
 
 
 BatchFn = Callable[[list[str]], tuple[np.ndarray, list[int]]]

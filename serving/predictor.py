@@ -38,7 +38,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from aicrush.text_window import window_of
+from aicrush.text_window import crops_of, window_of
 from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
 from serving.decoding import (
     INPUT_NAME,
@@ -183,11 +183,11 @@ class TextClassifierModel(Model):
         metrics = serving_metrics()
         batch_hist = metrics.batch_size.labels(self.name, self.version)
         max_len = self.max_length
-        window = window_of(meta)
+        window, crops = window_of(meta), crops_of(meta)
 
         def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
             return predict_proba_unpadded(
-                model, tokenizer, texts, max_len, self.max_batch_size, text_window=window
+                model, tokenizer, texts, max_len, self.max_batch_size, window, crops
             )
 
         self.batcher = DynamicBatcher(

@@ -19,6 +19,9 @@ from components.evaluate_model import (
 from tests.components.test_train_model import make_split
 from tests.model_factory import build_random_model
 
+# The random test models score near chance: tests of other behaviour switch the floors off.
+OPEN = EvaluateConfig(min_macro_f1=0.0, baseline_margin=None)
+
 
 @pytest.fixture(scope="module")
 def features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -58,14 +61,8 @@ def test_predicted_label_absent_from_test_is_in_the_matrix_not_the_macro_average
         (0.40, None, 0.0, 0.5, False, "below evaluate.min_macro_f1"),
         (0.80, 0.70, 0.05, 0.0, True, "beats the champion"),
         (0.74, 0.70, 0.05, 0.0, False, "does not exceed"),
-        (
-            0.75,
-            0.70,
-            0.05,
-            0.0,
-            False,
-            "does not exceed",
-        ),  # equal to champion + margin is not enough
+        # equal to champion + margin is not enough
+        (0.75, 0.70, 0.05, 0.0, False, "does not exceed"),
         (0.70, 0.70, 0.0, 0.0, False, "does not exceed"),
         (
             0.69,
@@ -83,12 +80,33 @@ def test_gate(
 ) -> None:
     ok, reason = gate(f1, champion, EvaluateConfig(promotion_margin=margin, min_macro_f1=floor))
     assert ok is passed and words in reason
+    assert "not promoted" not in reason  # callers say the outcome; the reason does not repeat it
+
+
+@pytest.mark.parametrize(
+    ("f1", "baseline", "margin", "passed"),
+    [
+        (0.70, 0.72, -0.05, True),  # a loss within the margin is tolerated
+        (0.66, 0.72, -0.05, False),  # below the baseline by more than the margin
+        (0.75, 0.72, 0.05, False),  # the margin may demand a win over the baseline
+        (0.78, 0.72, 0.05, True),
+        (0.10, 0.72, None, True),  # null margin: no baseline rule (floor 0 here)
+    ],
+)
+def test_gate_against_the_baseline(
+    f1: float, baseline: float, margin: float | None, passed: bool
+) -> None:
+    cfg = EvaluateConfig(min_macro_f1=0.0, baseline_margin=margin)
+    ok, reason = gate(f1, None, cfg, baseline_macro_f1=baseline)
+    assert ok is passed
+    if margin is not None:
+        assert "evaluate.baseline_margin" in reason and f"{baseline:.4f}" in reason
 
 
 def test_evaluate_model_without_champion(
     random_model_dir: Path, features_dir: Path, tmp_path: Path
 ) -> None:
-    result = evaluate(random_model_dir, features_dir, EvaluateConfig())
+    result = evaluate(random_model_dir, features_dir, OPEN)
     test = pd.read_parquet(features_dir / "test.parquet")
     assert result.passed and result.champion_metrics is None
     assert result.metrics["n_test"] == len(test) == 30
@@ -97,9 +115,16 @@ def test_evaluate_model_without_champion(
     labels, matrix = result.confusion
     assert sum(map(sum, matrix)) == len(test) and len(matrix) == len(labels)
     preds = result.predictions
-    assert list(preds.columns) == ["file_id", "label", "prediction", "score"] and len(preds) == len(
-        test
-    )
+    assert list(preds.columns) == [
+        "file_id",
+        "repository",
+        "path",
+        "label",
+        "prediction",
+        "score",
+        "baseline_prediction",
+    ]
+    assert len(preds) == len(test) and (preds["path"] == test["path"]).all()
     assert (preds["label"] == test["language"]).all()
     assert result.metrics["accuracy"] == pytest.approx(
         float((preds["label"] == preds["prediction"]).mean())
@@ -115,6 +140,8 @@ def test_evaluate_model_without_champion(
         "JavaScript",
         "Training settings",
         "PASS",
+        "baseline",
+        "LinearSVC",
     ):
         assert text in card
     assert len(pd.read_parquet(out / "predictions.parquet")) == len(test)
@@ -123,28 +150,55 @@ def test_evaluate_model_without_champion(
 def test_champion_gate_same_model_is_not_promoted(
     random_model_dir: Path, features_dir: Path
 ) -> None:
-    result = evaluate(
-        random_model_dir, features_dir, EvaluateConfig(), champion_dir=random_model_dir
-    )
-    assert result.champion_metrics == result.metrics
+    result = evaluate(random_model_dir, features_dir, OPEN, champion_dir=random_model_dir)
+    assert result.champion_metrics == result.metrics and result.label_comparison is None
     assert not result.passed and "does not exceed the champion" in result.reason
     tolerant = evaluate(
-        random_model_dir, features_dir, EvaluateConfig(promotion_margin=-0.01), random_model_dir
+        random_model_dir,
+        features_dir,
+        OPEN.model_copy(update={"promotion_margin": -0.01}),
+        random_model_dir,
     )
     assert tolerant.passed
     assert "FAIL" in render_model_card(result)
 
 
-def test_champion_with_other_labels_is_mapped_by_name(
+def test_champion_sharing_one_language_is_refused(
     random_model_dir: Path, features_dir: Path, tmp_path: Path
 ) -> None:
-    # The champion knows only Python and Go: every non-Python test file is wrong for it, so its
-    # macro-F1 is at most that of a perfect Python column: F1(Python) / 5 <= 0.2.
+    # The champion knows only Python and Go: one shared language with test files, no common task.
     champion = build_random_model(tmp_path / "champ", labels=("Go", "Python"), seed=3)
-    result = evaluate(random_model_dir, features_dir, EvaluateConfig(), champion_dir=champion)
-    assert result.champion_metrics is not None
+    result = evaluate(random_model_dir, features_dir, OPEN, champion_dir=champion)
+    assert result.champion_metrics is not None  # still shown, on the whole test split
     assert result.champion_metrics["macro_f1"] <= 0.2 + 1e-9
-    assert result.champion_metrics["accuracy"] <= 0.2 + 1e-9
+    assert not result.passed
+    assert result.label_comparison is not None and result.label_comparison["rule"] == "refused"
+    assert result.label_comparison["only_champion"] == ["Go"]
+    assert "label sets differ" in result.reason and "refused" in result.reason
+
+
+def test_champion_with_other_labels_is_compared_on_the_shared_languages(
+    random_model_dir: Path, features_dir: Path, tmp_path: Path
+) -> None:
+    labels = ("C", "CSS", "Go", "Python")  # shares C, CSS, Python with the challenger
+    champion = build_random_model(tmp_path / "champ", labels=labels, seed=4)
+    result = evaluate(random_model_dir, features_dir, OPEN, champion_dir=champion)
+    comparison = result.label_comparison
+    assert comparison is not None and comparison["rule"] == "shared_labels"
+    assert comparison["shared"] == ["C", "CSS", "Python"]
+    assert comparison["only_challenger"] == ["JavaScript", "Shell"]
+    assert comparison["only_champion"] == ["Go"]
+    test = pd.read_parquet(features_dir / "test.parquet")
+    shared = test["language"].isin(["C", "CSS", "Python"])
+    assert comparison["n_test_compared"] == int(shared.sum()) == 18
+    # Recomputed by hand on the shared rows, from the challenger's own predictions.
+    preds = result.predictions[shared.to_numpy()]
+    mine = compute_metrics(preds["label"].tolist(), preds["prediction"].tolist())[0]["macro_f1"]
+    assert comparison["challenger_macro_f1"] == pytest.approx(mine)
+    assert "compared on the 3 shared languages (18 test files)" in result.reason
+    beaten = comparison["challenger_macro_f1"] > comparison["champion_macro_f1"]
+    assert result.passed is beaten
+    assert "Champion with another label set" in render_model_card(result)
 
 
 def test_test_language_unknown_to_model_counts_as_wrong(
@@ -154,7 +208,8 @@ def test_test_language_unknown_to_model_counts_as_wrong(
         [make_split(3, 7), make_split(3, 8, languages=("Python",)).assign(language="Ruby")]
     )
     test.to_parquet(tmp_path / "test.parquet")
-    result = evaluate(random_model_dir, tmp_path, EvaluateConfig())
+    make_split(3, 9).to_parquet(tmp_path / "train.parquet")
+    result = evaluate(random_model_dir, tmp_path, OPEN)
     assert result.per_class["Ruby"]["recall"] == 0.0 and result.per_class["Ruby"]["support"] == 3
     assert "unknown to the model" in result.reason and "Ruby" in result.reason
 
@@ -231,3 +286,40 @@ def test_component_glue_with_kfp_artifacts(
         "reason",
         "macro_f1",
     }
+
+
+def test_baseline_is_fitted_on_exactly_the_train_split(
+    random_model_dir: Path, tmp_path: Path
+) -> None:
+    # val holds a language train lacks (Ruby): a baseline fitted on more than train would know it.
+    train = make_split(4, 20, languages=("C", "Python", "Shell"))
+    train = pd.concat([train, make_split(2, 21, languages=("CSS",))], ignore_index=True)
+    val = make_split(3, 22).assign(language="Ruby")
+    test = make_split(3, 23)
+    for name, frame in (("train", train), ("val", val), ("test", test)):
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    result = evaluate(random_model_dir, tmp_path, OPEN)
+    baseline = result.baseline
+    assert baseline is not None
+    assert baseline.train_counts == {"C": 4, "CSS": 2, "Python": 4, "Shell": 4}
+    assert baseline.n_train == len(train) == 14
+    assert set(baseline.predictions) <= {"C", "CSS", "Python", "Shell"}  # never Ruby
+    assert len(baseline.predictions) == len(test) == 15
+    assert baseline.metrics["n_test"] == 15.0
+    # JavaScript is in test but not train: the baseline cannot get it right.
+    assert baseline.per_class["JavaScript"]["recall"] == 0.0
+    summary = baseline.summary()
+    assert summary["n_train"] == 14 and {"accuracy", "macro_f1", "per_class_f1"} <= set(summary)
+    assert (result.predictions["baseline_prediction"] == baseline.predictions).all()
+
+
+def test_default_gate_refuses_a_model_below_min_macro_f1(
+    random_model_dir: Path, features_dir: Path
+) -> None:
+    cfg = EvaluateConfig()
+    assert cfg.min_macro_f1 == 0.5 and cfg.baseline_margin == -0.05
+    result = evaluate(random_model_dir, features_dir, cfg)
+    assert result.metrics["macro_f1"] < cfg.min_macro_f1  # a random model: near chance (0.2)
+    assert not result.passed and "below evaluate.min_macro_f1" in result.reason
+    # The synthetic languages differ in keywords: the baseline separates them (well above 0.5).
+    assert result.baseline is not None and result.baseline.metrics["macro_f1"] >= 0.9

@@ -59,7 +59,13 @@ def _register(model_dir: Path, features_dir: Path, state: Path, run_key: str = "
         features_dir,
         cfg,
         run_key=run_key,
-        metrics={"accuracy": 0.5, "macro_f1": 0.4},
+        # As evaluate_model logs them: the model's and the baseline's (same split) side by side.
+        metrics={
+            "accuracy": 0.5,
+            "macro_f1": 0.4,
+            "baseline_accuracy": 0.8,
+            "baseline_macro_f1": 0.7,
+        },
         manifest={"content_hash": "abc123", "sources": ["/src"]},
         state=state,
     )
@@ -78,6 +84,8 @@ def test_register_logs_lineage_reference_and_alias(
     assert mv.tags["dataset_content_hash"] == "abc123"
     run = c.get_run(result.run_id)
     assert run.data.metrics["macro_f1"] == pytest.approx(0.4)
+    assert run.data.metrics["baseline_macro_f1"] == pytest.approx(0.7)
+    assert run.data.params["evaluate.baseline_margin"] == "-0.05"
     assert run.data.params["train.max_length"] == "128"
     assert json.loads(run.data.tags["sources"]) == ["/src"]
 

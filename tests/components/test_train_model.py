@@ -132,6 +132,9 @@ def test_tokenizer_keeps_case_and_indentation() -> None:
     tokens = tok.convert_ids_to_tokens(tok("def Foo(x):\n    return x")["input_ids"])
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
     assert "\n    " in tokens  # newline + indentation is one token
+    assert tokens[1:4] == ["def", " ", "F"]  # the space between tokens is kept too
+    odd = tok.convert_ids_to_tokens(tok("x\n\t \t  y")["input_ids"])
+    assert "[UNK]" not in odd and "".join(t.removeprefix("##") for t in odd[1:-1]) == "x\n\t \t  y"
     assert (
         "return" in tokens and "[UNK]" not in tokens
     )  # "F" is unseen in training: alphabet covers it
@@ -171,7 +174,8 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
         meta["labels"] == sorted(LANGUAGES)
         and meta["max_length"] == 64
         and meta["preset"] == "tiny"
-        and meta["text_window"] == "head+middle"
+        and meta["text_window"] == "crops"
+        and meta["crops"] == PRESETS["tiny"]["train"]["crops"] == 8
     )
     for key in ("base_model", "seed", "n_train", "train_seconds", "samples_per_second"):
         assert key in meta

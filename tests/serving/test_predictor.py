@@ -282,3 +282,26 @@ def test_one_size_limit_from_either_flag():
     assert body_limit(16 * mib, 16 * mib) == 16 * mib
     with pytest.raises(ValueError, match="one limit governs REST and gRPC"):
         body_limit(16 * mib, 20 * mib)
+
+
+def test_a_crops_model_serves_what_the_classifier_predicts(tmp_path: Path):
+    """A model that reads several windows per text: the server's unpadded path averages the same
+    windows as TextClassifier (evaluation), so both give the same probabilities."""
+    import json
+
+    from aicrush.model_folder import MODEL_META_FILE
+    from tests.model_factory import build_random_model
+
+    model_dir = build_random_model(tmp_path / "crops", max_length=32, seed=5)
+    meta = json.loads((model_dir / MODEL_META_FILE).read_text())
+    meta.update(text_window="crops", crops=3)
+    (model_dir / MODEL_META_FILE).write_text(json.dumps(meta))
+    texts = [*SNIPPETS, "\n".join(SNIPPETS * 8)]  # short ones (one window) and a long one
+    model, tok, _ = load_torch_model(model_dir)
+    ours, lengths = predict_proba_unpadded(model, tok, texts, 32, 64, "crops", 3)
+    clf = TextClassifier.from_dir(model_dir, device="cpu")
+    assert clf.crops == 3 and clf.text_window == "crops"
+    reference = clf.predict_proba(texts)
+    assert ours.shape == reference.shape == (len(texts), 5)
+    assert np.abs(reference - ours).max() < 1e-5
+    assert lengths[-1] == 3 * 32  # the long text was read as three full windows
