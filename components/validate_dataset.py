@@ -419,7 +419,7 @@ def render_report_html(
 ) -> str:
     """A readable data report: counts by reason, class x split table, feature summaries.
 
-    Rendered from the Jinja2 template ``components/templates/data_report.html`` (autoescaped);
+    Rendered from the Jinja2 template ``components/templates/data_report.html.j2`` (autoescaped);
     Evidently's data summary of the feature sample follows our tables when
     ``validate.report_evidently`` is on.
     """
