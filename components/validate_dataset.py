@@ -392,7 +392,7 @@ def _template(name: str) -> Any:
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("components", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
+        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

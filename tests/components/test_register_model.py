@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aicrush.config import build_config
+from aicrush.config import PRESETS, build_config
 from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, download_model, tracking
 from aicrush.state import local_tracking_uri
 from components.register_model import RUN_KEY_TAG, register
@@ -86,7 +86,7 @@ def test_register_logs_lineage_reference_and_alias(
     assert run.data.metrics["macro_f1"] == pytest.approx(0.4)
     assert run.data.metrics["baseline_macro_f1"] == pytest.approx(0.7)
     assert run.data.params["evaluate.baseline_margin"] == "-0.05"
-    assert run.data.params["train.max_length"] == "128"
+    assert run.data.params["train.max_length"] == str(PRESETS["tiny"]["train"]["max_length"])
     assert json.loads(run.data.tags["sources"]) == ["/src"]
 
     ref = pd.read_parquet(
