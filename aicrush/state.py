@@ -47,6 +47,11 @@ def resolve_tracking_uri(
     return local_tracking_uri(state_dir(state))
 
 
+def last_summary_path(state: Path) -> Path:
+    """The JSON summary of the newest ``aicrush run`` in ``state`` (written after every run)."""
+    return state / "runs" / "last-summary.json"
+
+
 def artifact_root(state: Path) -> str:
     """Where the embedded store keeps artifacts (a new experiment is created with it)."""
     return (state / "mlartifacts").as_uri()

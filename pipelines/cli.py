@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from aicrush.config import PRESETS, ConfigError, load_config
-from aicrush.state import state_dir
+from aicrush.state import last_summary_path, state_dir
 
 app = typer.Typer(
     name="aicrush",
@@ -159,6 +159,9 @@ def run(
         typer.echo(f"full log: {err.log_file}", err=True)
         raise typer.Exit(1) from None
     typer.echo(result.human())
+    last = last_summary_path(home)  # what `aicrush serve` reads to explain an unregistered run
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_text(result.to_json())
     if summary is not None:
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(result.to_json())

@@ -58,8 +58,13 @@ class RunSummary:
             "",
             "aicrush run summary",
             "-------------------",
-            f"outcome:        {'registered' if self.model_version else 'not promoted'} ({self.reason})",
+            f"outcome:        {'registered' if self.model_version else 'not registered'} ({self.reason})",
         ]
+        if not self.model_version and self.reports.get("model"):
+            lines.append(
+                f"                the trained model is still served with: "
+                f"aicrush serve --path {self.reports['model']}"
+            )
         if self.model_version:
             lines.append(
                 f"model:          {self.model_name} version {self.model_version} "

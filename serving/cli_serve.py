@@ -54,6 +54,26 @@ def example_curl(http_url: str, name: str) -> str:
     )
 
 
+def unregistered_run_hint(state: Path) -> str:
+    """When the newest ``aicrush run`` in ``state`` trained a model the gate refused, a line saying
+    so, with the command that serves that model folder anyway; else ''."""
+    import json
+
+    from aicrush.state import last_summary_path
+
+    try:
+        last = json.loads(last_summary_path(state).read_text())
+    except (OSError, ValueError):
+        return ""
+    folder = (last.get("reports") or {}).get("model", "")
+    if last.get("model_version") or not folder or not Path(folder).is_dir():
+        return ""
+    return (
+        f"the last `aicrush run` here trained a model but did not register it ({last.get('reason')}); "
+        f"serve it anyway with: aicrush serve --path {folder}"
+    )
+
+
 def serve_command(
     model: Annotated[
         str, typer.Option("--model", help="Registered MLflow model name.")
@@ -194,6 +214,9 @@ def serve_command(
         source, description = model_source(model, alias, version, path, tracking_uri)
     except ModelVersionNotFound as err:
         typer.echo(f"error: {err}", err=True)
+        hint = unregistered_run_hint(state_dir(state))
+        if hint:
+            typer.echo(hint, err=True)
         raise typer.Exit(2) from None
     served = name or model
     http_url = f"{'https' if ssl_certfile else 'http'}://{host}:{http_port}"
