@@ -12,6 +12,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
 from aicrush.model_folder import TextClassifier
 from serving.batching import DynamicBatcher, bucket_by_length, predict_proba_unpadded
+from serving.http_guard import check_json_body, json_depth
 from serving.predictor import (
     TextClassifierModel,
     load_torch_model,
@@ -19,7 +20,6 @@ from serving.predictor import (
     texts_from_v1,
     texts_from_v2,
 )
-from serving.server import check_json_body, json_depth
 from tests.serving import SNIPPETS
 
 
@@ -194,7 +194,7 @@ def test_unloaded_model_answers_503(random_model_dir):
     from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
-    from serving.server import install_http_extensions
+    from serving.http_guard import install_http_extensions
 
     registry = ModelRepository()
     registry.update(TextClassifierModel("m", random_model_dir))  # never loaded
