@@ -198,13 +198,20 @@ class EvaluateConfig(StrictModel):
         "every other language on average; the linear baseline reaches 0.68 on the default corpus "
         "and 0.9+ on corpora with several repositories per language. 0 switches the floor off.",
     )
-    baseline_margin: float | None = Field(
+    baseline_margin: float = Field(
         default=-0.05,
         ge=-1,
         le=1,
         description="The challenger's test macro-F1 must be at least the linear baseline's "
         "(same split, same run) plus this. -0.05: a transformer that loses to a 4-second linear "
-        "model by more than 0.05 macro-F1 is not worth serving. null: no baseline rule.",
+        "model by more than 0.05 macro-F1 is not worth serving.",
+    )
+    # A flag, not baseline_margin: null: the config travels as a KFP pipeline parameter, and KFP's
+    # compiler cannot encode a null (ValueError: Value must be one of ... Got: "None").
+    baseline_gate: bool = Field(
+        default=True,
+        description="Apply the baseline rule (baseline_margin). false: the baseline is still "
+        "fitted and reported, but does not gate registration.",
     )
 
 

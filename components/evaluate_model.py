@@ -106,7 +106,7 @@ def check_floors(
 ) -> tuple[bool, str]:
     """Rules 1 and 2 of the gate on the whole test split: the absolute floor and the baseline.
 
-    ``baseline_macro_f1`` None (not measured) or ``cfg.baseline_margin`` None skips rule 2.
+    ``baseline_macro_f1`` None (not measured) or ``cfg.baseline_gate`` false skips rule 2.
     """
     if macro_f1 < cfg.min_macro_f1:
         return (
@@ -114,7 +114,7 @@ def check_floors(
             f"macro-F1 {macro_f1:.4f} is below evaluate.min_macro_f1 {cfg.min_macro_f1:.4f}",
         )
     said = f"macro-F1 {macro_f1:.4f} meets evaluate.min_macro_f1 {cfg.min_macro_f1:.4f}"
-    if baseline_macro_f1 is None or cfg.baseline_margin is None:
+    if baseline_macro_f1 is None or not cfg.baseline_gate:
         return True, said
     floor = baseline_macro_f1 + cfg.baseline_margin
     if macro_f1 < floor:

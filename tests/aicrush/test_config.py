@@ -88,3 +88,25 @@ def test_model_is_strict_about_extra_top_level_keys():
     with pytest.raises(ConfigError, match="trian: unknown key"):
         build_config({"trian": {}})
     assert isinstance(build_config(), AicrushConfig)
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_the_config_never_holds_a_null_kfp_cannot_encode(preset, tmp_path):
+    """The config travels as a KFP pipeline parameter; KFP's compiler refuses None anywhere in it
+    (a `baseline_margin: null` once broke every `aicrush run`). The gate switched off compiles."""
+    from pipelines.compile import compile_pipeline
+
+    cfg = build_config({"evaluate": {"min_macro_f1": 0.0, "baseline_gate": False}}, preset=preset)
+    assert None not in list(_leaves(cfg.to_dict()))
+    assert compile_pipeline("training", tmp_path / "p.yaml", cfg).is_file()

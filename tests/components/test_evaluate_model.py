@@ -20,7 +20,7 @@ from tests.components.test_train_model import make_split
 from tests.model_factory import build_random_model
 
 # The random test models score near chance: tests of other behaviour switch the floors off.
-OPEN = EvaluateConfig(min_macro_f1=0.0, baseline_margin=None)
+OPEN = EvaluateConfig(min_macro_f1=0.0, baseline_gate=False)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +90,16 @@ def test_gate(
         (0.66, 0.72, -0.05, False),  # below the baseline by more than the margin
         (0.75, 0.72, 0.05, False),  # the margin may demand a win over the baseline
         (0.78, 0.72, 0.05, True),
-        (0.10, 0.72, None, True),  # null margin: no baseline rule (floor 0 here)
+        (0.10, 0.72, None, True),  # baseline_gate false: no baseline rule (floor 0 here)
     ],
 )
 def test_gate_against_the_baseline(
     f1: float, baseline: float, margin: float | None, passed: bool
 ) -> None:
-    cfg = EvaluateConfig(min_macro_f1=0.0, baseline_margin=margin)
+    if margin is None:
+        cfg = EvaluateConfig(min_macro_f1=0.0, baseline_gate=False)
+    else:
+        cfg = EvaluateConfig(min_macro_f1=0.0, baseline_margin=margin)
     ok, reason = gate(f1, None, cfg, baseline_macro_f1=baseline)
     assert ok is passed
     if margin is not None:

@@ -24,7 +24,7 @@ MACRO_F1_FLOOR = 0.1
 # scores 0.81 on the same split): the run would register nothing. This test checks the pipeline's
 # mechanics end to end, registration included, so it switches the gate's floors off; the gate's
 # refusals are tested in tests/components/test_evaluate_model.py.
-GATE_OFF = "evaluate:\n  min_macro_f1: 0.0\n  baseline_margin: null\n"
+GATE_OFF = "evaluate:\n  min_macro_f1: 0.0\n  baseline_gate: false\n"
 
 
 @pytest.fixture(scope="module")
