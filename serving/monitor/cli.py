@@ -271,6 +271,14 @@ def monitor_command(
         ),
     ] = None,
     window_rows: Annotated[int, typer.Option(help="close a window after this many inputs")] = 1000,
+    min_rows: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="fewest inputs (and reference rows) for a drift verdict; a smaller window is "
+            "'not enough data' (below 200 the false-alarm rate rises: docs/monitoring.md)",
+        ),
+    ] = MIN_ROWS,
     window_seconds: Annotated[
         float | None, typer.Option(help="...or this long after its first input")
     ] = None,
@@ -311,6 +319,7 @@ def monitor_command(
         version=registered_version(reference, model, version, uri),
         state_dir=resolve_state(state_dir) / "monitor",
         window_rows=window_rows,
+        min_rows=min_rows,
         window_seconds=window_seconds,
         reports=reports,
         report_on=report_on,
@@ -337,6 +346,7 @@ def build_monitor(
     window_seconds: float | None = None,
     reports: str | None = None,
     report_on: str = "drift",
+    min_rows: int = MIN_ROWS,
     retrain: str = "none",
     kfp_host: str | None = None,
     pipeline_package: str | None = None,
@@ -364,7 +374,8 @@ def build_monitor(
     ref = _load_reference(reference, model, version, tracking_uri)
     config = MonitorConfig(
         state_dir=state_dir,
-        policy=WindowPolicy(max_rows=window_rows, max_age_s=window_seconds),
+        policy=WindowPolicy(max_rows=window_rows, max_age_s=window_seconds, min_rows=min_rows),
+        settings=DriftSettings(min_rows=min_rows),
         reports=reports,
         report_on=report_on,  # type: ignore[arg-type]
         background=background,

@@ -179,7 +179,8 @@ def cluster(
                 ],
             )
             # The drift monitor, as deployed: reference from MLflow (champion at start, then
-            # every version it sees events for), windows of 24 inputs.
+            # every version it sees events for), windows of 24 inputs; the 200-row minimum of a
+            # verdict is lowered to 20 (--min-rows) to keep the emulation short.
             monitor_port = free_port()
             monitor_log = root / "monitor.log"
             with open(monitor_log, "wb") as log:
@@ -188,7 +189,7 @@ def cluster(
                         sys.executable, "-m", "serving.monitor",
                         "--reference", "mlflow", "--model", MODEL, "--version", "1",
                         "--host", "127.0.0.1", "--port", str(monitor_port),
-                        "--state-dir", str(root / "monitor"), "--window-rows", "24",
+                        "--state-dir", str(root / "monitor"), "--window-rows", "24", "--min-rows", "20",
                         "--report-on", "never", "--tracking-uri", mlflow_url,
                     ],
                     stdout=log, stderr=subprocess.STDOUT, cwd=root,
