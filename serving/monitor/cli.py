@@ -22,6 +22,15 @@ from serving.monitor.drift import (
 
 DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
+#: --version of drift and monitor: the registry resolves it as serve does (aicrush.registry.find_version).
+VersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="model version or alias. Default: champion if set, else challenger, else the "
+        "latest version"
+    ),
+]
+
 
 def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     """Texts (and logged predictions, when every line has them) from ``path``.
@@ -132,13 +141,7 @@ def drift_command(
         ),
     ] = "mlflow",
     model: Annotated[str, typer.Option(help="registered model name")] = DEFAULT_MODEL,
-    version: Annotated[
-        str | None,
-        typer.Option(
-            help="model version or alias. Default: champion if set, else challenger, else the "
-            "latest version"
-        ),
-    ] = None,
+    version: VersionOpt = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -254,13 +257,7 @@ def monitor_command(
     model: Annotated[
         str, typer.Option(help="model name (the InferenceService name in KServe logger events)")
     ] = DEFAULT_MODEL,
-    version: Annotated[
-        str | None,
-        typer.Option(
-            help="model version or alias. Default: champion if set, else challenger, else the "
-            "latest version"
-        ),
-    ] = None,
+    version: VersionOpt = None,
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 8085,
     state_dir: Annotated[
