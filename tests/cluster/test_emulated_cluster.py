@@ -248,22 +248,26 @@ def _register(url: str, versions_spec: list[tuple[Path, object]]) -> list[str]:
 
     import mlflow
 
+    from aicrush.registry import tracking
+
     client = mlflow.MlflowClient(url)
-    mlflow.set_tracking_uri(url)
     client.create_registered_model(MODEL)
-    exp = mlflow.set_experiment("aicrush")
     versions = []
-    for folder, reference in versions_spec:
-        with mlflow.start_run(experiment_id=exp.experiment_id) as run:
-            mlflow.log_artifacts(str(folder), artifact_path="model")
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "reference.parquet"
-                reference.to_parquet(path, index=False)  # type: ignore[attr-defined]
-                mlflow.log_artifact(str(path), artifact_path="reference")
-        mv = client.create_model_version(
-            MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-        )
-        versions.append(str(mv.version))
+    # Scoped: mlflow.set_tracking_uri would leave this (soon stopped) server as the process's
+    # tracking URI, and later tests' MLflow calls would retry against it for minutes.
+    with tracking(url):
+        exp = mlflow.set_experiment("aicrush")
+        for folder, reference in versions_spec:
+            with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+                mlflow.log_artifacts(str(folder), artifact_path="model")
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "reference.parquet"
+                    reference.to_parquet(path, index=False)  # type: ignore[attr-defined]
+                    mlflow.log_artifact(str(path), artifact_path="reference")
+            mv = client.create_model_version(
+                MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+            )
+            versions.append(str(mv.version))
     return versions
 
 

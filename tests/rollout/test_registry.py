@@ -95,18 +95,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 def _register(url: str, folders: list[Path], model: str = MODEL) -> list[str]:
     import mlflow
 
-    mlflow.set_tracking_uri(url)
+    from aicrush.registry import tracking
+
     client = mlflow.MlflowClient(url)
     client.create_registered_model(model)
-    exp = mlflow.set_experiment("aicrush")
     versions = []
-    for folder in folders:
-        with mlflow.start_run(experiment_id=exp.experiment_id) as run:
-            mlflow.log_artifacts(str(folder), artifact_path="model")
-        mv = client.create_model_version(
-            model, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-        )
-        versions.append(str(mv.version))
+    with tracking(url):  # scoped: the server stops after this module, the process goes on
+        exp = mlflow.set_experiment("aicrush")
+        for folder in folders:
+            with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+                mlflow.log_artifacts(str(folder), artifact_path="model")
+            mv = client.create_model_version(
+                model, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+            )
+            versions.append(str(mv.version))
     client.set_registered_model_alias(model, "challenger", versions[-1])
     return versions
 
