@@ -249,23 +249,28 @@ class PrometheusMetricsSource:
                 )
             version_of = {r: v for v, r in revision_of.items()}
             queries = {"labels": queries["labels"]}
-            for kind, promql in self.revision_queries(list(version_of), range_s).items():
-                for row in self._query(promql):
-                    labels, value = row["metric"], float(row["value"][1])
-                    c = out.get(version_of.get(labels.get("revision_name", ""), ""))
-                    if c is None or math.isnan(value):
-                        continue
-                    if kind == "requests":
-                        c.requests = value
-                    elif kind == "errors":
-                        c.errors = value
-                    else:  # milliseconds -> seconds, the unit of the thresholds
-                        le = float(labels["le"])
-                        c.buckets[le / 1000.0] = value
+            # Knative's revision series: latency buckets in milliseconds, the thresholds' unit is s.
+            self._fill(
+                out,
+                self.revision_queries(list(version_of), range_s),
+                lambda labels: version_of.get(labels.get("revision_name", ""), ""),
+                bucket_scale=1 / 1000.0,
+            )
+        self._fill(out, queries, lambda labels: labels.get("version", ""))
+        return out
+
+    def _fill(
+        self,
+        out: Snapshot,
+        queries: dict[str, str],
+        version_of: Callable[[dict[str, str]], str],
+        bucket_scale: float = 1.0,
+    ) -> None:
+        """Run ``queries`` (kind -> PromQL) and add each row to the Counters of its version."""
         for kind, promql in queries.items():
             for row in self._query(promql):
                 labels, value = row["metric"], float(row["value"][1])
-                c = out.get(labels.get("version", ""))
+                c = out.get(version_of(labels))
                 if c is None or math.isnan(value):
                     continue
                 if kind == "requests":
@@ -273,10 +278,9 @@ class PrometheusMetricsSource:
                 elif kind == "errors":
                     c.errors = value
                 elif kind == "buckets":
-                    c.buckets[float(labels["le"])] = value
+                    c.buckets[float(labels["le"]) * bucket_scale] = value
                 else:
                     c.labels[labels.get("label", "")] = value
-        return out
 
 
 class ScrapeDriftVerdict:
