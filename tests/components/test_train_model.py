@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 
 from aicrush.config import PRESETS, TrainConfig
 from aicrush.model_folder import TextClassifier
+from components.model_builder import train_tokenizer
 from components.train_model import (
     class_weights,
     epoch_batches,
     latest_checkpoint,
     load_splits,
     train,
-    train_tokenizer,
 )
 from features.file_features import FEATURE_NAMES, compute_file_features
 
