@@ -123,6 +123,40 @@ class FeaturesConfig(StrictModel):
     materialize: bool = True
 
 
+class DistributedConfig(StrictModel):
+    """Data-parallel training (PyTorch DDP through torchrun); off by default (1 x 1).
+
+    Locally, ``processes_per_node`` > 1 runs that many processes on this machine (gloo on CPU,
+    NCCL on CUDA). In the compiled pipeline, when ``num_nodes x processes_per_node x
+    gpus_per_process`` > 1, the train step submits a Kubeflow Trainer ``TrainJob`` on the
+    ``runtime`` ClusterTrainingRuntime and waits for it (docs/distributed-training.md); otherwise
+    it trains in its own KFP pod.
+    """
+
+    num_nodes: int = Field(default=1, ge=1, description="Nodes (pods) of the TrainJob.")
+    processes_per_node: int = Field(
+        default=1,
+        ge=1,
+        description="torchrun processes per node (nproc_per_node); on GPU nodes one per GPU.",
+    )
+    gpus_per_process: int = Field(
+        default=1,
+        ge=0,
+        description="GPUs each process uses in the cluster: a TrainJob node requests "
+        "processes_per_node x this of resources.accelerator_type. Locally, CUDA is used when "
+        "present, else CPU.",
+    )
+    runtime: str = Field(
+        default="torch-distributed",
+        description="Name of the Kubeflow Trainer ClusterTrainingRuntime the TrainJob uses.",
+    )
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the job: num_nodes x processes_per_node."""
+        return self.num_nodes * self.processes_per_node
+
+
 class TrainConfig(StrictModel):
     """The classifier and how it is trained."""
 
@@ -168,6 +202,7 @@ class TrainConfig(StrictModel):
     num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")
     seed: int = 0
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _heads(self) -> TrainConfig:
