@@ -150,6 +150,17 @@ class DistributedConfig(StrictModel):
         default="torch-distributed",
         description="Name of the Kubeflow Trainer ClusterTrainingRuntime the TrainJob uses.",
     )
+    timeout_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="Cluster only: seconds a TrainJob may run (its activeDeadlineSeconds) and the "
+        "train step waits for it; past it the step deletes the TrainJob and fails.",
+    )
+    service_account: str = Field(
+        default="aicrush-trainer",
+        description="Cluster only: Kubernetes service account of the TrainJob's pods (GCS access "
+        "through Workload Identity; no Kubernetes API token).",
+    )
 
     @property
     def world_size(self) -> int:

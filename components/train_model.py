@@ -576,15 +576,27 @@ def show_training_progress(info: dict[str, Any]) -> None:
 
 
 def run_train_step(
-    config: dict[str, Any], features: Any, model: Any, metrics: Any, checkpoint_dir: str = ""
+    config: dict[str, Any],
+    features: Any,
+    model: Any,
+    metrics: Any,
+    checkpoint_dir: str = "",
+    run_id: str = "",
 ) -> TrainResult:
-    """The body of the ``train_model`` component: validate config, train, log metrics."""
+    """The body of the ``train_model`` component: validate config, train, log metrics.
+
+    In the cluster with more than one GPU in ``train.distributed`` the step launches a Kubeflow
+    Trainer TrainJob instead and waits for it (``components.trainjob``); ``run_id`` names it.
+    """
     import contextlib
 
     from aicrush.config import config_from_dict
     from components.checkpoint_sync import CheckpointMirror, checkpoint_uri_for
+    from components.trainjob import run_trainjob_step, uses_trainjob
 
     cfg = config_from_dict(config)
+    if uses_trainjob(cfg, getattr(features, "uri", "")):
+        return run_trainjob_step(cfg, features, model, metrics, checkpoint_dir, run_id)
     # A URL (gs://...) is mirrored from a local folder; in the cluster the default is a prefix in
     # the pipeline's artifact store, since a pod's own disk dies with it (see checkpoint_sync).
     remote = checkpoint_dir if "://" in checkpoint_dir else ""
@@ -623,6 +635,7 @@ def train_model(
     model: Output[Model],
     metrics: Output[Metrics],
     checkpoint_dir: str = "",
+    run_id: str = "",
 ) -> None:
     """Train the code-language classifier on the text of the engineered splits.
 
@@ -634,7 +647,9 @@ def train_model(
     local folder. "" means ``<pipeline_root>/<run>/checkpoints/train_model`` when the artifacts
     live in object storage (the cluster), else ``<dirname(model.path)>/../checkpoints/train_model``;
     both stable across retries of this run, so a retried task resumes.
+    run_id: the KFP run id; names the Kubeflow Trainer TrainJob the step launches in the cluster
+    when ``train.distributed`` asks for more than one GPU (docs/distributed-training.md).
     """
     from components.train_model import run_train_step
 
-    run_train_step(config, features, model, metrics, checkpoint_dir)
+    run_train_step(config, features, model, metrics, checkpoint_dir, run_id)

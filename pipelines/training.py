@@ -17,6 +17,7 @@ from components.evaluate_model import evaluate_model
 from components.ingest_sources import ingest_sources
 from components.register_model import lookup_champion, register_model
 from components.train_model import train_model
+from components.trainjob import gpus_requested
 from components.validate_dataset import validate_dataset
 
 PIPELINE_NAME = "aicrush-training"
@@ -58,11 +59,26 @@ def request_training_resources(task: dsl.PipelineTask, res: ResourcesConfig) -> 
     return task
 
 
+#: The train task's own pod when it only launches and awaits a TrainJob: no GPU, little else
+#: (it uploads the config and downloads the finished model folder).
+LAUNCHER_CPU = ("500m", "1")
+LAUNCHER_MEMORY = ("1G", "2G")
+
+
+def request_launcher_resources(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Size of the train task's pod when the training runs in a TrainJob (cluster only)."""
+    task.set_cpu_request(LAUNCHER_CPU[0]).set_cpu_limit(LAUNCHER_CPU[1])
+    task.set_memory_request(LAUNCHER_MEMORY[0]).set_memory_limit(LAUNCHER_MEMORY[1])
+    return task
+
+
 def build_training_pipeline(
     cfg: AicrushConfig, state_dir: str = "/tmp/aicrush"
 ) -> Callable[..., Any]:
     """The training pipeline for ``cfg``: its values are the defaults of the ``config`` parameter,
-    and the training task's cluster resources come from ``cfg.resources`` (fixed at compile time)."""
+    and the training task's cluster resources come from ``cfg.resources`` (fixed at compile time).
+    With more than one GPU in ``cfg.train.distributed`` the train task launches a Kubeflow
+    Trainer TrainJob (``components.trainjob``) and its own pod gets no GPU."""
     tracking_uri, secret = cfg.registry.tracking_uri, cfg.registry.credentials_secret_name
 
     @dsl.pipeline(
@@ -80,9 +96,17 @@ def build_training_pipeline(
         features = engineer_features(
             config=config, state_dir=state_dir, clean=validate.outputs["clean"]
         )
-        train = train_model(config=config, features=features.outputs["features"])
-        request_training_resources(train, cfg.resources)
-        if cfg.resources.train_retries:  # a retried pod resumes from its mirrored checkpoint
+        train = train_model(
+            config=config,
+            features=features.outputs["features"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        if gpus_requested(cfg) > 1:  # the GPUs belong to the TrainJob's pods, not to this one
+            request_launcher_resources(train)
+        else:
+            request_training_resources(train, cfg.resources)
+        # A retried pod resumes from its mirrored checkpoint, or re-attaches to its TrainJob.
+        if cfg.resources.train_retries:
             train.set_retry(num_retries=cfg.resources.train_retries, backoff_duration="30s")
         champion = lookup_champion(config=config, state_dir=state_dir)
         evaluate = evaluate_model(

@@ -13,6 +13,10 @@
   gone, as the queue-proxy does.
 - :func:`start_prometheus` runs a real Prometheus scraping the router and every model server
   (file-based service discovery, 1 s interval).
+- :class:`TrainJobController` plays Kubeflow Trainer + JobSet for the TrainJobs stored in the fake
+  API server: jobs created, pods starting, running, then the worker (a callable given the
+  worker CLI that torchrun would start on rank 0, parsed by torchrun's own argument parser with
+  the ``PET_*`` variables the torch plugin sets), then ``Complete`` or ``Failed``.
 """
 
 from __future__ import annotations
@@ -368,3 +372,147 @@ def write_targets(sd: Path, targets: list[str]) -> None:
     tmp = sd.with_suffix(".tmp")
     tmp.write_text(json.dumps([{"targets": targets, "labels": {"namespace": "aicrush"}}]))
     tmp.replace(sd)
+
+
+def torchrun_invocation(job: dict, node_rank: int = 0) -> tuple[Any, dict[str, str]]:
+    """What torchrun makes of a TrainJob's trainer on node ``node_rank``: its parsed arguments
+    (``torch.distributed.run``'s own parser) under the ``PET_*`` environment Kubeflow Trainer's
+    torch plugin sets (``pkg/runtime/framework/plugins/torch``), and that environment."""
+    import os
+
+    from torch.distributed.run import get_args_parser
+
+    trainer = job["spec"]["trainer"]
+    name = job["metadata"]["name"]
+    if trainer["command"][:1] != ["torchrun"]:
+        raise ValueError(f"the trainer command must start with torchrun: {trainer['command']}")
+    env = {
+        "PET_NNODES": str(trainer.get("numNodes", 1)),
+        "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", "auto")),
+        "PET_NODE_RANK": str(node_rank),
+        "PET_MASTER_ADDR": f"{name}-node-0-0.{name}",
+        "PET_MASTER_PORT": "29400",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        args = get_args_parser().parse_args([*trainer["command"][1:], *trainer.get("args", [])])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return args, env
+
+
+def worker_options(job: dict) -> dict[str, str]:
+    """The worker CLI's options (``--config`` ... ``--metrics-output``) of a TrainJob, keyed
+    without dashes, as torchrun hands them to ``python -m components.train_worker``."""
+    args, _ = torchrun_invocation(job)
+    if not args.module:
+        raise ValueError("torchrun must run the worker as a module (--module)")
+    rest = list(args.training_script_args)
+    if len(rest) % 2:
+        raise ValueError(f"worker options are not --flag value pairs: {rest}")
+    return {rest[i].removeprefix("--"): rest[i + 1] for i in range(0, len(rest), 2)}
+
+
+class TrainJobController(threading.Thread):
+    """Kubeflow Trainer + JobSet for every TrainJob in a ``FakeKube``.
+
+    Each job moves one stage per ``tick_s``: Created (jobsStatus active) -> pods running (ready)
+    -> ``worker(job)`` runs -> ``Complete``; a worker that raises :class:`WorkerFailed` (or any
+    error) gives ``Failed`` with its reason and message. ``hold`` (an Event, set = released)
+    keeps jobs running until the test releases it.
+    """
+
+    def __init__(
+        self,
+        kube: Any,
+        worker: Any,
+        tick_s: float = 0.05,
+        hold: threading.Event | None = None,
+    ):
+        super().__init__(daemon=True, name="trainjob-controller")
+        self.kube, self.worker, self.tick_s, self.hold = kube, worker, tick_s, hold
+        self.stage: dict[tuple[str, str], int] = {}
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+    def __enter__(self) -> TrainJobController:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.tick_s):
+            try:
+                for key in list(self.kube.trainjobs):
+                    self._advance(key)
+            except Exception as err:  # keep reconciling; the test reads the errors
+                self.errors.append(repr(err))
+
+    def _advance(self, key: tuple[str, str]) -> None:
+        job = self.kube.get_trainjob(*key)
+        if job is None:
+            return
+        uid = job["metadata"]["uid"]
+        stage = self.stage.get((key[1], uid), 0)
+        created = {"type": "Created", "status": "True", "reason": "JobsCreationSucceeded",
+                   "message": "Succeeded to create Jobs"}  # fmt: skip
+        if stage == 0:
+            status = {"conditions": [created],
+                      "jobsStatus": [{"name": "node", "active": 1, "ready": 0, "succeeded": 0,
+                                      "failed": 0, "suspended": 0}]}  # fmt: skip
+        elif stage == 1:
+            status = {"conditions": [created],
+                      "jobsStatus": [{"name": "node", "active": 1, "ready": 1, "succeeded": 0,
+                                      "failed": 0, "suspended": 0}]}  # fmt: skip
+        elif stage == 2:
+            if self.hold is not None and not self.hold.is_set():
+                return
+            try:
+                self.worker(job)
+                done = {"type": "Complete", "status": "True", "reason": "JobsCompleted",
+                        "message": "jobset completed successfully"}  # fmt: skip
+                jobs = {"active": 0, "ready": 0, "succeeded": 1, "failed": 0}
+            except WorkerFailed as err:
+                done = {"type": "Failed", "status": "True", "reason": err.reason,
+                        "message": err.message}  # fmt: skip
+                jobs = {"active": 0, "ready": 0, "succeeded": 0, "failed": 1}
+            status = {"conditions": [created, done],
+                      "jobsStatus": [{"name": "node", "suspended": 0, **jobs}]}  # fmt: skip
+        else:
+            return
+        self.kube.set_trainjob_status(*key, status)
+        self.stage[(key[1], uid)] = stage + 1
+
+
+class WorkerFailed(Exception):
+    """Raised by a test's worker: the TrainJob fails with this reason and message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
+
+
+def upload_folder(folder: Path, uri: str) -> int:
+    """Every file under ``folder`` to ``gs://bucket/prefix/<relative path>``."""
+    from google.cloud import storage
+
+    bucket_name, _, prefix = uri[len("gs://") :].partition("/")
+    bucket = storage.Client().bucket(bucket_name)
+    n = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        bucket.blob(
+            f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}"
+        ).upload_from_filename(str(path))
+        n += 1
+    return n

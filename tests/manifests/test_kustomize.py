@@ -187,7 +187,13 @@ def test_pipeline_runner_role_is_namespaced_and_minimal(target: str) -> None:
             "apiGroups": ["serving.kserve.io"],
             "resources": ["inferenceservices"],
             "verbs": ["get", "list", "watch", "create", "patch"],
-        }
+        },
+        # components/trainjob.py: create, poll (get), delete on cancel/timeout/failed retry.
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["trainjobs"],
+            "verbs": ["get", "create", "delete"],
+        },
     ]
     [binding] = by_kind(objects, "RoleBinding").values()
     assert binding["roleRef"] == {
@@ -209,7 +215,13 @@ def test_pipeline_runner_role_is_namespaced_and_minimal(target: str) -> None:
 def test_gke_overlay_uses_workload_identity_and_ssd_volumes() -> None:
     objects = render("overlays/gke")
     accounts = by_kind(objects, "ServiceAccount")
-    for name in ("aicrush-serve", "aicrush-mlflow", "aicrush-feast", "aicrush-pipeline-runner"):
+    for name in (
+        "aicrush-serve",
+        "aicrush-mlflow",
+        "aicrush-feast",
+        "aicrush-pipeline-runner",
+        "aicrush-trainer",
+    ):
         gsa = accounts[name]["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
         assert gsa.endswith(".iam.gserviceaccount.com"), name
     for sts in by_kind(objects, "StatefulSet").values():
@@ -262,3 +274,12 @@ def test_includes_the_alerting_rules_and_dashboards_that_exist(target: str) -> N
     if (MANIFESTS / "dashboards" / "kustomization.yaml").is_file():
         base = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
         assert "../dashboards" in base["resources"], "add ../dashboards to the base resources"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_trainjob_pods_have_their_own_service_account_without_api_token(target: str) -> None:
+    from aicrush.config import DistributedConfig
+
+    accounts = by_kind(render(target), "ServiceAccount")
+    sa = accounts[DistributedConfig().service_account]
+    assert sa["automountServiceAccountToken"] is False

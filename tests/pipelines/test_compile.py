@@ -130,3 +130,34 @@ def test_mlflow_steps_get_server_and_credentials_from_a_secret(tmp_path: Path):
             "MLFLOW_TRACKING_USERNAME",
             "MLFLOW_TRACKING_PASSWORD",
         }
+
+
+def test_multi_gpu_training_compiles_to_a_launcher_task_without_gpu(tmp_path: Path):
+    # 2 nodes x 4 processes x 1 GPU: the GPUs belong to the TrainJob's pods (components/trainjob.py);
+    # the train task's own pod only launches and awaits it.
+    cfg = build_config({"train": {"distributed": {"num_nodes": 2, "processes_per_node": 4}}})
+    spec, *platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
+    resources = _executor_of(spec, "train-model")["container"]["resources"]
+    assert "accelerator" not in resources
+    assert resources["resourceCpuLimit"] == "1" and resources["resourceMemoryLimit"] == "2G"
+    executors = (
+        platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
+    )
+    train_exec = spec["root"]["dag"]["tasks"]["train-model"]["componentRef"]["name"].replace(
+        "comp-", "exec-"
+    )
+    assert "nodeSelector" not in executors.get(train_exec, {})
+    assert "tolerations" not in executors.get(train_exec, {})
+    task = spec["root"]["dag"]["tasks"]["train-model"]
+    # The run id names the TrainJob, so a retried task (kept: maxRetryCount) finds the same one.
+    assert task["inputs"]["parameters"]["run_id"] == {
+        "runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}
+    }
+    assert task["retryPolicy"]["maxRetryCount"] == cfg.resources.train_retries
+
+
+def test_single_gpu_training_still_trains_in_its_own_pod(compiled: list[dict]):
+    spec, _ = compiled
+    assert "run_id" in spec["root"]["dag"]["tasks"]["train-model"]["inputs"]["parameters"]
+    resources = _executor_of(spec, "train-model")["container"]["resources"]
+    assert resources["accelerator"]["resourceCount"] == "1"

@@ -6,6 +6,11 @@ InferenceService CRD schema, keeps ``resourceVersion`` (409 on a stale one) and
 simulates KServe's revisions and traffic in ``status``, records every call, and can fail a chosen
 call. With ``auto_ready=True`` a change is Ready at once; with ``False`` the new status waits
 (condition Ready ``Unknown``, the old traffic) until a controller calls :meth:`FakeKube.mark_ready`.
+
+Given the Kubeflow Trainer TrainJob CRD it also serves ``trainer.kubeflow.org/v1alpha1``
+TrainJobs (create, get, delete): every body is checked against the CRD's OpenAPI schema and its
+top-level CEL rules on ``metadata.name``; their status is set by a controller
+(:meth:`FakeKube.set_trainjob_status`, e.g. ``tests.cluster.emulator.TrainJobController``).
 """
 
 from __future__ import annotations
@@ -26,17 +31,43 @@ PATH = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?/?(?:\?.*)?$"
 )
 
+TRAINJOB_PATH = re.compile(
+    r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/?]+))?/?(?:\?.*)?$"
+)
 
-@functools.lru_cache(maxsize=2)
-def crd_validator(crd_file: Path) -> Any:
-    """A validator for the v1beta1 schema (parsed once per process: the CRD is 2 MB of YAML)."""
+
+@functools.lru_cache(maxsize=4)
+def crd_validator(crd_file: Path, version: str = "v1beta1") -> Any:
+    """A validator for the ``version`` schema (parsed once per process: CRDs are MBs of YAML)."""
     import jsonschema
 
     crd = yaml.load(crd_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")["schema"][
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"][
         "openAPIV3Schema"
     ]
     return jsonschema.Draft7Validator(schema)
+
+
+_CEL_MATCHES = re.compile(r"^self\.metadata\.name\.matches\('(.+)'\)$")
+_CEL_SIZE = re.compile(r"^size\(self\.metadata\.name\) <= (\d+)$")
+
+
+def name_rules(validator: Any) -> list[tuple[str, Any]]:
+    """The schema's top-level CEL rules on ``metadata.name`` as (message, check) pairs. Only the
+    two forms the TrainJob CRD uses are understood; any other rule raises, so a CRD update
+    that adds one is noticed here rather than silently not enforced."""
+    rules = []
+    for rule in validator.schema.get("x-kubernetes-validations") or []:
+        text, message = rule["rule"], rule["message"]
+        if m := _CEL_MATCHES.match(text):
+            pattern = re.compile(m.group(1))
+            rules.append((message, lambda name, p=pattern: bool(p.search(name))))
+        elif m := _CEL_SIZE.match(text):
+            limit = int(m.group(1))
+            rules.append((message, lambda name, n=limit: len(name) <= n))
+        else:
+            raise NotImplementedError(f"CEL rule not understood by the fake API server: {text}")
+    return rules
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -70,6 +101,9 @@ class FakeKube:
         default_factory=list
     )  # (method, status) for the next such call
     auto_ready: bool = True
+    #: TrainJobs (namespace, name) -> object, validated by ``trainjob_validator`` when given.
+    trainjob_validator: Any = None
+    trainjobs: dict[tuple[str, str], dict] = field(default_factory=dict)
     #: (namespace, name) -> the status KServe reports once the pending revision is ready.
     pending: dict[tuple[str, str], dict] = field(default_factory=dict)
     _rv: int = 0
@@ -157,7 +191,79 @@ class FakeKube:
             },
         }
 
+    def set_trainjob_status(self, namespace: str, name: str, status: dict) -> bool:
+        """Controller side: replace the status of a TrainJob (False when it is gone)."""
+        with self._lock:
+            obj = self.trainjobs.get((namespace, name))
+            if obj is None:
+                return False
+            obj = copy.deepcopy(obj)
+            obj["status"] = copy.deepcopy(status)
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self.trainjobs[(namespace, name)] = obj
+            return True
+
+    def get_trainjob(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return copy.deepcopy(self.trainjobs.get((namespace, name)))
+
+    def validate_trainjob(self, obj: dict) -> list[str]:
+        errors = [
+            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in self.trainjob_validator.iter_errors(obj)
+        ]
+        name = obj.get("metadata", {}).get("name", "")
+        errors += [f"metadata.name: {msg}" for msg, ok in name_rules(self.trainjob_validator)
+                   if not ok(name)]  # fmt: skip
+        return errors
+
+    def _handle_trainjob(
+        self, method: str, ns: str, name: str | None, body: Any
+    ) -> tuple[int, dict]:
+        if self.trainjob_validator is None:
+            return 404, _status(404, "NotFound", "the TrainJob CRD is not installed")
+        key = (ns, name or (body or {}).get("metadata", {}).get("name", ""))
+        current = self.trainjobs.get(key)
+        if method == "GET":
+            if current:
+                return 200, current
+            return 404, _status(
+                404, "NotFound", f'trainjobs.trainer.kubeflow.org "{key[1]}" not found'
+            )
+        if method == "DELETE":
+            if not current:
+                return 404, _status(
+                    404, "NotFound", f'trainjobs.trainer.kubeflow.org "{key[1]}" not found'
+                )
+            del self.trainjobs[key]  # foreground deletion, its JobSet already gone
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if method != "POST":
+            return 405, _status(405, "MethodNotAllowed", method)
+        if current:
+            return 409, _status(
+                409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{key[1]}" already exists'
+            )
+        new = copy.deepcopy(body)
+        new.pop("status", None)
+        errors = self.validate_trainjob(new)
+        if errors:
+            self.invalid.extend(errors)
+            return 422, _status(422, "Invalid", "; ".join(errors[:5]))
+        self._rv += 1
+        new["metadata"].update(resourceVersion=str(self._rv), generation=1, uid=f"uid-{self._rv}")
+        self.trainjobs[key] = new
+        return 201, new
+
     def handle(self, method: str, path: str, body: Any) -> tuple[int, dict]:
+        t = TRAINJOB_PATH.match(path)
+        if t:
+            with self._lock:
+                for i, (fail_method, code) in enumerate(self.fail_next):
+                    if fail_method == method:
+                        del self.fail_next[i]
+                        return code, _status(code, "InternalError", "injected failure")
+                return self._handle_trainjob(method, t.group(1), t.group(2), body)
         m = PATH.match(path)
         if not m:
             return 404, _status(404, "NotFound", f"no route {path}")
@@ -242,8 +348,10 @@ def _status(code: int, reason: str, message: str) -> dict:
 class FakeKubeServer:
     """``with FakeKubeServer(crd) as s:`` -> ``s.url``, ``s.kube`` (state, calls), ``s.api()`` (CustomObjectsApi)."""
 
-    def __init__(self, crd_file: Path):
+    def __init__(self, crd_file: Path, trainjob_crd: Path | None = None):
         self.kube = FakeKube(crd_validator(crd_file))
+        if trainjob_crd is not None:
+            self.kube.trainjob_validator = crd_validator(trainjob_crd, "v1alpha1")
         kube = self.kube
 
         class Handler(BaseHTTPRequestHandler):
