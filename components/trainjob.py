@@ -65,7 +65,6 @@ TASK_LABEL = "aicrush.dev/kfp-task"
 WORKER_MODULE = "components.train_worker"
 #: Uid of the training image's user (docker/train.Dockerfile ``USER 10001:10001``).
 IMAGE_UID = 10001
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 class TrainJobError(RuntimeError):
@@ -548,14 +547,6 @@ def download_prefix(uri: str, dst: Path) -> int:
 # The step
 
 
-def current_namespace(default: str) -> str:
-    """The namespace of this pod (its service account's), else ``default``."""
-    try:
-        return SA_NAMESPACE_FILE.read_text().strip() or default
-    except OSError:
-        return default
-
-
 def kube_api() -> Any:
     """``CustomObjectsApi`` from the pod's service account, else the local kubeconfig."""
     from kubernetes import client, config
@@ -600,7 +591,10 @@ def run_trainjob(
         run_id: the KFP run id (name and labels of the TrainJob).
         checkpoint_dir: a ``gs://`` checkpoint prefix; "" is the run's
             ``checkpoints/train_model`` prefix.
-        namespace: "" is this pod's namespace (else ``rollout.namespace``).
+        namespace: "" is ``rollout.namespace`` (default ``aicrush``): the project's namespace,
+            where its Role allows the pipeline's service account (``aicrush/aicrush-pipeline-runner``
+            or standalone KFP's ``kubeflow/pipeline-runner``) to manage TrainJobs and where the
+            pods' service account ``train.distributed.service_account`` lives.
     Raises:
         TrainJobError: the TrainJob failed (its reason), timed out, or the API refused it.
         FileNotFoundError: the job succeeded but wrote no model folder.
@@ -613,7 +607,7 @@ def run_trainjob(
 
         image = default_images()["train"]
     name = trainjob_name(run_id or features_uri)
-    namespace = namespace or current_namespace(cfg.rollout.namespace)
+    namespace = namespace or cfg.rollout.namespace
     remote_ckpt = checkpoint_dir if checkpoint_dir.startswith("gs://") else ""
     paths = TrainJobPaths.for_run(features_uri, name, remote_ckpt)
     body = build_trainjob(

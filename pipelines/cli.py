@@ -247,6 +247,8 @@ def compile_(
 
     The config becomes the default of the pipeline's `config` parameter; the training task
     requests the GPU, node selector and toleration of `resources` (default: one NVIDIA L4).
+    With more than one GPU in `train.distributed` it requests no GPU and launches a Kubeflow
+    Trainer TrainJob instead (docs/distributed-training.md).
     Upload the file in the Kubeflow dashboard or use `aicrush submit`.
     """
     cfg = _config(config, preset, source)

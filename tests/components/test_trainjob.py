@@ -428,7 +428,6 @@ def test_the_train_step_dispatches_to_a_trainjob_in_the_cluster(
     from components.train_model import run_train_step
 
     monkeypatch.setattr(trainjob, "kube_api", kube.api)
-    monkeypatch.setattr(trainjob, "SA_NAMESPACE_FILE", tmp_path / "no-such-file")
     features = SimpleNamespace(uri=FEATURES, path=str(tmp_path / "unused"))
     model = SimpleNamespace(uri=f"{FEATURES}-model", path=str(tmp_path / "model"), metadata={})
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
