@@ -68,7 +68,14 @@ IMAGE_UID = 10001
 
 
 class TrainJobError(RuntimeError):
-    """The TrainJob failed, timed out or could not be created; the message says why and what to do."""
+    """The TrainJob failed, timed out or could not be created; the message says why and what to do.
+
+    ``transient``: an API-server error worth retrying (HTTP 5xx, 429, connection lost).
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def gpus_requested(cfg: AicrushConfig) -> int:
@@ -320,7 +327,8 @@ def _api_error(err: Exception, doing: str) -> TrainJobError:
     }.get(status or 0, "")
     return TrainJobError(
         f"{doing} failed: HTTP {status} {getattr(err, 'reason', '') or ''} {message}".strip()
-        + (f" ({hint})" if hint else "")
+        + (f" ({hint})" if hint else ""),
+        transient=status is None or status == 429 or status >= 500,
     )
 
 
@@ -344,8 +352,12 @@ class TrainJobRunner:
     clock: Callable[[], float] = time.monotonic
 
     def get(self) -> dict[str, Any] | None:
+        """The TrainJob, or None when there is none. Raises TrainJobError (``transient`` for
+        5xx, 429 and lost connections)."""
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
+        doing = f"reading TrainJob {self.namespace}/{self.name}"
         try:
             return self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, self.name
@@ -353,7 +365,9 @@ class TrainJobRunner:
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise _api_error(err, f"reading TrainJob {self.namespace}/{self.name}") from err
+            raise _api_error(err, doing) from err
+        except HTTPError as err:
+            raise TrainJobError(f"{doing} failed: {err}", transient=True) from err
 
     def delete(self, wait_s: float = 120.0) -> bool:
         """Delete the TrainJob (foreground: its JobSet and pods go first) and wait until it is
@@ -375,7 +389,14 @@ class TrainJobRunner:
                 return False
             raise _api_error(err, f"deleting TrainJob {self.namespace}/{self.name}") from err
         deadline = self.clock() + wait_s
-        while self.get() is not None and self.clock() < deadline:
+        while self.get() is not None:
+            if self.clock() >= deadline:
+                raise TrainJobError(
+                    f"TrainJob {self.namespace}/{self.name} is still being deleted after "
+                    f"{wait_s:.0f} s; see `kubectl -n {self.namespace} describe trainjob "
+                    f"{self.name}` (finalizers), then run the step again",
+                    transient=True,
+                )
             self.sleep(min(self.poll_s, 2.0))
         return True
 
@@ -421,7 +442,18 @@ class TrainJobRunner:
         deadline = self.clock() + timeout_s
         last = ""
         while True:
-            job = self.get()
+            try:
+                job = self.get()
+            except TrainJobError as err:
+                # A restarting API server must not fail a training that runs on; the deadline
+                # still bounds the wait.
+                if not err.transient or self.clock() >= deadline:
+                    raise
+                if str(err) != last:
+                    self.report(f"{err}; retrying")
+                    last = str(err)
+                self.sleep(min(self.poll_s, max(0.0, deadline - self.clock())))
+                continue
             if job is None:
                 raise TrainJobError(
                     f"TrainJob {self.namespace}/{self.name} was deleted while the step waited for "

@@ -483,9 +483,12 @@ class TrainJobController(threading.Thread):
                 done = {"type": "Complete", "status": "True", "reason": "JobsCompleted",
                         "message": "jobset completed successfully"}  # fmt: skip
                 jobs = {"active": 0, "ready": 0, "succeeded": 1, "failed": 0}
-            except WorkerFailed as err:
-                done = {"type": "Failed", "status": "True", "reason": err.reason,
-                        "message": err.message}  # fmt: skip
+            except Exception as err:  # a crashed worker: the job fails, as a pod's exit would
+                reason, message = (
+                    (err.reason, err.message) if isinstance(err, WorkerFailed)
+                    else ("FailedJobs", f"jobset failed: {err!r}")
+                )  # fmt: skip
+                done = {"type": "Failed", "status": "True", "reason": reason, "message": message}
                 jobs = {"active": 0, "ready": 0, "succeeded": 0, "failed": 1}
             status = {"conditions": [created, done],
                       "jobsStatus": [{"name": "node", "suspended": 0, **jobs}]}  # fmt: skip

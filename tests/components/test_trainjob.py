@@ -440,3 +440,23 @@ def test_the_train_step_dispatches_to_a_trainjob_in_the_cluster(
     assert model.metadata["trainjob"] == trainjob_name("run-step")
     assert result.labels == model.metadata["labels"] and len(result.labels) >= 2
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_api_server_errors_while_waiting_are_retried(gcs: Any, kube: FakeKubeServer) -> None:
+    lines: list[str] = []
+    with TrainJobController(kube.kube, lambda job: None):
+        runner = TrainJobRunner(kube.api(), NS, trainjob_name("run-5xx"), report=lines.append,
+                                poll_s=0.02)  # fmt: skip
+        runner.submit(body_for(dist_cfg(), "run-5xx"))
+        kube.kube.fail_next.extend([("GET", 503), ("GET", 500)])
+        job = runner.wait(timeout_s=30)
+    assert describe(job)[0] == "succeeded"
+    assert any("HTTP 503" in line and "retrying" in line for line in lines)
+
+
+def test_forbidden_is_not_retried_and_points_at_rbac(gcs: Any, kube: FakeKubeServer) -> None:
+    runner = TrainJobRunner(kube.api(), NS, trainjob_name("run-403"), report=lambda _: None)
+    kube.kube.fail_next.append(("GET", 403))
+    with pytest.raises(TrainJobError, match=r"HTTP 403.*rbac\.yaml") as err:
+        runner.wait(timeout_s=30)
+    assert not err.value.transient
