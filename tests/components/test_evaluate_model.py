@@ -280,7 +280,12 @@ def test_component_glue_with_kfp_artifacts(
     assert "<html>" in Path(card.path).read_text()
     assert Path(card.metadata["predictions"]).is_file()
 
-    assert set(train_model.component_spec.inputs) == {"config", "features", "checkpoint_dir"}
+    assert set(train_model.component_spec.inputs) == {
+        "config",
+        "features",
+        "checkpoint_dir",
+        "run_id",
+    }
     assert set(evaluate_model.component_spec.outputs) >= {
         "metrics",
         "confusion",
