@@ -622,7 +622,8 @@ def run_trainjob(
         model_dir: the step's ``model`` output folder.
         run_id: the KFP run id (name and labels of the TrainJob).
         checkpoint_dir: a ``gs://`` checkpoint prefix; "" is the run's
-            ``checkpoints/train_model`` prefix.
+            ``checkpoints/train_model`` prefix (a local folder raises ValueError: the job's pods
+            cannot see this pod's disk).
         namespace: "" is ``rollout.namespace`` (default ``aicrush``): the project's namespace,
             where its Role allows the pipeline's service account (``aicrush/aicrush-pipeline-runner``
             or standalone KFP's ``kubeflow/pipeline-runner``) to manage TrainJobs and where the
@@ -640,8 +641,13 @@ def run_trainjob(
         image = default_images()["train"]
     name = trainjob_name(run_id or features_uri)
     namespace = namespace or cfg.rollout.namespace
-    remote_ckpt = checkpoint_dir if checkpoint_dir.startswith("gs://") else ""
-    paths = TrainJobPaths.for_run(features_uri, name, remote_ckpt)
+    if checkpoint_dir and not checkpoint_dir.startswith("gs://"):
+        raise ValueError(
+            f"checkpoint_dir {checkpoint_dir!r} is a local folder, which the TrainJob's pods cannot "
+            "see; give the train task a gs:// prefix, or leave it empty for the run's "
+            "checkpoints/train_model prefix"
+        )
+    paths = TrainJobPaths.for_run(features_uri, name, checkpoint_dir)
     body = build_trainjob(
         cfg, name=name, namespace=namespace, paths=paths, image=image, run_id=run_id
     )

@@ -460,3 +460,17 @@ def test_forbidden_is_not_retried_and_points_at_rbac(gcs: Any, kube: FakeKubeSer
     with pytest.raises(TrainJobError, match=r"HTTP 403.*rbac\.yaml") as err:
         runner.wait(timeout_s=30)
     assert not err.value.transient
+
+
+def test_a_local_checkpoint_dir_is_refused_in_trainjob_mode(tmp_path: Path) -> None:
+    # Before anything is created: the TrainJob's pods could never see this pod's disk.
+    with pytest.raises(ValueError, match="gs:// prefix"):
+        run_trainjob(dist_cfg(), features_uri=FEATURES, model_dir=tmp_path / "m", run_id="r",
+                     checkpoint_dir=str(tmp_path / "ckpt"), api=object(), namespace=NS)  # fmt: skip
+
+
+def test_an_explicit_gs_checkpoint_prefix_reaches_the_worker() -> None:
+    paths = TrainJobPaths.for_run(FEATURES, "aicrush-train-x", f"gs://{BUCKET}/ckpt/mine")
+    body = build_trainjob(dist_cfg(), name="aicrush-train-x", namespace=NS, paths=paths,
+                          image="train:1")  # fmt: skip
+    assert worker_options(body)["checkpoint-dir"] == f"gs://{BUCKET}/ckpt/mine"
