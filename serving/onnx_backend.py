@@ -13,8 +13,8 @@ at registration, so a registered model version carries them):
 - ``aicrush.json`` gains ``"onnx": {"files": {"onnx": ..., "onnx-int8": ...}, "opset": N,
   "torch": VERSION}``.
 
-Serving (:class:`OnnxBackend`) imports onnxruntime, numpy and the Hugging Face tokenizer only,
-never torch (tests/serving/test_onnx_backend.py checks ``sys.modules``), and reads texts exactly
+Serving (:class:`OnnxBackend`) imports onnxruntime, numpy and the ``tokenizers`` library only,
+never torch or transformers (whose ``AutoTokenizer`` imports torch when it is installed) (tests/serving/test_onnx_backend.py checks ``sys.modules``), and reads texts exactly
 as the torch path does (``aicrush.text_window.model_inputs``: window, crops, truncation).
 
     python -m serving.onnx_backend MODEL_DIR     # export both files into MODEL_DIR
@@ -127,6 +127,46 @@ def onnx_file(model_dir: Path, backend: str) -> Path:
     return path
 
 
+class FastTokenizer:
+    """The model folder's ``tokenizer.json`` through the ``tokenizers`` library, called like a
+    Hugging Face fast tokenizer for what ``aicrush.text_window.model_inputs`` asks of it.
+
+    ``transformers.AutoTokenizer`` imports torch whenever it is installed; this does not.
+    ``__call__(texts, truncation, max_length, padding=False)`` -> ``{"input_ids": [[int]]}``,
+    special tokens added, truncation from the right as transformers does (tested equal on the
+    tiny preset's tokenizer and MiniLM's in tests/serving/test_onnx_backend.py).
+    Raises FileNotFoundError when the folder has no ``tokenizer.json`` (a slow-only tokenizer).
+    """
+
+    def __init__(self, model_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{model_dir} has no tokenizer.json (a fast tokenizer), which the ONNX backend "
+                "reads; save the tokenizer with a fast tokenizer class, or serve with --backend torch"
+            )
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+
+    def __call__(
+        self,
+        texts: Sequence[str],
+        truncation: bool = False,
+        max_length: int | None = None,
+        padding: bool = False,
+    ) -> dict[str, list[list[int]]]:
+        if padding:
+            raise ValueError("FastTokenizer does not pad: the server never pads")
+        if truncation and max_length:
+            self._tokenizer.enable_truncation(max_length)
+        else:
+            self._tokenizer.no_truncation()
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        return {"input_ids": [e.ids for e in encodings]}
+
+
 class OnnxBackend:
     """An ONNX Runtime session over an exported model folder, with its tokenizer and labels.
 
@@ -143,7 +183,6 @@ class OnnxBackend:
         self, model_dir: str | Path, backend: str = "onnx", threads: int = 1, spin: bool = False
     ) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         self.model_dir = resolve_model_dir(model_dir)
         self.meta: dict[str, Any] = json.loads((self.model_dir / MODEL_META_FILE).read_text())
@@ -158,7 +197,7 @@ class OnnxBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer = FastTokenizer(self.model_dir)
         self.labels: list[str] = list(self.meta["labels"])
         self.max_length = int(self.meta.get("max_length", 256))
         self.text_window = window_of(self.meta)
