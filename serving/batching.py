@@ -32,13 +32,23 @@ import numpy as np
 from aicrush.text_window import mean_by_text, model_inputs
 
 
-def bucket_by_length(lengths: Sequence[int], max_batch_size: int) -> list[list[int]]:
+def bucket_by_length(
+    lengths: Sequence[int], max_batch_size: int, groups: Sequence[int] | None = None
+) -> list[list[int]]:
     """Group row indices by equal length, each group cut into chunks of at most ``max_batch_size``.
 
-    Pure: rows keep their input order inside a bucket; buckets come in order of first appearance.
+    ``groups`` (one key per row, e.g. the text each row belongs to): rows of different groups
+    never share a bucket, and a group's rows of one length stay in one chunk whatever
+    ``max_batch_size`` is. Pure: rows keep their input order inside a bucket; buckets come in
+    order of first appearance.
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if groups is not None:
+        by_group: dict[tuple[int, int], list[int]] = {}
+        for i, (n, g) in enumerate(zip(lengths, groups, strict=True)):
+            by_group.setdefault((int(g), int(n)), []).append(i)
+        return list(by_group.values())
     buckets: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         buckets.setdefault(int(n), []).append(i)
@@ -61,6 +71,7 @@ def probabilities_unpadded(
     max_batch_size: int = 64,
     text_window: str = "head",
     crops: int = 1,
+    per_text: bool = False,
 ) -> tuple[np.ndarray, list[int]]:
     """Class probabilities for ``texts`` without padding; also returns each text's token count.
 
@@ -69,14 +80,17 @@ def probabilities_unpadded(
     (the model's limit); a text read as several windows gets the mean of their probabilities
     and the sum of their token counts. Each call of ``run`` (a backend's forward pass: torch or
     ONNX Runtime) holds windows of one token length only, so every row's result is what the
-    model gives that window alone. Shapes: returns ``[len(texts), n_labels]`` float32.
+    model gives that window alone. ``per_text``: each call holds the windows of one text only
+    (for a backend whose rows are not independent, like dynamic int8 quantization, whose
+    activation scale is taken over the whole input). Shapes: returns ``[len(texts), n_labels]``
+    float32.
     """
     if not texts:
         return np.zeros((0, n_labels), dtype=np.float32), []
     ids, owner = model_inputs(tokenizer, texts, max_length, text_window, crops)
     row_lengths = [len(x) for x in ids]
     out = np.empty((len(ids), n_labels), dtype=np.float32)
-    for rows in bucket_by_length(row_lengths, max_batch_size):
+    for rows in bucket_by_length(row_lengths, max_batch_size, owner if per_text else None):
         out[rows] = run(np.array([ids[i] for i in rows], dtype=np.int64))
     lengths = np.bincount(owner, weights=row_lengths, minlength=len(texts)).astype(int).tolist()
     if len(ids) == len(texts):

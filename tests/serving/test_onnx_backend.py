@@ -68,6 +68,27 @@ def test_onnx_reads_texts_as_torch_does_and_gives_its_probabilities(exported: Pa
     assert int8.shape == reference.shape and np.allclose(int8.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_a_text_gets_the_same_probabilities_whatever_it_is_batched_with(
+    exported: Path, backend: str
+) -> None:
+    """The server's guarantee, for ONNX Runtime too: batched results are bit-for-bit those of
+    each text alone (int8: each text's windows run as their own call, see OnnxBackend.forward)."""
+    texts = [*SNIPPETS, "\n".join(SNIPPETS * 8), *SNIPPETS[::-1]]
+    onnx = OnnxBackend(exported, backend)
+    batched, _ = onnx.forward(texts, 64)
+    alone = np.concatenate([onnx.forward([t], 1)[0] for t in texts])
+    assert np.array_equal(batched, alone)
+
+
+def test_bucket_by_length_keeps_groups_apart_and_whole() -> None:
+    from serving.batching import bucket_by_length
+
+    lengths, owner = [4, 4, 4, 2, 4, 4], [0, 0, 1, 2, 1, 1]
+    assert bucket_by_length(lengths, 2) == [[0, 1], [2, 4], [5], [3]]
+    assert bucket_by_length(lengths, 1, owner) == [[0, 1], [2, 4, 5], [3]]
+
+
 def tokenization_cases() -> list[str]:
     long_file = "\n".join(SNIPPETS * 40)  # over max_length x CROP_SPAN tokens
     return [*SNIPPETS, long_file, "", "  \t\n", "naïve café 日本語 🙂 " * 30]
