@@ -121,7 +121,7 @@ def onnx_file(model_dir: Path, backend: str) -> Path:
     if not path.is_file():
         raise MissingOnnxFiles(
             f"{model_dir} has no {ONNX_FILES[backend]} (backend {backend}): the ONNX files are "
-            "written at registration (register_model, serving.export_onnx: true); export them "
+            "written at registration (register_model); export them "
             f"with `python -m serving.onnx_backend {model_dir}`, or serve with --backend torch"
         )
     return path

@@ -236,3 +236,32 @@ def test_trained_model_served_with_onnx_gives_the_torch_labels(trained, tmp_path
             ).json()["predictions"]
         agreement = np.mean([g["label"] == r for g, r in zip(got, reference, strict=True)])
         assert agreement >= (1.0 if backend == "onnx" else 0.995), (backend, agreement)
+
+
+def test_aicrush_serve_says_what_to_do_for_a_folder_without_onnx_files(
+    random_model_dir: Path, state_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from tests.serving import free_port
+
+    args = ["serve", "--path", str(random_model_dir), "--state-dir", str(state_dir)]
+    ports = ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+    result = CliRunner().invoke(app, [*args, *ports, "--backend", "onnx-int8"])
+    assert result.exit_code == 2, result.output
+    assert "has no model.int8.onnx" in result.output
+    assert "python -m serving.onnx_backend" in result.output
+    wrong = CliRunner().invoke(app, [*args, "--backend", "tensorrt"])
+    assert wrong.exit_code == 2 and "choose one of auto, torch, onnx, onnx-int8" in flat(
+        wrong.output
+    )
+    both = CliRunner().invoke(app, [*args, "--backend", "onnx", "--quantize"])
+    assert both.exit_code == 2 and "use --backend onnx-int8" in flat(both.output)
+
+
+def flat(output: str) -> str:
+    """Typer's boxed error text as one line (box characters and line breaks removed)."""
+    import re
+
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", output).split())
