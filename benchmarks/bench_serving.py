@@ -20,8 +20,11 @@ standard library, V1 REST), in its own process. Measured in one run:
 (c) MLServer with adaptive batching serving the same ONNX file with the same code through its
     custom-runtime API (benchmarks/serving/mlserver_runtime.py, in its own venv);
 (d) a no-op model through our server and through MLServer (protocol overhead only);
-(e) both cores: 1 process with 2 threads, 2 server processes (replicas) with 1 thread each and
-    half the connections each, and the server pinned to 1 core (taskset), all at c = 32.
+(e) both cores: 1 process with 2 threads, 2 server processes (replicas) with 1 thread each on a
+    core each and half the connections each, and the server pinned to 1 core, all at c = 32.
+
+The servers run on cores 0 and 1 (taskset; the "2-core pod"); wrk runs on the other cores when
+the machine has more than 2, else it shares the pod's cores (then the figures are a floor).
 
 Ends with one line for tools:
 ``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...``
@@ -112,9 +115,16 @@ def lua_script(path: Path, bodies: list[str]) -> Path:
     return path
 
 
+#: The "pod": our servers run on these cores (taskset); wrk runs on the others when the machine
+#: has more than 2 cores, else it shares them (stated with the figures).
+POD_CPUS = "0,1"
+
+
 def wrk_cmd(url: str, script: Path, concurrency: int, duration: float) -> list[str]:
-    return ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-            "-s", str(script), url]  # fmt: skip
+    cores = os.cpu_count() or 1
+    pin = ["taskset", "-c", f"2-{cores - 1}"] if cores > 2 else []
+    return [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+            "--timeout", "10s", "-s", str(script), url]  # fmt: skip
 
 
 def wrk_result(stdout: str) -> dict[str, float]:
@@ -170,6 +180,8 @@ def in_process(model_dir: Path, agree_texts: list[str], load: list[str], seconds
     from aicrush.model_folder import TextClassifier
     from serving.predictor import load_backend
 
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0, 1} & os.sched_getaffinity(0) or os.sched_getaffinity(0))
     torch.set_num_threads(1)
     eager = TextClassifier.from_dir(model_dir, device="cpu")
     reference = eager.predict_proba(agree_texts).argmax(1)
@@ -200,7 +212,7 @@ def our_cmd(model_dir: Path, port: int, backend: str, threads: int, cpus: str | 
 
 def ours(
     work: Path, model_dir: Path, script: Path, duration: float, backend: str, threads: int = 1,
-    cpus: str | None = None, levels=CONCURRENCY,
+    cpus: str | None = POD_CPUS, levels=CONCURRENCY,
 ) -> dict:  # fmt: skip
     port = free_port()
     log = work / f"aicrush-{backend}-t{threads}-{cpus or 'all'}.log"
@@ -213,7 +225,7 @@ def replicas(work: Path, model_dir: Path, script: Path, duration: float, backend
     ports = [free_port() for _ in range(n)]
     with contextlib.ExitStack() as stack:
         for i, port in enumerate(ports):
-            cmd = our_cmd(model_dir, port, backend, 1, None)
+            cmd = our_cmd(model_dir, port, backend, 1, str(i))  # one core each, as 1-CPU pods
             stack.enter_context(server(cmd, ready(port), work / f"replica-{i}.log"))
         urls = [predict_url(p) for p in ports]
         wrk_parallel(urls, script, 8, 1.0)
@@ -306,6 +318,12 @@ def prepare_model(args: argparse.Namespace, work: Path) -> tuple[Path, list[str]
     return model_dir, texts[: args.max_texts]
 
 
+def phase(r: dict, name: str) -> None:
+    """Print the phase and record the load average as it starts (the machine may be shared)."""
+    r["loadavg"][name] = os.getloadavg()
+    print(f"{name} ... (load average {r['loadavg'][name][0]:.2f})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -338,21 +356,21 @@ def main(argv: list[str] | None = None) -> None:
     r: dict = {"model": str(args.model_dir or model_dir), "duration_s": d, "backend": backend,
                "agreement_texts": len(agree_texts), "loadavg": {"start": os.getloadavg()}}  # fmt: skip
 
-    print("(a) in-process forward passes ...", flush=True)
+    phase(r, "(a) in-process forward passes")
     r["in_process"] = in_process(model_dir, agree_texts, code_snippets(256, 1024), min(d, 2.0))
-    print(f"(a) our server, {backend} ...", flush=True)
+    phase(r, f"(a) our server, {backend}")
     r["aicrush"] = ours(work, model_dir, v1_lua, d, backend)
-    print("(a) our server, torch ...", flush=True)
+    phase(r, "(a) our server, torch")
     r["aicrush_torch"] = ours(work, model_dir, v1_lua, d, "torch", levels=(32,))
-    print("(b) naive predictor ...", flush=True)
+    phase(r, "(b) naive predictor")
     r["naive"] = module_server(work, "benchmarks.serving.naive_server", model_dir, v1_lua, d)
     mls = Path(args.mlserver_python)
-    print("(c) MLServer ...", flush=True)
+    phase(r, "(c) MLServer")
     r["mlserver"] = mlserver(work, mls, model_dir, v2_lua, d, False, backend)
-    print("(d) no-op servers ...", flush=True)
+    phase(r, "(d) no-op servers")
     r["noop_aicrush"] = module_server(work, "benchmarks.serving.noop_server", model_dir, v1_lua, d)
     r["noop_mlserver"] = mlserver(work, mls, model_dir, v2_lua, d, True, backend)
-    print("(e) threads, replicas, one core ...", flush=True)
+    phase(r, "(e) threads, replicas, one core")
     r["threads2"] = ours(work, model_dir, v1_lua, d, backend, threads=2, levels=(32,))
     r["replicas2"] = replicas(work, model_dir, v1_lua, d, backend, 2)
     r["one_core"] = ours(work, model_dir, v1_lua, d, backend, cpus="0", levels=(32,))
@@ -438,13 +456,14 @@ def print_report(r: dict, s: dict) -> None:
     print(f"  {r['backend']} / torch fp32, in-process = {s['onnx_speedup']:.2f}  (target >= 2), "
           f"server = {s['server_speedup_vs_torch']:.2f}; agreement {s['agreement']:.4f} (target >= 0.995)")  # fmt: skip
     print(f"  p99 at c=8 = {s['p99_ms_c8']:.1f} ms  (target <= 100)")
-    print(f"\npod size: one 2-core pod (this machine, wrk on the same cores) serves {s['rps_two_core_pod']:.0f} rps "
+    shared = "wrk on the same cores" if (os.cpu_count() or 1) <= 2 else "wrk on other cores"
+    print(f"\npod size: one 2-core pod (cores {POD_CPUS}, {shared}) serves {s['rps_two_core_pod']:.0f} rps "
           f"({s['best_two_core']}); pinned to 1 core {s['rps_one_core']:.0f} rps.")  # fmt: skip
     print(f"  {TARGET_RPS} rps, scaling by replicas (linear, stated not measured beyond 2 cores): "
           f"{s['cores_for_target']:.1f} cores = {s['pods_for_target']} pods of 2 cores")  # fmt: skip
     la = r["loadavg"]
-    print(f"load average: start {', '.join(f'{x:.2f}' for x in la['start'])}; "
-          f"end {', '.join(f'{x:.2f}' for x in la['end'])}; wall {r['wall_s']:.0f} s")  # fmt: skip
+    print("load average (1 min) at each phase: " + "; ".join(f"{k} {v[0]:.2f}" for k, v in la.items())
+          + f"; wall {r['wall_s']:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
