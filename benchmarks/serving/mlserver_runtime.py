@@ -7,7 +7,7 @@ ONNX Runtime session options), so the comparison is of the server stacks: MLServ
 layer and adaptive batching against KServe's REST layer and our batcher.
 
 ``mlserver_huggingface`` is not used: its HuggingFaceRuntime imports optimum's exporter, which
-does not import with the locked torch/transformers (docs/serving.md).
+did not import with the locked torch/transformers when tried (2026-11-23, docs/serving.md).
 
 model-settings.json ``parameters.extra``: ``model_dir`` (the model folder), ``backend``
 (``onnx`` | ``onnx-int8``), ``threads`` (intra-op threads). V2 input ``text`` (BYTES ``[N]``)
