@@ -345,7 +345,24 @@ def run_model_server(
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes
     )
+    freeze_loaded_heap()
     model_server.start([model])
+
+
+def freeze_loaded_heap() -> None:
+    """Move every object alive now (the loaded model, tokenizer, libraries, the app) out of the
+    garbage collector's reach (``gc.freeze``), so a full collection during serving scans only
+    what requests created.
+
+    Without it, full collections stalled the event loop: no-op model at c=8, p99 75-91 ms
+    (p50 2.4 ms); frozen: p99 6.3 ms (docs/serving.md, "CPU speed"). Nothing that is frozen
+    is ever collected, which is what the loaded model wants; request garbage is collected as
+    before.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def check_server_options(server_options: dict[str, Any]) -> dict[str, Any]:
