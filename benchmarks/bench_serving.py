@@ -12,9 +12,10 @@ the agreement figures need a model that learned something.
 Load: ``wrk`` (one thread, C connections, a Lua script rotating ~1 KB code snippets from the
 standard library, V1 REST), in its own process. Measured in one run:
 
-(a) the limit: each backend's forward pass in-process (no HTTP; torch fp32 eager, ONNX Runtime
-    fp32, ONNX Runtime int8) at batch 1 and 32, 1 and 2 intra-op threads, with label agreement
-    against the fp32 eager ``TextClassifier`` on the held-out texts;
+(a) each backend's forward pass in-process (no HTTP; torch fp32 eager, ONNX Runtime fp32, ONNX
+    Runtime int8) at batch 1 and 32, 1 and 2 intra-op threads, with label agreement against the
+    fp32 eager ``TextClassifier`` on the held-out texts; the limit: the default backend
+    in-process at its best batch size, measured again in each round beside the servers;
     our server with the default backend at c = 1, 8, 32, and with the torch backend at c = 32;
 (b) the naive KServe predictor: one unbatched ``TextClassifier.predict`` per request;
 (c) MLServer with adaptive batching serving the same ONNX file with the same code through its
@@ -24,7 +25,10 @@ standard library, V1 REST), in its own process. Measured in one run:
     core each and half the connections each, and the server pinned to 1 core, all at c = 32.
 
 The servers run on cores 0 and 1 (taskset; the "2-core pod"); wrk runs on the other cores when
-the machine has more than 2, else it shares the pod's cores (then the figures are a floor).
+the machine has more than 2, else it shares the pod's cores (then the figures are a floor). All
+servers are started first and measured in ``--rounds`` interleaved rounds (every server, every
+level, then again), and each cell is the median of its rounds: on a shared machine the other
+load then falls on every server alike.
 
 Ends with one line for tools:
 ``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...``
@@ -39,11 +43,13 @@ import math
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,11 +138,6 @@ def wrk_result(stdout: str) -> dict[str, float]:
     return json.loads(line[5:])
 
 
-def wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, float]:
-    cmd = wrk_cmd(url, script, concurrency, duration)
-    return wrk_result(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-
-
 def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: float) -> dict:
     """One wrk per URL at the same time, ``concurrency`` connections in all; summed rps, worst p99."""
     share = max(1, concurrency // len(urls))
@@ -152,11 +153,6 @@ def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: floa
         "errors": sum(o["errors"] for o in outs),
         "non2xx": sum(o["non2xx"] for o in outs),
     }
-
-
-def load_levels(url: str, script: Path, duration: float, levels=CONCURRENCY) -> dict:
-    wrk(url, script, 8, 1.0)  # warm-up
-    return {c: wrk(url, script, c, duration) for c in levels}
 
 
 # --------------------------------------------------------------------------- (a) in-process
@@ -210,33 +206,62 @@ def our_cmd(model_dir: Path, port: int, backend: str, threads: int, cpus: str | 
     return (["taskset", "-c", cpus] if cpus else []) + cmd
 
 
-def ours(
-    work: Path, model_dir: Path, script: Path, duration: float, backend: str, threads: int = 1,
-    cpus: str | None = POD_CPUS, levels=CONCURRENCY,
-) -> dict:  # fmt: skip
+@dataclass
+class Target:
+    """A server under test: its URL(s) (several: replicas, load split between them), the body
+    script and the concurrency levels it is measured at."""
+
+    urls: list[str]
+    script: Path
+    levels: tuple[int, ...] = CONCURRENCY
+
+
+def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Path, backend: str,
+               threads: int = 1, cpus: str | None = POD_CPUS) -> str:  # fmt: skip
     port = free_port()
-    log = work / f"aicrush-{backend}-t{threads}-{cpus or 'all'}.log"
-    with server(our_cmd(model_dir, port, backend, threads, cpus), ready(port), log):
-        return load_levels(predict_url(port), script, duration, levels)
+    cmd = our_cmd(model_dir, port, backend, threads, cpus)
+    stack.enter_context(server(cmd, ready(port), work / f"{name}.log"))
+    return predict_url(port)
 
 
-def replicas(work: Path, model_dir: Path, script: Path, duration: float, backend: str, n: int):
-    """``n`` server processes with 1 thread each, the load split between them (c = 32 in all)."""
-    ports = [free_port() for _ in range(n)]
-    with contextlib.ExitStack() as stack:
-        for i, port in enumerate(ports):
-            cmd = our_cmd(model_dir, port, backend, 1, str(i))  # one core each, as 1-CPU pods
-            stack.enter_context(server(cmd, ready(port), work / f"replica-{i}.log"))
-        urls = [predict_url(p) for p in ports]
-        wrk_parallel(urls, script, 8, 1.0)
-        return {32: wrk_parallel(urls, script, 32, duration)}
-
-
-def module_server(work: Path, module: str, model_dir: Path, script: Path, duration: float) -> dict:
+def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir: Path) -> str:
     port = free_port()
     cmd = [sys.executable, "-m", module, str(model_dir), str(port)]
-    with server(cmd, ready(port), work / f"{module}.log"):
-        return load_levels(predict_url(port), script, duration)
+    stack.enter_context(server(cmd, ready(port), work / f"{module}.log"))
+    return predict_url(port)
+
+
+def measure_rounds(
+    targets: dict[str, Target], duration: float, rounds: int, limit: Callable[[], float]
+) -> dict:
+    """Every target at every level, ``rounds`` times, round-robin (so a change in the machine's
+    other load falls on all servers alike); per level the median rps and the median p99.
+    ``limit()`` (the in-process forward pass, texts/s) runs in each round too: key ``limit``."""
+    for t in targets.values():
+        wrk_parallel(t.urls, t.script, 8, 1.0)  # warm-up
+    raw: dict[str, dict[int, list[dict]]] = {
+        k: {c: [] for c in t.levels} for k, t in targets.items()
+    }
+    limits = []
+    for _ in range(rounds):
+        limits.append(limit())
+        for name, t in targets.items():
+            for c in t.levels:
+                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration))
+    out: dict = {}
+    for name, levels in raw.items():
+        out[name] = {}
+        for c, runs in levels.items():
+            out[name][c] = {
+                "rps": statistics.median(x["rps"] for x in runs),
+                "p50_ms": statistics.median(x["p50_ms"] for x in runs),
+                "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+                "errors": sum(x["errors"] for x in runs),
+                "non2xx": sum(x["non2xx"] for x in runs),
+                "rounds_rps": [round(x["rps"], 1) for x in runs],
+            }
+    out["limit"] = {"texts_per_s": statistics.median(limits), "rounds": limits}
+    return out
 
 
 def ready(port: int) -> str:
@@ -280,22 +305,24 @@ def mlserver_settings(folder: Path, model_dir: Path, port: int, noop: bool, back
     return folder
 
 
-def mlserver(work: Path, mls: Path, model_dir: Path, script: Path, duration: float, noop: bool,
-             backend: str) -> dict | str:  # fmt: skip
+def start_mlserver(stack: contextlib.ExitStack, work: Path, mls: Path, model_dir: Path,
+                   noop: bool, backend: str) -> str:  # fmt: skip
+    """Start MLServer (its own venv) and return its V2 infer URL; RuntimeError with the reason
+    when it cannot run."""
     key = "noop_mlserver" if noop else "mlserver"
     probe = subprocess.run(
         [str(mls), "-c", "import mlserver, onnxruntime, tokenizers"], capture_output=True
     )
     if not mls.is_file() or probe.returncode != 0:
-        return f"not run: mlserver, onnxruntime and tokenizers do not import with {mls}"
+        raise RuntimeError(f"mlserver, onnxruntime and tokenizers do not import with {mls}")
     port = free_port()
     folder = mlserver_settings(work / key, model_dir, port, noop, backend)
     cmd = [str(mls.parent / "mlserver"), "start", str(folder)]
     try:
-        with server(cmd, ready(port), work / f"{key}.log", cwd=folder):
-            return load_levels(f"http://127.0.0.1:{port}/v2/models/aicrush/infer", script, duration)
-    except (RuntimeError, subprocess.CalledProcessError) as err:
-        return f"not run: {err} (log: {work / (key + '.log')})"
+        stack.enter_context(server(cmd, ready(port), work / f"{key}.log", cwd=folder))
+    except RuntimeError as err:
+        raise RuntimeError(f"{err} (log: {work / (key + '.log')})") from err
+    return f"http://127.0.0.1:{port}/v2/models/aicrush/infer"
 
 
 # --------------------------------------------------------------------------- main
@@ -331,7 +358,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", type=Path, default=None, help="a trained model folder")
     ap.add_argument("--texts", type=Path, default=None, help="parquet with a 'text' column")
     ap.add_argument("--max-texts", type=int, default=2000, help="texts for label agreement")
-    ap.add_argument("--duration", type=int, default=3, help="seconds per load level")
+    ap.add_argument("--duration", type=int, default=2, help="seconds per load level and round")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; medians are reported"
+    )
     ap.add_argument("--mlserver-python", default="/tmp/mlserver-venv/bin/python")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -358,22 +388,53 @@ def main(argv: list[str] | None = None) -> None:
 
     phase(r, "(a) in-process forward passes")
     r["in_process"] = in_process(model_dir, agree_texts, code_snippets(256, 1024), min(d, 2.0))
-    phase(r, f"(a) our server, {backend}")
-    r["aicrush"] = ours(work, model_dir, v1_lua, d, backend)
-    phase(r, "(a) our server, torch")
-    r["aicrush_torch"] = ours(work, model_dir, v1_lua, d, "torch", levels=(32,))
-    phase(r, "(b) naive predictor")
-    r["naive"] = module_server(work, "benchmarks.serving.naive_server", model_dir, v1_lua, d)
+    phase(r, "starting the servers")
     mls = Path(args.mlserver_python)
-    phase(r, "(c) MLServer")
-    r["mlserver"] = mlserver(work, mls, model_dir, v2_lua, d, False, backend)
-    phase(r, "(d) no-op servers")
-    r["noop_aicrush"] = module_server(work, "benchmarks.serving.noop_server", model_dir, v1_lua, d)
-    r["noop_mlserver"] = mlserver(work, mls, model_dir, v2_lua, d, True, backend)
-    phase(r, "(e) threads, replicas, one core")
-    r["threads2"] = ours(work, model_dir, v1_lua, d, backend, threads=2, levels=(32,))
-    r["replicas2"] = replicas(work, model_dir, v1_lua, d, backend, 2)
-    r["one_core"] = ours(work, model_dir, v1_lua, d, backend, cpus="0", levels=(32,))
+    with contextlib.ExitStack() as stack:
+        t: dict[str, Target] = {
+            "aicrush": Target([start_ours(stack, work, "aicrush", model_dir, backend)], v1_lua),
+            "aicrush_torch": Target(
+                [start_ours(stack, work, "aicrush_torch", model_dir, "torch")], v1_lua, (32,)
+            ),
+            "naive": Target(
+                [start_module(stack, work, "benchmarks.serving.naive_server", model_dir)], v1_lua
+            ),
+            "noop_aicrush": Target(
+                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir)], v1_lua
+            ),
+            "threads2": Target(
+                [start_ours(stack, work, "threads2", model_dir, backend, threads=2)], v1_lua, (32,)
+            ),
+            # 2 processes, one core each (as two 1-CPU pods), the connections split between them
+            "replicas2": Target(
+                [
+                    start_ours(stack, work, f"replica{i}", model_dir, backend, cpus=str(i))
+                    for i in range(2)
+                ],
+                v1_lua,
+                (32,),
+            ),
+            "one_core": Target(
+                [start_ours(stack, work, "one_core", model_dir, backend, cpus="0")], v1_lua, (32,)
+            ),
+        }
+        for key, noop in (("mlserver", False), ("noop_mlserver", True)):
+            try:
+                t[key] = Target(
+                    [start_mlserver(stack, work, mls, model_dir, noop, backend)], v2_lua
+                )
+            except RuntimeError as err:
+                r[key] = f"not run: {err}"
+        from serving.predictor import load_backend
+
+        limit_backend = load_backend(model_dir, backend, threads=1)
+        load_texts = code_snippets(256, 1024)
+
+        def limit() -> float:  # the same backend in this process (cores 0-1), best batch size
+            return max(rate(limit_backend.forward, load_texts, b, d) for b in (1, 32))
+
+        phase(r, f"(a)-(e) servers under load, {args.rounds} interleaved rounds")
+        r.update(measure_rounds(t, d, args.rounds, limit))
     r["loadavg"]["end"] = os.getloadavg()
     r["wall_s"] = time.monotonic() - started
     summary = summarize(r)
@@ -394,7 +455,7 @@ def best(rates: dict[str, float], threads: int = 1) -> float:
 def summarize(r: dict) -> dict:
     ip = r["in_process"]
     backend = r["backend"]
-    limit = best(ip[backend]["texts_per_s"])
+    limit = r["limit"]["texts_per_s"]  # measured in the same rounds as the servers
     ours32 = r["aicrush"][32]["rps"]
     mls = r["mlserver"]
     two_core = {
@@ -408,7 +469,7 @@ def summarize(r: dict) -> dict:
         "limit_ratio": ours32 / limit,
         "naive_ratio": ours32 / r["naive"][32]["rps"],
         "mlserver_ratio": ours32 / mls[32]["rps"] if isinstance(mls, dict) else "nan",
-        "onnx_speedup": limit / best(ip["torch"]["texts_per_s"]),
+        "onnx_speedup": best(ip[backend]["texts_per_s"]) / best(ip["torch"]["texts_per_s"]),
         "server_speedup_vs_torch": ours32 / r["aicrush_torch"][32]["rps"],
         "agreement": ip[backend]["agreement"],
         "p99_ms_c8": r["aicrush"][8]["p99_ms"],
