@@ -8,14 +8,15 @@ at registration, so a registered model version carries them):
   ``[batch, labels]``). No attention mask: the server never pads (length bucketing,
   serving/batching.py), so every row is whole.
 - ``model.int8.onnx``: the same graph with dynamic int8 quantization of its MatMul weights
-  (``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized per batch
-  at run time).
+  (``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized per call
+  at run time, so :class:`OnnxBackend` runs each text's windows as their own call).
 - ``aicrush.json`` gains ``"onnx": {"files": {"onnx": ..., "onnx-int8": ...}, "opset": N,
-  "torch": VERSION}``.
+  "torch": VERSION}`` (registration adds ``label_agreement`` and ``serving_backend``).
 
 Serving (:class:`OnnxBackend`) imports onnxruntime, numpy and the ``tokenizers`` library only,
-never torch or transformers (whose ``AutoTokenizer`` imports torch when it is installed) (tests/serving/test_onnx_backend.py checks ``sys.modules``), and reads texts exactly
-as the torch path does (``aicrush.text_window.model_inputs``: window, crops, truncation).
+never torch or transformers (whose ``AutoTokenizer`` imports torch when it is installed;
+tests/serving/test_onnx_backend.py checks ``sys.modules``), and reads texts exactly as the torch
+path does (``aicrush.text_window.model_inputs``: window, crops, truncation).
 
     python -m serving.onnx_backend MODEL_DIR     # export both files into MODEL_DIR
 """
@@ -35,8 +36,7 @@ from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
 from aicrush.text_window import crops_of, window_of
 from serving.batching import probabilities_unpadded
 
-#: The serving backends: PyTorch eager, ONNX Runtime fp32, ONNX Runtime with int8 weights.
-BACKENDS = ("torch", "onnx", "onnx-int8")
+#: The ONNX backends and their files (the torch backend reads model.safetensors).
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 ONNX_META_KEY = "onnx"
 #: aicrush.json key: the backend a model was registered to be served with (serving.backend).
