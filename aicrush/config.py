@@ -282,6 +282,26 @@ class RegistryConfig(StrictModel):
     )
 
 
+class ServingConfig(StrictModel):
+    """How a registered model is served (recorded with it: aicrush.json ``serving_backend`` and
+    the version tag ``serving_backend``; the server's ``--backend auto`` reads it)."""
+
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="Forward pass of the model server: torch (PyTorch eager), onnx (ONNX Runtime "
+        "fp32) or onnx-int8 (ONNX Runtime, int8 weights). The ONNX files are exported at "
+        "registration; an ONNX backend whose labels agree with the fp32 torch model on fewer "
+        "than min_agreement of the held-out reference texts is not recorded (torch is).",
+    )
+    min_agreement: float = Field(
+        default=0.995,
+        gt=0,
+        le=1,
+        description="Least share of held-out texts on which an ONNX backend must give the fp32 "
+        "torch model's label to be recorded as the model's backend.",
+    )
+
+
 class ResourcesConfig(StrictModel):
     """Cluster resources of the training task (ignored by local runs)."""
 
@@ -313,6 +333,7 @@ class AicrushConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = ServingConfig()
     resources: ResourcesConfig = ResourcesConfig()
     rollout: RolloutConfig = RolloutConfig()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from aicrush.text_window import crops_of, mean_by_text, model_inputs, window_of
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_META_FILE = "aicrush.json"
 
@@ -58,6 +59,11 @@ class TextClassifier:
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | None = None) -> TextClassifier:
+        # torch and transformers load here, not at import: the ONNX serving path reads model
+        # folders with this module and never imports torch (serving/onnx_backend.py).
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         model_dir = resolve_model_dir(path)
         meta = json.loads((model_dir / MODEL_META_FILE).read_text())
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,6 +75,8 @@ class TextClassifier:
         """Token ids and attention mask of the window(s) each text is read as
         (``aicrush.text_window.model_inputs``), padded to the longest; shape ``[rows, length]``,
         rows = len(texts) unless the model reads several crops per text."""
+        import torch
+
         ids, _ = model_inputs(self.tokenizer, texts, self.max_length, self.text_window, self.crops)
         width = max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id or 0
@@ -79,13 +87,20 @@ class TextClassifier:
             mask[row, : len(seq)] = 1
         return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
-    @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape ``[len(texts), len(labels)]``, rows in input order.
 
         Windows are sorted by length before batching (less padding) and put back in order after;
         a text read as several crops gets the mean of their probabilities.
         """
+        import torch
+
+        with torch.inference_mode():
+            return self._predict_proba(texts, batch_size)
+
+    def _predict_proba(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids, owner = model_inputs(

@@ -1,20 +1,37 @@
-"""Serving benchmark: closed-loop load on loopback against the aicrush model server.
+"""Serving benchmark: closed-loop load on loopback against the aicrush model server and its peers.
 
-    .venv/bin/python benchmarks/bench_serving.py [--model-dir DIR] [--duration 5]
-        [--mlserver-python /tmp/mlserver-venv/bin/python]
+    .venv/bin/python benchmarks/bench_serving.py [--model-dir DIR --texts test.parquet]
+        [--duration 3] [--mlserver-python /tmp/mlserver-venv/bin/python] [--out results.json]
 
-Load comes from ``wrk`` (one thread, C connections, a Lua script rotating ~1 KB code snippets
-from the standard library), in its own process, at concurrency 1, 8 and 32. Compared:
+Model: ``--model-dir`` (a trained model folder, e.g. a run's ``train_model`` output; its ONNX files
+are exported into a copy when missing) with ``--texts`` (a parquet file with a ``text`` column,
+e.g. the run's ``test.parquet``) for label agreement; by default the ``tiny`` preset trained here
+in seconds on the serving tests' small corpus (benchmarks/serving/model.py). Never random weights:
+the agreement figures need a model that learned something.
 
-(a) the limit: the same model's batched forward pass in-process (no HTTP) at its best batch size;
-(b) the naive KServe predictor: one transformers pipeline() call per request, no batching;
-(c) MLServer + mlserver-huggingface with adaptive batching, same model (when installed);
-(d) a no-op model through our server vs through MLServer (protocol overhead only).
-Also: the fp32 and int8-quantized forward passes, with label agreement against the fp32 eager
-TextClassifier (the accuracy-parity figure for each speed option).
+Load: ``wrk`` (one thread, C connections, a Lua script rotating ~1 KB code snippets from the
+standard library, V1 REST), in its own process. Measured in one run:
 
-Default model: a random-weight model the size of the ``tiny`` preset
-(benchmarks/serving/model.py: BERT, 2 layers, hidden 128, max_length 128).
+(a) each backend's forward pass in-process (no HTTP; torch fp32 eager, ONNX Runtime fp32, ONNX
+    Runtime int8) at batch 1 and 32, 1 and 2 intra-op threads, with label agreement against the
+    fp32 eager ``TextClassifier`` on the held-out texts; the limit: the default backend
+    in-process at its best batch size, measured again in each round beside the servers;
+    our server with the default backend at c = 1, 8, 32, and with the torch backend at c = 32;
+(b) the naive KServe predictor: one unbatched ``TextClassifier.predict`` per request;
+(c) MLServer with adaptive batching serving the same ONNX file with the same code through its
+    custom-runtime API (benchmarks/serving/mlserver_runtime.py, in its own venv);
+(d) a no-op model through our server and through MLServer (protocol overhead only);
+(e) both cores: 1 process with 2 threads, 2 server processes (replicas) with 1 thread each on a
+    core each and half the connections each, and the server pinned to 1 core, all at c = 32.
+
+The servers run on cores 0 and 1 (taskset; the "2-core pod"); wrk runs on the other cores when
+the machine has more than 2, else it shares the pod's cores (then the figures are a floor). All
+servers are started first and measured in ``--rounds`` interleaved rounds (every server, every
+level, then again), and each cell is the median of its rounds: on a shared machine the other
+load then falls on every server alike.
+
+Ends with one line for tools:
+``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...``
 """
 
 from __future__ import annotations
@@ -22,22 +39,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.serving.model import build_tiny_model, code_snippets  # noqa: E402
+from benchmarks.serving.model import code_snippets, train_tiny_model  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
+TARGET_RPS = 1000  # seed 004: 1,000+ requests/s per pod
 
 
 def free_port() -> int:
@@ -64,10 +85,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) 
 
 @contextlib.contextmanager
 def server(cmd: list[str], ready_url: str, log: Path, cwd: Path = REPO) -> Iterator[None]:
-    # One intra-op thread everywhere (MLServer included), as our server defaults to: on a
-    # shared 2-core machine more threads are much slower (docs/serving.md).
+    # OMP_NUM_THREADS=1 for the torch processes (naive, torch backend): the server's own
+    # --threads sets its intra-op threads explicitly.
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    env.update(USE_TF="0", TRANSFORMERS_NO_TF="1")  # MLServer's venv: keep TensorFlow out
+    env.update(USE_TF="0", TRANSFORMERS_NO_TF="1")
     env["PYTHONPATH"] = str(REPO)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -100,57 +121,158 @@ def lua_script(path: Path, bodies: list[str]) -> Path:
     return path
 
 
-def wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    line = next(x for x in out.splitlines() if x.startswith("JSON "))
+#: The "pod": our servers run on these cores (taskset); wrk runs on the others when the machine
+#: has more than 2 cores, else it shares them (stated with the figures).
+POD_CPUS = "0,1"
+
+
+def wrk_cmd(url: str, script: Path, concurrency: int, duration: float) -> list[str]:
+    cores = os.cpu_count() or 1
+    pin = ["taskset", "-c", f"2-{cores - 1}"] if cores > 2 else []
+    return [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+            "--timeout", "10s", "-s", str(script), url]  # fmt: skip
+
+
+def wrk_result(stdout: str) -> dict[str, float]:
+    line = next(x for x in stdout.splitlines() if x.startswith("JSON "))
     return json.loads(line[5:])
 
 
-def load_all(url: str, script: Path, duration: float) -> dict[int, dict[str, float]]:
-    wrk(url, script, 8, 1.0)  # warm-up
-    return {c: wrk(url, script, c, duration) for c in CONCURRENCY}
+def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: float) -> dict:
+    """One wrk per URL at the same time, ``concurrency`` connections in all; summed rps, worst p99."""
+    share = max(1, concurrency // len(urls))
+    procs = [
+        subprocess.Popen(wrk_cmd(u, script, share, duration), stdout=subprocess.PIPE, text=True)
+        for u in urls
+    ]
+    outs = [wrk_result(p.communicate()[0]) for p in procs]
+    return {
+        "rps": sum(o["rps"] for o in outs),
+        "p50_ms": max(o["p50_ms"] for o in outs),
+        "p99_ms": max(o["p99_ms"] for o in outs),
+        "errors": sum(o["errors"] for o in outs),
+        "non2xx": sum(o["non2xx"] for o in outs),
+    }
 
 
-def limit_and_parity(model_dir: Path, texts: list[str], seconds: float) -> dict[str, object]:
-    """(a): in-process forward passes at several batch sizes, fp32 and int8; label agreement."""
+# --------------------------------------------------------------------------- (a) in-process
+
+
+def rate(fn, texts: list[str], batch: int, seconds: float) -> float:
+    """Texts per second of ``fn(texts[i : i + batch])`` over ``seconds``."""
+    n, i, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        chunk = texts[i : i + batch] or texts[:batch]
+        fn(chunk)
+        n += len(chunk)
+        i = (i + batch) % len(texts)
+    return n / (time.perf_counter() - start)
+
+
+def in_process(model_dir: Path, agree_texts: list[str], load: list[str], seconds: float) -> dict:
+    """Each backend's texts/s at batch 1 and 32, 1 and 2 threads; label agreement vs fp32 eager."""
     import torch
 
     from aicrush.model_folder import TextClassifier
-    from aicrush.text_window import crops_of, window_of
-    from serving.batching import predict_proba_unpadded
-    from serving.predictor import load_torch_model
+    from serving.predictor import load_backend
 
-    reference = TextClassifier.from_dir(model_dir, device="cpu").predict_proba(texts).argmax(1)
-    torch.set_num_threads(1)  # as the server does by default (docs/serving.md)
-    result: dict[str, object] = {"torch_threads": torch.get_num_threads()}
-    for variant, quantize in (("fp32", False), ("int8", True)):
-        model, tok, meta = load_torch_model(model_dir, quantize=quantize)
-        window, crops = window_of(meta), crops_of(meta)
-        probs, _ = predict_proba_unpadded(model, tok, texts, meta["max_length"], 64, window, crops)
-        agreement = float((probs.argmax(1) == reference).mean())
-        rates = {}
-        for bs in (1, 8, 32, 64):
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                predict_proba_unpadded(
-                    model,
-                    tok,
-                    texts[:bs] if bs > 1 else texts[n % len(texts) :][:1],
-                    meta["max_length"],
-                    bs,
-                    window,
-                    crops,
-                )
-                n += bs
-            rates[bs] = n / (time.perf_counter() - start)
-        result[variant] = {"texts_per_s": rates, "label_agreement_vs_fp32_eager": agreement}
-    return result
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0, 1} & os.sched_getaffinity(0) or os.sched_getaffinity(0))
+    torch.set_num_threads(1)
+    eager = TextClassifier.from_dir(model_dir, device="cpu")
+    reference = eager.predict_proba(agree_texts).argmax(1)
+    out: dict[str, dict] = {}
+    for backend in ("torch", "onnx", "onnx-int8"):
+        out[backend] = {"texts_per_s": {}}
+        for threads in (1, 2):
+            b = load_backend(model_dir, backend, threads=threads)
+            if threads == 1:
+                probs, _ = b.forward(agree_texts)
+                out[backend]["agreement"] = float((probs.argmax(1) == reference).mean())
+            for batch in (1, 32):
+                key = f"t{threads}_b{batch}"
+                out[backend]["texts_per_s"][key] = rate(b.forward, load, batch, seconds)
+        torch.set_num_threads(1)
+    return out
 
 
-def mlserver_settings(folder: Path, model_dir: Path, port: int, noop: bool) -> Path:
+# --------------------------------------------------------------------------- servers
+
+
+def our_cmd(model_dir: Path, port: int, backend: str, threads: int, cpus: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "serving.server", "--model_dir", str(model_dir),
+           "--model_name", "aicrush", "--http_port", str(port), "--grpc_port", str(free_port()),
+           "--host", "127.0.0.1", "--backend", backend, "--threads", str(threads)]  # fmt: skip
+    return (["taskset", "-c", cpus] if cpus else []) + cmd
+
+
+@dataclass
+class Target:
+    """A server under test: its URL(s) (several: replicas, load split between them), the body
+    script and the concurrency levels it is measured at."""
+
+    urls: list[str]
+    script: Path
+    levels: tuple[int, ...] = CONCURRENCY
+
+
+def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Path, backend: str,
+               threads: int = 1, cpus: str | None = POD_CPUS) -> str:  # fmt: skip
+    port = free_port()
+    cmd = our_cmd(model_dir, port, backend, threads, cpus)
+    stack.enter_context(server(cmd, ready(port), work / f"{name}.log"))
+    return predict_url(port)
+
+
+def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir: Path) -> str:
+    port = free_port()
+    cmd = [sys.executable, "-m", module, str(model_dir), str(port)]
+    stack.enter_context(server(cmd, ready(port), work / f"{module}.log"))
+    return predict_url(port)
+
+
+def measure_rounds(
+    targets: dict[str, Target], duration: float, rounds: int, limit: Callable[[], float]
+) -> dict:
+    """Every target at every level, ``rounds`` times, round-robin (so a change in the machine's
+    other load falls on all servers alike); per level the median rps and the median p99.
+    ``limit()`` (the in-process forward pass, texts/s) runs in each round too: key ``limit``."""
+    for t in targets.values():
+        wrk_parallel(t.urls, t.script, 8, 1.0)  # warm-up
+    raw: dict[str, dict[int, list[dict]]] = {
+        k: {c: [] for c in t.levels} for k, t in targets.items()
+    }
+    limits = []
+    for _ in range(rounds):
+        limits.append(limit())
+        for name, t in targets.items():
+            for c in t.levels:
+                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration))
+    out: dict = {}
+    for name, levels in raw.items():
+        out[name] = {}
+        for c, runs in levels.items():
+            out[name][c] = {
+                "rps": statistics.median(x["rps"] for x in runs),
+                "p50_ms": statistics.median(x["p50_ms"] for x in runs),
+                "p99_ms": statistics.median(x["p99_ms"] for x in runs),
+                "errors": sum(x["errors"] for x in runs),
+                "non2xx": sum(x["non2xx"] for x in runs),
+                "rounds_rps": [round(x["rps"], 1) for x in runs],
+            }
+    out["limit"] = {"texts_per_s": statistics.median(limits), "rounds": limits}
+    return out
+
+
+def ready(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v2/health/ready"
+
+
+def predict_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/models/aicrush:predict"
+
+
+def mlserver_settings(folder: Path, model_dir: Path, port: int, noop: bool, backend: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps({
         "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
@@ -167,145 +289,242 @@ def mlserver_settings(folder: Path, model_dir: Path, port: int, noop: bool) -> P
             "        return InferenceResponse(model_name=self.name, outputs=[ResponseOutput(\n"
             "            name='label', shape=[n], datatype='BYTES', data=['noop'] * n)])\n"
         )
-        settings = {"name": "aicrush", "implementation": "noop_runtime.Noop"}
+        settings: dict = {"name": "aicrush", "implementation": "noop_runtime.Noop"}
     else:
         settings = {
             "name": "aicrush",
-            "implementation": "mlserver_huggingface.HuggingFaceRuntime",
+            "implementation": "benchmarks.serving.mlserver_runtime.AicrushOnnxRuntime",
+            # MLServer's adaptive batching: up to 32 requests, waiting up to 2 ms for them.
             "max_batch_size": 32,
-            "max_batch_time": 0.005,
+            "max_batch_time": 0.002,
             "parameters": {
-                "extra": {"task": "text-classification", "pretrained_model": str(model_dir)}
+                "extra": {"model_dir": str(model_dir), "backend": backend, "threads": 1}
             },
         }
     (folder / "model-settings.json").write_text(json.dumps(settings))
     return folder
 
 
+def start_mlserver(stack: contextlib.ExitStack, work: Path, mls: Path, model_dir: Path,
+                   noop: bool, backend: str) -> str:  # fmt: skip
+    """Start MLServer (its own venv) and return its V2 infer URL; RuntimeError with the reason
+    when it cannot run."""
+    key = "noop_mlserver" if noop else "mlserver"
+    probe = subprocess.run(
+        [str(mls), "-c", "import mlserver, onnxruntime, tokenizers"], capture_output=True
+    )
+    if not mls.is_file() or probe.returncode != 0:
+        raise RuntimeError(f"mlserver, onnxruntime and tokenizers do not import with {mls}")
+    port = free_port()
+    folder = mlserver_settings(work / key, model_dir, port, noop, backend)
+    cmd = [str(mls.parent / "mlserver"), "start", str(folder)]
+    try:
+        stack.enter_context(server(cmd, ready(port), work / f"{key}.log", cwd=folder))
+    except RuntimeError as err:
+        raise RuntimeError(f"{err} (log: {work / (key + '.log')})") from err
+    return f"http://127.0.0.1:{port}/v2/models/aicrush/infer"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def prepare_model(args: argparse.Namespace, work: Path) -> tuple[Path, list[str]]:
+    """A copy of the model folder with its ONNX files, and the texts for label agreement."""
+    import pandas as pd
+
+    from serving.onnx_backend import ONNX_FILES, export_onnx
+
+    if args.model_dir is None:
+        model_dir, texts = train_tiny_model(work / "trained")
+    else:
+        model_dir = work / "model"
+        shutil.copytree(args.model_dir, model_dir)
+        texts = pd.read_parquet(args.texts)["text"].tolist() if args.texts else code_snippets(256)
+    if not all((model_dir / f).is_file() for f in ONNX_FILES.values()):
+        export_onnx(model_dir)
+    return model_dir, texts[: args.max_texts]
+
+
+def phase(r: dict, name: str) -> None:
+    """Print the phase and record the load average as it starts (the machine may be shared)."""
+    r["loadavg"][name] = os.getloadavg()
+    print(f"{name} ... (load average {r['loadavg'][name][0]:.2f})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model-dir", type=Path, default=None)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per load level")
+    ap.add_argument("--model-dir", type=Path, default=None, help="a trained model folder")
+    ap.add_argument("--texts", type=Path, default=None, help="parquet with a 'text' column")
+    ap.add_argument("--max-texts", type=int, default=2000, help="texts for label agreement")
+    ap.add_argument("--duration", type=int, default=2, help="seconds per load level and round")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; medians are reported"
+    )
     ap.add_argument("--mlserver-python", default="/tmp/mlserver-venv/bin/python")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args(argv)
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (apt-get install wrk)")
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (apt-get install {tool})")
+    from aicrush.config import ServingConfig
+
+    backend = ServingConfig().backend  # the default: what registration records
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    model_dir = args.model_dir or build_tiny_model(work / "model")
+    started = time.monotonic()
+    print("model ...", flush=True)
+    model_dir, agree_texts = prepare_model(args, work)
     snippets = code_snippets(64, 1024)
     v1 = [json.dumps({"instances": [{"text": t}]}) for t in snippets]
     v2 = [
-        json.dumps({"inputs": [{"name": "args", "shape": [1], "datatype": "BYTES", "data": [t]}]})
+        json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]})
         for t in snippets
     ]
     v1_lua, v2_lua = lua_script(work / "v1.lua", v1), lua_script(work / "v2.lua", v2)
-    py = sys.executable
-    results: dict[str, object] = {"model": str(model_dir), "duration_s": args.duration}
+    d = args.duration
+    r: dict = {"model": str(args.model_dir or model_dir), "duration_s": d, "backend": backend,
+               "agreement_texts": len(agree_texts), "loadavg": {"start": os.getloadavg()}}  # fmt: skip
 
-    print("(a) in-process forward pass ...", flush=True)
-    results["limit"] = limit_and_parity(
-        model_dir, code_snippets(256, 1024), min(args.duration, 3.0)
-    )
-
-    def ours(module: str, extra: list[str] | None = None) -> dict[int, dict[str, float]]:
-        port = free_port()
-        cmd = [py, "-m", module, *(extra or [])]
-        cmd = [c.replace("{port}", str(port)) for c in cmd]
-        with server(cmd, f"http://127.0.0.1:{port}/v2/health/ready", work / f"{module}.log"):
-            return load_all(
-                f"http://127.0.0.1:{port}/v1/models/aicrush:predict", v1_lua, args.duration
-            )
-
-    print("aicrush server ...", flush=True)
-    results["aicrush"] = ours("serving.server", ["--model_dir", str(model_dir), "--model_name", "aicrush",
-                                                 "--http_port", "{port}", "--grpc_port", str(free_port()),
-                                                 "--host", "127.0.0.1"])  # fmt: skip
-    print("(b) naive KServe predictor ...", flush=True)
-    results["naive"] = ours("benchmarks.serving.naive_server", [str(model_dir), "{port}"])
-    print("(d) no-op model through our server ...", flush=True)
-    results["noop_aicrush"] = ours("benchmarks.serving.noop_server", [str(model_dir), "{port}"])
-
+    phase(r, "(a) in-process forward passes")
+    r["in_process"] = in_process(model_dir, agree_texts, code_snippets(256, 1024), min(d, 2.0))
+    phase(r, "starting the servers")
     mls = Path(args.mlserver_python)
+    with contextlib.ExitStack() as stack:
+        t: dict[str, Target] = {
+            "aicrush": Target([start_ours(stack, work, "aicrush", model_dir, backend)], v1_lua),
+            "aicrush_torch": Target(
+                [start_ours(stack, work, "aicrush_torch", model_dir, "torch")], v1_lua, (32,)
+            ),
+            "naive": Target(
+                [start_module(stack, work, "benchmarks.serving.naive_server", model_dir)], v1_lua
+            ),
+            "noop_aicrush": Target(
+                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir)], v1_lua
+            ),
+            "threads2": Target(
+                [start_ours(stack, work, "threads2", model_dir, backend, threads=2)], v1_lua, (32,)
+            ),
+            # 2 processes, one core each (as two 1-CPU pods), the connections split between them
+            "replicas2": Target(
+                [
+                    start_ours(stack, work, f"replica{i}", model_dir, backend, cpus=str(i))
+                    for i in range(2)
+                ],
+                v1_lua,
+                (32,),
+            ),
+            "one_core": Target(
+                [start_ours(stack, work, "one_core", model_dir, backend, cpus="0")], v1_lua, (32,)
+            ),
+        }
+        for key, noop in (("mlserver", False), ("noop_mlserver", True)):
+            try:
+                t[key] = Target(
+                    [start_mlserver(stack, work, mls, model_dir, noop, backend)], v2_lua
+                )
+            except RuntimeError as err:
+                r[key] = f"not run: {err}"
+        from serving.predictor import load_backend
 
-    def importable(module: str) -> bool:
-        if not mls.is_file():
-            return False
-        env = dict(os.environ, USE_TF="0", TRANSFORMERS_NO_TF="1")
-        probe = subprocess.run([str(mls), "-c", f"import {module}"], env=env, capture_output=True)
-        return probe.returncode == 0
+        limit_backend = load_backend(model_dir, backend, threads=1)
+        load_texts = code_snippets(256, 1024)
 
-    for key, noop, module in (
-        ("mlserver", False, "mlserver_huggingface"),
-        ("noop_mlserver", True, "mlserver"),
-    ):
-        if not importable(module):
-            results[key] = f"not run: {module} does not import with {mls}"
-            continue
-        print(f"({'d' if noop else 'c'}) MLServer{' no-op' if noop else ''} ...", flush=True)
-        port = free_port()
-        folder = mlserver_settings(work / key, model_dir, port, noop)
-        cmd = [str(mls.parent / "mlserver"), "start", str(folder)]
-        ready = f"http://127.0.0.1:{port}/v2/health/ready"
-        try:
-            with server(cmd, ready, work / f"{key}.log", cwd=folder):
-                url = f"http://127.0.0.1:{port}/v2/models/aicrush/infer"
-                results[key] = load_all(url, v2_lua, args.duration)
-        except (RuntimeError, subprocess.CalledProcessError) as err:
-            results[key] = f"not run: {err} (log: {work / (key + '.log')})"
+        def limit() -> float:  # the same backend in this process (cores 0-1), best batch size
+            return max(rate(limit_backend.forward, load_texts, b, d) for b in (1, 32))
 
-    results["loadavg"] = os.getloadavg()
-    print_table(results)
+        phase(r, f"(a)-(e) servers under load, {args.rounds} interleaved rounds")
+        r.update(measure_rounds(t, d, args.rounds, limit))
+    r["loadavg"]["end"] = os.getloadavg()
+    r["wall_s"] = time.monotonic() - started
+    summary = summarize(r)
+    r["summary"] = summary
+    print_report(r, summary)
     if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=str))
+        args.out.write_text(json.dumps(r, indent=2, default=str))
+    keys = ("limit_ratio", "naive_ratio", "mlserver_ratio", "onnx_speedup", "agreement")
+    fields = [f"{k}={summary[k]:.3f}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
+              for k in keys]  # fmt: skip
+    print("RESULT " + " ".join(fields) + f" p99_ms_c8={summary['p99_ms_c8']:.1f}")
 
 
-def print_table(r: dict) -> None:
-    limit = r["limit"]
-    best_fp32 = max(limit["fp32"]["texts_per_s"].values())
-    best_int8 = max(limit["int8"]["texts_per_s"].values())
-    print(
-        f"\nmodel: {r['model']}  ({r['duration_s']} s per level, torch threads {limit['torch_threads']})"
-    )
-    print(f"(a) limit, in-process fp32: {best_fp32:.0f} texts/s best "
-          f"{ {k: round(v) for k, v in limit['fp32']['texts_per_s'].items()} }; label agreement vs fp32 eager "
-          f"{limit['fp32']['label_agreement_vs_fp32_eager']:.4f}")  # fmt: skip
-    print(f"    int8 dynamic quantization: {best_int8:.0f} texts/s best ({best_int8 / best_fp32:.2f}x); "
-          f"label agreement {limit['int8']['label_agreement_vs_fp32_eager']:.4f}")  # fmt: skip
-    rows = [
-        k
-        for k in ("aicrush", "naive", "mlserver", "noop_aicrush", "noop_mlserver")
-        if isinstance(r.get(k), dict)
-    ]
-    print(
-        f"\n{'server':<14}"
-        + "".join(f"{'c=' + str(c) + ' rps':>12}{'p99 ms':>9}" for c in CONCURRENCY)
-        + "  errors"
-    )
-    for k in rows:
-        cells = "".join(f"{r[k][c]['rps']:>12.0f}{r[k][c]['p99_ms']:>9.1f}" for c in CONCURRENCY)
-        errs = sum(r[k][c]["errors"] + r[k][c]["non2xx"] for c in CONCURRENCY)
-        print(f"{k:<14}{cells}  {errs}")
-    ours = r["aicrush"]
-    print("\nratios at c=32:")
-    print(f"  aicrush / limit   = {ours[32]['rps'] / best_fp32:.2f}  (target >= 0.85)")
-    print(f"  aicrush / naive   = {ours[32]['rps'] / r['naive'][32]['rps']:.2f}  (target >= 4)")
-    if isinstance(r.get("mlserver"), dict):
-        print(
-            f"  aicrush / MLServer = {ours[32]['rps'] / r['mlserver'][32]['rps']:.2f}  (target >= 1.5)"
+def best(rates: dict[str, float], threads: int = 1) -> float:
+    return max(v for k, v in rates.items() if k.startswith(f"t{threads}_"))
+
+
+def summarize(r: dict) -> dict:
+    ip = r["in_process"]
+    backend = r["backend"]
+    limit = r["limit"]["texts_per_s"]  # measured in the same rounds as the servers
+    ours32 = r["aicrush"][32]["rps"]
+    mls = r["mlserver"]
+    two_core = {
+        "1 process, 1 thread": ours32,
+        "1 process, 2 threads": r["threads2"][32]["rps"],
+        "2 processes, 1 thread each": r["replicas2"][32]["rps"],
+    }
+    best_2 = max(two_core.values())
+    return {
+        "limit_texts_per_s": limit,
+        "limit_ratio": ours32 / limit,
+        "naive_ratio": ours32 / r["naive"][32]["rps"],
+        "mlserver_ratio": ours32 / mls[32]["rps"] if isinstance(mls, dict) else "nan",
+        "onnx_speedup": best(ip[backend]["texts_per_s"]) / best(ip["torch"]["texts_per_s"]),
+        "server_speedup_vs_torch": ours32 / r["aicrush_torch"][32]["rps"],
+        "agreement": ip[backend]["agreement"],
+        "p99_ms_c8": r["aicrush"][8]["p99_ms"],
+        "two_core": two_core,
+        "best_two_core": max(two_core, key=two_core.get),
+        "rps_two_core_pod": best_2,
+        "rps_one_core": r["one_core"][32]["rps"],
+        "cores_for_target": 2 * TARGET_RPS / best_2,
+        "pods_for_target": math.ceil(TARGET_RPS / best_2),
+    }
+
+
+def print_report(r: dict, s: dict) -> None:
+    ip = r["in_process"]
+    print(f"\nmodel: {r['model']}  ({r['duration_s']} s per level; agreement on "
+          f"{r['agreement_texts']} held-out texts vs fp32 eager TextClassifier)")  # fmt: skip
+    print(f"\n(a) in-process texts/s (~1 KB snippets)  {'t1 b1':>8}{'t1 b32':>8}{'t2 b1':>8}"
+          f"{'t2 b32':>8}  agreement")  # fmt: skip
+    for name, v in ip.items():
+        t = v["texts_per_s"]
+        cells = "".join(f"{t[k]:>8.0f}" for k in ("t1_b1", "t1_b32", "t2_b1", "t2_b32"))
+        print(f"    {name:<36}{cells}  {v['agreement']:.4f}")
+    rows = [("aicrush", f"aicrush ({r['backend']})"), ("aicrush_torch", "aicrush (torch)"),
+            ("naive", "(b) naive"), ("mlserver", f"(c) MLServer ({r['backend']})"),
+            ("noop_aicrush", "(d) no-op aicrush"), ("noop_mlserver", "(d) no-op MLServer"),
+            ("threads2", "(e) 2 threads"), ("replicas2", "(e) 2 processes"),
+            ("one_core", "(e) 1 core (taskset)")]  # fmt: skip
+    print(f"\n{'server':<26}" + "".join(f"{'c=' + str(c) + ' rps':>12}{'p99 ms':>9}" for c in CONCURRENCY) + "  errors")  # fmt: skip
+    for key, label in rows:
+        v = r.get(key)
+        if not isinstance(v, dict):
+            print(f"{label:<26}{v}")
+            continue
+        cells = "".join(
+            f"{v[c]['rps']:>12.0f}{v[c]['p99_ms']:>9.1f}" if c in v else f"{'':>21}"
+            for c in CONCURRENCY
         )
-    else:
-        print(f"  MLServer: {r.get('mlserver')}")
-    if isinstance(r.get("noop_mlserver"), dict):
-        for c in CONCURRENCY:
-            ratio = r["noop_aicrush"][c]["rps"] / r["noop_mlserver"][c]["rps"]
-            print(f"  no-op aicrush / no-op MLServer at c={c} = {ratio:.2f}")
-    else:
-        print(f"  no-op MLServer: {r.get('noop_mlserver')}")
-    print(f"  aicrush p99 at c=8 = {ours[8]['p99_ms']:.1f} ms  (target <= 100)")
-    print(f"load average during the run: {', '.join(f'{x:.2f}' for x in r['loadavg'])}")
+        errs = sum(v[c]["errors"] + v[c]["non2xx"] for c in v)
+        print(f"{label:<26}{cells}  {errs}")
+    print("\nratios (c=32):")
+    print(f"  aicrush / in-process limit ({s['limit_texts_per_s']:.0f} texts/s) = {s['limit_ratio']:.2f}  (target >= 0.85)")  # fmt: skip
+    print(f"  aicrush / naive             = {s['naive_ratio']:.2f}  (target >= 4)")
+    mr = s["mlserver_ratio"]
+    print(f"  aicrush / MLServer          = {mr if isinstance(mr, str) else f'{mr:.2f}'}  (target >= 1.5)")  # fmt: skip
+    print(f"  {r['backend']} / torch fp32, in-process = {s['onnx_speedup']:.2f}  (target >= 2), "
+          f"server = {s['server_speedup_vs_torch']:.2f}; agreement {s['agreement']:.4f} (target >= 0.995)")  # fmt: skip
+    print(f"  p99 at c=8 = {s['p99_ms_c8']:.1f} ms  (target <= 100)")
+    shared = "wrk on the same cores" if (os.cpu_count() or 1) <= 2 else "wrk on other cores"
+    print(f"\npod size: one 2-core pod (cores {POD_CPUS}, {shared}) serves {s['rps_two_core_pod']:.0f} rps "
+          f"({s['best_two_core']}); pinned to 1 core {s['rps_one_core']:.0f} rps.")  # fmt: skip
+    print(f"  {TARGET_RPS} rps, scaling by replicas (linear, stated not measured beyond 2 cores): "
+          f"{s['cores_for_target']:.1f} cores = {s['pods_for_target']} pods of 2 cores")  # fmt: skip
+    la = r["loadavg"]
+    print("load average (1 min) at each phase: " + "; ".join(f"{k} {v[0]:.2f}" for k, v in la.items())
+          + f"; wall {r['wall_s']:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

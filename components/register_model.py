@@ -1,8 +1,9 @@
 """register_model: record a trained model in MLflow as a new version with alias ``challenger``.
 
 One MLflow run holds the parameters, the evaluation metrics, the dataset lineage (content hash
-and sources of the ingest manifest), the model card and the drift reference sample; the model is
-logged as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a signature and an
+and sources of the ingest manifest), the model card and the drift reference sample; the model
+folder is logged with its ONNX exports (``model.onnx``, ``model.int8.onnx``, see
+:func:`export_for_serving`) and the serving backend it was registered with, as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a signature and an
 input example, and registered under ``registry.model_name``.
 
 Registration is all or nothing and idempotent per pipeline run: a version is tagged with the
@@ -22,7 +23,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
 
-from aicrush.config import AicrushConfig, config_from_dict
+from aicrush.config import AicrushConfig, ServingConfig, config_from_dict
+from aicrush.model_folder import MODEL_META_FILE
 from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, tracking
 from aicrush.state import artifact_root, resolve_tracking_uri
 from components import pipeline_component
@@ -71,6 +73,78 @@ def build_reference_sample(
     ref["prediction"] = [p.label for p in preds]
     ref["score"] = [p.score for p in preds]
     return ref
+
+
+def held_out_texts(features_dir: Path, rows: int, seed: int = 0) -> list[str]:
+    """The texts of the held-out sample :func:`build_reference_sample` draws (same rows, order)."""
+    held_out = [features_dir / f"{split}.parquet" for split in ("val", "test")]
+    val = pd.concat([pd.read_parquet(p) for p in held_out if p.is_file()], ignore_index=True)
+    if len(val) > rows:
+        val = val.sample(n=rows, random_state=seed).sort_index()
+    return [str(t) for t in val["text"]]
+
+
+@dataclass(frozen=True)
+class ServingExport:
+    """What :func:`export_for_serving` wrote: the backend recorded and each ONNX backend's label
+    agreement with the fp32 torch model on the held-out texts (share of texts, 0-1)."""
+
+    backend: str
+    agreement: dict[str, float]
+    reason: str = ""
+
+
+def export_for_serving(
+    model_dir: Path,
+    out_dir: Path,
+    texts: list[str],
+    torch_labels: list[str],
+    serving: ServingConfig,
+    say: Callable[[str], None] = log.info,
+) -> ServingExport:
+    """Copy ``model_dir`` to ``out_dir`` with its ONNX exports and the backend to serve it with.
+
+    The ONNX files (fp32 and int8, ``serving.onnx_backend.export_onnx``) are written next to the
+    safetensors weights; each ONNX backend's labels on ``texts`` are compared with
+    ``torch_labels`` (the fp32 eager model's). ``serving.backend`` is recorded in aicrush.json
+    (``serving_backend``) when it is torch or its agreement is at least ``serving.min_agreement``;
+    else torch is, and ``reason`` says why. An export that fails also falls back to torch.
+    """
+    from serving.onnx_backend import BACKEND_META_KEY, ONNX_META_KEY, OnnxBackend, export_onnx
+
+    shutil.copytree(model_dir, out_dir)
+    meta_path = out_dir / MODEL_META_FILE
+    agreement: dict[str, float] = {}
+    backend, reason = serving.backend, ""
+    try:
+        files = export_onnx(out_dir)
+        for name in files:
+            onnx = OnnxBackend(out_dir, name, threads=1)
+            probs, _ = onnx.forward(texts)
+            labels = [onnx.labels[int(i)] for i in probs.argmax(axis=1)]
+            same = sum(a == b for a, b in zip(labels, torch_labels, strict=True))
+            agreement[name] = same / max(1, len(texts))
+    except Exception as err:  # an architecture the exporter cannot trace: serve with torch
+        log.exception("ONNX export failed")
+        backend, reason = "torch", f"ONNX export failed ({type(err).__name__}: {err})"
+    if backend != "torch" and agreement.get(backend, 0.0) < serving.min_agreement:
+        reason = (
+            f"{backend} gives the fp32 model's label on {agreement.get(backend, 0.0):.4f} of "
+            f"{len(texts)} held-out texts, under serving.min_agreement {serving.min_agreement}"
+        )
+        backend = "torch"
+    meta = json.loads(meta_path.read_text())
+    meta[BACKEND_META_KEY] = backend
+    if agreement:
+        meta.setdefault(ONNX_META_KEY, {})["label_agreement"] = agreement
+    meta_path.write_text(json.dumps(meta, indent=2))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
+    say(
+        f"serving backend: {backend}"
+        + (f" (label agreement with fp32 torch: {shown})" if shown else "")
+        + (f"; not {serving.backend}: {reason}" if reason else "")
+    )
+    return ServingExport(backend, agreement, reason)
 
 
 def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
@@ -203,19 +277,30 @@ def _register(
                 card_html = Path(tmp) / "model_card.html"
                 shutil.copyfile(model_card, card_html)
                 mlflow.log_artifact(str(card_html), artifact_path="model_card")
-        say("logging the model to MLflow")
         from serving import mlflow_pyfunc_env as pyfunc_env
 
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_CODE),
-            artifacts={"model": str(model_dir)},
-            signature=signature,
-            input_example=example,
-            # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
-            pip_requirements=pyfunc_env.pip_requirements(),
-            code_paths=pyfunc_env.code_paths(),
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy: the step's input artifact stays as train_model wrote it.
+            say("exporting ONNX files for serving")
+            export = export_for_serving(
+                model_dir,
+                Path(tmp) / "model",
+                held_out_texts(features_dir, reg.reference_rows, seed=cfg.validate_.seed),
+                reference["prediction"].tolist(),
+                cfg.serving,
+                say,
+            )
+            say("logging the model to MLflow")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"model": str(Path(tmp) / "model")},
+                signature=signature,
+                input_example=example,
+                # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
+                pip_requirements=pyfunc_env.pip_requirements(),
+                code_paths=pyfunc_env.code_paths(),
+            )
 
     mv = c.create_model_version(
         name,
@@ -229,6 +314,9 @@ def _register(
             c.set_model_version_tag(name, mv.version, key, str(manifest.get("content_hash", "")))
         for key, value in metrics.items():
             c.set_model_version_tag(name, mv.version, f"metric.{key}", f"{float(value):.6f}")
+        c.set_model_version_tag(name, mv.version, "serving_backend", export.backend)
+        for key, value in export.agreement.items():
+            c.set_model_version_tag(name, mv.version, f"label_agreement.{key}", f"{value:.6f}")
         c.set_registered_model_alias(name, CHALLENGER, mv.version)
     except Exception:
         # All or nothing: a version without its alias and tags is removed, and the step fails.

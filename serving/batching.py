@@ -7,13 +7,15 @@ text sees the same tokens, with no padding and no attention mask, whatever else 
 
 Matrix products are not batch-invariant either: a linear layer fed one row (the pooler and the
 classification head of a single request) runs a matrix-vector kernel whose rounding differs from
-the matrix-matrix kernel used for many rows. :func:`make_batch_invariant` pads such small
-inputs to ``MIN_GEMM_ROWS`` rows (zeros, sliced off after), so every row takes the same kernel.
+the matrix-matrix kernel used for many rows. :func:`serving.torch_backend.make_batch_invariant`
+pads such small inputs to ``MIN_GEMM_ROWS`` rows (zeros, sliced off after), so every row takes
+the same kernel. This module is backend-neutral (no torch import): a backend hands
+:func:`probabilities_unpadded` its forward pass over token id rows.
 
 Guarantee (tested bitwise in tests/serving/test_predictor.py and test_server_rest.py): the
 probabilities a caller gets from a batched call are bit-for-bit those of the same text sent
-alone. Padding would break this (masked positions still change float rounding), which is why
-texts of different lengths never share a forward pass.
+alone (torch backend). Padding would break this (masked positions still change float rounding),
+which is why texts of different lengths never share a forward pass.
 """
 
 from __future__ import annotations
@@ -26,43 +28,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from aicrush.text_window import mean_by_text, model_inputs
 
-MIN_GEMM_ROWS = 16
 
-
-class _MinRowsLinear(torch.nn.Linear):
-    """A Linear layer that pads inputs of fewer than MIN_GEMM_ROWS rows with zero rows."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.shape[:-1].numel()
-        if rows >= MIN_GEMM_ROWS:
-            return super().forward(x)
-        flat = x.reshape(rows, x.shape[-1])
-        padded = torch.cat([flat, flat.new_zeros(MIN_GEMM_ROWS - rows, flat.shape[1])])
-        return super().forward(padded)[:rows].reshape(*x.shape[:-1], self.out_features)
-
-
-def make_batch_invariant(model: torch.nn.Module) -> torch.nn.Module:
-    """Make every fp32 ``nn.Linear`` in ``model`` take the matrix-matrix path for any batch size.
-
-    In place (the weights are kept); quantized layers are left as they are.
-    """
-    for module in model.modules():
-        if type(module) is torch.nn.Linear:
-            module.__class__ = _MinRowsLinear
-    return model
-
-
-def bucket_by_length(lengths: Sequence[int], max_batch_size: int) -> list[list[int]]:
+def bucket_by_length(
+    lengths: Sequence[int], max_batch_size: int, groups: Sequence[int] | None = None
+) -> list[list[int]]:
     """Group row indices by equal length, each group cut into chunks of at most ``max_batch_size``.
 
-    Pure: rows keep their input order inside a bucket; buckets come in order of first appearance.
+    ``groups`` (one key per row, e.g. the text each row belongs to): rows of different groups
+    never share a bucket, and a group's rows of one length stay in one chunk whatever
+    ``max_batch_size`` is. Pure: rows keep their input order inside a bucket; buckets come in
+    order of first appearance.
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if groups is not None:
+        by_group: dict[tuple[int, int], list[int]] = {}
+        for i, (n, g) in enumerate(zip(lengths, groups, strict=True)):
+            by_group.setdefault((int(g), int(n)), []).append(i)
+        return list(by_group.values())
     buckets: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         buckets.setdefault(int(n), []).append(i)
@@ -72,34 +58,40 @@ def bucket_by_length(lengths: Sequence[int], max_batch_size: int) -> list[list[i
     return chunks
 
 
-@torch.inference_mode()
-def predict_proba_unpadded(
-    model: Any,
+RowsFn = Callable[[np.ndarray], np.ndarray]
+"""Probabilities ``[batch, labels]`` (float32) of unpadded token id rows ``[batch, sequence]``."""
+
+
+def probabilities_unpadded(
+    run: RowsFn,
+    n_labels: int,
     tokenizer: Any,
     texts: Sequence[str],
     max_length: int,
     max_batch_size: int = 64,
     text_window: str = "head",
     crops: int = 1,
+    per_text: bool = False,
 ) -> tuple[np.ndarray, list[int]]:
     """Class probabilities for ``texts`` without padding; also returns each text's token count.
 
     Each text is cut to the window(s) the model reads (``text_window`` and ``crops`` from
     aicrush.json, see ``aicrush.text_window.model_inputs``), each at most ``max_length`` tokens
     (the model's limit); a text read as several windows gets the mean of their probabilities
-    and the sum of their token counts. Each forward pass holds windows of one token length
-    only, so every row's result is what the model gives that window alone.
+    and the sum of their token counts. Each call of ``run`` (a backend's forward pass: torch or
+    ONNX Runtime) holds windows of one token length only, so every row's result is what the
+    model gives that window alone. ``per_text``: each call holds the windows of one text only
+    (for a backend whose rows are not independent, like dynamic int8 quantization, whose
+    activation scale is taken over the whole input). Shapes: returns ``[len(texts), n_labels]``
+    float32.
     """
     if not texts:
-        return np.zeros((0, model.config.num_labels), dtype=np.float32), []
+        return np.zeros((0, n_labels), dtype=np.float32), []
     ids, owner = model_inputs(tokenizer, texts, max_length, text_window, crops)
     row_lengths = [len(x) for x in ids]
-    device = next(model.parameters()).device
-    out = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
-    for rows in bucket_by_length(row_lengths, max_batch_size):
-        input_ids = torch.tensor([ids[i] for i in rows], dtype=torch.long, device=device)
-        logits = model(input_ids=input_ids).logits
-        out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    out = np.empty((len(ids), n_labels), dtype=np.float32)
+    for rows in bucket_by_length(row_lengths, max_batch_size, owner if per_text else None):
+        out[rows] = run(np.array([ids[i] for i in rows], dtype=np.int64))
     lengths = np.bincount(owner, weights=row_lengths, minlength=len(texts)).astype(int).tolist()
     if len(ids) == len(texts):
         return out, lengths
@@ -241,5 +233,5 @@ __all__ = [
     "BatchResult",
     "DynamicBatcher",
     "bucket_by_length",
-    "predict_proba_unpadded",
+    "probabilities_unpadded",
 ]

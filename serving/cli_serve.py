@@ -142,8 +142,28 @@ def serve_command(
         ),
     ] = 8 * 1024 * 1024,
     quantize: Annotated[
-        bool, typer.Option("--quantize", help="Dynamic int8 quantization (see docs/serving.md).")
+        bool,
+        typer.Option(
+            "--quantize", help="torch dynamic int8 quantization (torch backend; docs/serving.md)."
+        ),
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Forward pass: auto (what the model was registered with, else torch), torch, "
+            "onnx or onnx-int8 (ONNX Runtime over the files exported at registration).",
+        ),
+    ] = "auto",
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            min=0,
+            help="Intra-op threads of the forward pass (0: one per core); docs/serving.md has "
+            "the table by pod size.",
+        ),
+    ] = 1,
     log_to: Annotated[
         str | None,
         typer.Option("--log-to", help="Send each request and response (CloudEvents) to this URL."),
@@ -192,8 +212,16 @@ def serve_command(
     """
     from aicrush.registry import ModelVersionNotFound
     from aicrush.state import resolve_tracking_uri, state_dir
+    from serving.predictor import BACKEND_CHOICES
     from serving.server import PortInUse, serve
 
+    if backend not in BACKEND_CHOICES:
+        raise typer.BadParameter(
+            f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}",
+            param_hint="--backend",
+        )
+    if quantize and backend.startswith("onnx"):
+        raise typer.BadParameter("--quantize is for the torch backend; use --backend onnx-int8")
     tracking_uri = resolve_tracking_uri(None, state_dir(state), tracking_uri)
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
@@ -241,6 +269,8 @@ def serve_command(
             max_wait_ms=max_batch_wait_ms,
             max_body_bytes=max_body_bytes,
             quantize=quantize,
+            backend=backend,
+            threads=threads,
             log_to=log_to,
             log_batch_size=log_batch_size,
             log_linger_ms=log_linger_ms,

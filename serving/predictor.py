@@ -17,7 +17,13 @@ order; ``binary_data_output`` / an output's ``binary_data`` parameter answer in 
 data extension. A V2 response carries the request's ``id``, or a new UUID4 when it had none.
 
 Texts longer than the model's ``max_length`` tokens (aicrush.json) are truncated and answered.
-Results come from the dynamic batcher (serving/batching.py): bit-for-bit those of a serial call.
+Results come from the dynamic batcher (serving/batching.py): with the torch backend, bit-for-bit
+those of a serial call.
+
+Backends (``backend``): ``torch`` (PyTorch eager, serving/torch_backend.py), ``onnx`` and
+``onnx-int8`` (ONNX Runtime over the files exported at registration, serving/onnx_backend.py;
+torch is never imported). ``auto``: what the model was registered with (``serving_backend`` in
+aicrush.json), else ``torch``.
 """
 
 from __future__ import annotations
@@ -32,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from aicrush.text_window import crops_of, window_of
-from serving.batching import DynamicBatcher, make_batch_invariant, predict_proba_unpadded
+from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
+from serving.batching import DynamicBatcher
 from serving.decoding import (
     INPUT_NAME,
     PROBABILITIES_PARAMETER,
@@ -117,27 +122,42 @@ def v2_response(
 # --------------------------------------------------------------------------- the model
 
 
-def load_torch_model(model_dir: Path, quantize: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """Model (eval, SDPA attention where supported, batch-invariant linear layers, optionally
-    int8-quantized), tokenizer, meta."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+BACKEND_CHOICES = ("auto", "torch", "onnx", "onnx-int8")
 
-    from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
 
-    model_dir = resolve_model_dir(model_dir)
-    meta = json.loads((model_dir / MODEL_META_FILE).read_text())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, attn_implementation="sdpa"
-        )
-    except (ValueError, ImportError):  # an architecture without SDPA support
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-    model.eval()
+def resolve_backend(model_dir: str | Path, backend: str = "auto") -> str:
+    """The backend to serve ``model_dir`` with: ``backend`` itself, or for ``auto`` the one the
+    model was registered with (aicrush.json ``serving_backend``), else ``torch``.
+
+    Raises ValueError for a name not in :data:`BACKEND_CHOICES`.
+    """
+    from serving.onnx_backend import BACKEND_META_KEY
+
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend != "auto":
+        return backend
+    meta = json.loads((resolve_model_dir(model_dir) / MODEL_META_FILE).read_text())
+    return str(meta.get(BACKEND_META_KEY) or "torch")
+
+
+def load_backend(
+    model_dir: str | Path, backend: str, threads: int = 1, quantize: bool = False
+) -> Any:
+    """A loaded backend (``.forward(texts, max_batch_size) -> (probs, token counts)``, ``.meta``,
+    ``.labels``). ``threads``: intra-op threads (0: the library's default); ``quantize``: torch's
+    dynamic int8 (torch backend only). Raises ``serving.onnx_backend.MissingOnnxFiles`` when an
+    ONNX backend is asked of a folder without the exported file."""
+    backend = resolve_backend(model_dir, backend)
+    if backend == "torch":
+        from serving.torch_backend import TorchBackend
+
+        return TorchBackend(model_dir, quantize=quantize, threads=threads)
     if quantize:
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    make_batch_invariant(model)  # after quantization, which looks for plain nn.Linear
-    return model, tokenizer, meta
+        raise ValueError(f"--quantize is for the torch backend; {backend} is already what it is")
+    from serving.onnx_backend import OnnxBackend
+
+    return OnnxBackend(model_dir, backend, threads=threads)
 
 
 class TextClassifierModel(Model):
@@ -149,7 +169,9 @@ class TextClassifierModel(Model):
         version: the model version for metrics and metadata (default: aicrush.json ``version``,
             else ``"1"``).
         max_batch_size, max_wait_ms: dynamic batching bounds.
-        quantize: dynamic int8 quantization of the linear layers.
+        quantize: torch dynamic int8 quantization of the linear layers (torch backend).
+        backend: ``auto`` | ``torch`` | ``onnx`` | ``onnx-int8`` (see the module docstring).
+        threads: intra-op threads of the forward pass (0: the library's default).
         payload_logger: the drift monitor's ``PayloadLogger`` (``submit(request_id, model_name,
             model_version, texts, outputs)``, non-blocking) or None.
     """
@@ -163,6 +185,8 @@ class TextClassifierModel(Model):
         max_wait_ms: float = 0.0,
         quantize: bool = False,
         payload_logger: Any = None,
+        backend: str = "auto",
+        threads: int = 1,
     ):
         super().__init__(name)
         self.model_dir = Path(model_dir)
@@ -170,25 +194,25 @@ class TextClassifierModel(Model):
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self.quantize = quantize
+        self.backend = backend
+        self.threads = threads
         self.payload_logger = payload_logger
         self.labels: list[str] = []
         self.max_length = 0
         self.batcher: DynamicBatcher | None = None
 
     def load(self) -> bool:
-        model, tokenizer, meta = load_torch_model(self.model_dir, quantize=self.quantize)
+        loaded = load_backend(self.model_dir, self.backend, self.threads, self.quantize)
+        self.backend = loaded.backend
+        meta = loaded.meta
         self.labels = list(meta["labels"])
         self.max_length = int(meta.get("max_length", 256))
         self.version = str(self.version or meta.get("version") or meta.get("model_version") or "1")
         metrics = serving_metrics()
         batch_hist = metrics.batch_size.labels(self.name, self.version)
-        max_len = self.max_length
-        window, crops = window_of(meta), crops_of(meta)
 
         def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-            return predict_proba_unpadded(
-                model, tokenizer, texts, max_len, self.max_batch_size, window, crops
-            )
+            return loaded.forward(texts, self.max_batch_size)  # type: ignore[no-any-return]
 
         self.batcher = DynamicBatcher(
             forward, self.max_batch_size, self.max_wait_ms, on_batch=batch_hist.observe
@@ -220,12 +244,13 @@ class TextClassifierModel(Model):
         return {
             "name": self.name,
             "versions": [self.version],
-            "platform": "pytorch",
+            "platform": "pytorch" if self.backend == "torch" else "onnxruntime",
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
             "parameters": {
                 "labels": self.labels,
                 "max_length": self.max_length,
+                "backend": self.backend,
                 "probabilities_parameter": PROBABILITIES_PARAMETER,
             },
         }

@@ -1,7 +1,5 @@
-"""A random-weight model the size of the ``tiny`` training preset, for serving benchmarks.
-
-BERT encoder, 2 layers, hidden 128, 4 heads, intermediate 512, max_length 128, MiniLM tokenizer
-(pipelines/config.py preset ``tiny``). Random weights: speed does not depend on them.
+"""Models for the serving benchmark: a trained ``tiny`` preset model (the default), or a
+random-weight model of about its size (speed only; label agreement needs a trained model).
 """
 
 from __future__ import annotations
@@ -53,3 +51,21 @@ def code_snippets(n: int = 64, size: int = 1024) -> list[str]:
             if len(out) >= n:
                 return out
     return out
+
+
+def train_tiny_model(out_dir: Path) -> tuple[Path, list[str]]:
+    """The ``tiny`` preset (its own tokenizer, crops window) trained here on the small five-language
+    corpus of the serving tests (tests/serving/test_readme_examples.py; seconds on one thread),
+    and that corpus's held-out texts (validation + test). Pass ``--model-dir`` and ``--texts``
+    for the default corpus's model and test split."""
+    import pandas as pd
+
+    from aicrush.config import build_config
+    from components.train_model import train
+    from tests.serving.test_readme_examples import corpus
+
+    features = corpus(out_dir / "features")
+    cfg = build_config({"train": {"num_threads": 1}}, preset="tiny")
+    train(features, cfg.train, out_dir / "model", out_dir / "ckpt", preset="tiny")
+    texts = pd.concat([pd.read_parquet(features / f"{s}.parquet") for s in ("val", "test")])
+    return out_dir / "model", texts["text"].tolist()

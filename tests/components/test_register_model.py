@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from aicrush.config import PRESETS, build_config
+from aicrush.model_folder import resolve_model_dir
 from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, download_model, tracking
 from aicrush.state import local_tracking_uri
-from components.register_model import RUN_KEY_TAG, register
+from components.register_model import RUN_KEY_TAG, export_for_serving, register
 from features.file_features import FEATURE_NAMES, compute_file_features
 from tests.model_factory import DEFAULT_LABELS
 
@@ -107,6 +108,47 @@ def test_register_logs_lineage_reference_and_alias(
 
     resolved = download_model(uri, result.model_name, alias=CHALLENGER, dst=state_dir / "dl")
     assert resolved is not None and (resolved.path / "aicrush.json").is_file()
+
+    # The ONNX exports travel with the weights; the recorded backend follows the measured
+    # agreement (a random-weight model may not reach serving.min_agreement with int8 weights).
+    folder = resolve_model_dir(resolved.path)
+    assert (folder / "model.onnx").is_file() and (folder / "model.int8.onnx").is_file()
+    meta = json.loads((folder / "aicrush.json").read_text())
+    agreement = meta["onnx"]["label_agreement"]
+    assert set(agreement) == {"onnx", "onnx-int8"}
+    expected = "onnx-int8" if agreement["onnx-int8"] >= 0.995 else "torch"
+    assert meta["serving_backend"] == mv_tags(uri, result)["serving_backend"] == expected
+    assert float(mv_tags(uri, result)["label_agreement.onnx"]) == pytest.approx(agreement["onnx"])
+    assert not (random_model_dir / "model.onnx").exists()  # the input artifact is left as it was
+
+
+def mv_tags(uri: str, result) -> dict[str, str]:
+    return dict(client(uri).get_model_version(result.model_name, result.version).tags)
+
+
+def test_export_for_serving_keeps_an_onnx_backend_only_with_label_agreement(
+    random_model_dir: Path, tmp_path: Path
+):
+    from aicrush.config import ServingConfig
+    from aicrush.model_folder import TextClassifier
+
+    texts = list(SNIPPETS.values()) * 4
+    fp32 = [p.label for p in TextClassifier.from_dir(random_model_dir, device="cpu").predict(texts)]
+    kept = export_for_serving(
+        random_model_dir, tmp_path / "a", texts, fp32, ServingConfig(backend="onnx")
+    )
+    assert kept.backend == "onnx" and kept.agreement["onnx"] == 1.0 and not kept.reason
+    assert json.loads((tmp_path / "a" / "aicrush.json").read_text())["serving_backend"] == "onnx"
+
+    # Labels the ONNX model does not give: the agreement is measured, and torch is recorded.
+    wrong = [DEFAULT_LABELS[(DEFAULT_LABELS.index(x) + 1) % len(DEFAULT_LABELS)] for x in fp32]
+    refused = export_for_serving(
+        random_model_dir, tmp_path / "b", texts, wrong, ServingConfig(backend="onnx")
+    )
+    assert refused.backend == "torch" and refused.agreement["onnx"] == 0.0
+    assert "serving.min_agreement" in refused.reason
+    meta = json.loads((tmp_path / "b" / "aicrush.json").read_text())
+    assert meta["serving_backend"] == "torch" and (tmp_path / "b" / "model.onnx").is_file()
 
 
 def test_retried_step_registers_no_second_version(

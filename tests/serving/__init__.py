@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +58,20 @@ def running_server(
     *extra_args: str,
     startup_timeout: float = 90.0,
     scheme: str = "http",
+    launcher: Sequence[str] = ("-m", "serving.server"),
 ) -> Iterator[RunningServer]:
     """Start ``python -m serving.server`` on free loopback ports; SIGTERM it afterwards.
 
     ``scheme="https"``: poll readiness over TLS (any certificate), for ``--ssl_certfile`` runs.
+    ``launcher``: what follows ``python`` (a script that calls ``serving.server.main``, e.g.
+    with torch made unimportable).
     """
     http_port, grpc_port = free_port(), free_port()
     log_path = log_dir / f"server-{http_port}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [
-        sys.executable, "-m", "serving.server",
+        sys.executable, *launcher,
         "--model_dir", str(model_dir),
         "--model_name", MODEL_NAME,
         "--model_version", MODEL_VERSION,

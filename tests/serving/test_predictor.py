@@ -11,15 +11,15 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
 from aicrush.model_folder import TextClassifier
-from serving.batching import DynamicBatcher, bucket_by_length, predict_proba_unpadded
+from serving.batching import DynamicBatcher, bucket_by_length
 from serving.http_guard import check_json_body, json_depth
 from serving.predictor import (
     TextClassifierModel,
-    load_torch_model,
     request_features,
     texts_from_v1,
     texts_from_v2,
 )
+from serving.torch_backend import load_torch_model, predict_proba_unpadded
 from tests.serving import SNIPPETS
 
 
