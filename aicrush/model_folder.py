@@ -20,6 +20,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from aicrush.text_window import crops_of, mean_by_text, model_inputs, window_of
 
 MODEL_META_FILE = "aicrush.json"
+#: The training curve (``components.train_model``): a JSON list of points, each with ``step``,
+#: ``epoch`` and some of ``train_loss``, ``learning_rate``, ``grad_norm``, ``val_accuracy``.
+TRAINING_HISTORY_FILE = "training_history.json"
 
 
 def resolve_model_dir(path: str | Path) -> Path:

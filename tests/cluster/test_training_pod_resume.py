@@ -30,6 +30,7 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    from components.checkpoint_sync import COMPLETE_MARKER
     from pipelines.compile import compile_pipeline
     from tests.components.test_train_model import make_features_dir
 
@@ -77,7 +78,7 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
             saved = [
                 b.name
                 for b in client.list_blobs(BUCKET, prefix="pipeline-root/run-1/checkpoints/")
-                if b.name.endswith("/training_state.pt")
+                if b.name.endswith("/" + COMPLETE_MARKER)
             ]
             time.sleep(0.5)
         os.killpg(first.pid, signal.SIGKILL)  # a preempted node: the whole pod, no clean-up
