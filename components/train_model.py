@@ -207,7 +207,9 @@ class EpochDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     ``ids``: token ids per file (for ``crop``: the whole span, untruncated; else already cut to
     ``max_length``); ``labels``: class index per file. Item ``i`` of epoch ``e`` is row
     ``order[i]`` with ``order`` from transformers' ``get_length_grouped_indices`` (shuffle, sort by
-    length within mega-batches of ``group_size`` x 50 rows: little padding per batch) with a
+    length within mega-batches of ``group_size`` x 50 rows: little padding per batch; ``train``
+    passes the rows of one optimizer step over all processes, so 1 process x batch 16 and 2
+    processes x batch 8 read the same rows in the same steps) with a
     generator seeded by (seed, e). With ``crop`` the row is one ``max_length``-token window at a
     random place of its file (``aicrush.text_window.random_crop``) drawn from (seed, e, row): a
     new view every epoch, the same one in a resumed run. Trainer (accelerate's DataLoader) calls
@@ -382,6 +384,13 @@ def _callbacks(**kwargs: Any) -> list[Any]:
                 else:
                     self.emit(dict(self.last))
             if state.is_world_process_zero and "eval_accuracy" in logs:
+                if not self.last:  # nothing trained in this process: the checkpoint's last loss
+                    logged = [e for e in state.log_history if "loss" in e] or [{}]
+                    self.last = {
+                        "loss": float(logged[-1].get("loss", float("nan"))),
+                        "lr": float(logged[-1].get("learning_rate", float("nan"))),
+                        "samples_per_second": float("nan"),
+                    }
                 info = self.pending or {
                     **self.last,
                     "step": state.global_step,
@@ -522,6 +531,7 @@ def train(
         DataCollatorWithPadding,
         PrinterCallback,
         Trainer,
+        TrainerState,
         TrainingArguments,
         set_seed,
     )
@@ -620,6 +630,11 @@ def train(
         if not cfg.base_model and resume is None and local_main:
             tokenizer.save_pretrained(tokenizer_dir)
     _check_same_tokenizer(tokenizer)
+    finished = resume is not None and resumed_from >= total_steps
+    if finished and resume is not None:
+        # Its final checkpoint is complete: nothing is left to train (Trainer, resumed there,
+        # would train one step past max_steps). Its weights are validated and written.
+        model = type(model).from_pretrained(resume)
 
     crops = cfg.text_window == CROPS
     if crops:
@@ -632,7 +647,7 @@ def train(
     train_y = np.array([label2id[str(x)] for x in train_df[LABEL_COLUMN]], dtype=np.int64)
     train_dataset = EpochDataset(
         train_ids, train_y, max_length=max_length, seed=cfg.seed,
-        group_size=cfg.batch_size, crop=crops,
+        group_size=cfg.batch_size * ga * world_size, crop=crops,
     )  # fmt: skip
     val_ids, val_owner = model_inputs(
         tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length, cfg.text_window, cfg.crops
@@ -689,7 +704,14 @@ def train(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; ProgressLines does it
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if args.world_size > 1:
+        # Trainer seeds every process alike, so each would draw the same dropout masks for its
+        # (equally shaped) batch: correlated noise that measurably slowed learning. One stream each.
+        torch.manual_seed(_seed_of(cfg.seed, args.process_index))
+    if finished and resume is not None:
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     history = list(trainer.state.log_history)
     evaluated = [e for e in history if "eval_accuracy" in e]
     if has_eval and (not evaluated or evaluated[-1].get("step") != trainer.state.global_step):

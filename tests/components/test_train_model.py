@@ -314,6 +314,13 @@ def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(
     assert set(steps(straight.history, "val_accuracy")) - set(
         steps(resumed.history, "val_accuracy")
     ) <= {resumed_at}
+    # A retry after the last checkpoint (killed while writing the model) trains nothing more.
+    lines: list[dict] = []
+    again = train(features_dir, cfg, tmp_path / "c", tmp_path / "ckpt_b", progress=lines.append)
+    assert [line["step"] for line in lines] == [12] and "val_accuracy" in lines[0]
+    assert again.resumed_from_step == 12 and again.metrics["steps"] == 12
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+    assert again.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
     kept = sorted(p.name for p in (tmp_path / "ckpt_b").glob("checkpoint-*"))
     assert len(kept) == cfg.save_total_limit and "checkpoint-12" in kept
 
