@@ -422,7 +422,10 @@ def _callbacks(**kwargs: Any) -> list[Any]:
             tmp.write_text(json.dumps(marker))
             tmp.replace(folder / COMPLETE_MARKER)  # atomic: a marker is whole or absent
             if self.mirror is not None:
-                self.mirror.push()
+                try:
+                    self.mirror.push()
+                except Exception as err:  # the next save uploads it again; training goes on
+                    log.warning("uploading checkpoints to %s failed: %s", self.mirror.uri, err)
 
     class KeepTrainingRng(TrainerCallback):  # type: ignore[misc]
         """Validation leaves the RNG as it found it (the dropout stream of training)."""
@@ -698,7 +701,8 @@ def train(
         train_dataset=train_dataset,
         eval_dataset=eval_rows if has_eval else None,
         data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
+        # No processing_class: Trainer would copy the tokenizer into every checkpoint; it is
+        # saved once, in checkpoint_dir/tokenizer.
         compute_loss_func=counted_loss,
         compute_metrics=compute_metrics if has_eval else None,
         callbacks=callbacks,
@@ -745,6 +749,8 @@ def train(
                 "world_size": args.world_size,
             },
         )  # fmt: skip
+    if mirror is not None and trainer.is_world_process_zero():
+        mirror.push()  # what a failed upload during training left behind; raises if it fails again
     _barrier()  # no process leaves before the model folder is complete
     return TrainResult(
         model_dir=out_dir,

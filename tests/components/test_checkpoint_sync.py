@@ -90,3 +90,30 @@ def test_a_new_pod_resumes_from_checkpoints_in_gcs(
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
     assert straight.resumed_from_step == 0
+
+
+def test_a_failed_upload_does_not_stop_training(
+    tmp_path: Path,
+    features_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    real_push = CheckpointMirror.push
+
+    def flaky_push(self: CheckpointMirror) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("connection reset")  # the store hiccups at the first save
+        return real_push(self)
+
+    monkeypatch.setattr(CheckpointMirror, "push", flaky_push)
+    cfg = tiny_cfg(
+        max_steps=4, checkpoint_every_steps=2, hidden_size=32, intermediate_size=64, num_layers=1
+    )
+    store = tmp_path / "store"
+    result = train(
+        features_dir, cfg, tmp_path / "m", tmp_path / "ckpt", checkpoint_store=str(store)
+    )
+    assert result.metrics["steps"] == 4 and len(calls) == 3  # 2 saves + the final push
+    for step in (2, 4):  # the second save's push also sent what the first one could not
+        assert (store / f"checkpoint-{step}" / COMPLETE_MARKER).is_file()
