@@ -213,7 +213,11 @@ class TrainConfig(StrictModel):
         description="Checkpoints kept in the checkpoint folder, newest first. At least 2: "
         "Trainer prunes before the newest is marked complete, so one could be a partial one.",
     )
-    num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
+    num_threads: int = Field(
+        default=0,
+        ge=0,
+        description="torch CPU threads per process (0: the cores divided among the processes).",
+    )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")
     seed: int = 0
     distributed: DistributedConfig = DistributedConfig()
