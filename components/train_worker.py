@@ -225,8 +225,9 @@ def launch_local(
             "(the train step submits a TrainJob there); locally set num_nodes: 1"
         )
     n = dist.processes_per_node
-    full = AicrushConfig(preset=preset if preset in ("tiny", "minilm", "custom") else "custom",
-                         train=cfg)  # fmt: skip
+    full = AicrushConfig.model_validate(
+        {"preset": preset if preset in ("tiny", "minilm", "custom") else "custom", "train": cfg}
+    )
     threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="aicrush-ddp-") as tmp:
