@@ -83,7 +83,6 @@ images: ## Build and push the four images with docker buildx (needs a container 
 
 .PHONY: bench
 bench: install ## Run every benchmark (minutes; prints figures and ratios)
-	$(BIN)/pip install -q 'accelerate==1.15.0'  # transformers.Trainer, bench_training.py's baseline
 	for b in benchmarks/bench_*.py; do echo "== $$b"; PYTHONPATH=. $(BIN)/python $$b || exit 1; done
 
 .PHONY: clean

@@ -209,8 +209,26 @@ class TrainConfig(StrictModel):
         description="Windows averaged per text at prediction time ('crops' only): a text of "
         "max_length tokens or fewer is one window; longer texts cost up to this many forward rows.",
     )
-    checkpoint_every_steps: int = Field(default=200, ge=1)
-    num_threads: int = Field(default=0, ge=0, description="torch CPU threads (0: all cores).")
+    gradient_accumulation_steps: int = Field(
+        default=1,
+        ge=1,
+        description="Batches whose gradients add up before each optimizer step: the batch of one "
+        "step is batch_size x this x processes (train.distributed), at the memory of batch_size.",
+    )
+    checkpoint_every_steps: int = Field(
+        default=200, ge=1, description="Optimizer steps between checkpoints (and at the end)."
+    )
+    save_total_limit: int = Field(
+        default=2,
+        ge=2,
+        description="Checkpoints kept in the checkpoint folder, newest first. At least 2: "
+        "Trainer prunes before the newest is marked complete, so one could be a partial one.",
+    )
+    num_threads: int = Field(
+        default=0,
+        ge=0,
+        description="torch CPU threads per process (0: the cores divided among the processes).",
+    )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (L4 supports it).")
     seed: int = 0
     distributed: DistributedConfig = DistributedConfig()

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import torch
 
 MODEL_META_FILE = "aicrush.json"
+#: The training curve (``components.train_model``): a JSON list of points, each with ``step``,
+#: ``epoch`` and some of ``train_loss``, ``learning_rate``, ``grad_norm``, ``val_accuracy``.
+TRAINING_HISTORY_FILE = "training_history.json"
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -1,20 +1,22 @@
-"""Training throughput: aicrush's own loop (components.train_model.train) vs transformers.Trainer.
+"""Training throughput: the Trainer path (components.train_model.train) vs the hand-written loop
+it replaced, and 2-process DDP vs 1 process.
 
-Same model (the ``tiny`` preset: a BERT encoder built from TrainConfig, tokenizer trained on the
-data), same data, same batch size, max_length, learning rate, warmup, weight decay, gradient
-clipping and number of optimizer steps. Trainer is set up as the equivalent plain loop:
-``eval_strategy="no"``, ``save_strategy="no"``, ``report_to="none"``, ``dataloader_num_workers=0``,
-``train_sampling_strategy="random"`` (group_by_length off), ``DataCollatorWithPadding`` (dynamic
-padding per batch), ``lr_scheduler_type="linear"``, ``max_grad_norm=1.0``, default optimizer
-(``adamw_torch_fused``), bf16 only on CUDA. Figures are optimizer-loop samples/s: Trainer's
-``train_samples_per_second`` and train()'s ``samples_per_second`` (both exclude tokenization).
+1. **Trainer path vs the old loop.** ``train()`` (transformers.Trainer) against
+   :func:`hand_loop`, a copy of the loop ``train_model`` ran before issue 14, kept here only as
+   the named baseline: AdamW (fused), linear warmup/decay, clipping at 1.0, class-weighted
+   cross-entropy, length-bucketed batches with dynamic padding, one random crop per file per
+   epoch. Same model (the ``tiny`` preset's shape and tokenizer), data, batch size, max_length,
+   learning rate and steps; both report optimizer-loop samples/s (data, forward, backward,
+   optimizer step; not tokenization, validation or checkpoints). Target (issue 14): >= 0.95x.
+2. **2 processes vs 1.** ``train()`` with ``train.distributed.processes_per_node: 2`` (torchrun,
+   gloo, 1 thread per process) against 1 process with all cores as threads, at the same global
+   batch (2 x batch/2 vs 1 x batch), so each step does the same work: the ratio is the speed-up.
+   Wall time (torchrun and imports included) is printed beside it.
 
-One untimed 2-step warm-up of each, then ``--repeats`` alternating pairs (who goes first
-alternates); medians are reported with the load average, since a shared machine is noisy.
-Trainer needs ``accelerate>=1.1`` installed.
-
-Data (default): source files of this Python environment's site-packages and standard library,
-labelled by extension; ``--source synthetic`` uses generated snippets instead.
+One untimed 2-step warm-up of the in-process paths, then ``--repeats`` alternating runs;
+medians are reported with the load average (the machine may be shared), then one ``RESULT`` line.
+Data (default): source files of this Python environment, labelled by extension;
+``--source synthetic`` uses generated snippets instead.
 
     .venv/bin/python benchmarks/bench_training.py --max-steps 40 --repeats 2
 """
@@ -35,6 +37,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from a checkout: import this tree's packages
+os.environ["PYTHONPATH"] = os.pathsep.join(  # the torchrun workers import this tree too
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+)
 
 EXTENSIONS = {
     ".py": "Python",
@@ -104,65 +109,101 @@ def write_features(frame, out: Path, seed: int) -> Path:
     return out
 
 
-def run_ours(features: Path, cfg, work: Path) -> tuple[float, Path]:
+def hand_loop(features: Path, cfg) -> float:
+    """The training loop of ``components/train_model.py`` before issue 14 (the baseline).
+
+    Returns optimizer-loop samples/s over ``cfg.max_steps`` steps.
+    """
+    import numpy as np
+    import pandas as pd
+    import torch
+    from transformers import set_seed
+
+    from aicrush.text_window import crop_source, random_crop
+    from components.model_builder import build_model_and_tokenizer
+    from components.train_model import class_weights
+
+    train_df = pd.read_parquet(features / "train.parquet")
+    labels = sorted(str(x) for x in train_df["language"].unique())
+    texts = train_df["text"].astype(str).tolist()
+    set_seed(cfg.seed)
+    with tempfile.TemporaryDirectory() as work:
+        model, tokenizer, max_length = build_model_and_tokenizer(cfg, labels, texts, Path(work))
+    ids = tokenizer([crop_source(t, max_length) for t in texts], truncation=False)["input_ids"]
+    ids = [list(x) for x in ids]
+    lengths = np.array([min(len(x), max_length) for x in ids])
+    y = np.array([labels.index(str(x)) for x in train_df["language"]], dtype=np.int64)
+    weight = class_weights(y, len(labels), cfg.class_weighting)
+    pad = tokenizer.pad_token_id or 0
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        small = param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias")
+        (no_decay if small else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+    total = cfg.max_steps
+    warmup = math.ceil(total * cfg.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def epoch_batches(epoch: int) -> list:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(lengths))
+        chunk, batches = cfg.batch_size * 50, []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(-lengths[part], kind="stable")]
+            batches += [part[i : i + cfg.batch_size] for i in range(0, len(part), cfg.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    model.train()
+    step, seconds, samples = 0, 0.0, 0
+    per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    while step < total:
+        epoch, pos = divmod(step, per_epoch)
+        if pos == 0:
+            batches = epoch_batches(epoch)
+            rng = np.random.default_rng([cfg.seed, epoch, 1])
+            rows = [random_crop(x, max_length, rng) for x in ids]
+        t0 = time.perf_counter()
+        idx = batches[pos]
+        width = max(len(rows[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            input_ids[r, : len(rows[i])] = torch.as_tensor(rows[i])
+            mask[r, : len(rows[i])] = 1
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.float(), torch.from_numpy(y[idx]), weight=weight
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        float(loss.detach())
+        seconds += time.perf_counter() - t0
+        samples += len(idx)
+        step += 1
+    return samples / seconds
+
+
+def run_trainer(features: Path, cfg, work: Path) -> tuple[float, float]:
+    """``components.train_model.train``: (optimizer-loop samples/s, wall seconds)."""
     from components.train_model import train
 
     out = Path(tempfile.mkdtemp(dir=work))
+    t0 = time.perf_counter()
     result = train(features, cfg, out / "model", out / "ckpt")
-    return result.metrics["samples_per_second"], out / "model"
-
-
-def run_trainer(features: Path, cfg, model_dir: Path, work: Path) -> float:
-    import pandas as pd
-    import torch
-    from transformers import (
-        AutoConfig,
-        AutoTokenizer,
-        BertForSequenceClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from components.train_model import tokenize
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the tokenizer our run trained
-    config = AutoConfig.from_pretrained(model_dir)
-    torch.manual_seed(cfg.seed)
-    model = BertForSequenceClassification(config)
-    train_df = pd.read_parquet(features / "train.parquet")
-    ids = tokenize(tokenizer, train_df["text"].astype(str).tolist(), cfg.max_length)
-    labels = [config.label2id[str(x)] for x in train_df["language"]]
-    dataset = [{"input_ids": x, "labels": y} for x, y in zip(ids, labels, strict=True)]
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(work / "trainer"),
-        per_device_train_batch_size=cfg.batch_size,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=math.ceil(cfg.max_steps * cfg.warmup_ratio),
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        eval_strategy="no",
-        save_strategy="no",
-        report_to="none",
-        logging_strategy="no",
-        dataloader_num_workers=0,
-        train_sampling_strategy="random",
-        disable_tqdm=True,
-        seed=cfg.seed,
-        bf16=cuda and cfg.bf16,
-        use_cpu=not cuda,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
-    )
-    metrics = trainer.train().metrics
-    return float(metrics["train_samples_per_second"])
+    return result.metrics["samples_per_second"], time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,19 +218,20 @@ def main(argv: list[str] | None = None) -> int:
         "--max-steps", type=int, default=40, help="optimizer steps per run (default 40)"
     )
     parser.add_argument("--batch-size", type=int, default=0, help="0: the tiny preset's (32)")
-    parser.add_argument("--max-length", type=int, default=0, help="0: the tiny preset's (128)")
+    parser.add_argument("--max-length", type=int, default=0, help="0: the tiny preset's (64)")
     parser.add_argument(
-        "--num-threads", type=int, default=0, help="torch CPU threads (0: all cores)"
+        "--num-threads", type=int, default=0, help="torch CPU threads of 1 process (0: all cores)"
     )
     parser.add_argument(
         "--repeats", type=int, default=2, help="alternating runs of each; medians reported"
     )
+    parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process comparison")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     import torch
 
-    from aicrush.config import PRESETS, TrainConfig
+    from aicrush.config import PRESETS, DistributedConfig, TrainConfig
 
     values = dict(PRESETS["tiny"]["train"])
     values.update(
@@ -217,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         device = (
             "cuda " + torch.cuda.get_device_name()
             if torch.cuda.is_available()
-            else f"cpu ({torch.get_num_threads()} threads)"
+            else f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
         )
         print(
             f"data: {args.source}, {len(frame)} files, {frame['language'].nunique()} languages "
@@ -225,34 +267,72 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(
-            f"model: tiny preset (hidden {cfg.hidden_size}, layers {cfg.num_layers}), batch {cfg.batch_size}, max_length {cfg.max_length}, {cfg.max_steps} steps",
+            f"model: tiny preset (hidden {cfg.hidden_size}, layers {cfg.num_layers}), batch "
+            f"{cfg.batch_size}, max_length {cfg.max_length}, {cfg.max_steps} steps",
             flush=True,
         )
-        ours, theirs = [], []
-        # Untimed warm-up (first-use costs: lazy imports, allocator, kernel selection), then
-        # alternate which side runs first so neither always gets the warmer machine.
-        _, model_dir = run_ours(features, cfg.model_copy(update={"max_steps": 2}), work)
-        run_trainer(features, cfg.model_copy(update={"max_steps": 2}), model_dir, work)
-        for rep in range(args.repeats):
+        warm = cfg.model_copy(update={"max_steps": 2})
+        hand_loop(features, warm)  # untimed: lazy imports, allocator, kernel selection
+        run_trainer(features, warm, work)
+        ours, loop = [], []
+        for rep in range(args.repeats):  # alternate who goes first: neither always runs warmer
             if rep % 2 == 0:
-                sps, model_dir = run_ours(features, cfg, work)
-                ours.append(sps)
-                theirs.append(run_trainer(features, cfg, model_dir, work))
+                ours.append(run_trainer(features, cfg, work)[0])
+                loop.append(hand_loop(features, cfg))
             else:
-                theirs.append(run_trainer(features, cfg, model_dir, work))
-                ours.append(run_ours(features, cfg, work)[0])
+                loop.append(hand_loop(features, cfg))
+                ours.append(run_trainer(features, cfg, work)[0])
             print(
-                f"run {rep + 1}: train() {ours[-1]:.1f} samples/s, Trainer {theirs[-1]:.1f} samples/s",
+                f"run {rep + 1}: train() {ours[-1]:.1f} samples/s, hand loop {loop[-1]:.1f} "
+                f"samples/s; load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
-        a, b = statistics.median(ours), statistics.median(theirs)
+        a, b = statistics.median(ours), statistics.median(loop)
+        print(f"train() (Trainer): {a:.1f} samples/s (median of {len(ours)})", flush=True)
+        print(f"hand loop:         {b:.1f} samples/s (median of {len(loop)})", flush=True)
+        print(f"ratio:             {a / b:.2f}x  (target >= 0.95x)", flush=True)
+        result = f"RESULT trainer_vs_loop={a / b:.2f}x"
+
+        if not args.no_ddp and not torch.cuda.is_available():
+            # Same global batch: 1 process x 2h rows per step vs 2 processes x h rows each.
+            half = max(1, cfg.batch_size // 2)
+            cores = os.cpu_count() or 1
+            runs = {
+                f"1 process, {cores} threads": cfg.model_copy(
+                    update={"batch_size": 2 * half, "num_threads": 0}
+                ),
+                "1 process, 1 thread": cfg.model_copy(
+                    update={"batch_size": 2 * half, "num_threads": 1}
+                ),
+                "2 processes, 1 thread each": cfg.model_copy(
+                    update={"batch_size": half, "num_threads": 0,
+                            "distributed": DistributedConfig(processes_per_node=2)}
+                ),
+            }  # fmt: skip
+            sps: dict[str, list[float]] = {name: [] for name in runs}
+            for rep in range(args.repeats):
+                names = list(runs) if rep % 2 == 0 else list(runs)[::-1]
+                for name in names:
+                    s, wall = run_trainer(features, runs[name], work)
+                    sps[name].append(s)
+                    print(
+                        f"run {rep + 1}: {name}: {s:.1f} samples/s ({wall:.1f} s wall); "
+                        f"load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+            med = {name: statistics.median(v) for name, v in sps.items()}
+            two = med["2 processes, 1 thread each"]
+            one_all, one_single = med[f"1 process, {cores} threads"], med["1 process, 1 thread"]
+            for name, value in med.items():
+                print(f"{name + ':':29s} {value:.1f} samples/s (median)", flush=True)
+            print(
+                f"2 processes vs 1 process with {cores} threads: {two / one_all:.2f}x; "
+                f"vs 1 process with 1 thread: {two / one_single:.2f}x",
+                flush=True,
+            )
+            result += f" ddp2_vs_1={two / one_all:.2f}x ddp2_vs_1thread={two / one_single:.2f}x"
         load = os.getloadavg()
-        print(f"train():  {a:.1f} samples/s (median of {len(ours)})", flush=True)
-        print(f"Trainer:  {b:.1f} samples/s (median of {len(theirs)})", flush=True)
-        print(
-            f"ratio:    {a / b:.2f}x  (target >= 1.0x); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
-            flush=True,
-        )
+        print(f"{result} load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}", flush=True)
     return 0
 
 

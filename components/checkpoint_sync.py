@@ -3,11 +3,15 @@
 In the cluster a KFP task's output paths are on the pod's own disk (uploaded only when the task
 succeeds): checkpoints written there die with the pod. :class:`CheckpointMirror` keeps a copy
 of the local checkpoint folder under a ``gs://`` prefix (or any local folder, for tests): it
-restores the copy before training and uploads each complete checkpoint while training runs.
+restores the copy before training (:meth:`CheckpointMirror.restore`) and uploads what changed
+each time ``transformers.Trainer`` has saved a checkpoint (:meth:`CheckpointMirror.push`, called
+from ``components.train_model``'s ``on_save`` callback, so the upload follows Trainer's saves
+rather than a timer).
 
-A checkpoint folder counts as complete once its state file exists (``train_model`` renames a
-finished checkpoint into place); the mirror uploads the state file last, so a half-uploaded
-checkpoint is never taken for a resumable one.
+A checkpoint folder (``checkpoint-<step>/``, Trainer's layout) counts as complete once its
+:data:`COMPLETE_MARKER` exists: ``train_model`` writes it after every process has finished its
+part of the save. The mirror uploads the marker last, so a half-uploaded checkpoint is never taken
+for a resumable one; other folders (``tokenizer/``) are uploaded as they are.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Written last in each checkpoint folder (``components.train_model``'s state file).
-STATE_FILE = "training_state.pt"
+#: Written last in each complete checkpoint folder (``components.train_model``; it holds the
+#: fingerprint of the config and data the checkpoint belongs to).
+COMPLETE_MARKER = "aicrush_checkpoint.json"
+#: Trainer's checkpoint folders: ``checkpoint-<global step>`` (transformers' PREFIX_CHECKPOINT_DIR).
+CHECKPOINT_PREFIX = "checkpoint-"
 
 
 def checkpoint_uri_for(features_uri: str) -> str:
@@ -95,31 +102,36 @@ class _Store:
 
 
 class CheckpointMirror:
-    """``with CheckpointMirror(remote_uri, local_dir):`` restore, then keep uploading.
+    """Restore checkpoints from ``remote_uri`` into ``local_dir``; upload complete ones back.
+
+    ``components.train_model.train`` calls :meth:`restore` once before training (on each node's
+    first process) and :meth:`push` after each of Trainer's saves (on the first process of the
+    job), so a checkpoint is durable before training goes on. ``with CheckpointMirror(...)``
+    restores on entry and pushes once more on exit.
 
     Args:
         remote_uri: ``gs://bucket/prefix`` (google-cloud-storage; honours STORAGE_EMULATOR_HOST)
             or a local folder.
-        local_dir: the folder training writes checkpoints to (``step-*/``, ``tokenizer/``).
-        interval_s: seconds between uploads while training runs.
+        local_dir: the folder training writes checkpoints to (``checkpoint-*/``, ``tokenizer/``).
     Raises:
-        google.api_core.exceptions.GoogleAPIError: the store cannot be read at start (a
+        google.api_core.exceptions.GoogleAPIError: the store cannot be read or written (a
         retried pod must not silently start from zero).
     """
 
-    def __init__(self, remote_uri: str, local_dir: Path, interval_s: float = 1.0):
+    def __init__(self, remote_uri: str, local_dir: Path):
         self.store = _Store(remote_uri)
         self.local = Path(local_dir)
-        self.interval_s = interval_s
         self._uploaded: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="checkpoint-mirror")
         self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
 
     def restore(self) -> int:
         """Download the mirrored checkpoints; returns the number of files fetched."""
         names = self.store.list()
-        for rel in sorted(names, key=lambda r: r.endswith(STATE_FILE)):  # state files last
+        for rel in sorted(names, key=lambda r: r.endswith(COMPLETE_MARKER)):  # markers last
             dst = self.local / rel
             self.store.get(rel, dst)
             st = dst.stat()
@@ -129,21 +141,20 @@ class CheckpointMirror:
         return len(names)
 
     def push(self) -> int:
-        """Upload what changed since the last push (complete checkpoints only); returns files sent."""
+        """Upload what changed since the last push (complete checkpoints only, each marker
+        last) and delete what training pruned; returns the number of files sent."""
         with self._lock:
             sent = 0
             if not self.local.is_dir():
                 return 0
             present: set[str] = set()
             for folder in sorted(p for p in self.local.iterdir() if p.is_dir()):
-                if folder.suffix == ".tmp":
-                    continue  # being written
-                is_checkpoint = folder.name != "tokenizer"
-                if is_checkpoint and not (folder / STATE_FILE).is_file():
-                    continue
+                is_checkpoint = folder.name.startswith(CHECKPOINT_PREFIX)
+                if is_checkpoint and not (folder / COMPLETE_MARKER).is_file():
+                    continue  # being written, or cut short by a kill
                 files = sorted(
                     (p for p in folder.rglob("*") if p.is_file()),
-                    key=lambda p: p.name == STATE_FILE,
+                    key=lambda p: p.name == COMPLETE_MARKER,
                 )
                 for path in files:
                     rel = path.relative_to(self.local).as_posix()
@@ -156,26 +167,21 @@ class CheckpointMirror:
                         self.store.put(path, rel)
                         self._uploaded[rel] = (st.st_size, st.st_mtime_ns)
                         sent += 1
-            for rel in [r for r in self._uploaded if r not in present]:
-                if (self.local / rel).exists() or rel.split("/", 1)[0].endswith(".tmp"):
-                    continue
+            # Stale markers first: a checkpoint whose marker is gone is never taken as complete.
+            stale = sorted(
+                (r for r in self._uploaded if r not in present),
+                key=lambda r: not r.endswith(COMPLETE_MARKER),
+            )
+            for rel in stale:
+                if (self.local / rel).exists():
+                    continue  # an incomplete folder being rewritten: keep the remote copy
                 self.store.delete(rel)  # a checkpoint training pruned
                 del self._uploaded[rel]
             return sent
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.push()
-            except Exception as err:  # a failed upload is retried next time; training goes on
-                log.warning("uploading checkpoints to %s failed: %s", self.store.uri, err)
-
     def __enter__(self) -> CheckpointMirror:
         self.restore()
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
         self.push()

@@ -1,9 +1,12 @@
 """register_model: record a trained model in MLflow as a new version with alias ``challenger``.
 
-One MLflow run holds the parameters, the evaluation metrics, the dataset lineage (content hash
-and sources of the ingest manifest), the model card and the drift reference sample; the model
-folder is logged with its ONNX exports (``model.onnx``, ``model.int8.onnx``, see
-:func:`export_for_serving`) and the serving backend it was registered with, as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a signature and an
+One MLflow run holds the parameters, the evaluation metrics, the training curve (the model
+folder's ``training_history.json``, written by ``train_model``: ``train_loss``, ``learning_rate``,
+``grad_norm`` per logging step and ``val_accuracy`` per epoch, each at its optimizer step), the
+dataset lineage (content hash and sources of the ingest manifest), the model card and the drift
+reference sample; the model folder is logged with its ONNX exports (``model.onnx``,
+``model.int8.onnx``, see :func:`export_for_serving`) and the serving backend it was registered
+with, as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a signature and an
 input example, and registered under ``registry.model_name``.
 
 Registration is all or nothing and idempotent per pipeline run: a version is tagged with the
@@ -167,6 +170,31 @@ def _ensure_experiment(c: Any, name: str, tracking_uri: str, state: Path) -> str
     return str(c.create_experiment(name, artifact_location=location))
 
 
+def log_training_curve(c: Any, run_id: str, model_dir: Path) -> int:
+    """Log the model folder's training curve into run ``run_id``, one metric point per step
+    (MLflow draws them as charts over ``step``); returns the number of points logged (0 for a
+    model folder without a curve, e.g. one trained before the curve was recorded)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from aicrush.model_folder import TRAINING_HISTORY_FILE
+
+    path = Path(model_dir) / TRAINING_HISTORY_FILE
+    if not path.is_file():
+        return 0
+    now = int(time.time() * 1000)
+    points = [
+        Metric(key, float(value), now, int(point["step"]))
+        for point in json.loads(path.read_text())
+        for key, value in point.items()
+        if key not in ("step", "epoch")
+    ]
+    for start in range(0, len(points), 1000):  # MLflow's limit per log_batch call
+        c.log_batch(run_id, metrics=points[start : start + 1000])
+    return len(points)
+
+
 def _flat_params(cfg: AicrushConfig) -> dict[str, str]:
     data = cfg.to_dict()
     params: dict[str, str] = {"preset": cfg.preset}
@@ -256,6 +284,7 @@ def _register(
     ) as run:
         mlflow.log_params(_flat_params(cfg))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        log_training_curve(c, run.info.run_id, model_dir)
         mlflow.set_tags(
             {
                 "dataset_content_hash": str(manifest.get("content_hash", "")),

@@ -9,12 +9,44 @@ lengths, indentation, braces, comment markers) are visible to the encoder in the
 
 The model and tokenizer it starts from: ``components/model_builder.py`` (per ``train.base_model``).
 
-The training loop is our own and lean (AdamW, linear warmup/decay, gradient clipping,
-length-bucketed batches with dynamic padding, bf16 autocast on CUDA); ``benchmarks/
-bench_training.py`` measures it against ``transformers.Trainer``. Checkpoints (safetensors
-weights + optimizer/scheduler/RNG/step state) are written every ``checkpoint_every_steps`` to
-``checkpoint_dir``; a retried step with the same ``checkpoint_dir`` resumes from the latest one
-and ends with the same weights as an uninterrupted run.
+**Training is ``transformers.Trainer``** (with ``accelerate``): AdamW without decay on biases and
+LayerNorm, linear warmup (``train.warmup_ratio``) and decay, gradient clipping at 1.0, gradient
+accumulation (``train.gradient_accumulation_steps``), bf16 autocast on CUDA (``train.bf16``),
+dynamic padding (``DataCollatorWithPadding``), per-epoch validation, checkpoints every
+``train.checkpoint_every_steps`` with ``save_total_limit``, ``resume_from_checkpoint``, and PyTorch
+DDP when started under torchrun. What is ours, each only where Trainer has no equivalent:
+
+- :class:`EpochDataset`: each epoch's order is transformers' own length grouping
+  (``get_length_grouped_indices``) with a generator seeded by (seed, epoch), read sequentially,
+  and the ``crops`` window draws each file's window from (seed, epoch, row). Trainer's
+  ``group_by_length`` sampler draws its order from the global RNG at each epoch's start, so a
+  run resumed in a later epoch would see another order than the run it continues.
+- :func:`weighted_loss` (``compute_loss_func``): Trainer has no class-weighted loss.
+- ``aicrush_checkpoint.json`` in each checkpoint folder, written by the first process after every
+  process has saved its part (``on_save``): Trainer's ``get_last_checkpoint`` takes any
+  ``checkpoint-N`` folder, even one a kill cut short, and other processes' RNG files can land after
+  ``trainer_state.json``. It also holds the fingerprint that refuses a checkpoint of another config.
+- the progress lines and the measured optimizer-loop samples/s (a ``TrainerCallback``), the
+  validation accuracy averaged per text over its windows (``compute_metrics``), and restoring the
+  RNG after validation (Trainer's evaluation loader draws from the global RNG, which would shift
+  the dropout stream of a run resumed from a checkpoint saved at an epoch's end).
+
+A retried step with the same ``checkpoint_dir`` resumes from the newest complete checkpoint and
+ends with the same weights as an uninterrupted run (on CPU; ``tests/components/test_train_model``).
+
+**Distributed.** With ``train.distributed.processes_per_node`` > 1, :func:`train` runs
+``python -m torch.distributed.run --standalone --nproc-per-node N -m components.train_worker ...``
+(gloo on CPU, NCCL on CUDA; see :mod:`components.train_worker`) and every process calls
+:func:`train` again under torchrun; Trainer does DDP from torchrun's environment. On CPU each
+process gets ``cpu_count // processes_per_node`` torch threads (1 each for 2 processes on a
+2-core machine: more threads than cores only contend). The first process (rank 0) alone writes
+the model folder, the checkpoints' markers and the metrics.
+
+**MLflow.** The training curve (Trainer's log history: loss, learning rate, gradient norm per
+logging step, validation accuracy per epoch; a resumed run keeps the history of the run it
+continues) goes into the model folder as ``training_history.json``; ``register_model`` logs it,
+step by step, into the MLflow run it registers the model with. Training pods (a KFP pod or a
+TrainJob's) then need no MLflow access, and the curve sits in the same run as the version.
 """
 
 import hashlib
@@ -22,12 +54,9 @@ import json
 import logging
 import math
 import os
-import random
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +75,7 @@ from aicrush.text_window import (
     random_crop,
     window_texts,
 )
+from components.checkpoint_sync import CHECKPOINT_PREFIX, COMPLETE_MARKER, CheckpointMirror
 from components.model_builder import build_model_and_tokenizer
 
 log = logging.getLogger(__name__)
@@ -53,22 +83,21 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "language"
-_CHECKPOINT_PREFIX = "step-"
-_STATE_FILE = "training_state.pt"
-_WEIGHTS_FILE = "model.safetensors"
 _VAL_LIMIT = 2000  # val rows scored per epoch (enough for a progress signal, bounded cost)
+_EVAL_BATCH = 64
 
 Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
 class TrainResult:
-    """What ``train`` produced: the model folder, its labels and run metrics."""
+    """What ``train`` produced: the model folder, its labels, run metrics and the curve."""
 
     model_dir: Path
     labels: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +157,29 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def weighted_loss(weight: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """Trainer's ``compute_loss_func``: class-weighted cross-entropy.
+
+    ``outputs.logits`` [batch, classes], ``labels`` [batch] (int64; -100 is ignored). With ``num_items_in_batch``
+    (Trainer passes the number of labels of the whole accumulated batch, over all processes) the
+    loss is ``sum(weight[y] * ce) / num_items_in_batch``, so gradient accumulation and DDP give
+    the gradient of one large batch; with balanced weights the mean weight over the training set
+    is 1, so this estimates the same balanced risk as a weighted mean. Without it: the weighted mean.
+    """
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"].float()
+        w = weight.to(logits.device)
+        if num_items_in_batch is None:
+            return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+        total = torch.nn.functional.cross_entropy(logits, labels, weight=w, reduction="sum")
+        if torch.is_tensor(num_items_in_batch):
+            return total / num_items_in_batch.clamp(min=1)
+        return total / max(num_items_in_batch, 1)
+
+    return loss
+
+
 def tokenize(
     tokenizer: Any, texts: Sequence[str], max_length: int, window: str = DEFAULT_WINDOW
 ) -> list[list[int]]:
@@ -144,203 +196,299 @@ def tokenize(
     return list(enc["input_ids"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Batching
+def _seed_of(*parts: int) -> int:
+    """One 63-bit seed from several integers (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def epoch_batches(
-    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 50
-) -> list[np.ndarray]:
-    """Length-bucketed batches of one epoch, deterministic in (seed, epoch).
+class EpochDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """The training rows of one epoch, length-grouped, deterministic in (seed, epoch).
 
-    Shuffle all rows, sort by length within chunks of ``chunk_batches`` batches (similar lengths
-    share a batch, so little padding), cut into batches and shuffle the batch order.
+    ``ids``: token ids per file (for ``crop``: the whole span, untruncated; else already cut to
+    ``max_length``); ``labels``: class index per file. Item ``i`` of epoch ``e`` is row
+    ``order[i]`` with ``order`` from transformers' ``get_length_grouped_indices`` (shuffle, sort by
+    length within mega-batches of ``group_size`` x 50 rows: little padding per batch; ``train``
+    passes the rows of one optimizer step over all processes, so 1 process x batch 16 and 2
+    processes x batch 8 read the same rows in the same steps) with a
+    generator seeded by (seed, e). With ``crop`` the row is one ``max_length``-token window at a
+    random place of its file (``aicrush.text_window.random_crop``) drawn from (seed, e, row): a
+    new view every epoch, the same one in a resumed run. Trainer (accelerate's DataLoader) calls
+    :meth:`set_epoch` before each epoch and reads the items in order
+    (``train_sampling_strategy="sequential"``; with DDP, process r takes batches r, r + W, ...).
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    lens = np.asarray(lengths)
-    chunk = batch_size * chunk_batches
-    batches: list[np.ndarray] = []
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
-        part = part[np.argsort(-lens[part], kind="stable")]
-        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-    perm = rng.permutation(len(batches))
-    return [batches[i] for i in perm]
+
+    def __init__(
+        self,
+        ids: Sequence[Sequence[int]],
+        labels: np.ndarray,
+        *,
+        max_length: int,
+        seed: int,
+        group_size: int,
+        crop: bool,
+    ):
+        self.ids = [list(x) for x in ids]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.max_length, self.seed, self.group_size, self.crop = max_length, seed, group_size, crop
+        self.lengths = [min(len(x), max_length) for x in self.ids]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s order (called by Trainer's data loader)."""
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        self.epoch = int(epoch)
+        generator = torch.Generator().manual_seed(_seed_of(self.seed, self.epoch))
+        self.order = get_length_grouped_indices(self.lengths, self.group_size, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.order[i])
+        ids = self.ids[row]
+        if self.crop:
+            rng = np.random.default_rng([abs(self.seed), self.epoch, row])
+            ids = random_crop(ids, self.max_length, rng)
+        return {"input_ids": ids, "labels": int(self.labels[row])}
 
 
-def collate(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence of the batch: (input_ids, attention_mask)."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
+def text_accuracy(row_logits: np.ndarray, owner: Sequence[int], y: np.ndarray) -> float:
+    """Accuracy per text: softmax of ``row_logits`` [rows, classes], averaged over the rows of
+    each text (``owner``: row -> text index) before the argmax; ``y`` [texts] (-1: a label the
+    model does not know, always wrong)."""
+    if len(y) == 0:
+        return float("nan")
+    logits = torch.from_numpy(np.asarray(row_logits, dtype=np.float32))
+    probs = torch.softmax(logits, dim=-1).numpy()
+    return float((mean_by_text(probs, owner, len(y)).argmax(-1) == y).mean())
 
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state: tuple[Any, ...] = tuple(np.random.get_state())
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def _marker_of(folder: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((folder / COMPLETE_MARKER).read_text()))
+    except (OSError, ValueError):
+        return None
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _step_of(folder: Path) -> int:
+    try:
+        return int(folder.name[len(CHECKPOINT_PREFIX) :])
+    except ValueError:
+        return -1
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step in ``checkpoint_dir`` (None if there is none)."""
+    """The complete checkpoint (``checkpoint-<step>/`` with its marker) with the highest step in
+    ``checkpoint_dir``; None if there is none."""
+    checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         return None
     done = [
         p
-        for p in checkpoint_dir.glob(_CHECKPOINT_PREFIX + "*")
-        if (p / _STATE_FILE).is_file() and p.suffix != ".tmp"
+        for p in checkpoint_dir.glob(CHECKPOINT_PREFIX + "*")
+        if p.is_dir() and _step_of(p) >= 0 and _marker_of(p) is not None
     ]
-    return max(done, key=lambda p: int(p.name[len(_CHECKPOINT_PREFIX) :]), default=None)
+    return max(done, key=_step_of, default=None)
 
 
-def _save_checkpoint(
-    checkpoint_dir: Path,
-    step: int,
-    model: Any,
-    optimizer: Any,
-    scheduler: Any,
-    extra: dict[str, Any],
-    keep: int = 2,
-) -> None:
-    from safetensors.torch import save_model
+def _drop_incomplete(checkpoint_dir: Path) -> None:
+    """Remove checkpoint folders a kill cut short: Trainer would count them when pruning."""
+    import shutil
 
-    final = checkpoint_dir / f"{_CHECKPOINT_PREFIX}{step:08d}"
-    tmp = final.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / _WEIGHTS_FILE))
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(),
-        **extra,
-    }
-    torch.save(state, tmp / _STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)  # atomic: a crash mid-save never leaves a half checkpoint as "latest"
-    older = sorted(
-        p
-        for p in checkpoint_dir.glob(_CHECKPOINT_PREFIX + "*")
-        if p != final and p.suffix != ".tmp"
-    )
-    for stale in older[: max(0, len(older) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
+    for folder in Path(checkpoint_dir).glob(CHECKPOINT_PREFIX + "*"):
+        if folder.is_dir() and _marker_of(folder) is None:
+            log.info("removing incomplete checkpoint %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str:
-    """What must match for a checkpoint to be resumable (data order and model shape)."""
-    relevant = cfg.model_dump(exclude={"checkpoint_every_steps", "num_threads"})
+    """What must match for a checkpoint to be resumable (data order, model shape, schedule)."""
+    relevant = cfg.model_dump(
+        exclude={
+            "checkpoint_every_steps": True,
+            "num_threads": True,
+            "save_total_limit": True,
+            "distributed": {"runtime"},
+        }
+    )
     blob = json.dumps({"cfg": relevant, "labels": labels, "n_train": n_train}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer callbacks (transformers imports stay inside: nothing heavy happens at import)
+
+
+def _callbacks(**kwargs: Any) -> list[Any]:
+    """The TrainerCallbacks of one run: progress, complete checkpoints, RNG kept across eval."""
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):  # type: ignore[misc]
+        """Progress lines (``emit``) and the optimizer loop's samples/s.
+
+        The loop time is each step's data loading, forward, backward and optimizer step: from
+        the last callback of the previous step (its log, evaluation or save) to ``on_step_end``.
+        Samples are counted by the loss function (this process) times the number of processes.
+        """
+
+        def __init__(self, emit: Callable[[dict[str, Any]], None], samples: dict[str, int],
+                     world_size: int, has_eval: bool):  # fmt: skip
+            self.emit, self.samples, self.world, self.has_eval = emit, samples, world_size, has_eval
+            self.t_ready = time.perf_counter()
+            self.loop_seconds, self.window_seconds = 0.0, 0.0
+            self.loop_samples, self.window_samples, self.counted = 0, 0, 0
+            self.last: dict[str, Any] = {}
+            self.pending: dict[str, Any] | None = None
+            self.epoch_end = False
+
+        def _ready(self, *_: Any, **__: Any) -> None:
+            self.t_ready = time.perf_counter()
+
+        on_train_begin = on_epoch_begin = on_evaluate = on_save = _ready
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            now = time.perf_counter()
+            seconds = now - self.t_ready
+            samples = (self.samples["n"] - self.counted) * self.world
+            self.counted = self.samples["n"]
+            self.loop_seconds += seconds
+            self.window_seconds += seconds
+            self.loop_samples += samples
+            self.window_samples += samples
+            self.t_ready = now
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            control.should_log = True  # one line per epoch: the loss beside its val accuracy
+            self.epoch_end = self.has_eval
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+            logs = logs or {}
+            if state.is_world_process_zero and "loss" in logs:
+                sps = self.window_samples / self.window_seconds if self.window_seconds else 0.0
+                self.window_seconds, self.window_samples = 0.0, 0
+                self.last = {
+                    "step": state.global_step,
+                    "total_steps": state.max_steps,
+                    "epoch": round(float(state.epoch or 0.0), 3),
+                    "loss": float(logs["loss"]),
+                    "lr": float(logs.get("learning_rate", float("nan"))),
+                    "samples_per_second": sps,
+                }
+                if self.epoch_end:
+                    self.pending = dict(self.last)
+                else:
+                    self.emit(dict(self.last))
+            if state.is_world_process_zero and "eval_accuracy" in logs:
+                if not self.last:  # nothing trained in this process: the checkpoint's last loss
+                    logged = [e for e in state.log_history if "loss" in e] or [{}]
+                    self.last = {
+                        "loss": float(logged[-1].get("loss", float("nan"))),
+                        "lr": float(logged[-1].get("learning_rate", float("nan"))),
+                        "samples_per_second": float("nan"),
+                    }
+                info = self.pending or {
+                    **self.last,
+                    "step": state.global_step,
+                    "epoch": round(float(state.epoch or 0.0), 3),
+                }
+                info.setdefault("total_steps", state.max_steps)
+                info["val_accuracy"] = float(logs["eval_accuracy"])
+                self.pending, self.epoch_end = None, False
+                self.emit(info)
+            self.t_ready = time.perf_counter()
+
+    class CompleteCheckpoints(TrainerCallback):  # type: ignore[misc]
+        """After each save: wait for every process, write the marker, upload (first process)."""
+
+        def __init__(self, checkpoint_dir: Path, fingerprint: str, mirror: Any):
+            self.dir, self.fingerprint, self.mirror = checkpoint_dir, fingerprint, mirror
+
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            _barrier()  # every process has written its part (its RNG state) of the checkpoint
+            if not state.is_world_process_zero:
+                return
+            folder = self.dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
+            marker = {
+                "fingerprint": self.fingerprint,
+                "step": state.global_step,
+                "world_size": args.world_size,
+            }
+            tmp = folder / (COMPLETE_MARKER + ".tmp")
+            tmp.write_text(json.dumps(marker))
+            tmp.replace(folder / COMPLETE_MARKER)  # atomic: a marker is whole or absent
+            if self.mirror is not None:
+                try:
+                    self.mirror.push()
+                except Exception as err:  # the next save uploads it again; training goes on
+                    log.warning("uploading checkpoints to %s failed: %s", self.mirror.uri, err)
+
+    class KeepTrainingRng(TrainerCallback):  # type: ignore[misc]
+        """Validation leaves the RNG as it found it (the dropout stream of training)."""
+
+        def __init__(self) -> None:
+            self.saved: torch.Tensor | None = None
+
+        def on_epoch_end(self, *_: Any, **__: Any) -> None:
+            self.saved = torch.get_rng_state()
+
+        def on_evaluate(self, *_: Any, **__: Any) -> None:
+            if self.saved is not None:
+                torch.set_rng_state(self.saved)
+                self.saved = None
+
+    return [
+        ProgressLines(kwargs["emit"], kwargs["samples"], kwargs["world_size"], kwargs["has_eval"]),
+        CompleteCheckpoints(kwargs["checkpoint_dir"], kwargs["fingerprint"], kwargs["mirror"]),
+        KeepTrainingRng(),
+    ]
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def training_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Trainer's ``state.log_history`` as the curve MLflow gets: one point per logging step
+    (``train_loss``, ``learning_rate``, ``grad_norm``) and per epoch (``val_accuracy``), each
+    with its optimizer ``step`` and ``epoch``."""
+    points: list[dict[str, float]] = []
+    for entry in log_history:
+        point: dict[str, float] = {
+            "step": int(entry.get("step", 0)),
+            "epoch": float(entry.get("epoch") or 0.0),
+        }
+        if "loss" in entry:
+            point["train_loss"] = float(entry["loss"])
+            for key in ("learning_rate", "grad_norm"):
+                if entry.get(key) is not None:
+                    point[key] = float(entry[key])
+        elif "eval_accuracy" in entry:
+            point["val_accuracy"] = float(entry["eval_accuracy"])
+        else:
+            continue  # eval runtime, the final summary: not a curve
+        if all(math.isfinite(v) for v in point.values()):
+            points.append(point)
+    return points
 
 
 # ---------------------------------------------------------------------------------------------
 # Training
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def _under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def pick_device(cfg: TrainConfig) -> tuple[torch.device, Any]:
-    """(device, autocast context factory): CUDA with bf16 autocast when present, else CPU."""
-    if torch.cuda.is_available():
-        if cfg.bf16 and torch.cuda.is_bf16_supported():
-            return torch.device("cuda"), lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.device("cuda"), nullcontext
-    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    return torch.device("cpu"), nullcontext
-
-
-def build_optimizer(model: Any, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
-    """AdamW (no decay on biases and LayerNorm) with a linear warmup then linear decay to 0."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (
-            no_decay if param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay
-        ).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # Fused AdamW (one kernel for all parameters) runs on CUDA and, since torch 2.4, on CPU.
-    try:
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
-    except (RuntimeError, ValueError):
-        optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
-    warmup = math.ceil(total_steps * cfg.warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@torch.inference_mode()
-def accuracy(
-    model: Any,
-    ids: list[list[int]],
-    y: np.ndarray,
-    pad_id: int,
-    device: torch.device,
-    autocast: Any,
-    batch_size: int = 64,
-    owner: Sequence[int] | None = None,
-) -> float:
-    """Accuracy of ``model`` on pre-tokenized rows (sorted by length for little padding).
-
-    ``owner`` (row -> text index, from ``aicrush.text_window.model_inputs``): rows of one text
-    are averaged (probabilities) before the argmax; ``y`` then has one label per text.
-    """
-    if not ids:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    probs = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        input_ids, mask = collate([ids[i] for i in idx], pad_id)
-        with autocast():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    model.train(was_training)
-    if owner is not None:
-        probs = mean_by_text(probs, owner, len(y))
-    return float((probs.argmax(-1) == y).mean())
+def _default_preset(cfg: TrainConfig, preset: str) -> str:
+    if preset:
+        return preset
+    return "tiny" if not cfg.base_model else "minilm" if cfg.base_model == "minilm" else "custom"
 
 
 def train(
@@ -350,16 +498,46 @@ def train(
     checkpoint_dir: Path,
     progress: Progress | None = None,
     preset: str = "",
+    checkpoint_store: str = "",
 ) -> TrainResult:
     """Train a text classifier on ``features_dir/train.parquet`` and write the model folder.
 
-    ``out_dir`` receives ``save_pretrained`` weights (safetensors), the tokenizer and
-    ``aicrush.json``. ``checkpoint_dir`` holds resumable checkpoints: when it already has one
-    from the same config and data, training resumes there. ``progress`` receives dicts with
-    ``step``, ``total_steps``, ``epoch``, ``loss``, ``samples_per_second``, ``lr`` (and
-    ``val_accuracy`` at epoch ends); lines are logged too.
+    ``out_dir`` receives ``save_pretrained`` weights (safetensors), the tokenizer,
+    ``aicrush.json`` and ``training_history.json`` (the curve). ``checkpoint_dir`` holds Trainer's
+    checkpoints (``checkpoint-<step>/``, the newest ``train.save_total_limit`` kept): when it
+    already has a complete one from the same config and data, training resumes there.
+    ``checkpoint_store`` (a ``gs://`` prefix or a folder; "" for none) mirrors ``checkpoint_dir``
+    (:class:`components.checkpoint_sync.CheckpointMirror`): restored first, each checkpoint
+    uploaded as soon as it is complete. ``progress`` receives dicts with ``step``,
+    ``total_steps``, ``epoch``, ``loss``, ``lr``, ``samples_per_second`` (and ``val_accuracy``
+    at epoch ends); lines are logged too.
+
+    With ``cfg.distributed.world_size`` > 1 outside torchrun this launches torchrun
+    (:func:`components.train_worker.launch_local`); ``progress`` is then not called (the first
+    process prints the progress lines itself).
+
+    Raises:
+        FileNotFoundError / ValueError: a missing split, one class only, a checkpoint of another
+            config or dataset in ``checkpoint_dir`` (names the folder to empty).
+        RuntimeError: a distributed run failed (the first failing process's error).
     """
-    from safetensors.torch import load_model
+    if cfg.distributed.world_size > 1 and not _under_torchrun():
+        from components.train_worker import launch_local
+
+        return launch_local(
+            features_dir, cfg, out_dir, checkpoint_store or checkpoint_dir,
+            preset=_default_preset(cfg, preset),
+        )  # fmt: skip
+
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainerState,
+        TrainingArguments,
+        set_seed,
+    )
 
     features_dir, out_dir, checkpoint_dir = Path(features_dir), Path(out_dir), Path(checkpoint_dir)
     started = time.perf_counter()
@@ -371,71 +549,130 @@ def train(
     if unseen:
         log.warning("val split has languages not in train (scored as wrong): %s", ", ".join(unseen))
 
-    seed_everything(cfg.seed)
-    device, autocast = pick_device(cfg)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(cfg, labels, len(train_df))
-    resume = latest_checkpoint(checkpoint_dir)
-    resume_state: dict[str, Any] | None = None
+    cuda = torch.cuda.is_available()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+    n_train = len(train_df)
+    ga = cfg.gradient_accumulation_steps
+    batches_per_process = math.ceil(n_train / (cfg.batch_size * world_size))
+    updates_per_epoch = max(1, math.ceil(batches_per_process / ga))
+    total_steps = max(1, math.ceil(updates_per_epoch * cfg.epochs))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    val_df = val_df.iloc[:_VAL_LIMIT]
+    has_eval = not val_df.empty
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=_EVAL_BATCH,
+        gradient_accumulation_steps=ga,
+        max_steps=total_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1): a fraction of the steps
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        bf16=cfg.bf16 and cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        ddp_backend="gloo" if world_size > 1 and not cuda else None,
+        # The from-scratch BERT uses every parameter; a hub model might not (DDP must then look).
+        ddp_find_unused_parameters=None if cfg.base_model else False,
+        train_sampling_strategy="sequential",  # EpochDataset orders the epoch (see its docstring)
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy="steps",
+        save_steps=cfg.checkpoint_every_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=max(1, min(50, total_steps // 20)),
+        report_to="none",  # the curve goes to MLflow through register_model (module docstring)
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        seed=cfg.seed,
+    )  # sets up torch.distributed under torchrun
+    if not cuda:
+        # Processes on one machine share its cores: more threads than cores only contend.
+        torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // local_world))
+    local_main = args.local_process_index == 0
+    mirror = CheckpointMirror(checkpoint_store, checkpoint_dir) if checkpoint_store else None
+
+    fingerprint = _fingerprint(cfg, labels, n_train)
+    with args.main_process_first(local=True, desc="restore checkpoints"):
+        if local_main:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            if mirror is not None:
+                mirror.restore()
+            _drop_incomplete(checkpoint_dir)
+        resume = latest_checkpoint(checkpoint_dir)
+    resumed_from = 0
     if resume is not None:
-        resume_state = torch.load(resume / _STATE_FILE, map_location="cpu", weights_only=True)
-        if resume_state.get("fingerprint") != fingerprint:
+        marker = _marker_of(resume) or {}
+        if marker.get("fingerprint") != fingerprint:
             raise ValueError(
                 f"checkpoint {resume} was written by a different train config or dataset; "
                 f"use a new checkpoint_dir or empty {checkpoint_dir} to start over"
             )
+        resumed_from = int(marker.get("step", _step_of(resume)))
+        log.info("resuming from %s (step %d of %d)", resume, resumed_from, total_steps)
 
     train_texts = train_df[TEXT_COLUMN].astype(str).tolist()
     tokenizer_dir = checkpoint_dir / "tokenizer"
-    tokenizer = None
-    if resume is not None and not cfg.base_model and (tokenizer_dir / "tokenizer.json").is_file():
-        # A resumed run reuses the tokenizer it trained: the checkpoint's weights index its vocabulary.
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    with tempfile.TemporaryDirectory(prefix="aicrush-train-") as work:
-        model, tokenizer, max_length = build_model_and_tokenizer(
-            cfg, labels, train_texts, Path(work), tokenizer
-        )
-    if not cfg.base_model and resume is None:
-        tokenizer.save_pretrained(tokenizer_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    set_seed(cfg.seed)  # the model's initial weights
+    with args.main_process_first(local=True, desc="tokenizer"):
+        tokenizer = None
+        if not cfg.base_model and (resume is not None or not local_main):
+            # A resumed run reuses the tokenizer it trained (the checkpoint's weights index its
+            # vocabulary); other processes on this node take the one the first process saved.
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        with tempfile.TemporaryDirectory(prefix="aicrush-train-") as work:
+            model, tokenizer, max_length = build_model_and_tokenizer(
+                cfg, labels, train_texts, Path(work), tokenizer
+            )
+        if not cfg.base_model and resume is None and local_main:
+            tokenizer.save_pretrained(tokenizer_dir)
+    _check_same_tokenizer(tokenizer)
+    finished = resume is not None and resumed_from >= total_steps
+    if finished and resume is not None:
+        # Its final checkpoint is complete: nothing is left to train (Trainer, resumed there,
+        # would train one step past max_steps). Its weights are validated and written.
+        model = type(model).from_pretrained(resume)
 
     crops = cfg.text_window == CROPS
     if crops:
         # Whole spans, untruncated: each epoch crops one window per file at a random place.
-        full_ids = tokenizer(
+        train_ids = tokenizer(
             [crop_source(t, max_length) for t in train_texts], truncation=False, padding=False
         )["input_ids"]
-        train_ids = [list(x) for x in full_ids]
-        lengths = [min(len(x), max_length) for x in train_ids]
     else:
         train_ids = tokenize(tokenizer, train_texts, max_length, cfg.text_window)
-        lengths = [len(x) for x in train_ids]
     train_y = np.array([label2id[str(x)] for x in train_df[LABEL_COLUMN]], dtype=np.int64)
-    val_df = val_df.iloc[:_VAL_LIMIT]
+    train_dataset = EpochDataset(
+        train_ids, train_y, max_length=max_length, seed=cfg.seed,
+        group_size=cfg.batch_size * ga * world_size, crop=crops,
+    )  # fmt: skip
     val_ids, val_owner = model_inputs(
         tokenizer, val_df[TEXT_COLUMN].astype(str).tolist(), max_length, cfg.text_window, cfg.crops
     )
     val_y = np.array([label2id.get(str(x), -1) for x in val_df[LABEL_COLUMN]], dtype=np.int64)
-    class_weight = class_weights(train_y, len(labels), cfg.class_weighting).to(device)
+    by_length = np.argsort([len(x) for x in val_ids], kind="stable")  # little padding per batch
+    eval_owner = [val_owner[i] for i in by_length]
+    # Trainer computes metrics only for rows with labels; -100 (a language train lacks) is
+    # ignored by the loss. The accuracy itself is per text (compute_metrics).
+    eval_rows = [
+        {
+            "input_ids": val_ids[i],
+            "labels": int(val_y[val_owner[i]]) if val_y[val_owner[i]] >= 0 else -100,
+        }
+        for i in by_length
+    ]
 
-    batches_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total_steps = max(1, math.ceil(batches_per_epoch * cfg.epochs))
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    model.to(device).train()
-    optimizer, scheduler = build_optimizer(model, cfg, total_steps)
-    step = 0
-    if resume_state is not None and resume is not None:
-        load_model(model, str(resume / _WEIGHTS_FILE), device=str(device))
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        _set_rng_state(resume_state["rng"])
-        step = int(resume_state["step"])
-        log.info("resuming from %s (step %d of %d)", resume, step, total_steps)
-    resumed_from = step
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        if len(logits) != len(eval_owner):
+            raise RuntimeError(f"{len(logits)} predictions for {len(eval_owner)} validation rows")
+        return {"accuracy": text_accuracy(logits, eval_owner, val_y)}
 
     def emit(info: dict[str, Any]) -> None:
         log.info(
@@ -446,105 +683,135 @@ def train(
         if progress is not None:
             progress(info)
 
-    log_every = max(1, min(50, total_steps // 20))
-    loop_seconds, samples_done, window_loss, window_n = 0.0, 0, 0.0, 0
-    val_accuracy, last_loss = float("nan"), float("nan")
-    extra = {"fingerprint": fingerprint}
-    t_window, samples_window = time.perf_counter(), 0
-    epoch_cache: dict[int, list[np.ndarray]] = {}
-    epoch_rows: list[list[int]] = train_ids
-    while step < total_steps:
-        epoch, pos = divmod(step, batches_per_epoch)
-        if epoch not in epoch_cache:
-            epoch_cache = {epoch: epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
-            if crops:  # deterministic in (seed, epoch), so a resumed run sees the same windows
-                rng = np.random.default_rng([cfg.seed, epoch, 1])
-                epoch_rows = [random_crop(ids, max_length, rng) for ids in train_ids]
-        idx = epoch_cache[epoch][pos]
-        t0 = time.perf_counter()
-        input_ids, mask = collate([epoch_rows[i] for i in idx], pad_id)
-        target = torch.from_numpy(train_y[idx])
-        input_ids, mask, target = (
-            input_ids.to(device, non_blocking=True),
-            mask.to(device, non_blocking=True),
-            target.to(device, non_blocking=True),
+    samples = {"n": 0}
+    loss_of = weighted_loss(class_weights(train_y, len(labels), cfg.class_weighting))
+
+    def counted_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> Any:
+        if torch.is_grad_enabled():  # training, not validation
+            samples["n"] += int(labels.shape[0])
+        return loss_of(outputs, labels, num_items_in_batch)
+
+    callbacks = _callbacks(
+        emit=emit, samples=samples, world_size=args.world_size, has_eval=has_eval,
+        checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, mirror=mirror,
+    )  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_rows if has_eval else None,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        # No processing_class: Trainer would copy the tokenizer into every checkpoint; it is
+        # saved once, in checkpoint_dir/tokenizer.
+        compute_loss_func=counted_loss,
+        compute_metrics=compute_metrics if has_eval else None,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; ProgressLines does it
+    if args.world_size > 1:
+        # Trainer seeds every process alike, so each would draw the same dropout masks for its
+        # (equally shaped) batch: correlated noise that measurably slowed learning. One stream each.
+        torch.manual_seed(_seed_of(cfg.seed, args.process_index))
+    if finished and resume is not None:
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    history = list(trainer.state.log_history)
+    evaluated = [e for e in history if "eval_accuracy" in e]
+    if has_eval and (not evaluated or evaluated[-1].get("step") != trainer.state.global_step):
+        trainer.evaluate()  # a resumed run that had nothing left to train still reports accuracy
+        history = list(trainer.state.log_history)
+    losses = [e["loss"] for e in history if "loss" in e]
+    evaluated = [e for e in history if "eval_accuracy" in e]
+    val_accuracy = float(evaluated[-1]["eval_accuracy"]) if evaluated else float("nan")
+    progress_cb = callbacks[0]
+    loop_seconds, loop_samples = progress_cb.loop_seconds, progress_cb.loop_samples
+
+    metrics = {
+        "train_loss": float(losses[-1]) if losses else float("nan"),
+        "val_accuracy": val_accuracy,
+        "steps": float(trainer.state.global_step),
+        "n_train": float(n_train),
+        "train_seconds": time.perf_counter() - started,
+        "samples_per_second": loop_samples / loop_seconds if loop_seconds else float("nan"),
+    }
+    curve = training_curve(history)
+    if trainer.is_world_process_zero():
+        _write_model_folder(
+            out_dir, trainer.model, tokenizer, max_length, cfg, labels, metrics, curve,
+            meta={
+                "preset": _default_preset(cfg, preset),
+                "n_train": n_train,
+                "n_val": len(val_y),
+                "steps": trainer.state.global_step,
+                "resumed_from_step": resumed_from,
+                "device": str(args.device),
+                "world_size": args.world_size,
+            },
+        )  # fmt: skip
+    if mirror is not None and trainer.is_world_process_zero():
+        mirror.push()  # what a failed upload during training left behind; raises if it fails again
+    _barrier()  # no process leaves before the model folder is complete
+    return TrainResult(
+        model_dir=out_dir,
+        labels=labels,
+        metrics=metrics,
+        resumed_from_step=resumed_from,
+        history=curve,
+    )
+
+
+def _check_same_tokenizer(tokenizer: Any) -> None:
+    """Every process must index the same vocabulary (each node trains or loads its own)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    digest = hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    digests: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            "the training processes built different tokenizers; empty the checkpoint folders "
+            "(their tokenizer/ folders differ) and start again"
         )
-        with autocast():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=class_weight)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window_loss += float(loss.detach())  # also syncs the device, so timings are real
-        window_n += 1
-        loop_seconds += time.perf_counter() - t0
-        samples_done += len(idx)
-        samples_window += len(idx)
 
-        end_of_epoch = step % batches_per_epoch == 0 or step == total_steps
-        if step % log_every == 0 or end_of_epoch:
-            now = time.perf_counter()
-            info: dict[str, Any] = {
-                "step": step,
-                "total_steps": total_steps,
-                "epoch": round(step / batches_per_epoch, 3),
-                "loss": window_loss / window_n,
-                "lr": float(scheduler.get_last_lr()[0]),
-                "samples_per_second": samples_window / max(now - t_window, 1e-9),
-            }
-            if end_of_epoch:
-                val_accuracy = accuracy(
-                    model, val_ids, val_y, pad_id, device, autocast, owner=val_owner
-                )
-                info["val_accuracy"] = val_accuracy
-            emit(info)
-            last_loss = info["loss"]
-            window_loss, window_n, samples_window, t_window = 0.0, 0, 0, time.perf_counter()
-        if step % cfg.checkpoint_every_steps == 0 or step == total_steps:
-            _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler, extra)
 
-    model.eval().to("cpu")
+def _write_model_folder(
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    max_length: int,
+    cfg: TrainConfig,
+    labels: list[str],
+    metrics: dict[str, float],
+    curve: list[dict[str, float]],
+    meta: dict[str, Any],
+) -> None:
+    """save_pretrained weights + tokenizer + aicrush.json + training_history.json.
+
+    Ours, not ``Trainer.save_model``: that also pickles the TrainingArguments into the folder,
+    which the served model does not need."""
+    from aicrush.model_folder import MODEL_META_FILE, TRAINING_HISTORY_FILE
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.eval().to("cpu").save_pretrained(out_dir, safe_serialization=True)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out_dir)
-    train_seconds = time.perf_counter() - started
-    metrics = {
-        "train_loss": float(last_loss),
-        "val_accuracy": float(val_accuracy),
-        "steps": float(step),
-        "n_train": float(len(train_ids)),
-        "train_seconds": train_seconds,
-        "samples_per_second": samples_done / loop_seconds if loop_seconds else float("nan"),
-    }
-    meta = {
+    sps, val = metrics["samples_per_second"], metrics["val_accuracy"]
+    full = {
         "labels": labels,
         "max_length": max_length,
         "text_window": cfg.text_window,
-        "crops": cfg.crops if crops else 1,
-        "preset": preset
-        or ("tiny" if not cfg.base_model else "minilm" if cfg.base_model == "minilm" else "custom"),
+        "crops": cfg.crops if cfg.text_window == CROPS else 1,
         "base_model": cfg.base_model,
         "seed": cfg.seed,
-        "n_train": len(train_ids),
-        "n_val": len(val_y),
-        "steps": step,
-        "resumed_from_step": resumed_from,
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(metrics["samples_per_second"], 3) if samples_done else None,
-        "val_accuracy": None if math.isnan(val_accuracy) else round(val_accuracy, 4),
-        "device": str(device),
+        **meta,
+        "train_seconds": round(metrics["train_seconds"], 3),
+        "samples_per_second": round(sps, 3) if math.isfinite(sps) else None,
+        "val_accuracy": round(val, 4) if math.isfinite(val) else None,
         "train_config": cfg.model_dump(),
     }
-    from aicrush.model_folder import MODEL_META_FILE
-
-    (out_dir / MODEL_META_FILE).write_text(json.dumps(meta, indent=2))
-    return TrainResult(
-        model_dir=out_dir, labels=labels, metrics=metrics, resumed_from_step=resumed_from
-    )
+    (out_dir / MODEL_META_FILE).write_text(json.dumps(full, indent=2))
+    (out_dir / TRAINING_HISTORY_FILE).write_text(json.dumps(curve, indent=1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,10 +855,9 @@ def run_train_step(
     In the cluster with more than one GPU in ``train.distributed`` the step launches a Kubeflow
     Trainer TrainJob instead and waits for it (``components.trainjob``); ``run_id`` names it.
     """
-    import contextlib
 
     from aicrush.config import config_from_dict
-    from components.checkpoint_sync import CheckpointMirror, checkpoint_uri_for
+    from components.checkpoint_sync import checkpoint_uri_for
     from components.trainjob import run_trainjob_step, uses_trainjob
 
     cfg = config_from_dict(config)
@@ -604,16 +870,15 @@ def run_train_step(
     local = checkpoint_dir if checkpoint_dir and not remote else ""
     ckpt = Path(local) if local else default_checkpoint_dir(model.path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    mirror = CheckpointMirror(remote, ckpt) if remote else contextlib.nullcontext()
-    with mirror:
-        result = train(
-            Path(features.path),
-            cfg.train,
-            Path(model.path),
-            ckpt,
-            preset=cfg.preset,
-            progress=show_training_progress,
-        )
+    result = train(
+        Path(features.path),
+        cfg.train,
+        Path(model.path),
+        ckpt,
+        preset=cfg.preset,
+        progress=show_training_progress,
+        checkpoint_store=remote,
+    )
     for key, value in result.metrics.items():
         if not math.isnan(value):
             metrics.log_metric(key, float(value))
@@ -642,7 +907,8 @@ def train_model(
     config: the whole aicrush config (``AicrushConfig.to_dict()``); its ``train`` section is used.
     features: the engineer_features folder (train/val/test.parquet).
     model: the model folder (save_pretrained safetensors + tokenizer + aicrush.json).
-    metrics: train loss, val accuracy, samples/s, train seconds.
+    metrics: train loss, val accuracy, samples/s, train seconds, steps, training rows (the
+    curve per step is in the model folder's training_history.json; register_model logs it to MLflow).
     checkpoint_dir: where resumable checkpoints go: a folder, or a gs:// prefix mirrored from a
     local folder. "" means ``<pipeline_root>/<run>/checkpoints/train_model`` when the artifacts
     live in object storage (the cluster), else ``<dirname(model.path)>/../checkpoints/train_model``;

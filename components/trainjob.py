@@ -662,7 +662,8 @@ def run_trainjob(
         runner.submit(body)
         runner.wait(d.timeout_s)
     files = download_prefix(paths.model, model_dir)
-    raw = json.loads(read_text(paths.metrics))
+    # components.train_worker's document: {"metrics": {name: float}, "labels": [...], ...}.
+    raw = json.loads(read_text(paths.metrics)).get("metrics") or {}
     metrics = {
         str(k): float(v)
         for k, v in raw.items()

@@ -30,6 +30,7 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    from components.checkpoint_sync import COMPLETE_MARKER
     from pipelines.compile import compile_pipeline
     from tests.components.test_train_model import make_features_dir
 
@@ -63,7 +64,8 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
             "metadata": {},
         }
     }
-    with FakeGCSServer():
+    with FakeGCSServer() as server:
+        _drain_server_log(server)
         client = storage.Client(credentials=AnonymousCredentials(), project="test")
         client.create_bucket(BUCKET)
         env = base_env({"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]})
@@ -77,7 +79,7 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
             saved = [
                 b.name
                 for b in client.list_blobs(BUCKET, prefix="pipeline-root/run-1/checkpoints/")
-                if b.name.endswith("/training_state.pt")
+                if b.name.endswith("/" + COMPLETE_MARKER)
             ]
             time.sleep(0.5)
         os.killpg(first.pid, signal.SIGKILL)  # a preempted node: the whole pod, no clean-up
@@ -96,3 +98,18 @@ def test_killed_training_pod_resumes_from_its_checkpoint_in_gcs(tmp_path: Path) 
     assert (tmp_path / "pod-2" / "outputs" / "model" / "model.safetensors").is_file()
     assert output.is_file()
     print(f"\n[training pod] killed after {saved}; the retry resumed at step {step} of 1500")
+
+
+def _drain_server_log(server: object) -> None:
+    """Read fake-gcs-server's log as it comes.
+
+    The wrapper starts the server with its stderr piped and never reads it; the server logs each
+    request there and, once the pipe is full (a few hundred requests: measured 250-500), blocks
+    on the write, so every later request times out. A run that saves 150 checkpoints makes more
+    requests than that. (``_process`` is the wrapper's; this fails loudly if a release moves it.)
+    """
+    import threading
+
+    process = server._process  # type: ignore[attr-defined]
+    assert process is not None and process.stderr is not None, "fake-gcs-server wrapper changed"
+    threading.Thread(target=process.stderr.read, daemon=True, name="fake-gcs-log").start()

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from aicrush.config import AicrushConfig, build_config
@@ -92,7 +93,8 @@ def test_the_compiled_train_task_runs_a_trainjob_and_returns_its_outputs(
         seen.append(options)
         assert json.loads(read_text(options["config"]))["train"]["distributed"]["num_nodes"] == 2
         upload_folder(random_model_dir, options["model-output"])
-        upload_text(options["metrics-output"], json.dumps({"val_accuracy": 0.8, "samples": 96}))
+        document = {"metrics": {"val_accuracy": 0.8, "samples": 96}, "labels": ["a", "b"]}
+        upload_text(options["metrics-output"], json.dumps(document))
 
     with TrainJobController(cluster["kube"].kube, rank0) as controller:
         proc, output = start_train_task(cluster, tmp_path / "pod", cluster["cfg"], wait=True)
@@ -113,6 +115,55 @@ def test_the_compiled_train_task_runs_a_trainjob_and_returns_its_outputs(
     metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
     assert metrics == {"val_accuracy": 0.8, "samples": 96.0}
     assert artifacts["model"]["artifacts"][0]["metadata"]["trainjob"] == name
+
+
+def test_the_real_worker_run_with_the_trainjobs_options_leaves_what_the_task_reads(
+    tmp_path: Path, cluster: dict[str, Any]
+) -> None:
+    """The contract between the two sides: rank 0 of ``components.train_worker``, started by
+    torchrun with exactly the options in the TrainJob body (one process here: the DDP paths
+    are tested in tests/components/test_train_worker.py), trains on gs:// features and leaves
+    the model folder and metrics document the train task downloads as its artifacts."""
+    import subprocess
+    import sys
+
+    from aicrush.model_folder import TextClassifier
+    from tests.components.test_train_model import make_features_dir
+
+    features = make_features_dir(tmp_path / "features")
+    upload_folder(features, FEATURES)
+    cfg = build_config(
+        {"train": {"max_steps": 4, "hidden_size": 32, "intermediate_size": 64, "num_layers": 1,
+                   "distributed": {"num_nodes": 2, "processes_per_node": 2}}}
+    )  # fmt: skip
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def rank0(job: dict) -> None:
+        from tests.cluster.emulator import torchrun_invocation
+
+        args, _ = torchrun_invocation(job)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=1", "-m", args.training_script, *args.training_script_args]  # fmt: skip
+        env = {**cluster["env"], "OMP_NUM_THREADS": "1"}
+        repo = Path(__file__).resolve().parents[2]
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        results.append(done)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+
+    with TrainJobController(cluster["kube"].kube, rank0):
+        proc, output = start_train_task(cluster, tmp_path / "pod", cfg, wait=True)
+    log = (tmp_path / "pod" / "log.txt").read_text()
+    assert results and results[0].returncode == 0, results[0].stderr[-3000:] if results else log
+    assert proc.returncode == 0, log[-4000:]
+    model = tmp_path / "pod" / "outputs" / "model"
+    classifier = TextClassifier.from_dir(model)
+    labels = json.loads((model / "aicrush.json").read_text())["labels"]
+    assert sorted(labels) == sorted(set(pd.read_parquet(features / "train.parquet")["language"]))
+    assert classifier.predict(["fn main() {}"])[0].label in labels
+    artifacts = json.loads(output.read_text())["artifacts"]
+    metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["steps"] == 4 and 0.0 <= metrics["val_accuracy"] <= 1.0
 
 
 def test_a_cancelled_train_task_deletes_its_trainjob(

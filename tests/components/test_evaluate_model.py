@@ -262,7 +262,7 @@ def test_component_glue_with_kfp_artifacts(
     )
     run_train_step(config, features, model, metrics, "")
     assert default_checkpoint_dir(model.path) == tmp_path / "run" / "checkpoints" / "train_model"
-    assert (tmp_path / "run" / "checkpoints" / "train_model" / "step-00000002").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / "train_model" / "checkpoint-2").is_dir()
     assert metrics.metadata["steps"] == 2.0 and model.metadata["preset"] == "tiny"
 
     eval_task = tmp_path / "run" / "evaluate_model"

@@ -200,3 +200,32 @@ def test_pyfunc_requires_only_what_an_index_serves(
     assert not any("+" in r for r in reqs), reqs  # no local version labels such as +cpu
     # The kernel the pyfunc imports travels with the model instead.
     assert (local / "code" / "aicrush" / "model_folder.py").is_file()
+
+
+def test_the_training_curve_lands_in_the_registered_run(
+    random_model_dir: Path, features_dir: Path, state_dir: Path, tmp_path: Path
+):
+    """train_model's training_history.json becomes per-step metrics of the version's run."""
+    import shutil
+
+    from aicrush.model_folder import TRAINING_HISTORY_FILE
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(random_model_dir, model_dir)
+    curve = [
+        {"step": 5, "epoch": 0.5, "train_loss": 1.6, "learning_rate": 1e-3, "grad_norm": 0.4},
+        {"step": 10, "epoch": 1.0, "train_loss": 1.1, "learning_rate": 5e-4, "grad_norm": 0.3},
+        {"step": 10, "epoch": 1.0, "val_accuracy": 0.55},
+        {"step": 20, "epoch": 2.0, "val_accuracy": 0.75},
+    ]
+    (model_dir / TRAINING_HISTORY_FILE).write_text(json.dumps(curve))
+    result = _register(model_dir, features_dir, state_dir)
+    c = client(local_tracking_uri(state_dir))
+
+    def history(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in c.get_metric_history(result.run_id, key))
+
+    assert history("train_loss") == [(5, 1.6), (10, 1.1)]
+    assert history("learning_rate") == [(5, 1e-3), (10, 5e-4)]
+    assert history("val_accuracy") == [(10, 0.55), (20, 0.75)]
+    assert c.get_run(result.run_id).data.metrics["macro_f1"] == 0.4  # evaluation metrics stay

@@ -1,4 +1,5 @@
-"""Tests of components.train_model: tokenizer, training, resume, model folder, base models."""
+"""Tests of components.train_model: tokenizer, Trainer-based training, determinism, resume,
+model folder, training curve, base models."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from safetensors.torch import load_file
 
 from aicrush.config import PRESETS, TrainConfig
 from aicrush.model_folder import TextClassifier
+from components.checkpoint_sync import COMPLETE_MARKER
 from components.model_builder import train_tokenizer
 from components.train_model import (
+    EpochDataset,
     class_weights,
-    epoch_batches,
     latest_checkpoint,
     load_splits,
     train,
+    training_curve,
+    weighted_loss,
 )
 from features.file_features import FEATURE_NAMES, compute_file_features
 
@@ -152,15 +156,66 @@ def test_balanced_class_weights_follow_inverse_frequency() -> None:
         class_weights(y, 4, "inverse")
 
 
-def test_epoch_batches_are_deterministic_and_bucketed() -> None:
-    lengths = list(range(100))
-    a = epoch_batches(lengths, 10, seed=3, epoch=0, chunk_batches=10)
-    b = epoch_batches(lengths, 10, seed=3, epoch=0, chunk_batches=10)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    assert sorted(np.concatenate(a).tolist()) == lengths  # every row once
-    assert all(max(batch) - min(batch) == 9 for batch in a)  # one chunk: sorted, contiguous lengths
-    c = epoch_batches(lengths, 10, seed=3, epoch=1, chunk_batches=10)
-    assert [x.tolist() for x in a] != [x.tolist() for x in c]
+def test_epoch_dataset_orders_by_seed_and_epoch_and_groups_lengths() -> None:
+    rng = np.random.default_rng(0)
+    ids = [list(range(2 + int(n))) for n in rng.integers(0, 200, size=400)]
+    y = np.arange(400) % 5
+
+    def epoch(ds: EpochDataset, e: int) -> list[list[int]]:
+        ds.set_epoch(e)
+        return [ds[i]["input_ids"] for i in range(len(ds))]
+
+    kw = {"max_length": 64, "group_size": 8, "crop": True}
+    a, b = EpochDataset(ids, y, seed=3, **kw), EpochDataset(ids, y, seed=3, **kw)
+    assert epoch(a, 1) == epoch(b, 1)  # a resumed run sees the same rows and windows
+    assert epoch(a, 0) != epoch(a, 1)  # a new order and new windows every epoch
+    assert epoch(a, 0) != epoch(EpochDataset(ids, y, seed=4, **kw), 0)
+    a.set_epoch(2)
+    assert sorted(int(r) for r in a.order) == list(range(400))  # every row once
+    assert all(len(x) <= 64 for x in epoch(a, 2))  # crops are max_length windows
+    # Length grouping: neighbours in the order have similar lengths (transformers' mega-batches
+    # are sorted), far closer than in a random order.
+    lengths = np.array(a.lengths)[np.asarray(a.order)]
+    gap = np.abs(np.diff(lengths)).mean()
+    random_gap = np.abs(np.diff(np.array(a.lengths)[rng.permutation(400)])).mean()
+    assert gap < random_gap / 4, (gap, random_gap)
+    item = a[0]
+    assert set(item) == {"input_ids", "labels"} and item["labels"] == y[int(a.order[0])]
+
+
+def test_weighted_loss_normalises_over_the_accumulated_batch() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
+    labels = torch.tensor([0, 1, 2, -100])  # -100: a validation row of an unknown language
+    weight = torch.tensor([0.5, 1.0, 2.0])
+    loss = weighted_loss(weight)
+    ce = torch.nn.functional.cross_entropy(logits[:3], labels[:3], reduction="none")
+    expected = float((weight[labels[:3]] * ce).sum() / 6)  # 6: labels of the whole step
+    got = float(loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(6)))
+    assert got == pytest.approx(expected, rel=1e-6)
+    mean = float(loss({"logits": logits}, labels))  # no count: the weighted mean
+    assert mean == pytest.approx(float((weight[labels[:3]] * ce).sum() / weight[labels[:3]].sum()))
+
+
+def test_training_curve_keeps_loss_lr_and_val_accuracy_points() -> None:
+    history = [
+        {"loss": 1.5, "grad_norm": 0.3, "learning_rate": 1e-3, "epoch": 0.5, "step": 4},
+        {"eval_loss": 1.2, "eval_accuracy": 0.6, "eval_runtime": 0.1, "epoch": 1.0, "step": 8},
+        {"train_runtime": 3.0, "train_loss": 1.4, "epoch": 1.0, "step": 8},
+    ]
+    assert training_curve(history) == [
+        {"step": 4, "epoch": 0.5, "train_loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.3},
+        {"step": 8, "epoch": 1.0, "val_accuracy": 0.6},
+    ]
+
+
+def test_latest_checkpoint_skips_folders_without_the_marker(tmp_path: Path) -> None:
+    for step in (3, 6, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (3, 6):
+        (tmp_path / f"checkpoint-{step}" / COMPLETE_MARKER).write_text("{}")
+    (tmp_path / "checkpoint-9" / "model.safetensors").write_text("half")  # a kill mid-save
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
+    assert latest_checkpoint(tmp_path / "absent") is None
 
 
 def test_tiny_training_learns_and_writes_a_loadable_model(
@@ -181,6 +236,17 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
         assert key in meta
     assert meta["n_train"] == 120
     assert any("val_accuracy" in p for p in seen) and all("samples_per_second" in p for p in seen)
+    epoch_lines = [p for p in seen if "val_accuracy" in p]
+    assert [p["epoch"] for p in epoch_lines] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert all("loss" in p and p["samples_per_second"] > 0 for p in epoch_lines)
+    # The training curve MLflow gets (register_model): loss and learning rate per logging step,
+    # val accuracy per epoch, as Trainer logged them.
+    curve = json.loads((model_dir / "training_history.json").read_text())
+    assert curve == result.history
+    assert [p["step"] for p in curve if "val_accuracy" in p] == [8, 16, 24, 32, 40]
+    losses = [p["train_loss"] for p in curve if "train_loss" in p]
+    assert len(losses) >= 20 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert all(p["learning_rate"] >= 0 for p in curve if "train_loss" in p)
 
     clf = TextClassifier.from_dir(model_dir, device="cpu")
     assert clf.model.config.id2label[0] == "C"
@@ -193,37 +259,78 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
     assert result.metrics["val_accuracy"] >= 0.6
 
 
-def test_resume_from_checkpoint_gives_identical_weights(tmp_path: Path, features_dir: Path) -> None:
-    cfg = tiny_cfg(
-        max_steps=6, checkpoint_every_steps=2, hidden_size=32, intermediate_size=64, num_layers=1
-    )
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+_SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1}
+
+
+def test_a_seeded_run_gives_the_same_weights_twice(tmp_path: Path, features_dir: Path) -> None:
+    cfg = tiny_cfg(max_steps=5, **_SMALL)
+    train(features_dir, cfg, tmp_path / "a", tmp_path / "ckpt_a")
+    train(features_dir, cfg, tmp_path / "b", tmp_path / "ckpt_b")
+    train(features_dir, cfg.model_copy(update={"seed": 1}), tmp_path / "c", tmp_path / "ckpt_c")
+    a, b, c = (_weights(tmp_path / x) for x in "abc")
+    assert _same(a, b)
+    assert not _same(a, c)  # the seed matters, so the equality above is not vacuous
+
+
+# 120 training rows, batch 16: 8 steps per epoch. Checkpoints every 3 steps: the run resumes at
+# step 9, in the second epoch (its order and windows come from (seed, epoch)); every 4: at step 8,
+# a checkpoint saved at an epoch's end, before that epoch's validation.
+@pytest.mark.parametrize("every,resumed_at", [(3, 9), (4, 8)])
+def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(
+    tmp_path: Path, features_dir: Path, every: int, resumed_at: int
+) -> None:
+    cfg = tiny_cfg(max_steps=12, checkpoint_every_steps=every, **_SMALL)
     straight = train(features_dir, cfg, tmp_path / "a", tmp_path / "ckpt_a")
 
-    class Crash(RuntimeError):
+    class Killed(RuntimeError):
         pass
 
-    def crash_at_5(info: dict) -> None:
-        if info["step"] == 5:
-            raise Crash
+    def killed_at_11(info: dict) -> None:
+        if info["step"] == 11:
+            raise Killed
 
-    with pytest.raises(Crash):
-        train(
-            features_dir,
-            cfg.model_copy(update={}),
-            tmp_path / "b",
-            tmp_path / "ckpt_b",
-            progress=crash_at_5,
-        )
-    assert latest_checkpoint(tmp_path / "ckpt_b").name == "step-00000004"
+    with pytest.raises(Killed):
+        train(features_dir, cfg, tmp_path / "b", tmp_path / "ckpt_b", progress=killed_at_11)
+    assert latest_checkpoint(tmp_path / "ckpt_b").name == f"checkpoint-{resumed_at}"
     resumed = train(features_dir, cfg, tmp_path / "b", tmp_path / "ckpt_b")
-    assert resumed.resumed_from_step == 4 and straight.resumed_from_step == 0
-    wa, wb = (
-        load_file(tmp_path / "a" / "model.safetensors"),
-        load_file(tmp_path / "b" / "model.safetensors"),
-    )
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
+    assert resumed.resumed_from_step == resumed_at and straight.resumed_from_step == 0
+    assert resumed.metrics["steps"] == straight.metrics["steps"] == 12
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+
+    # The curve of the resumed run is the whole run's (Trainer keeps the history in checkpoints),
+    # except the validation of an epoch whose last step was the checkpoint (saved before it).
+    def steps(history: list[dict], key: str) -> list[int]:
+        return [p["step"] for p in history if key in p]
+
+    assert steps(resumed.history, "train_loss") == steps(straight.history, "train_loss")
+    assert set(steps(straight.history, "val_accuracy")) - set(
+        steps(resumed.history, "val_accuracy")
+    ) <= {resumed_at}
+    # A retry after the last checkpoint (killed while writing the model) trains nothing more.
+    lines: list[dict] = []
+    again = train(features_dir, cfg, tmp_path / "c", tmp_path / "ckpt_b", progress=lines.append)
+    assert [line["step"] for line in lines] == [12] and "val_accuracy" in lines[0]
+    assert again.resumed_from_step == 12 and again.metrics["steps"] == 12
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+    assert again.metrics["val_accuracy"] == straight.metrics["val_accuracy"]
+    kept = sorted(p.name for p in (tmp_path / "ckpt_b").glob("checkpoint-*"))
+    assert len(kept) == cfg.save_total_limit and "checkpoint-12" in kept
+
+
+def test_gradient_accumulation_takes_one_step_per_accumulated_batch(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    cfg = tiny_cfg(epochs=1.0, batch_size=8, gradient_accumulation_steps=3, **_SMALL)
+    result = train(features_dir, cfg, tmp_path / "m", tmp_path / "ckpt")
+    assert result.metrics["steps"] == 5  # 120 rows / 8 = 15 batches, 3 per step
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path: Path, features_dir: Path) -> None:

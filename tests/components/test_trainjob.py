@@ -264,7 +264,11 @@ def fake_worker(model_dir: Path, calls: list[dict[str, str]]):
         cfg = json.loads(read_text(options["config"]))
         assert cfg["train"]["distributed"]["num_nodes"] == job["spec"]["trainer"]["numNodes"]
         upload_folder(model_dir, options["model-output"])
-        metrics = {"val_accuracy": 0.75, "train_loss": 0.5, "note": "text is skipped"}
+        # components.train_worker.metrics_document's shape
+        metrics = {
+            "metrics": {"val_accuracy": 0.75, "train_loss": 0.5, "note": "text is skipped"},
+            "labels": ["python", "rust"],
+        }
         from components.trainjob import upload_text
 
         upload_text(options["metrics-output"], json.dumps(metrics))
