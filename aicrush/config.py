@@ -178,6 +178,19 @@ class TrainConfig(StrictModel):
     num_layers: int = Field(default=4, ge=1)
     num_heads: int = Field(default=4, ge=1)
     intermediate_size: int = Field(default=512, ge=16)
+    architecture: Literal["bert", "modernbert"] = Field(
+        default="bert",
+        description="The from-scratch encoder class (base_model ''): 'bert' "
+        "(BertForSequenceClassification) or 'modernbert' (ModernBertForSequenceClassification: "
+        "rotary positions, GeGLU, pre-norm). Both are stock transformers classes that "
+        "AutoModelForSequenceClassification loads without trust_remote_code.",
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        default="cls",
+        description="How the from-scratch classifier summarises a window: 'cls' classifies "
+        "from the [CLS] token, 'mean' from the mean of all token states (modernbert only: "
+        "its classifier_pooling; BERT's classifier reads [CLS] through its pooler).",
+    )
     class_weighting: Literal["none", "balanced"] = Field(
         default="balanced",
         description="Loss weight per class: 'balanced' weighs each class by n / (classes x "
@@ -208,6 +221,11 @@ class TrainConfig(StrictModel):
     def _heads(self) -> TrainConfig:
         if not self.base_model and self.hidden_size % self.num_heads:
             raise ValueError("train.hidden_size must be divisible by train.num_heads")
+        if self.pooling == "mean" and self.architecture != "modernbert":
+            raise ValueError(
+                "train.pooling 'mean' needs train.architecture 'modernbert' (BERT's classifier "
+                "reads the [CLS] token); set architecture: modernbert or pooling: cls"
+            )
         return self
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aicrush.config import TrainConfig
-from aicrush.text_window import window_texts
+from aicrush.text_window import CHARS_PER_TOKEN, CROP_SPAN, CROPS, window_texts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Code tokens: newline + indentation, runs of spaces or tabs, identifiers, numbers, single
@@ -29,7 +29,9 @@ _ALPHABET = list(dict.fromkeys(string.printable.strip() + " \t\n"))
 _SUBWORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|_+|.")
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
+def train_tokenizer(
+    texts: Sequence[str], vocab_size: int, max_length: int, max_chars: int | None = None
+) -> Any:
     """Learn a WordPiece vocabulary for code from ``texts``; a transformers fast tokenizer.
 
     Case and punctuation are kept; newline + indentation and runs of spaces or tabs become
@@ -41,8 +43,9 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
     changes between processes, so two runs on the same data would learn different vocabularies;
     counting here keeps training reproducible. Identifier parts (``read`` + ``##File`` from
     ``readFile``) compete for the vocabulary too, so unseen names split into known pieces. Only
-    the first ``max_length * 8`` characters of a text are read (the model never sees more); pass
-    the text windows the model reads (``aicrush.text_window``).
+    the first ``max_chars`` characters of a text are read (default ``max_length * 8``: a
+    one-window model never sees more); pass the text windows the model reads
+    (``aicrush.text_window``) and, for a crops model, the characters of its whole span.
     """
     from collections import Counter
 
@@ -59,7 +62,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> A
 
     normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace("\r\n", "\n")])
     pre_tokenizer = pre_tokenizers.Split(Regex(_PRE_TOKEN_PATTERN), behavior="removed", invert=True)
-    limit = max_length * 8
+    limit = max_chars or max_length * 8
     counts: Counter[str] = Counter()
     for text in texts:
         words = [
@@ -151,6 +154,52 @@ def download_gcs_folder(uri: str, dest: Path) -> Path:
     return dest
 
 
+def build_from_scratch(
+    cfg: TrainConfig, vocab_size: int, tokenizer: Any, id2label: dict[int, str]
+) -> Any:
+    """A randomly initialised stock classifier of ``cfg``'s shape (``train.architecture``).
+
+    ``bert``: ``BertForSequenceClassification`` (learned positions, post-norm, classifies the
+    [CLS] token through a tanh pooler). ``modernbert``: ``ModernBertForSequenceClassification``
+    (rotary positions, GeGLU MLP, pre-norm, no biases; ``train.pooling`` is its
+    ``classifier_pooling``: ``mean`` averages every token's final state, so each token's
+    embedding gets a gradient from the first step). Both load with
+    ``AutoModelForSequenceClassification.from_pretrained`` and no ``trust_remote_code``.
+    """
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
+    )
+
+    shape = {
+        "vocab_size": vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "num_labels": len(id2label),
+        "id2label": id2label,
+        "label2id": {name: i for i, name in id2label.items()},
+    }
+    if cfg.architecture == "modernbert":
+        config = ModernBertConfig(
+            **shape,
+            cls_token_id=tokenizer.cls_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            classifier_pooling=cfg.pooling,
+            # Every layer attends to the whole window (windows are max_length tokens).
+            local_attention=max(2, 2 * cfg.max_length),
+        )
+        return ModernBertForSequenceClassification(config)
+    return BertForSequenceClassification(BertConfig(**shape))  # type: ignore[call-arg]
+
+
 def build_model_and_tokenizer(
     cfg: TrainConfig,
     labels: list[str],
@@ -162,33 +211,23 @@ def build_model_and_tokenizer(
 
     For the from-scratch model, ``tokenizer`` (when given) is used instead of training one.
     """
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        BertConfig,
-        BertForSequenceClassification,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in enumerate(labels)}
     if not cfg.base_model:
         if tokenizer is None:
-            # What the model will read (a crops model: from the head of its span).
+            # What the model will read (a crops model: the span its windows come from).
             windows = window_texts(train_texts, cfg.max_length, cfg.text_window)
-            tokenizer = train_tokenizer(windows, cfg.vocab_size, cfg.max_length)
-        config = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
-            vocab_size=len(tokenizer),
-            hidden_size=cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_length,
-            pad_token_id=tokenizer.pad_token_id,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
+            # A crops model reads windows from anywhere in its span: learn the vocabulary there.
+            crops = cfg.text_window == CROPS
+            span = cfg.max_length * CROP_SPAN * CHARS_PER_TOKEN if crops else None
+            tokenizer = train_tokenizer(windows, cfg.vocab_size, cfg.max_length, span)
+        return (
+            build_from_scratch(cfg, len(tokenizer), tokenizer, id2label),
+            tokenizer,
+            cfg.max_length,
         )
-        return BertForSequenceClassification(config), tokenizer, cfg.max_length
     source = resolve_base_model(cfg.base_model, work_dir / "base_model")
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForSequenceClassification.from_pretrained(
