@@ -185,6 +185,14 @@ class TrainConfig(StrictModel):
         "rotary positions, GeGLU, pre-norm). Both are stock transformers classes that "
         "AutoModelForSequenceClassification loads without trust_remote_code.",
     )
+    dropout: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="Dropout of the from-scratch encoder (embeddings, attention, MLP and "
+        "classifier): a regulariser against learning one repository's identifiers instead of "
+        "the language. 0.1 is BERT's default.",
+    )
     pooling: Literal["cls", "mean"] = Field(
         default="cls",
         description="How the from-scratch classifier summarises a window: 'cls' classifies "

@@ -63,18 +63,19 @@ def train_tokenizer(
     normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace("\r\n", "\n")])
     pre_tokenizer = pre_tokenizers.Split(Regex(_PRE_TOKEN_PATTERN), behavior="removed", invert=True)
     limit = max_chars or max_length * 8
+    # The pre-tokenizer's own pattern, applied with re: the same words without building an
+    # offsets tuple per word (5-7x faster on a crops model's 4,096-character spans).
+    words_of = re.compile(_PRE_TOKEN_PATTERN).findall
     counts: Counter[str] = Counter()
     for text in texts:
-        words = [
-            piece
-            for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text[:limit]))
-        ]
-        counts.update(words)
-        # Sub-words of identifiers (snake_case, camelCase, digits), so unseen names split well.
-        for word in words:
-            parts = _SUBWORD.findall(word)
-            if len(parts) > 1:
-                counts.update([parts[0]] + ["##" + p for p in parts[1:]])
+        counts.update(words_of(normalizer.normalize_str(text[:limit])))
+    # Sub-words of identifiers (snake_case, camelCase, digits), so unseen names split well;
+    # split once per distinct word, counted as often as the word occurs.
+    for word, n in list(counts.items()):
+        parts = _SUBWORD.findall(word)
+        if len(parts) > 1:
+            for part in [parts[0]] + ["##" + p for p in parts[1:]]:
+                counts[part] += n
     chars = _ALPHABET
     vocab_list = list(SPECIAL_TOKENS) + chars + ["##" + c for c in chars]
     taken = set(vocab_list)
@@ -163,7 +164,8 @@ def build_from_scratch(
     [CLS] token through a tanh pooler). ``modernbert``: ``ModernBertForSequenceClassification``
     (rotary positions, GeGLU MLP, pre-norm, no biases; ``train.pooling`` is its
     ``classifier_pooling``: ``mean`` averages every token's final state, so each token's
-    embedding gets a gradient from the first step). Both load with
+    embedding gets a gradient from the first step). ``train.dropout`` is every dropout of
+    either class (ModernBERT's default is none; BERT's is 0.1). Both load with
     ``AutoModelForSequenceClassification.from_pretrained`` and no ``trust_remote_code``.
     """
     from transformers import (
@@ -193,11 +195,18 @@ def build_from_scratch(
             sep_token_id=tokenizer.sep_token_id,
             eos_token_id=tokenizer.sep_token_id,
             classifier_pooling=cfg.pooling,
+            embedding_dropout=cfg.dropout,
+            attention_dropout=cfg.dropout,
+            mlp_dropout=cfg.dropout,
+            classifier_dropout=cfg.dropout,
             # Every layer attends to the whole window (windows are max_length tokens).
             local_attention=max(2, 2 * cfg.max_length),
         )
         return ModernBertForSequenceClassification(config)
-    return BertForSequenceClassification(BertConfig(**shape))  # type: ignore[call-arg]
+    bert = BertConfig(  # type: ignore[call-arg]  # PretrainedConfig takes num_labels etc.
+        **shape, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout
+    )
+    return BertForSequenceClassification(bert)
 
 
 def build_model_and_tokenizer(
