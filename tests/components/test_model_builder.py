@@ -100,3 +100,20 @@ def test_crops_tokenizer_learns_from_the_whole_span() -> None:
     whole = train_tokenizer(texts, vocab_size=400, max_length=64, max_chars=64 * 64)
     assert "deep_identifier" not in head_only.get_vocab()
     assert "deep_identifier" in whole.get_vocab()
+
+
+def test_vocabulary_counting_splits_words_as_the_tokenizer_does() -> None:
+    """Vocabulary counting applies the pre-tokenizer's pattern with ``re``: on code with odd
+    whitespace and non-ASCII text the words must be the trained tokenizer's own pre-tokens."""
+    import re
+
+    from components.model_builder import _PRE_TOKEN_PATTERN
+
+    odd = "x\r\n\t  y\f z\vé = 'naïve'; // ünïcode\n\n    return readFile_2(x)"
+    texts = [*_texts(5), odd]
+    tok = train_tokenizer(texts, vocab_size=400, max_length=64)
+    backend = tok.backend_tokenizer
+    for text in texts:
+        normal = backend.normalizer.normalize_str(text)
+        expected = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(normal)]
+        assert re.findall(_PRE_TOKEN_PATTERN, normal) == expected
