@@ -9,8 +9,14 @@ Prints accuracy and macro-F1 of model and baseline, their difference, the langua
 differ most, train and baseline wall times and the load average (a shared CPU moves the times,
 not the scores). Feast is skipped: the model reads only the text.
 
+With ``--features DIR`` (an ``engineer_features`` folder of an earlier run: ``train``, ``val``,
+``test.parquet``) ingest and validation are skipped and every preset trains on that exact split;
+``--set`` changes the config on top of each preset, so one split can compare settings:
+
     .venv/bin/python benchmarks/bench_quality.py --preset tiny
     .venv/bin/python benchmarks/bench_quality.py --preset tiny --preset minilm --json out.json
+    .venv/bin/python benchmarks/bench_quality.py --features .aicrush/pipeline_root/<run>/engineer-features/features \\
+        --set '{"train": {"epochs": 12}}'
 """
 
 import argparse
@@ -28,7 +34,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from a checkout: import this tree's packages
 
 
-def measure(preset: str, sources: list[str], state: Path, overrides: dict) -> dict:
+def measure(
+    preset: str, sources: list[str], state: Path, overrides: dict, features: Path | None = None
+) -> dict:
     from aicrush.config import build_config
     from components.evaluate_model import evaluate
     from components.ingest_sources import ingest
@@ -38,13 +46,17 @@ def measure(preset: str, sources: list[str], state: Path, overrides: dict) -> di
     cfg = build_config(overrides, preset=preset, sources=sources or None)
     with tempfile.TemporaryDirectory(prefix=f"bench-quality-{preset}-") as tmp:
         work = Path(tmp)
-        ingest(cfg.ingest, work / "raw", state)
-        validate(work / "raw", cfg.validate_, work / "clean")
+        clean = features or work / "clean"
+        if features is None:
+            ingest(cfg.ingest, work / "raw", state)
+            validate(work / "raw", cfg.validate_, clean)
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        trained = train(work / "clean", cfg.train, work / "model", work / "ckpt", preset=preset)
+        trained = train(clean, cfg.train, work / "model", work / "ckpt", preset=preset)
         train_seconds = time.perf_counter() - started
-        result = evaluate(work / "model", work / "clean", cfg.evaluate)
+        started = time.perf_counter()
+        result = evaluate(work / "model", clean, cfg.evaluate)
+        evaluate_seconds = time.perf_counter() - started
     baseline = result.baseline
     assert baseline is not None
     per_language = {
@@ -66,6 +78,8 @@ def measure(preset: str, sources: list[str], state: Path, overrides: dict) -> di
             k: round(result.metrics[k] - baseline.metrics[k], 4) for k in ("accuracy", "macro_f1")
         },
         "train_seconds": round(train_seconds, 1),
+        "train_samples_per_second": round(trained.metrics["samples_per_second"], 1),
+        "evaluate_seconds": round(evaluate_seconds, 1),
         "baseline_seconds": round(baseline.fit_seconds, 1),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "gate": {"passed": result.passed, "reason": result.reason},
@@ -78,17 +92,26 @@ def main() -> None:
     parser.add_argument("--preset", action="append", help="tiny, minilm (repeatable; default tiny)")
     parser.add_argument("--source", action="append", default=[], help="as `aicrush run --source`")
     parser.add_argument("--set", default="{}", help='JSON config overrides, e.g. {"train": {...}}')
+    parser.add_argument(
+        "--features",
+        type=Path,
+        help="an engineer_features folder (train/val/test.parquet): skip ingest and validate",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     state = Path(os.environ.get("AICRUSH_HOME", REPO / ".aicrush"))
-    rows = [measure(p, args.source, state, json.loads(args.set)) for p in args.preset or ["tiny"]]
+    rows = [
+        measure(p, args.source, state, json.loads(args.set), args.features)
+        for p in args.preset or ["tiny"]
+    ]
     for row in rows:
         m, b, d = row["model"], row["baseline"], row["difference"]
         print(
             f"{row['preset']:>7}: model acc {m['accuracy']:.3f} macro-F1 {m['macro_f1']:.3f} | "
             f"baseline acc {b['accuracy']:.3f} macro-F1 {b['macro_f1']:.3f} | "
             f"model - baseline: acc {d['accuracy']:+.3f} macro-F1 {d['macro_f1']:+.3f} | "
-            f"train {row['train_seconds']} s, baseline {row['baseline_seconds']} s, "
+            f"train {row['train_seconds']} s ({row['train_samples_per_second']} samples/s), "
+            f"evaluate {row['evaluate_seconds']} s (baseline {row['baseline_seconds']} s), "
             f"load {row['load_average']} | {row['languages']} languages, "
             f"{row['n_train']:.0f} train / {row['n_test']:.0f} test files"
         )
