@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
@@ -267,6 +267,9 @@ class TextClassifierModel(Model):
         except InvalidInput:
             status = "INVALID_ARGUMENT"
             raise
+        except ModelNotFound:
+            status = "NOT_FOUND"
+            raise
         except Exception:
             status = "INTERNAL"
             raise
@@ -285,6 +288,18 @@ class TextClassifierModel(Model):
         if isinstance(payload, ModelInferRequest):
             payload = InferRequest.from_grpc(payload)
         if isinstance(payload, InferRequest):
+            if (
+                payload.from_grpc
+                and payload.model_version
+                and payload.model_version != self.version
+            ):
+                # REST's /versions/{v} is checked by the HTTP guard; gRPC's field only here.
+                err = ModelNotFound(self.name)
+                err.reason = (
+                    f"model {self.name} has no version {payload.model_version}; "
+                    f"this server serves version {self.version}"
+                )
+                raise err
             texts, want = texts_from_v2(payload)
             protocol = "grpc" if payload.from_grpc else "v2"
             return DecodedRequest(

@@ -509,6 +509,19 @@ def test_grpc_unknown_parameter_is_invalid_argument(server):
     assert "unsupported request parameter(s) ['temperature']" in err.value.details()
 
 
+def test_grpc_model_version_other_than_the_served_one_is_not_found(server):
+    # docs/serving.md: `model_version` / `/versions/{v}`: the served version; any other is 404.
+    request = pb.ModelInferRequest(model_name=server.name, inputs=[_grpc_text_tensor()])
+    request.inputs[0].contents.bytes_contents.append(b"x")
+    request.model_version = "999"
+    with pytest.raises(grpc.RpcError) as err:
+        _grpc_call(server, request)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND, err.value.details()
+    assert "has no version 999" in err.value.details()
+    request.model_version = ""  # none: the served one
+    assert [o.name for o in _grpc_call(server, request).outputs][:2] == ["label", "score"]
+
+
 def test_grpc_message_over_the_default_limit_is_refused(server):
     request = pb.ModelInferRequest(model_name=server.name, inputs=[_grpc_text_tensor()])
     request.inputs[0].contents.bytes_contents.append(b"a" * (9 * 1024 * 1024))
