@@ -128,9 +128,9 @@ class DistributedConfig(StrictModel):
 
     Locally, ``processes_per_node`` > 1 runs that many processes on this machine (gloo on CPU,
     NCCL on CUDA). In the compiled pipeline, when ``num_nodes x processes_per_node x
-    gpus_per_process`` > 1, the train step submits a Kubeflow Trainer ``TrainJob`` on the
-    ``runtime`` ClusterTrainingRuntime and waits for it (docs/distributed-training.md); otherwise
-    it trains in its own KFP pod.
+    gpus_per_process`` > 1 or ``num_nodes`` > 1, the train step submits a Kubeflow Trainer
+    ``TrainJob`` on the ``runtime`` ClusterTrainingRuntime and waits for it
+    (docs/distributed-training.md); otherwise it trains in its own KFP pod.
     """
 
     num_nodes: int = Field(default=1, ge=1, description="Nodes (pods) of the TrainJob.")

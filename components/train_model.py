@@ -852,7 +852,7 @@ def run_train_step(
 ) -> TrainResult:
     """The body of the ``train_model`` component: validate config, train, log metrics.
 
-    In the cluster with more than one GPU in ``train.distributed`` the step launches a Kubeflow
+    In the cluster with more than one GPU or node in ``train.distributed`` the step launches a Kubeflow
     Trainer TrainJob instead and waits for it (``components.trainjob``); ``run_id`` names it.
     """
 
@@ -914,7 +914,7 @@ def train_model(
     live in object storage (the cluster), else ``<dirname(model.path)>/../checkpoints/train_model``;
     both stable across retries of this run, so a retried task resumes.
     run_id: the KFP run id; names the Kubeflow Trainer TrainJob the step launches in the cluster
-    when ``train.distributed`` asks for more than one GPU (docs/distributed-training.md).
+    when ``train.distributed`` asks for more than one GPU or node (docs/distributed-training.md).
     """
     from components.train_model import run_train_step
 

@@ -44,7 +44,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aicrush.config import AicrushConfig, TrainConfig, config_from_dict
+from aicrush.config import AicrushConfig, DistributedConfig, TrainConfig, config_from_dict
 from components.train_model import TrainResult, show_training_progress, train
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,35 @@ def main(argv: list[str] | None = None) -> int:
 # Local launch
 
 
+def check_local_distributed(dist: DistributedConfig, cpus: int | None = None) -> None:
+    """Refuse a ``train.distributed`` this machine cannot run: several nodes (only a cluster
+    TrainJob can), or more processes than cores and CUDA devices (each process needs a core;
+    more only thrash: 64 processes on 2 cores made no progress in 5 minutes).
+
+    Raises:
+        ValueError: naming the setting and the value to use.
+    """
+    if dist.num_nodes > 1:
+        raise ValueError(
+            f"train.distributed.num_nodes is {dist.num_nodes}: several nodes need a cluster "
+            "(the train step submits a TrainJob there); locally set num_nodes: 1"
+        )
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    n = dist.processes_per_node
+    if n > cpus:
+        gpus = 0
+        if n > 1:  # only then is importing torch worth it
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n > max(cpus, gpus):
+            raise ValueError(
+                f"train.distributed.processes_per_node is {n} but this machine has {cpus} CPU "
+                f"core(s) and {gpus} CUDA device(s): each process needs one; set it to at most "
+                f"{max(cpus, gpus)}"
+            )
+
+
 def launch_local(
     features_dir: Path | str,
     cfg: TrainConfig,
@@ -219,11 +248,7 @@ def launch_local(
         RuntimeError: a worker failed; the message is its ``train_worker:`` line.
     """
     dist = cfg.distributed
-    if dist.num_nodes > 1:
-        raise ValueError(
-            f"train.distributed.num_nodes is {dist.num_nodes}: several nodes need a cluster "
-            "(the train step submits a TrainJob there); locally set num_nodes: 1"
-        )
+    check_local_distributed(dist)
     n = dist.processes_per_node
     full = AicrushConfig.model_validate(
         {"preset": preset if preset in ("tiny", "minilm", "custom") else "custom", "train": cfg}

@@ -84,10 +84,17 @@ def gpus_requested(cfg: AicrushConfig) -> int:
     return d.num_nodes * d.processes_per_node * d.gpus_per_process
 
 
+def needs_trainjob(cfg: AicrushConfig) -> bool:
+    """Whether ``cfg`` trains as a TrainJob in the cluster: more than one GPU in all, or more
+    than one node (several machines, GPU or CPU, only a TrainJob can run). One GPU, and one
+    node's CPU processes, train in the step's own pod."""
+    return gpus_requested(cfg) > 1 or cfg.train.distributed.num_nodes > 1
+
+
 def uses_trainjob(cfg: AicrushConfig, artifact_uri: str) -> bool:
-    """Whether the train step launches a TrainJob: artifacts in ``gs://`` (the cluster) and more
-    than one GPU in all. One GPU, CPU-only configs and every local run train in the step itself."""
-    return artifact_uri.startswith("gs://") and gpus_requested(cfg) > 1
+    """Whether the train step launches a TrainJob: artifacts in ``gs://`` (the cluster) and
+    :func:`needs_trainjob`. Every local run trains in the step itself."""
+    return artifact_uri.startswith("gs://") and needs_trainjob(cfg)
 
 
 def trainjob_name(run_id: str, task: str = "train-model") -> str:

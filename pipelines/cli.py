@@ -137,11 +137,12 @@ def run(
     cluster and no internet.
     """
     cfg = _config(config, preset, source)
-    from pipelines.local import StepFailed, check_sources, run_pipeline_locally
+    from pipelines.local import StepFailed, check_sources, check_training, run_pipeline_locally
     from pipelines.run_output import default_log_file
 
     try:
         check_sources(cfg)
+        check_training(cfg)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -158,6 +159,12 @@ def run(
         typer.echo(f"error: step {err.step} failed: {err.cause}", err=True)
         typer.echo(f"full log: {err.log_file}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        # A new `aicrush run` starts a new pipeline run: training starts over (checkpoints
+        # resume retries within one run, docs/training.md).
+        typer.echo("\ninterrupted: the run stopped; nothing was registered", err=True)
+        typer.echo(f"full log: {log_path}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(result.human())
     last = last_summary_path(home)  # what `aicrush serve` reads to explain an unregistered run
     last.parent.mkdir(parents=True, exist_ok=True)

@@ -326,6 +326,20 @@ def check_sources(cfg: AicrushConfig) -> None:
             ) from None
 
 
+def check_training(cfg: AicrushConfig) -> None:
+    """Fail before the pipeline starts on a ``train.distributed`` this machine cannot run
+    (:func:`components.train_worker.check_local_distributed`), instead of after ingest,
+    validation, features and the train step's retries.
+    Raises :class:`aicrush.config.ConfigError` naming the setting."""
+    from aicrush.config import ConfigError
+    from components.train_worker import check_local_distributed
+
+    try:
+        check_local_distributed(cfg.train.distributed)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def run_pipeline_locally(
     cfg: AicrushConfig,
     state: Path,
@@ -346,6 +360,7 @@ def run_pipeline_locally(
     from pipelines.run_output import RunOutput, default_log_file
 
     check_sources(cfg)
+    check_training(cfg)
     tracking_uri = resolve_tracking_uri(cfg.registry, state)
     # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri

@@ -17,7 +17,7 @@ from components.evaluate_model import evaluate_model
 from components.ingest_sources import ingest_sources
 from components.register_model import lookup_champion, register_model
 from components.train_model import train_model
-from components.trainjob import gpus_requested
+from components.trainjob import needs_trainjob
 from components.validate_dataset import validate_dataset
 
 PIPELINE_NAME = "aicrush-training"
@@ -101,7 +101,7 @@ def build_training_pipeline(
             features=features.outputs["features"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
-        if gpus_requested(cfg) > 1:  # the GPUs belong to the TrainJob's pods, not to this one
+        if needs_trainjob(cfg):  # the GPUs and nodes belong to the TrainJob's pods, not this one
             request_launcher_resources(train)
         else:
             request_training_resources(train, cfg.resources)

@@ -185,3 +185,13 @@ def test_the_worker_reads_and_writes_gcs_and_a_new_pod_resumes(tmp_path: Path) -
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_local_process_counts_are_bounded_by_the_machine() -> None:
+    from components.train_worker import check_local_distributed
+
+    check_local_distributed(DistributedConfig(processes_per_node=2), cpus=2)
+    with pytest.raises(ValueError, match=r"processes_per_node is 3 .* 2 CPU core"):
+        check_local_distributed(DistributedConfig(processes_per_node=3), cpus=2)
+    with pytest.raises(ValueError, match="locally set num_nodes: 1"):
+        check_local_distributed(DistributedConfig(num_nodes=2), cpus=64)

@@ -209,13 +209,17 @@ def test_labels_tie_the_trainjob_to_its_kfp_run() -> None:
     assert labels["aicrush.dev/kfp-task"] == "train-model"
 
 
-def test_only_multi_gpu_cluster_runs_use_a_trainjob() -> None:
+def test_multi_gpu_and_multi_node_cluster_runs_use_a_trainjob() -> None:
     single = build_config({})
     assert gpus_requested(single) == 1
     assert not uses_trainjob(single, FEATURES)
     assert uses_trainjob(dist_cfg(), FEATURES)
     assert not uses_trainjob(dist_cfg(), "/tmp/root/run/engineer-features/features")
-    assert not uses_trainjob(dist_cfg(gpus_per_process=0), FEATURES)
+    # Several nodes need a TrainJob even on CPU: one pod cannot be two machines.
+    assert uses_trainjob(dist_cfg(gpus_per_process=0), FEATURES)
+    # One node's CPU processes train in the step's own pod.
+    assert not uses_trainjob(dist_cfg(num_nodes=1, gpus_per_process=0), FEATURES)
+    assert uses_trainjob(dist_cfg(num_nodes=1, processes_per_node=2), FEATURES)
 
 
 def test_describe_reads_the_trainer_conditions() -> None:

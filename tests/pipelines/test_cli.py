@@ -52,3 +52,24 @@ def test_submit_to_unreachable_host_fails_cleanly():
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "could not submit to http://127.0.0.1:9" in result.output
+
+
+@pytest.mark.parametrize(
+    ("distributed", "named"),
+    [
+        ({"num_nodes": 2}, "train.distributed.num_nodes is 2"),
+        ({"processes_per_node": 4096}, "train.distributed.processes_per_node is 4096"),
+    ],
+)
+def test_run_refuses_distributed_settings_this_machine_cannot_run_before_it_starts(
+    tmp_path: Path, distributed: dict, named: str
+):
+    import yaml
+
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump({"train": {"distributed": distributed}}))
+    state = tmp_path / "state"
+    result = runner.invoke(app, ["run", "--config", str(conf), "--state-dir", str(state)])
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert not (state / "pipeline_root").exists()  # refused before any step ran

@@ -132,10 +132,14 @@ def test_mlflow_steps_get_server_and_credentials_from_a_secret(tmp_path: Path):
         }
 
 
-def test_multi_gpu_training_compiles_to_a_launcher_task_without_gpu(tmp_path: Path):
+@pytest.mark.parametrize("gpus_per_process", [1, 0])
+def test_multi_node_training_compiles_to_a_launcher_task_without_gpu(
+    tmp_path: Path, gpus_per_process: int
+):
     # 2 nodes x 4 processes x 1 GPU: the GPUs belong to the TrainJob's pods (components/trainjob.py);
-    # the train task's own pod only launches and awaits it.
-    cfg = build_config({"train": {"distributed": {"num_nodes": 2, "processes_per_node": 4}}})
+    # the train task's own pod only launches and awaits it. On CPU too: one pod is not two nodes.
+    distributed = {"num_nodes": 2, "processes_per_node": 4, "gpus_per_process": gpus_per_process}
+    cfg = build_config({"train": {"distributed": distributed}})
     spec, *platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
     resources = _executor_of(spec, "train-model")["container"]["resources"]
     assert "accelerator" not in resources
