@@ -129,8 +129,23 @@ class CheckpointMirror:
         return self.store.uri
 
     def restore(self) -> int:
-        """Download the mirrored checkpoints; returns the number of files fetched."""
+        """Download the mirrored checkpoints; returns the number of files fetched.
+
+        The store is the truth: a local checkpoint folder the store does not hold (left in a
+        reused node-local folder by another run or config) is deleted first, so training never
+        resumes from a checkpoint that is not durable.
+        """
         names = self.store.list()
+        held = {rel.split("/", 1)[0] for rel in names}
+        if self.local.is_dir():
+            for folder in self.local.iterdir():
+                if (
+                    folder.is_dir()
+                    and folder.name.startswith(CHECKPOINT_PREFIX)
+                    and folder.name not in held
+                ):
+                    log.info("dropping local %s: not in %s", folder.name, self.store.uri)
+                    shutil.rmtree(folder)
         for rel in sorted(names, key=lambda r: r.endswith(COMPLETE_MARKER)):  # markers last
             dst = self.local / rel
             self.store.get(rel, dst)

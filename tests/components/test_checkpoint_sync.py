@@ -46,6 +46,22 @@ def test_push_sends_complete_checkpoints_only_and_prunes_what_training_pruned(
     assert (tmp_path / "pod2" / "checkpoint-9" / "model.safetensors").read_text() == "weights 9"
 
 
+def test_restore_drops_local_checkpoints_the_store_does_not_hold(tmp_path: Path) -> None:
+    """A reused node-local folder (same checkpoint URI, another run or config) must not be
+    resumed from: only what is durable in the store counts."""
+    remote, local = tmp_path / "remote", tmp_path / "node"
+    (remote / "checkpoint-4").mkdir(parents=True)
+    (remote / "checkpoint-4" / "model.safetensors").write_text("durable 4")
+    (remote / "checkpoint-4" / COMPLETE_MARKER).write_text("{}")
+    for step in (4, 8):  # stale leftovers of an earlier run in the same local folder
+        (local / f"checkpoint-{step}").mkdir(parents=True)
+        (local / f"checkpoint-{step}" / "model.safetensors").write_text(f"stale {step}")
+        (local / f"checkpoint-{step}" / COMPLETE_MARKER).write_text("{}")
+    assert CheckpointMirror(str(remote), local).restore() == 2
+    assert not (local / "checkpoint-8").exists()
+    assert (local / "checkpoint-4" / "model.safetensors").read_text() == "durable 4"
+
+
 def test_checkpoint_uri_is_the_runs_prefix_in_the_artifact_store() -> None:
     uri = "gs://b/pipeline-root/run-123/engineer-features/features"
     assert checkpoint_uri_for(uri) == "gs://b/pipeline-root/run-123/checkpoints/train_model"

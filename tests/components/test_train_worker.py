@@ -63,19 +63,13 @@ def test_several_nodes_need_a_cluster(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_train_exactly_like_one_at_the_same_global_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Dropout off: 2 processes x batch 8 = 1 process x batch 16 = 1 x 8 x 2 accumulated."""
-    import components.train_model as train_model
-    from tests.components.ddp_probe import without_dropout
+def test_two_processes_train_exactly_like_one_at_the_same_global_batch(tmp_path: Path) -> None:
+    """Dropout off: 2 processes x batch 8 = 1 process x batch 16 = 1 x 8 x 2 accumulated.
 
+    ``train.dropout: 0`` switches off every dropout of the from-scratch encoder (ModernBERT's
+    attention reads its rate from the config, not from an nn.Dropout module)."""
     features = make_features_dir(tmp_path / "features")  # 120 training rows
-    common = {"max_steps": 6, "checkpoint_every_steps": 3, **_SMALL}
-    monkeypatch.setattr(
-        train_model, "build_model_and_tokenizer",
-        without_dropout(train_model.build_model_and_tokenizer),
-    )  # fmt: skip
+    common = {"max_steps": 6, "checkpoint_every_steps": 3, "dropout": 0.0, **_SMALL}
     train(features, tiny_cfg(batch_size=16, **common), tmp_path / "one", tmp_path / "c1")
     train(features, tiny_cfg(batch_size=8, gradient_accumulation_steps=2, **common),
           tmp_path / "accumulated", tmp_path / "c2")  # fmt: skip
@@ -83,7 +77,7 @@ def test_two_processes_train_exactly_like_one_at_the_same_global_batch(
     cfg = AicrushConfig(train=tiny_cfg(batch_size=8, **common,
                                        distributed=DistributedConfig(processes_per_node=2)))  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    done = _torchrun("tests.components.ddp_probe", 2, _worker_args(
+    done = _torchrun("components.train_worker", 2, _worker_args(
         str(tmp_path / "config.json"), str(features), str(tmp_path / "ddp"),
         str(tmp_path / "c3"), str(tmp_path / "metrics.json")))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
