@@ -832,9 +832,12 @@ def show_training_progress(info: dict[str, Any]) -> None:
     transient line for the steps in between (see :mod:`aicrush.progress`)."""
     from aicrush.progress import report, status
 
+    sps = info.get("samples_per_second", float("nan"))
     line = (
         f"train: epoch {info['epoch']:.2f}, step {info['step']}/{info['total_steps']}, "
-        f"loss {info['loss']:.4f}, {info['samples_per_second']:.0f} samples/s"
+        f"loss {info['loss']:.4f}, "
+        # nan: a retry resumed at its last checkpoint and trained no step of its own
+        + (f"{sps:.0f} samples/s" if math.isfinite(sps) else "resumed, no steps left")
     )
     if "val_accuracy" in info:
         report(f"{line}, val accuracy {info['val_accuracy']:.3f}")

@@ -7,7 +7,7 @@ up by the training runtime). It is a contract with the TrainJob the train step s
     python -m components.train_worker --config CONFIG_JSON --features FEATURES \\
         --model-output MODEL_OUT --checkpoint-dir CKPT [--metrics-output METRICS_JSON]
 
-- ``CONFIG_JSON``: a path to the JSON of ``AicrushConfig.to_dict()``, or a ``gs://`` URI of one.
+- ``CONFIG_JSON``: the JSON of ``AicrushConfig.to_dict()`` (or a YAML config file, as `aicrush run --config` takes), a path or a ``gs://`` URI.
 - ``FEATURES``: the engineer_features folder (train/val/test.parquet): a local folder or a
   ``gs://`` prefix (each process downloads it).
 - ``MODEL_OUT``: where rank 0 writes the model folder: a local folder, or a ``gs://`` prefix
@@ -117,10 +117,13 @@ def run(
         FileNotFoundError / ValueError / RuntimeError: from :func:`components.train_model.train`,
             or a ``gs://`` location that does not exist.
     """
+    import yaml
+
     from aicrush.model_folder import MODEL_META_FILE
     from components.model_builder import download_gcs_folder
 
-    cfg = config_from_dict(json.loads(read_text(config)))
+    # JSON (what the train step uploads) or YAML (what a user writes): YAML reads both.
+    cfg = config_from_dict(yaml.safe_load(read_text(config)) or {})
     rank = int(os.environ.get("RANK", "0"))
     with tempfile.TemporaryDirectory(prefix="aicrush-worker-") as tmp:
         work = Path(tmp)
@@ -168,7 +171,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m components.train_worker",
         description="One process of aicrush's distributed training (run it under torchrun).",
     )
-    parser.add_argument("--config", required=True, help="AicrushConfig JSON: a path or gs:// URI")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="the aicrush config (AicrushConfig.to_dict() JSON, or a YAML config file): a path or gs:// URI",
+    )
     parser.add_argument(
         "--features", required=True, help="engineer_features folder or gs:// prefix"
     )

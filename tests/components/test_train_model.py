@@ -400,3 +400,16 @@ def test_base_model_from_a_gcs_folder(
     assert result.labels == sorted(LANGUAGES)
     # The base's 5-label head was replaced by one for the training labels (same names, new order).
     assert TextClassifier.from_dir(tmp_path / "model", device="cpu").labels == sorted(LANGUAGES)
+
+
+def test_a_progress_line_of_a_retry_with_no_steps_left_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from components.train_model import show_training_progress
+
+    info = {"epoch": 4.0, "step": 60, "total_steps": 60, "loss": 0.25,
+            "samples_per_second": float("nan"), "val_accuracy": 0.9}  # fmt: skip
+    show_training_progress(info)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "resumed, no steps left" in text and "nan" not in text

@@ -53,6 +53,10 @@ def test_a_failing_worker_exits_1_with_one_line(
     assert main(args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"{ERROR_PREFIX}ConfigError:") and "train.epochs" in last
+    config.write_text("train:\n  epochs: -1\n")  # a YAML config file reads the same way
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{ERROR_PREFIX}ConfigError:") and "train.epochs" in last
     assert not (tmp_path / "metrics.json").exists()
 
 
