@@ -124,35 +124,9 @@ def resolve_base_model(base_model: str, download_dir: Path) -> str:
 
 def download_gcs_folder(uri: str, dest: Path) -> Path:
     """Download every object under ``gs://bucket/prefix`` into ``dest`` (a model folder)."""
-    from google.cloud.storage import transfer_manager
+    from components.object_store import download_folder
 
-    from components.ingest_sources import storage_client  # ADC, or anonymous against an emulator
-
-    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = storage_client()
-    names = [
-        b.name for b in client.list_blobs(bucket_name, prefix=prefix) if not b.name.endswith("/")
-    ]
-    if not names:
-        raise FileNotFoundError(
-            f"no objects under {uri}; train.base_model must name a model folder"
-        )
-    dest.mkdir(parents=True, exist_ok=True)
-    rel = [n[len(prefix) :] for n in names]
-    for r in rel:
-        (dest / r).parent.mkdir(parents=True, exist_ok=True)
-    results = transfer_manager.download_many_to_path(
-        client.bucket(bucket_name),
-        rel,
-        destination_directory=str(dest),
-        blob_name_prefix=prefix,
-        worker_type=transfer_manager.THREAD,
-        max_workers=8,
-    )
-    for name, res in zip(names, results, strict=True):
-        if isinstance(res, Exception):
-            raise RuntimeError(f"downloading gs://{bucket_name}/{name} failed: {res}") from res
+    download_folder(uri, dest, missing="train.base_model must name a model folder")
     return dest
 
 

@@ -45,55 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from aicrush.config import AicrushConfig, DistributedConfig, TrainConfig, config_from_dict
+from components.object_store import download_folder, read_text, upload_folder, write_text
 from components.train_model import TrainResult, show_training_progress, train
 
 log = logging.getLogger(__name__)
 
 #: The prefix of the one line a failing worker prints on stderr (``launch_local`` reports it).
 ERROR_PREFIX = "train_worker: "
-
-
-def _split_gs(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri.removeprefix("gs://").partition("/")
-    return bucket, prefix.strip("/")
-
-
-def _client() -> Any:
-    from components.ingest_sources import storage_client  # ADC, or anonymous against an emulator
-
-    return storage_client()
-
-
-def read_text(uri: str) -> str:
-    """The text of a local file or a ``gs://`` object."""
-    if uri.startswith("gs://"):
-        bucket, name = _split_gs(uri)
-        return str(_client().bucket(bucket).blob(name).download_as_text())
-    return Path(uri).read_text()
-
-
-def write_text(uri: str, text: str) -> None:
-    """Write a local file (parents created) or a ``gs://`` object."""
-    if uri.startswith("gs://"):
-        bucket, name = _split_gs(uri)
-        _client().bucket(bucket).blob(name).upload_from_string(
-            text, content_type="application/json"
-        )
-        return
-    Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    Path(uri).write_text(text)
-
-
-def upload_folder(folder: Path, uri: str, last: str = "") -> int:
-    """Upload every file under ``folder`` to the ``gs://`` prefix ``uri`` (``last`` uploaded
-    after the others); returns the number of files."""
-    bucket_name, prefix = _split_gs(uri)
-    bucket = _client().bucket(bucket_name)
-    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == last)
-    for path in files:
-        rel = path.relative_to(folder).as_posix()
-        bucket.blob(f"{prefix}/{rel}" if prefix else rel).upload_from_filename(str(path))
-    return len(files)
 
 
 def local_checkpoint_dir(uri: str) -> Path:
@@ -120,18 +78,17 @@ def run(
     import yaml
 
     from aicrush.model_folder import MODEL_META_FILE
-    from components.model_builder import download_gcs_folder
 
     # JSON (what the train step uploads) or YAML (what a user writes): YAML reads both.
     cfg = config_from_dict(yaml.safe_load(read_text(config)) or {})
     rank = int(os.environ.get("RANK", "0"))
     with tempfile.TemporaryDirectory(prefix="aicrush-worker-") as tmp:
         work = Path(tmp)
-        features_dir = (
-            download_gcs_folder(features, work / "features")
-            if features.startswith("gs://")
-            else Path(features)
-        )
+        features_dir = Path(features)
+        if features.startswith("gs://"):
+            features_dir = work / "features"
+            missing = "--features must name an engineer_features folder"
+            download_folder(features, features_dir, missing=missing)
         remote_model = model_output.startswith("gs://")
         out_dir = work / "model" if remote_model else Path(model_output)
         remote_ckpt = checkpoint_dir.startswith("gs://")

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from aicrush.config import AicrushConfig
+from components.object_store import download_folder, read_text, write_text
 
 log = logging.getLogger(__name__)
 
@@ -524,64 +525,6 @@ def delete_on_cancel(runner: TrainJobRunner) -> Iterator[None]:
 # Object storage
 
 
-def _split(uri: str) -> tuple[str, str]:
-    if not uri.startswith("gs://"):
-        raise ValueError(f"{uri} is not a gs:// URI")
-    bucket, _, prefix = uri[len("gs://") :].partition("/")
-    return bucket, prefix.strip("/")
-
-
-def _client() -> Any:
-    from google.cloud import storage
-
-    return storage.Client()
-
-
-def upload_text(uri: str, text: str) -> None:
-    """Write ``text`` to the object ``gs://bucket/key``."""
-    bucket, key = _split(uri)
-    _client().bucket(bucket).blob(key).upload_from_string(text, content_type="application/json")
-
-
-def read_text(uri: str) -> str:
-    """The object ``gs://bucket/key`` as text. Raises google.api_core NotFound when absent."""
-    bucket, key = _split(uri)
-    return str(_client().bucket(bucket).blob(key).download_as_text())
-
-
-def download_prefix(uri: str, dst: Path) -> int:
-    """Every object under ``gs://bucket/prefix/`` into ``dst`` (relative paths kept), with
-    google-cloud-storage's transfer manager (threads). Returns the number of files.
-
-    Raises:
-        FileNotFoundError: no object under the prefix.
-    """
-    from google.cloud.storage import transfer_manager
-
-    bucket_name, prefix = _split(uri)
-    client = _client()
-    names = [
-        b.name[len(prefix) + 1 :]
-        for b in client.list_blobs(bucket_name, prefix=prefix + "/")
-        if not b.name.endswith("/")
-    ]
-    if not names:
-        raise FileNotFoundError(f"no objects under {uri}")
-    dst.mkdir(parents=True, exist_ok=True)
-    results = transfer_manager.download_many_to_path(
-        client.bucket(bucket_name),
-        names,
-        destination_directory=str(dst),
-        blob_name_prefix=prefix + "/",
-        worker_type=transfer_manager.THREAD,
-        max_workers=8,
-    )
-    errors = [r for r in results if isinstance(r, Exception)]
-    if errors:
-        raise errors[0]
-    return len(names)
-
-
 # ---------------------------------------------------------------------------------------------
 # The step
 
@@ -663,12 +606,12 @@ def run_trainjob(
         f"{d.num_nodes} node(s) x {d.processes_per_node} process(es) x {d.gpus_per_process} GPU(s) "
         f"as TrainJob {namespace}/{name} on runtime {d.runtime}"
     )
-    upload_text(paths.config, json.dumps(cfg.to_dict()))
+    write_text(paths.config, json.dumps(cfg.to_dict()))
     runner = TrainJobRunner(api or kube_api(), namespace, name, report=say, poll_s=poll_s)
     with delete_on_cancel(runner):
         runner.submit(body)
         runner.wait(d.timeout_s)
-    files = download_prefix(paths.model, model_dir)
+    files = download_folder(paths.model, model_dir)
     # components.train_worker's document: {"metrics": {name: float}, "labels": [...], ...}.
     raw = json.loads(read_text(paths.metrics)).get("metrics") or {}
     metrics = {

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 
 from aicrush.config import AicrushConfig, build_config
-from components.trainjob import read_text, trainjob_name, upload_text
+from components.object_store import read_text, write_text
+from components.trainjob import trainjob_name
 from tests.cluster.emulator import TrainJobController, upload_folder, worker_options
 from tests.cluster.kfp_driver import base_env, load_ir, start_task
 from tests.rollout.fake_kube import FakeKubeServer
@@ -94,7 +95,7 @@ def test_the_compiled_train_task_runs_a_trainjob_and_returns_its_outputs(
         assert json.loads(read_text(options["config"]))["train"]["distributed"]["num_nodes"] == 2
         upload_folder(random_model_dir, options["model-output"])
         document = {"metrics": {"val_accuracy": 0.8, "samples": 96}, "labels": ["a", "b"]}
-        upload_text(options["metrics-output"], json.dumps(document))
+        write_text(options["metrics-output"], json.dumps(document))
 
     with TrainJobController(cluster["kube"].kube, rank0) as controller:
         proc, output = start_train_task(cluster, tmp_path / "pod", cluster["cfg"], wait=True)

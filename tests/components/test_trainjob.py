@@ -263,7 +263,7 @@ def fake_worker(model_dir: Path, calls: list[dict[str, str]]):
     def worker(job: dict) -> None:
         options = worker_options(job)
         calls.append(options)
-        from components.trainjob import read_text
+        from components.object_store import read_text
 
         cfg = json.loads(read_text(options["config"]))
         assert cfg["train"]["distributed"]["num_nodes"] == job["spec"]["trainer"]["numNodes"]
@@ -273,9 +273,9 @@ def fake_worker(model_dir: Path, calls: list[dict[str, str]]):
             "metrics": {"val_accuracy": 0.75, "train_loss": 0.5, "note": "text is skipped"},
             "labels": ["python", "rust"],
         }
-        from components.trainjob import upload_text
+        from components.object_store import write_text
 
-        upload_text(options["metrics-output"], json.dumps(metrics))
+        write_text(options["metrics-output"], json.dumps(metrics))
 
     return worker
 
