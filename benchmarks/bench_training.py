@@ -8,6 +8,10 @@ it replaced, and 2-process DDP vs 1 process.
    epoch. Same model (the ``tiny`` preset's shape and tokenizer), data, batch size, max_length,
    learning rate and steps; both report optimizer-loop samples/s (data, forward, backward,
    optimizer step; not tokenization, validation or checkpoints). Target (issue 14): >= 0.95x.
+   Both run under the allocator setting ``train()`` applies on CPU
+   (``components.train_model.retain_freed_memory``, set once before either runs). Under glibc's
+   defaults the gradients freed after every step went back to the OS and were page-faulted in
+   again; the Trainer path lost ~15 % to it (0.83x), the loop by chance almost nothing.
 2. **2 processes vs 1.** ``train()`` with ``train.distributed.processes_per_node: 2`` (torchrun,
    gloo, 1 thread per process) against 1 process with all cores as threads, at the same global
    batch (2 x batch/2 vs 1 x batch), so each step does the same work: the ratio is the speed-up.
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=2, help="alternating runs of each; medians reported"
     )
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process comparison")
+
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -246,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         values["max_length"] = args.max_length
     cfg = TrainConfig(**values)
     torch.set_num_threads(args.num_threads or os.cpu_count() or 1)
+    from components.train_model import retain_freed_memory
+
+    retain_freed_memory()  # what train() sets on CPU: the loop is measured under it too
 
     with tempfile.TemporaryDirectory(prefix="aicrush-bench-") as tmp:
         work = Path(tmp)
