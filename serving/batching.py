@@ -21,10 +21,13 @@ which is why texts of different lengths never share a forward pass.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,13 +120,45 @@ class BatchResult:
     batch_size: int
 
 
+def available_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its CPU affinity (``os.sched_getaffinity``), capped by a
+    cgroup CPU quota rounded up, which is how a Kubernetes CPU limit reaches a container
+    (cgroup v2 ``cpu.max`` ``"200000 100000"`` -> 2; v1 ``cpu/cpu.cfs_quota_us`` /
+    ``cpu/cpu.cfs_period_us``; ``max`` or -1: no quota). ``os.cpu_count()`` counts the node's
+    cores instead. At least 1; never raises."""
+    root = Path(cgroup_root)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = period = None
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            pass
+    try:
+        if quota not in (None, "max", "-1") and float(period or 0) > 0:
+            cpus = min(cpus, math.ceil(float(quota) / float(period or 1)))
+    except ValueError:
+        pass
+    return max(1, cpus)
+
+
 class DynamicBatcher:
-    """Groups concurrent ``submit`` calls into one call of ``fn`` (run on one worker thread).
+    """Groups concurrent ``submit`` calls into calls of ``fn``, run on ``workers`` threads.
 
     ``max_batch_size`` bounds the texts per call of ``fn``; ``max_wait_ms`` bounds how long the
     first queued request waits for others. A request larger than ``max_batch_size`` runs alone
-    (``fn`` chunks it). One worker thread runs the model, so forward passes never compete with
-    each other for the CPU; the event loop stays free for I/O.
+    (``fn`` chunks it). Each of the ``workers`` threads takes the next batch when it is free, so
+    up to ``workers`` forward passes run at once (ONNX Runtime and torch release the GIL while
+    they compute): with 1 intra-op thread each, ``workers`` = the pod's cores keeps every core
+    busy. ``fn`` must then be safe to call from several threads (the backends are: their
+    tokenizers are never reconfigured while in use). The event loop stays free for I/O.
+    Raises ValueError for ``max_batch_size`` < 1, ``max_wait_ms`` < 0 or ``workers`` < 1.
     """
 
     def __init__(
@@ -132,33 +167,43 @@ class DynamicBatcher:
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
+        workers: int = 1,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch
+        self.workers = workers
         self._queue: list[_Pending] = []
         self._cond = threading.Condition()
         self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="aicrush-batcher", daemon=True)
-            self._thread.start()
+        with self._cond:
+            if self._threads:
+                return
+            self._threads = [
+                threading.Thread(target=self._run, name=f"aicrush-batcher-{i}", daemon=True)
+                for i in range(self.workers)
+            ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Finish what is queued, then stop the worker thread."""
+        """Finish what is queued, then stop the worker threads."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     async def submit(self, texts: list[str]) -> BatchResult:
         """Queue ``texts`` and wait for their probabilities (rows in input order)."""
@@ -232,6 +277,7 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
 __all__ = [
     "BatchResult",
     "DynamicBatcher",
+    "available_cpus",
     "bucket_by_length",
     "probabilities_unpadded",
 ]

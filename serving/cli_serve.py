@@ -164,6 +164,15 @@ def serve_command(
             "the table by pod size.",
         ),
     ] = 1,
+    batch_workers: Annotated[
+        int,
+        typer.Option(
+            "--batch-workers",
+            min=0,
+            help="Forward passes that run at once, each batch on its own thread (0: the CPUs "
+            "this process may use, affinity and cgroup CPU limit; docs/serving.md, 'Both cores').",
+        ),
+    ] = 0,
     log_to: Annotated[
         str | None,
         typer.Option("--log-to", help="Send each request and response (CloudEvents) to this URL."),
@@ -271,6 +280,7 @@ def serve_command(
             quantize=quantize,
             backend=backend,
             threads=threads,
+            batch_workers=batch_workers,
             log_to=log_to,
             log_batch_size=log_batch_size,
             log_linger_ms=log_linger_ms,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,20 +136,40 @@ class FastTokenizer:
     ``__call__(texts, truncation, max_length, padding=False)`` -> ``{"input_ids": [[int]]}``,
     special tokens added, truncation from the right as transformers does (tested equal on the
     tiny preset's tokenizer and MiniLM's in tests/serving/test_onnx_backend.py).
+    Safe to call from several threads (``--batch_workers``): each truncation setting has its own
+    ``Tokenizer``, configured once, so no call changes a tokenizer that another thread's call
+    reads (``enable_truncation`` changes it in place).
     Raises FileNotFoundError when the folder has no ``tokenizer.json`` (a slow-only tokenizer).
     """
 
     def __init__(self, model_dir: Path) -> None:
-        from tokenizers import Tokenizer
-
         path = model_dir / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(
                 f"{model_dir} has no tokenizer.json (a fast tokenizer), which the ONNX backend "
                 "reads; save the tokenizer with a fast tokenizer class, or serve with --backend torch"
             )
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_padding()
+        self._json = path.read_text(encoding="utf-8")
+        self._by_truncation: dict[int, Any] = {}  # max_length (0: none) -> its own Tokenizer
+        self._lock = threading.Lock()
+        self._tokenizer_for(0)  # a broken tokenizer.json fails at load, not at the first request
+
+    def _tokenizer_for(self, max_length: int) -> Any:
+        tokenizer = self._by_truncation.get(max_length)
+        if tokenizer is None:
+            from tokenizers import Tokenizer
+
+            with self._lock:
+                tokenizer = self._by_truncation.get(max_length)
+                if tokenizer is None:
+                    tokenizer = Tokenizer.from_str(self._json)
+                    tokenizer.no_padding()
+                    if max_length:
+                        tokenizer.enable_truncation(max_length)
+                    else:
+                        tokenizer.no_truncation()
+                    self._by_truncation[max_length] = tokenizer
+        return tokenizer
 
     def __call__(
         self,
@@ -159,11 +180,8 @@ class FastTokenizer:
     ) -> dict[str, list[list[int]]]:
         if padding:
             raise ValueError("FastTokenizer does not pad: the server never pads")
-        if truncation and max_length:
-            self._tokenizer.enable_truncation(max_length)
-        else:
-            self._tokenizer.no_truncation()
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        tokenizer = self._tokenizer_for(int(max_length or 0) if truncation else 0)
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
         return {"input_ids": [e.ids for e in encodings]}
 
 

@@ -44,7 +44,7 @@ from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
-from serving.batching import DynamicBatcher
+from serving.batching import DynamicBatcher, available_cpus
 from serving.decoding import (
     INPUT_NAME,
     PROBABILITIES_PARAMETER,
@@ -172,6 +172,10 @@ class TextClassifierModel(Model):
         quantize: torch dynamic int8 quantization of the linear layers (torch backend).
         backend: ``auto`` | ``torch`` | ``onnx`` | ``onnx-int8`` (see the module docstring).
         threads: intra-op threads of the forward pass (0: the library's default).
+        batch_workers: forward passes that run at once, each batch on its own thread
+            (``serving.batching.DynamicBatcher``); 0 (default): the CPUs this process may use
+            (``serving.batching.available_cpus``: affinity and the cgroup CPU limit), each
+            pass then on ``threads`` intra-op threads.
         payload_logger: the drift monitor's ``PayloadLogger`` (``submit(request_id, model_name,
             model_version, texts, outputs)``, non-blocking) or None.
     """
@@ -187,6 +191,7 @@ class TextClassifierModel(Model):
         payload_logger: Any = None,
         backend: str = "auto",
         threads: int = 1,
+        batch_workers: int = 0,
     ):
         super().__init__(name)
         self.model_dir = Path(model_dir)
@@ -196,6 +201,7 @@ class TextClassifierModel(Model):
         self.quantize = quantize
         self.backend = backend
         self.threads = threads
+        self.batch_workers = batch_workers or available_cpus()
         self.payload_logger = payload_logger
         self.labels: list[str] = []
         self.max_length = 0
@@ -215,9 +221,15 @@ class TextClassifierModel(Model):
             return loaded.forward(texts, self.max_batch_size)  # type: ignore[no-any-return]
 
         self.batcher = DynamicBatcher(
-            forward, self.max_batch_size, self.max_wait_ms, on_batch=batch_hist.observe
-        )
+            forward, self.max_batch_size, self.max_wait_ms, on_batch=batch_hist.observe,
+            workers=self.batch_workers,
+        )  # fmt: skip
         self.batcher.start()
+        log.info(
+            "model %s version %s loaded: backend %s, %d batch worker(s) x %s intra-op thread(s), "
+            "batches of up to %d texts", self.name, self.version, self.backend,
+            self.batch_workers, self.threads or "default", self.max_batch_size,
+        )  # fmt: skip
         self.ready = True
         return self.ready
 

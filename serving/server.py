@@ -230,6 +230,7 @@ def serve(
     tracking_uri: str | None = None,
     grace_period: int = 30,
     threads: int = 1,
+    batch_workers: int = 0,
     enable_grpc: bool = True,
     max_grpc_threads: int = 4,
     on_ready: Callable[[], None] | None = None,
@@ -252,6 +253,8 @@ def serve(
     (what aicrush.json ``serving_backend`` says, else ``torch``), ``torch``, ``onnx`` or
     ``onnx-int8`` (serving/onnx_backend.py; torch is not imported). ``threads``: intra-op threads
     of the forward pass (torch or ONNX Runtime; 0: the library's default, one per core).
+    ``batch_workers``: forward passes that run at once, each on its own thread (0: the CPUs this
+    process may use, affinity and cgroup CPU limit; docs/serving.md, "Both cores").
 
     Raises :class:`PortInUse` (before loading the model) when a port is taken, and
     ``serving.onnx_backend.MissingOnnxFiles`` when an ONNX backend is asked of a folder without
@@ -273,6 +276,7 @@ def serve(
         ),
         backend=backend,
         threads=threads,
+        batch_workers=batch_workers,
     )
     model.load()
     run_model_server(
@@ -455,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="intra-op threads of the forward pass, torch or ONNX Runtime (0: the library's "
         "default, one per core); see docs/serving.md for the table by pod size",
     )
+    parser.add_argument(
+        "--batch_workers",
+        type=int,
+        default=0,
+        help="forward passes that run at once, each batch on its own thread (default 0: the CPUs "
+        "this process may use, from its affinity and cgroup CPU limit; docs/serving.md, "
+        "'Both cores')",
+    )
     # A log line per request costs throughput; KServe's flag still turns it on.
     parser.set_defaults(enable_latency_logging=False)
     return parser
@@ -504,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_server_options(options)
         if args.quantize and args.backend.startswith("onnx"):
             raise ValueError("--quantize is for the torch backend; use --backend onnx-int8")
+        if args.batch_workers < 0:
+            raise ValueError(f"--batch_workers must be 0 (auto) or more, got {args.batch_workers}")
     except ValueError as exc:
         parser.error(str(exc))
     serve(
@@ -523,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tracking_uri=args.tracking_uri,
         grace_period=args.grace_period,
         threads=args.threads,
+        batch_workers=args.batch_workers,
         backend=args.backend,
         enable_grpc=args.enable_grpc,
         max_grpc_threads=args.max_threads,

@@ -10,6 +10,7 @@ batched call gives bit-for-bit the probabilities of the same text sent alone.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,14 @@ class TorchBackend:
         self.text_window = window_of(self.meta)
         self.crops = crops_of(self.meta)
         self.run = torch_rows_fn(self.model)
+        self._tokenizer_lock = threading.Lock()
+
+    def _tokenize(self, *args: Any, **kwargs: Any) -> Any:
+        # A transformers fast tokenizer sets the truncation a call asks for on its backend
+        # tokenizer in place: the lock keeps one thread's setting out of another's call
+        # (--batch_workers). Tokenizing is short next to the forward pass.
+        with self._tokenizer_lock:
+            return self.tokenizer(*args, **kwargs)
 
     def forward(
         self, texts: Sequence[str], max_batch_size: int = 64
@@ -131,7 +140,7 @@ class TorchBackend:
         return probabilities_unpadded(
             self.run,
             len(self.labels),
-            self.tokenizer,
+            self._tokenize,
             texts,
             self.max_length,
             max_batch_size,

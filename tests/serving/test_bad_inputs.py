@@ -562,6 +562,7 @@ def test_one_size_limit_governs_rest_and_grpc(random_model_dir: Path, tmp_path: 
     ("args", "message"),
     [
         (["--workers", "2"], "--workers > 1 is not supported"),
+        (["--batch_workers", "-1"], "--batch_workers must be 0 (auto) or more"),
         (
             ["--max_body_bytes", "1000", "--grpc_max_receive_message_length", "2000"],
             "one limit governs REST and gRPC",

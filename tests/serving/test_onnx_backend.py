@@ -265,3 +265,27 @@ def flat(output: str) -> str:
     import re
 
     return " ".join(re.sub(r"[\u2500-\u257f]", " ", output).split())
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx-int8"])
+def test_a_backend_called_from_several_threads_at_once_answers_as_alone(
+    exported: Path, backend: str
+) -> None:
+    """``--batch_workers`` > 1 runs forward passes on several threads at once (ONNX Runtime and
+    torch release the GIL): long and short texts in flight together from 8 threads, every answer
+    bit-for-bit the one the text gets alone (no state shared between calls: tokenizer settings,
+    buffers, the int8 per-text calls)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.predictor import load_backend
+
+    model = load_backend(exported, backend, threads=1)
+    texts = [*SNIPPETS, "\n".join(SNIPPETS * 8), "x = 1", "\n".join(SNIPPETS * 3)]
+    alone = [model.forward([t], 1)[0] for t in texts]
+    jobs = [texts[i % len(texts) :] + texts[: i % len(texts)] for i in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda batch: model.forward(batch, 64)[0], jobs))
+    for i, probs in enumerate(results):
+        order = texts[i % len(texts) :] + texts[: i % len(texts)]
+        expected = np.concatenate([alone[texts.index(t)] for t in order])
+        assert np.array_equal(probs, expected), i

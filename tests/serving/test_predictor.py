@@ -159,6 +159,60 @@ def test_dynamic_batcher_gives_serial_results_under_concurrency(loaded):
     assert max(sizes) > 1 and max(sizes) <= 16 and sum(sizes) == 64
 
 
+def test_batch_workers_run_forward_passes_at_once_and_answer_each_caller():
+    """``workers=2``: two batches are in ``fn`` at the same time (the barrier would time out
+    with one worker), and every caller gets the rows of its own texts."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)
+    inside: list[int] = []
+
+    def fn(texts):
+        inside.append(len(texts))
+        if len(inside) <= 2:
+            barrier.wait()  # both workers must be here together
+        return np.array([[float(t)] for t in texts]), [1] * len(texts)
+
+    batcher = DynamicBatcher(fn, max_batch_size=1, workers=2)
+
+    async def run():
+        return await asyncio.gather(*(batcher.submit([str(i)]) for i in range(6)))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert [float(r.probabilities[0][0]) for r in results] == [float(i) for i in range(6)]
+    assert len(batcher._threads) == 0 and sum(inside) == 6
+    with pytest.raises(ValueError, match="workers"):
+        DynamicBatcher(fn, workers=0)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # a Kubernetes limit of 2 CPUs, cgroup v2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity
+        ({"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}, 1),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_available_cpus_reads_the_cgroup_cpu_limit(tmp_path: Path, files, expected) -> None:
+    import os
+
+    from serving.batching import available_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == (min(expected, affinity) if expected else affinity)
+
+
 def test_batcher_passes_errors_to_every_caller():
     def fn(texts):
         raise RuntimeError("boom")
