@@ -86,11 +86,22 @@ def check_json_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> str
     return None
 
 
+#: The members of the union KServe's V2 route takes as its body (``InferenceRequest | bytes``,
+#: the second for the binary data extension): pydantic names them in each error's location.
+_BODY_UNION_MEMBERS = ("InferenceRequest", "bytes")
+
+
 def _error_messages(errors: Sequence[Any]) -> str:
-    parts = []
-    for err in list(errors)[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    """One line from FastAPI's validation errors of a V2 body: the JSON request's own errors,
+    located from the body (``inputs.0.shape: Input should be a valid list``), without the
+    union's other member (a JSON body is never the raw ``bytes`` one)."""
+    located = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        member = loc[0] if loc and loc[0] in _BODY_UNION_MEMBERS else None
+        located.append((member, ".".join(loc[1:] if member else loc), err.get("msg", "invalid")))
+    own = [e for e in located if e[0] != "bytes"] or located
+    parts = [f"{loc or 'body'}: {msg}" for _, loc, msg in own[:5]]
     return "invalid V2 inference request: " + "; ".join(parts)
 
 
@@ -134,7 +145,15 @@ class RequestGuard:
             path = f"/v2/models/{name}{rest}"
             scope = dict(scope, path=path, raw_path=path.encode())
         infer = _V2_INFER.match(path) or _V1_PREDICT.match(path)
-        if not infer or scope["method"] != "POST":
+        if infer and scope["method"] != "POST":
+            # KServe would read "NAME:predict" as a model name (GET /v1/models/{name}) and
+            # answer 404 "does not exist"; the client used the wrong method (RFC 9110 15.5.6).
+            await _json(
+                send, 405, f"{scope['method']} is not allowed on {path}: send the request with POST",
+                headers=[(b"allow", b"POST")],
+            )  # fmt: skip
+            return
+        if not infer:
             await self.app(scope, receive, send)
             return
         await self._guarded(scope, receive, send, infer["name"], "v2" if "/v2/" in path else "v1")
@@ -241,7 +260,9 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
-async def _json(send: Send, status: int, error: str) -> None:
+async def _json(
+    send: Send, status: int, error: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = orjson.dumps({"error": error})
     await send(
         {
@@ -250,6 +271,7 @@ async def _json(send: Send, status: int, error: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

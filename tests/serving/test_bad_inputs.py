@@ -267,6 +267,31 @@ BAD_V2_FIELDS = [
 ]
 
 
+# Bodies the protocol's schema itself refuses (KServe's pydantic InferenceRequest): the message
+# locates the field from the body, and only the JSON request's errors are listed (the route's
+# body is InferenceRequest | bytes; pydantic also reported the bytes member, which a JSON body
+# never is).
+BAD_V2_SCHEMA = [
+    ("shape-not-a-list", _req(inputs=[{**TEXT, "shape": "x", "data": ["a"]}]),
+     "invalid V2 inference request: inputs.0.shape: Input should be a valid list"),
+    ("inputs-not-a-list", _req(inputs="x"),
+     "invalid V2 inference request: inputs: Input should be a valid list"),
+    ("no-data", _req(inputs=[{**TEXT, "shape": [1]}]),
+     "invalid V2 inference request: inputs.0.data: Field required"),
+    ("id-not-a-string", _req(id=5),
+     "invalid V2 inference request: id: Input should be a valid string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [b[1:] for b in BAD_V2_SCHEMA], ids=[b[0] for b in BAD_V2_SCHEMA]
+)
+def test_v2_schema_errors_name_the_field_and_nothing_else(server, body, message):
+    r = httpx.post(server.url + V2, content=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == message
+
+
 @pytest.mark.parametrize(
     ("body", "message"), [b[1:] for b in BAD_V2_FIELDS], ids=[b[0] for b in BAD_V2_FIELDS]
 )
@@ -585,3 +610,14 @@ def test_server_flags_it_cannot_honour_are_refused_at_start(args, message, tmp_p
     )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("path", [V1, V2, "/v2/models/aicrush/versions/7/infer"])
+def test_a_method_other_than_post_on_an_inference_path_is_405(server, method, path):
+    """KServe alone answered GET /v1/models/NAME:predict with 404 'Model with name
+    NAME:predict does not exist' (it read the path as a model name)."""
+    r = httpx.request(method, server.url + path, timeout=30)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == "POST"
+    assert f"{method} is not allowed" in r.json()["error"] and "POST" in r.json()["error"]
