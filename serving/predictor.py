@@ -225,13 +225,17 @@ class TextClassifierModel(Model):
             workers=self.batch_workers,
         )  # fmt: skip
         self.batcher.start()
-        log.info(
-            "model %s version %s loaded: backend %s, %d batch worker(s) x %s intra-op thread(s), "
-            "batches of up to %d texts", self.name, self.version, self.backend,
-            self.batch_workers, self.threads or "default", self.max_batch_size,
-        )  # fmt: skip
         self.ready = True
         return self.ready
+
+    def describe(self) -> str:
+        """One line on how the loaded model is served (the server logs it at start)."""
+        threads = self.threads or "the library's default"
+        return (
+            f"model {self.name} version {self.version}: backend {self.backend}, "
+            f"{self.batch_workers} batch worker(s) x {threads} intra-op thread(s), batches of "
+            f"up to {self.max_batch_size} texts"
+        )
 
     def stop(self) -> None:
         if self.batcher is not None:

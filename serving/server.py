@@ -344,6 +344,8 @@ def run_model_server(
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = not access_log
     install_client_error_log_filter()
+    if hasattr(model, "describe"):  # KServe's logger: the one its configuration prints
+        logging.getLogger("kserve").info("serving %s", model.describe())
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(

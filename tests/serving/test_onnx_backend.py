@@ -140,7 +140,9 @@ def test_onnx_server_runs_without_torch_and_answers_like_torch(
     script = tmp_path / "no_torch_server.py"
     script.write_text(NO_TORCH)
     reference = TextClassifier.from_dir(exported, device="cpu").predict(SNIPPETS)
-    with running_server(exported, tmp_path, "--backend", "onnx", launcher=[str(script)]) as srv:
+    with running_server(
+        exported, tmp_path, "--backend", "onnx", "--batch_workers", "3", launcher=[str(script)]
+    ) as srv:
         v1 = httpx.post(
             f"{srv.url}/v1/models/{srv.name}:predict",
             json={"instances": [{"text": t} for t in SNIPPETS]},
@@ -164,7 +166,9 @@ def test_onnx_server_runs_without_torch_and_answers_like_torch(
             == 400
         )
     # Any 'import torch' in the server process would have raised: it served, and logged no error.
-    assert "Traceback" not in srv.log_path.read_text()
+    log = srv.log_path.read_text()
+    assert "Traceback" not in log
+    assert "backend onnx, 3 batch worker(s) x 1 intra-op thread(s)" in log  # says how it serves
 
 
 def test_auto_serves_the_backend_recorded_at_registration(exported: Path, tmp_path: Path) -> None:
