@@ -16,6 +16,11 @@ it replaced, and 2-process DDP vs 1 process.
    gloo, 1 thread per process) against 1 process with all cores as threads, at the same global
    batch (2 x batch/2 vs 1 x batch), so each step does the same work: the ratio is the speed-up.
    Wall time (torchrun and imports included) is printed beside it.
+3. **On a GPU** (CUDA available; sections 1 and 2 are CPU comparisons and are skipped there):
+   bf16 samples/s of ``train()`` for ``--gpu-presets`` (default tiny and minilm) and their model
+   FLOPs utilisation (``benchmarks/flops.py``: Kaplan et al.'s 6N + attention FLOPs per token,
+   at ``max_length`` tokens a sample, an upper bound with dynamic padding; against the dense
+   bf16 peak of the GPU from its name, or ``--peak-tflops``).
 
 One untimed 2-step warm-up of the in-process paths, then ``--repeats`` alternating runs;
 medians are reported with the load average (the machine may be shared), then one ``RESULT`` line.
@@ -202,12 +207,56 @@ def hand_loop(features: Path, cfg) -> float:
 
 def run_trainer(features: Path, cfg, work: Path) -> tuple[float, float]:
     """``components.train_model.train``: (optimizer-loop samples/s, wall seconds)."""
+    sps, wall, _ = run_trainer_out(features, cfg, work)
+    return sps, wall
+
+
+def run_trainer_out(features: Path, cfg, work: Path) -> tuple[float, float, Path]:
+    """As :func:`run_trainer`, plus the model folder it wrote."""
     from components.train_model import train
 
     out = Path(tempfile.mkdtemp(dir=work))
     t0 = time.perf_counter()
     result = train(features, cfg, out / "model", out / "ckpt")
-    return result.metrics["samples_per_second"], time.perf_counter() - t0
+    return result.metrics["samples_per_second"], time.perf_counter() - t0, out / "model"
+
+
+def gpu_section(
+    features: Path, presets: list[str], max_steps: int, seed: int, work: Path,
+    device_name: str, peak_flops: float | None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """bf16 samples/s and MFU of ``train()`` per preset (section 3): {preset: {sps, mfu}}
+    (mfu NaN without a known peak). Runs on CPU too (bf16 then off), which is how it is tested."""
+    from transformers import AutoConfig
+
+    from aicrush.config import PRESETS, TrainConfig
+    from aicrush.model_folder import TextClassifier
+    from benchmarks.flops import mfu, train_flops_per_token
+
+    out: dict[str, dict[str, float]] = {}
+    for preset in presets:
+        values = dict(PRESETS[preset]["train"])
+        values.update(max_steps=max_steps, checkpoint_every_steps=10**9, seed=seed, bf16=True)
+        cfg = TrainConfig(**values)
+        run_trainer_out(features, cfg.model_copy(update={"max_steps": 2}), work)  # warm-up
+        sps, wall, model_dir = run_trainer_out(features, cfg, work)
+        config = AutoConfig.from_pretrained(model_dir)
+        model = TextClassifier.from_dir(model_dir, device="cpu").model
+        n = model.num_parameters(exclude_embeddings=True)
+        per_token = train_flops_per_token(
+            n, config.num_hidden_layers, cfg.max_length, config.hidden_size
+        )
+        tokens = sps * cfg.max_length
+        util = mfu(tokens, per_token, peak_flops) if peak_flops else float("nan")
+        out[preset] = {"sps": sps, "mfu": util}
+        peak = f"{peak_flops / 1e12:.0f} TFLOP/s" if peak_flops else "unknown peak"
+        print(
+            f"{preset}: bf16 {sps:.1f} samples/s (batch {cfg.batch_size}, {cfg.max_length} tokens, "
+            f"{n / 1e6:.1f} M non-embedding parameters, {wall:.1f} s wall); MFU {util:.1%} of "
+            f"{peak} ({device_name})",
+            flush=True,
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process comparison")
 
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--gpu-presets", default="tiny,minilm", help="presets of section 3 (GPU only)"
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="the GPU's dense bf16 peak for MFU (0: from its name, benchmarks/flops.py)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -279,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.batch_size}, max_length {cfg.max_length}, {cfg.max_steps} steps",
             flush=True,
         )
+        if torch.cuda.is_available():  # section 3 only: 1 and 2 compare CPU paths
+            from benchmarks.flops import peak_bf16_flops
+
+            name = torch.cuda.get_device_name()
+            peak = args.peak_tflops * 1e12 or peak_bf16_flops(name)
+            presets = [p.strip() for p in args.gpu_presets.split(",") if p.strip()]
+            res = gpu_section(features, presets, args.max_steps, args.seed, work, name, peak)
+            fields = " ".join(
+                f"gpu_{p}_sps={v['sps']:.1f} gpu_{p}_mfu={v['mfu']:.4f}" for p, v in res.items()
+            )
+            print(f"RESULT {fields}", flush=True)
+            return 0
         warm = cfg.model_copy(update={"max_steps": 2})
         hand_loop(features, warm)  # untimed: lazy imports, allocator, kernel selection
         run_trainer(features, warm, work)
