@@ -170,7 +170,8 @@ def serve_command(
             "--batch-workers",
             min=0,
             help="Forward passes that run at once, each batch on its own thread (0: the CPUs "
-            "this process may use, affinity and cgroup CPU limit; docs/serving.md, 'Both cores').",
+            "this process may use, affinity and cgroup CPU limit, divided by --threads; "
+            "docs/serving.md, 'Both cores').",
         ),
     ] = 0,
     log_to: Annotated[

@@ -174,8 +174,8 @@ class TextClassifierModel(Model):
         threads: intra-op threads of the forward pass (0: the library's default).
         batch_workers: forward passes that run at once, each batch on its own thread
             (``serving.batching.DynamicBatcher``); 0 (default): the CPUs this process may use
-            (``serving.batching.available_cpus``: affinity and the cgroup CPU limit), each
-            pass then on ``threads`` intra-op threads.
+            (``serving.batching.available_cpus``: affinity and the cgroup CPU limit) divided by
+            ``threads`` (1 when ``threads`` is 0: the library then uses every core).
         payload_logger: the drift monitor's ``PayloadLogger`` (``submit(request_id, model_name,
             model_version, texts, outputs)``, non-blocking) or None.
     """
@@ -201,7 +201,11 @@ class TextClassifierModel(Model):
         self.quantize = quantize
         self.backend = backend
         self.threads = threads
-        self.batch_workers = batch_workers or available_cpus()
+        # Auto: the process's CPUs, each forward pass on ``threads`` of them (with the
+        # library's default threads, one per core, one pass at a time).
+        self.batch_workers = batch_workers or (
+            max(1, available_cpus() // threads) if threads else 1
+        )
         self.payload_logger = payload_logger
         self.labels: list[str] = []
         self.max_length = 0

@@ -254,7 +254,8 @@ def serve(
     ``onnx-int8`` (serving/onnx_backend.py; torch is not imported). ``threads``: intra-op threads
     of the forward pass (torch or ONNX Runtime; 0: the library's default, one per core).
     ``batch_workers``: forward passes that run at once, each on its own thread (0: the CPUs this
-    process may use, affinity and cgroup CPU limit; docs/serving.md, "Both cores").
+    process may use, affinity and cgroup CPU limit, divided by ``threads``; docs/serving.md,
+    "Both cores").
 
     Raises :class:`PortInUse` (before loading the model) when a port is taken, and
     ``serving.onnx_backend.MissingOnnxFiles`` when an ONNX backend is asked of a folder without
@@ -466,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="forward passes that run at once, each batch on its own thread (default 0: the CPUs "
-        "this process may use, from its affinity and cgroup CPU limit; docs/serving.md, "
-        "'Both cores')",
+        "this process may use, from its affinity and cgroup CPU limit, divided by --threads; "
+        "docs/serving.md, 'Both cores')",
     )
     # A log line per request costs throughput; KServe's flag still turns it on.
     parser.set_defaults(enable_latency_logging=False)

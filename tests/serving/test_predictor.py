@@ -359,3 +359,21 @@ def test_a_crops_model_serves_what_the_classifier_predicts(tmp_path: Path):
     assert ours.shape == reference.shape == (len(texts), 5)
     assert np.abs(reference - ours).max() < 1e-5
     assert lengths[-1] == 3 * 32  # the long text was read as three full windows
+
+
+@pytest.mark.parametrize(
+    ("batch_workers", "threads", "cpus", "expected"),
+    [(0, 1, 2, 2), (0, 2, 2, 1), (0, 2, 8, 4), (0, 3, 2, 1), (0, 0, 8, 1), (3, 1, 2, 3)],
+)
+def test_batch_workers_default_to_the_cpus_over_the_threads(
+    monkeypatch, batch_workers, threads, cpus, expected
+):
+    """Auto (0): one forward pass per ``threads`` CPUs of the process, at least one; with the
+    library's default threads (0: every core) one pass at a time; an explicit value is kept."""
+    import serving.predictor as predictor
+
+    monkeypatch.setattr(predictor, "available_cpus", lambda: cpus)
+    model = predictor.TextClassifierModel(
+        "m", Path("."), threads=threads, batch_workers=batch_workers
+    )
+    assert model.batch_workers == expected
