@@ -252,7 +252,7 @@ def gpu_section(
         peak = f"{peak_flops / 1e12:.0f} TFLOP/s" if peak_flops else "unknown peak"
         print(
             f"{preset}: bf16 {sps:.1f} samples/s (batch {cfg.batch_size}, {cfg.max_length} tokens, "
-            f"{n / 1e6:.1f} M non-embedding parameters, {wall:.1f} s wall); MFU {util:.1%} of "
+            f"{n / 1e6:.1f} M non-embedding parameters, {wall:.1f} s wall); MFU {util:.3%} of "
             f"{peak} ({device_name})",
             flush=True,
         )
@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             presets = [p.strip() for p in args.gpu_presets.split(",") if p.strip()]
             res = gpu_section(features, presets, args.max_steps, args.seed, work, name, peak)
             fields = " ".join(
-                f"gpu_{p}_sps={v['sps']:.1f} gpu_{p}_mfu={v['mfu']:.4f}" for p, v in res.items()
+                f"gpu_{p}_sps={v['sps']:.1f} gpu_{p}_mfu_pct={100 * v['mfu']:.3f}"
+                for p, v in res.items()
             )
             print(f"RESULT {fields}", flush=True)
             return 0
