@@ -521,6 +521,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ValueError("--quantize is for the torch backend; use --backend onnx-int8")
         if args.batch_workers < 0:
             raise ValueError(f"--batch_workers must be 0 (auto) or more, got {args.batch_workers}")
+        if args.threads < 0:
+            raise ValueError(
+                f"--threads must be 0 (the library's default) or more, got {args.threads}"
+            )
+        if args.max_batch_size < 1:
+            raise ValueError(f"--max_batch_size must be 1 or more, got {args.max_batch_size}")
+        if args.max_batch_wait_ms < 0:
+            raise ValueError(f"--max_batch_wait_ms must be 0 or more, got {args.max_batch_wait_ms}")
+        if args.log_batch_size < 1:
+            raise ValueError(f"--log_batch_size must be 1 or more, got {args.log_batch_size}")
+        if args.log_linger_ms < 0:
+            raise ValueError(f"--log_linger_ms must be 0 or more, got {args.log_linger_ms}")
     except ValueError as exc:
         parser.error(str(exc))
     serve(

@@ -588,6 +588,11 @@ def test_one_size_limit_governs_rest_and_grpc(random_model_dir: Path, tmp_path: 
     [
         (["--workers", "2"], "--workers > 1 is not supported"),
         (["--batch_workers", "-1"], "--batch_workers must be 0 (auto) or more"),
+        (["--threads", "-1"], "--threads must be 0 (the library's default) or more"),
+        (["--max_batch_size", "0"], "--max_batch_size must be 1 or more"),
+        (["--max_batch_wait_ms", "-5"], "--max_batch_wait_ms must be 0 or more"),
+        (["--log_batch_size", "0"], "--log_batch_size must be 1 or more"),
+        (["--log_linger_ms", "-1"], "--log_linger_ms must be 0 or more"),
         (
             ["--max_body_bytes", "1000", "--grpc_max_receive_message_length", "2000"],
             "one limit governs REST and gRPC",
