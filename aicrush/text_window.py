@@ -139,7 +139,11 @@ def model_inputs(
         )
         rows = [list(x) for x in enc["input_ids"]]
         return rows, list(range(len(rows)))
-    enc = tokenizer([crop_source(t, max_length) for t in texts], truncation=False, padding=False)
+    # verbose=False: the whole span is longer than max_length on purpose (it is cut into
+    # windows below); transformers would warn of "indexing errors" once per tokenizer.
+    enc = tokenizer(
+        [crop_source(t, max_length) for t in texts], truncation=False, padding=False, verbose=False
+    )
     rows, owner = [], []
     for i, ids in enumerate(enc["input_ids"]):
         for crop in token_crops(ids, max_length, crops):

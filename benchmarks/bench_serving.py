@@ -19,10 +19,20 @@ standard library, V1 REST), in its own process. Measured in one run:
     our server with the default backend at c = 1, 8, 32, and with the torch backend at c = 32;
 (b) the naive KServe predictor: one unbatched ``TextClassifier.predict`` per request;
 (c) MLServer with adaptive batching serving the same ONNX file with the same code through its
-    custom-runtime API (benchmarks/serving/mlserver_runtime.py, in its own venv);
+    custom-runtime API (benchmarks/serving/mlserver_runtime.py, in its own venv), both with
+    inference in its server process and with 2 inference worker processes (parallel_workers);
+    the better one is the comparator;
 (d) a no-op model through our server and through MLServer (protocol overhead only);
-(e) both cores: 1 process with 2 threads, 2 server processes (replicas) with 1 thread each on a
-    core each and half the connections each, and the server pinned to 1 core, all at c = 32.
+(e) both cores, at c = 32: our default (one batch worker per core), 1 batch worker, 1 batch
+    worker with 2 intra-op threads, 2 server processes (replicas) on a core each with half the
+    connections each, and the server pinned to 1 core.
+
+The in-process limit is the default backend called from as many threads as the server has batch
+workers, at its best batch size, with no HTTP.
+
+MLServer's venv: ``python3.11 -m venv /tmp/mlserver-venv && /tmp/mlserver-venv/bin/pip install
+mlserver onnxruntime==1.32.0 tokenizers==0.23.3 numpy "uvloop<0.22"`` (uvloop 0.22+ kills
+MLServer 1.7.1's inference workers, SeldonIO/MLServer#2286).
 
 The servers run on cores 0 and 1 (taskset; the "2-core pod"); wrk runs on the other cores when
 the machine has more than 2, else it shares the pod's cores (then the figures are a floor). All
@@ -380,7 +390,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds; medians are reported"
     )
-    ap.add_argument("--mlserver-python", default="/tmp/mlserver-venv/bin/python")
+    ap.add_argument(
+        "--mlserver-python",
+        default="/tmp/mlserver-venv/bin/python",
+        help="python of MLServer's own venv (see above); MLServer is skipped when it cannot run",
+    )
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args(argv)
     for tool in ("wrk", "taskset"):

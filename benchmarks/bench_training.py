@@ -263,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--source", choices=("site-packages", "synthetic"), default="site-packages")
+    parser.add_argument(
+        "--source",
+        choices=("site-packages", "synthetic"),
+        default="site-packages",
+        help="data: this Python's own source files labelled by extension, or generated snippets",
+    )
     parser.add_argument(
         "--per-language", type=int, default=120, help="files per language (default 120)"
     )
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process comparison")
 
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data sample and training seed")
     parser.add_argument(
         "--gpu-presets", default="tiny,minilm", help="presets of section 3 (GPU only)"
     )

@@ -717,7 +717,10 @@ def train(
     if crops:
         # Whole spans, untruncated: each epoch crops one window per file at a random place.
         train_ids = tokenizer(
-            [crop_source(t, max_length) for t in train_texts], truncation=False, padding=False
+            [crop_source(t, max_length) for t in train_texts],
+            truncation=False,
+            padding=False,
+            verbose=False,  # spans longer than max_length on purpose: no "indexing errors" warning
         )["input_ids"]
     else:
         train_ids = tokenize(tokenizer, train_texts, max_length, cfg.text_window)

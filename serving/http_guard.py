@@ -188,6 +188,15 @@ class RequestGuard:
         self, scope: Scope, receive: Receive, send: Send, protocol: str
     ) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # Neither KServe nor uvicorn decodes bodies: a gzip body read as JSON was a 400
+            # about invalid UTF-8 (RFC 9110 15.5.16: 415 for an unsupported content coding).
+            await _json(
+                send, 415, f"Content-Encoding {encoding!r} is not supported: send the request "
+                "body uncompressed", headers=[(b"accept-encoding", b"identity")],
+            )  # fmt: skip
+            return
         limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:

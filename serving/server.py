@@ -452,7 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log_linger_ms", type=float, default=200.0, help="how long a payload-log batch fills"
     )
     parser.add_argument("--tracking_uri", default=None, help="MLflow tracking URI")
-    parser.add_argument("--grace_period", type=int, default=30)
+    parser.add_argument(
+        "--grace_period",
+        type=int,
+        default=30,
+        help="seconds in-flight requests get to finish after SIGTERM before the server exits",
+    )
     parser.add_argument(
         "--threads",
         "--torch_threads",

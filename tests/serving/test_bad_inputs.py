@@ -626,3 +626,22 @@ def test_a_method_other_than_post_on_an_inference_path_is_405(server, method, pa
     assert r.status_code == 405, r.text
     assert r.headers["allow"] == "POST"
     assert f"{method} is not allowed" in r.json()["error"] and "POST" in r.json()["error"]
+
+
+@pytest.mark.parametrize("path", [V1, V2])
+def test_a_compressed_body_is_415_naming_the_encoding(server, path):
+    import gzip
+
+    body = gzip.compress(b'{"instances": ["def f(): pass"]}')
+    r = httpx.post(
+        server.url + path, content=body, timeout=30,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )  # fmt: skip
+    assert r.status_code == 415, r.text
+    assert "Content-Encoding 'gzip' is not supported" in r.json()["error"]
+    assert r.headers["accept-encoding"] == "identity"
+    plain = httpx.post(
+        server.url + V1, json={"instances": ["def f(): pass"]}, timeout=30,
+        headers={"Content-Encoding": "identity"},
+    )  # fmt: skip
+    assert plain.status_code == 200
