@@ -424,7 +424,9 @@ class TrainJobController(threading.Thread):
     Each job moves one stage per ``tick_s``: Created (jobsStatus active) -> pods running (ready)
     -> ``worker(job)`` runs -> ``Complete``; a worker that raises :class:`WorkerFailed` (or any
     error) gives ``Failed`` with its reason and message. ``hold`` (an Event, set = released)
-    keeps jobs running until the test releases it.
+    keeps jobs running until the test releases it. ``lockstep``: a job moves on only after a
+    client has read it (a GET of the job) since its last change, so a watcher sees every stage
+    however slowly it polls (a test of the sequence of states must not depend on timing).
     """
 
     def __init__(
@@ -433,9 +435,12 @@ class TrainJobController(threading.Thread):
         worker: Any,
         tick_s: float = 0.05,
         hold: threading.Event | None = None,
+        lockstep: bool = False,
     ):
         super().__init__(daemon=True, name="trainjob-controller")
         self.kube, self.worker, self.tick_s, self.hold = kube, worker, tick_s, hold
+        self.lockstep = lockstep
+        self.reads_seen: dict[tuple[str, str], int] = {}
         self.stage: dict[tuple[str, str], int] = {}
         self.errors: list[str] = []
         self._halt = threading.Event()
@@ -465,6 +470,14 @@ class TrainJobController(threading.Thread):
             return
         uid = job["metadata"]["uid"]
         stage = self.stage.get((key[1], uid), 0)
+        if self.lockstep:
+            reads = sum(
+                1 for c in list(self.kube.calls)
+                if c.method == "GET" and c.path.endswith(f"/trainjobs/{key[1]}")
+            )  # fmt: skip
+            if reads <= self.reads_seen.get((key[1], uid), 0):
+                return  # nobody has read the current state yet
+            self.reads_seen[(key[1], uid)] = reads
         created = {"type": "Created", "status": "True", "reason": "JobsCreationSucceeded",
                    "message": "Succeeded to create Jobs"}  # fmt: skip
         if stage == 0:

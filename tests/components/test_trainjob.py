@@ -290,7 +290,8 @@ def test_create_watch_succeed_and_the_outputs_come_back(
     from aicrush.model_folder import TextClassifier
 
     cfg, lines, calls = dist_cfg(), [], []
-    with TrainJobController(kube.kube, fake_worker(random_model_dir, calls)) as controller:
+    worker = fake_worker(random_model_dir, calls)
+    with TrainJobController(kube.kube, worker, lockstep=True) as controller:
         outcome = run_trainjob(
             cfg,
             features_uri=FEATURES,
