@@ -514,6 +514,18 @@ KSERVE_SERVER_OPTIONS = (
 """KServe's ``--flags`` passed on to ``kserve.ModelServer`` as they are."""
 
 
+#: aicrush's numeric flags and their least value (what 0 means, where it means something):
+#: refused at start with the flag named, not a traceback at load or the first request.
+_FLAG_MINIMUMS = (
+    ("batch_workers", 0, " (auto)"),
+    ("threads", 0, " (the library's default)"),
+    ("max_batch_size", 1, ""),
+    ("max_batch_wait_ms", 0, ""),
+    ("log_batch_size", 1, ""),
+    ("log_linger_ms", 0, ""),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m serving.server --model_dir /mnt/models --model_name NAME ...``"""
     parser = build_parser()
@@ -524,20 +536,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_server_options(options)
         if args.quantize and args.backend.startswith("onnx"):
             raise ValueError("--quantize is for the torch backend; use --backend onnx-int8")
-        if args.batch_workers < 0:
-            raise ValueError(f"--batch_workers must be 0 (auto) or more, got {args.batch_workers}")
-        if args.threads < 0:
-            raise ValueError(
-                f"--threads must be 0 (the library's default) or more, got {args.threads}"
-            )
-        if args.max_batch_size < 1:
-            raise ValueError(f"--max_batch_size must be 1 or more, got {args.max_batch_size}")
-        if args.max_batch_wait_ms < 0:
-            raise ValueError(f"--max_batch_wait_ms must be 0 or more, got {args.max_batch_wait_ms}")
-        if args.log_batch_size < 1:
-            raise ValueError(f"--log_batch_size must be 1 or more, got {args.log_batch_size}")
-        if args.log_linger_ms < 0:
-            raise ValueError(f"--log_linger_ms must be 0 or more, got {args.log_linger_ms}")
+        for flag, least, meaning in _FLAG_MINIMUMS:
+            if getattr(args, flag) < least:
+                raise ValueError(
+                    f"--{flag} must be {least}{meaning} or more, got {getattr(args, flag)}"
+                )
     except ValueError as exc:
         parser.error(str(exc))
     serve(
