@@ -44,7 +44,7 @@ from tests.cluster.emulator import (
     upload_folder,
     worker_options,
 )
-from tests.rollout.fake_kube import FakeKubeServer, crd_validator, name_rules
+from tests.rollout.fake_kube import FakeKubeServer, crd_validator, name_rules, shared_schema
 
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
 TRAINJOB_CRD = SCHEMAS / "kubeflow-trainer" / "trainer.kubeflow.org_trainjobs.yaml"
@@ -122,7 +122,7 @@ def test_runtime_ref_and_node_shape_follow_the_config() -> None:
     assert spec["activeDeadlineSeconds"] == cfg.train.distributed.timeout_s
     # The stock runtime has a "node" replicated job with a "node" container: the patch must
     # name both, or Trainer's webhook rejects it.
-    runtime = yaml.safe_load(RUNTIME.read_text())
+    runtime = yaml.safe_load(shared_schema(RUNTIME).read_text())
     [job] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     [container] = job["template"]["spec"]["template"]["spec"]["containers"]
     assert job["name"] == container["name"] == NODE
