@@ -713,6 +713,16 @@ def train(
         # would train one step past max_steps). Its weights are validated and written.
         model = type(model).from_pretrained(resume)
 
+    mlm_metrics: dict[str, float] = {}
+    if cfg.mlm_epochs and resume is None:
+        # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
+        from components.pretrain_mlm import pretrain_mlm
+
+        mlm_metrics = pretrain_mlm(
+            model, tokenizer, train_texts, cfg, max_length, checkpoint_dir / "mlm",
+            emit=progress if local_main else None,
+        )  # fmt: skip
+
     crops = cfg.text_window == CROPS
     if crops:
         # Whole spans, untruncated: each epoch crops one window per file at a random place.
@@ -811,6 +821,7 @@ def train(
         "n_train": float(n_train),
         "train_seconds": time.perf_counter() - started,
         "samples_per_second": loop_samples / loop_seconds if loop_seconds else float("nan"),
+        **mlm_metrics,
     }
     curve = training_curve(history)
     if trainer.is_world_process_zero():
@@ -910,8 +921,9 @@ def show_training_progress(info: dict[str, Any]) -> None:
     from aicrush.progress import report, status
 
     sps = info.get("samples_per_second", float("nan"))
+    phase = "train (masked-LM pretraining)" if info.get("phase") == "mlm" else "train"
     line = (
-        f"train: epoch {info['epoch']:.2f}, step {info['step']}/{info['total_steps']}, "
+        f"{phase}: epoch {info['epoch']:.2f}, step {info['step']}/{info['total_steps']}, "
         f"loss {info['loss']:.4f}, "
         # nan: a retry resumed at its last checkpoint and trained no step of its own
         + (f"{sps:.0f} samples/s" if math.isfinite(sps) else "resumed, no steps left")

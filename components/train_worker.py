@@ -44,7 +44,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aicrush.config import AicrushConfig, DistributedConfig, TrainConfig, config_from_dict
+from aicrush.config import PRESETS, AicrushConfig, DistributedConfig, TrainConfig, config_from_dict
 from components.object_store import download_folder, read_text, upload_folder, write_text
 from components.train_model import TrainResult, show_training_progress, train
 
@@ -215,7 +215,7 @@ def launch_local(
     check_local_distributed(dist)
     n = dist.processes_per_node
     full = AicrushConfig.model_validate(
-        {"preset": preset if preset in ("tiny", "minilm", "custom") else "custom", "train": cfg}
+        {"preset": preset if preset in PRESETS else "custom", "train": cfg}
     )
     threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}

@@ -38,7 +38,7 @@ PresetOpt = Annotated[
         "--preset",
         "-p",
         help=f"Model and data size preset: {', '.join(PRESETS)}. 'tiny' (default) trains a small "
-        "encoder in minutes on a CPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline); 'custom' "
+        "encoder in minutes on a CPU; 'small' pretrains (masked LM) and fine-tunes a 4-layer encoder, for a GPU; 'minilm' fine-tunes all-MiniLM-L6-v2 (offline); 'custom' "
         "applies no preset: only --config and the defaults (see README: Presets).",
     ),
 ]

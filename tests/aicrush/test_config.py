@@ -68,7 +68,7 @@ def test_invalid_configs_name_the_key(name: str, message: str):
 
 
 def test_unknown_preset_lists_choices():
-    with pytest.raises(ConfigError, match="tiny, minilm, custom"):
+    with pytest.raises(ConfigError, match="tiny, small, minilm, custom"):
         build_config(preset="huge")
 
 

@@ -1,0 +1,95 @@
+"""Masked-LM pretraining before fine-tuning (components/pretrain_mlm.py, train.mlm_epochs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+
+from aicrush.config import TrainConfig, build_config
+from components.model_builder import build_model_and_tokenizer
+from components.pretrain_mlm import MIN_CHUNK_TOKENS, copy_shared_weights, mlm_chunks, pretrain_mlm
+from components.train_model import show_training_progress, train
+from tests.components.test_train_model import make_split, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    cfg = tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1, mlm_epochs=3.0,
+                   mlm_batch_size=16, mlm_learning_rate=3e-3)  # fmt: skip
+    texts = make_split(12, 0).text.astype(str).tolist()
+    model, tokenizer, max_length = build_model_and_tokenizer(
+        cfg, ["a", "b"], texts, tmp_path_factory.mktemp("tok")
+    )
+    return cfg, texts, model, tokenizer, max_length
+
+
+def test_chunks_are_cls_ids_sep_of_at_most_max_length(built) -> None:
+    _, texts, _, tokenizer, _ = built
+    rows = mlm_chunks(tokenizer, texts, 32)
+    assert rows and all(len(r) <= 32 for r in rows)
+    assert all(r[0] == tokenizer.cls_token_id and r[-1] == tokenizer.sep_token_id for r in rows)
+    assert all(len(r) - 2 >= MIN_CHUNK_TOKENS for r in rows)
+    # consecutive chunks of one text give back its ids in order
+    ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
+    first = mlm_chunks(tokenizer, texts[:1], 32)
+    joined = [t for r in first for t in r[1:-1]]
+    assert joined == ids[: len(joined)] and len(ids) - len(joined) < MIN_CHUNK_TOKENS
+    with pytest.raises(ValueError, match="train.max_length"):
+        mlm_chunks(tokenizer, texts, MIN_CHUNK_TOKENS + 1)
+    with pytest.raises(ValueError, match="train.mlm_epochs to 0"):
+        mlm_chunks(tokenizer, ["x = 1"], 32)
+
+
+def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(built) -> None:
+    cfg, texts, model, tokenizer, max_length = built
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[dict] = []
+    metrics = pretrain_mlm(model, tokenizer, texts * 4, cfg, max_length, Path("/tmp/unused-mlm"),
+                           emit=seen.append)  # fmt: skip
+    assert metrics["mlm_steps"] > 0 and metrics["mlm_chunks"] > 0
+    losses = [e["loss"] for e in seen]
+    assert seen and all(e["phase"] == "mlm" for e in seen)
+    assert losses[-1] < losses[0] - 0.5, losses  # it learns the snippets' syntax
+    after = model.state_dict()
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert any("embeddings" in k for k in changed)
+    assert not any(k.startswith("classifier") for k in changed)  # the label layer starts fresh
+    show_training_progress(seen[-1])  # the progress line names the phase
+
+
+def test_copy_refuses_models_that_share_no_encoder() -> None:
+    with pytest.raises(ValueError, match="shares no encoder"):
+        copy_shared_weights(torch.nn.Linear(2, 2), torch.nn.Linear(3, 3))
+
+
+def test_train_with_mlm_epochs_pretrains_first_and_reports_it(tmp_path: Path) -> None:
+    from tests.components.test_train_model import make_features_dir
+
+    features = make_features_dir(tmp_path / "f", n_train=12, n_eval=4)
+    cfg = tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1, max_steps=2,
+                   mlm_epochs=1.0, mlm_batch_size=16)  # fmt: skip
+    seen: list[dict] = []
+    result = train(features, cfg, tmp_path / "m", tmp_path / "c", progress=seen.append)
+    assert result.metrics["mlm_steps"] >= 1 and result.metrics["mlm_loss"] > 0
+    phases = [e.get("phase", "classify") for e in seen]
+    assert phases[0] == "mlm" and phases[-1] == "classify"
+    # the same seed without pretraining gives other weights
+    plain = train(features, tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1,
+                                     max_steps=2), tmp_path / "m0", tmp_path / "c0")  # fmt: skip
+    a = load_file(result.model_dir / "model.safetensors")
+    b = load_file(plain.model_dir / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a if "embeddings" in k)
+
+
+def test_mlm_epochs_with_a_pretrained_base_model_is_refused() -> None:
+    with pytest.raises(ValidationError, match="train.mlm_epochs"):
+        TrainConfig(base_model="minilm", mlm_epochs=1.0)
+
+
+def test_the_small_preset_pretrains() -> None:
+    cfg = build_config(preset="small")
+    assert cfg.train.mlm_epochs > 0 and cfg.train.base_model == "" and cfg.train.num_layers == 4
