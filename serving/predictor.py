@@ -241,6 +241,19 @@ class TextClassifierModel(Model):
             f"up to {self.max_batch_size} texts"
         )
 
+    def oversubscription(self) -> str | None:
+        """A warning when batch workers x intra-op threads exceed the CPUs this process may use
+        (affinity and cgroup limit): the extra threads only contend for the same cores."""
+        cpus = available_cpus()
+        used = self.batch_workers * max(1, self.threads or cpus)
+        if used <= cpus:
+            return None
+        return (
+            f"{self.batch_workers} batch worker(s) x {self.threads or cpus} intra-op thread(s) "
+            f"= {used} threads on the {cpus} CPU(s) this process may use: they contend for the "
+            "same cores; leave --batch_workers at 0 (auto) or lower it or --threads"
+        )
+
     def stop(self) -> None:
         if self.batcher is not None:
             self.batcher.stop()

@@ -347,6 +347,8 @@ def run_model_server(
     install_client_error_log_filter()
     if hasattr(model, "describe"):  # KServe's logger: the one its configuration prints
         logging.getLogger("kserve").info("serving %s", model.describe())
+        if (warning := model.oversubscription()) is not None:
+            logging.getLogger("kserve").warning(warning)
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     model_server.register_model(model)
     install_http_extensions(

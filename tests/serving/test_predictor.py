@@ -377,3 +377,25 @@ def test_batch_workers_default_to_the_cpus_over_the_threads(
         "m", Path("."), threads=threads, batch_workers=batch_workers
     )
     assert model.batch_workers == expected
+
+
+@pytest.mark.parametrize(
+    ("batch_workers", "threads", "cpus", "warns"),
+    [(0, 1, 2, False), (0, 3, 2, True), (0, 0, 8, False), (3, 1, 2, True), (2, 2, 2, True),
+     (2, 0, 8, True), (4, 2, 8, False)],
+)  # fmt: skip
+def test_more_worker_threads_than_cpus_is_warned_about(
+    monkeypatch, batch_workers, threads, cpus, warns
+):
+    """Workers x threads above the process's CPUs: the start log says they contend. Auto workers
+    never cause it; more --threads than CPUs (3 on 2) does, with one worker."""
+    import serving.predictor as predictor
+
+    monkeypatch.setattr(predictor, "available_cpus", lambda: cpus)
+    model = predictor.TextClassifierModel(
+        "m", Path("."), threads=threads, batch_workers=batch_workers
+    )
+    message = model.oversubscription()
+    assert (message is not None) == warns
+    if message is not None:
+        assert f"on the {cpus} CPU(s)" in message and "--batch_workers" in message
