@@ -19,13 +19,15 @@ and linear decay. The text is every chunk of ``max_length - 2`` tokens of the fi
 read: validation and test files never reach the model before they are scored.
 
 The masked-LM model is ``AutoModelForMaskedLM.from_config`` of the classifier's own config
-(``ModernBertForMaskedLM`` / ``BertForMaskedLM``); afterwards every parameter the two share by
+(``ModernBertForMaskedLM`` with ``sparse_prediction``: logits only at masked positions /
+``BertForMaskedLM``); afterwards every parameter the two share by
 name and shape (the encoder; for ModernBERT also its prediction head's dense layer and norm)
 is copied into the classifier, whose classification layer starts fresh.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -141,7 +143,12 @@ def pretrain_mlm(
         len(rows), max_length, len(texts), cfg.mlm_epochs, total,
     )  # fmt: skip
     set_seed(cfg.seed)
-    mlm = AutoModelForMaskedLM.from_config(model.config)
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "sparse_prediction"):
+        # ModernBERT: the vocabulary projection only for the masked tokens (30 % of them), the
+        # same loss; the projection is most of a small model's step.
+        config.sparse_prediction = True
+    mlm = AutoModelForMaskedLM.from_config(config)
 
     class Rows(torch.utils.data.Dataset):  # type: ignore[type-arg]
         def __len__(self) -> int:

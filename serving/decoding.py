@@ -90,6 +90,8 @@ def json_type(value: Any) -> str:
         return "object"
     if isinstance(value, list | tuple):
         return "array"
+    if isinstance(value, str | bytes):
+        return "string"
     return type(value).__name__
 
 

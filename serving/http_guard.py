@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from serving.decoding import BINARY_HEADER  # KServe's binary data extension
+from serving.decoding import BINARY_HEADER, json_type  # the first: KServe's binary data extension
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # KServe's gRPC message limit (MAX_GRPC_MESSAGE_LENGTH)
 DEFAULT_MAX_JSON_DEPTH = 32
@@ -82,7 +82,7 @@ def check_json_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> str
     if json_depth(value) > max_depth:
         return f"request body is nested too deeply (more than {max_depth} levels)"
     if not isinstance(value, dict):
-        return f"request body must be a JSON object, got {type(value).__name__}"
+        return f"request body must be a JSON object, got {json_type(value)}"
     return None
 
 
