@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # paragraphs reflow to the terminal (docstrings are wrapped at 100)
 )
 
 SourceOpt = Annotated[
@@ -124,7 +125,7 @@ def run(
     log_file: Annotated[
         Path | None,
         typer.Option(
-            "--log-file", help="Where the full log goes. Default <state-dir>/runs/run-<time>.log."
+            "--log-file", help="Where the full log goes. Default `<state-dir>/runs/run-<time>.log`."
         ),
     ] = None,
 ) -> None:
@@ -184,7 +185,7 @@ def ui(
         str | None,
         typer.Option(
             "--tracking-uri",
-            help="MLflow store to show. Default $MLFLOW_TRACKING_URI, else <state-dir>/mlflow.db.",
+            help="MLflow store to show. Default $MLFLOW_TRACKING_URI, else `<state-dir>/mlflow.db`.",
         ),
     ] = None,
     workers: Annotated[
@@ -242,7 +243,7 @@ def compile_(
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the KFP IR YAML. Default: aicrush-<pipeline>.yaml.",
+            help="Where to write the KFP IR YAML. Default: `aicrush-<pipeline>.yaml`.",
         ),
     ] = None,
     pipeline: PipelineOpt = PipelineChoice.training,

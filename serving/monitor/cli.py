@@ -184,7 +184,7 @@ def drift_command(
     features only) with the reference, writes the Evidently HTML report and a JSON summary, and
     prints the verdict: DRIFT, no drift, or "not enough data" below --min-rows requests. The MLflow
     store is the one every command uses (--tracking-uri > $MLFLOW_TRACKING_URI >
-    <state-dir>/mlflow.db).
+    `<state-dir>/mlflow.db`).
     """
     from serving.monitor.features import features_of
 

@@ -29,6 +29,24 @@ def test_every_command_has_help(command: str):
     assert len(result.output.strip().splitlines()) > 3
 
 
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [
+        ("run", "<state-dir>/runs/run-<time>.log"),
+        ("ui", "<state-dir>/mlflow.db"),
+        ("compile", "aicrush-<pipeline>.yaml"),
+        ("serve", "kserve[logging]"),
+        ("compile", "the training task requests the GPU, node selector and toleration"),
+    ],
+)
+def test_help_keeps_placeholders_and_reflows_paragraphs(command: str, text: str):
+    """Help is rendered as Markdown: docstring paragraphs wrapped at 100 columns reflow to the
+    terminal, and <placeholders> and [extras] survive (rich markup used to drop them)."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert text in " ".join(result.output.split())
+
+
 def test_run_with_invalid_config_names_the_key():
     result = runner.invoke(app, ["run", "--config", str(CONFS / "invalid" / "unknown_key.yaml")])
     assert result.exit_code == 2
