@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from aicrush.config import TrainConfig
+from components.train_model import _seed_of
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +201,12 @@ def pretrain_mlm(
         model=mlm,
         args=args,
         train_dataset=Rows(),
+        # One masking stream per process: with one seed, DDP's processes would mask the same
+        # positions of their (equally shaped) batches.
         data_collator=DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed
-        ),
+            tokenizer, mlm_probability=cfg.mlm_probability,
+            seed=_seed_of(cfg.seed, int(os.environ.get("RANK", "0"))),
+        ),  # fmt: skip
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)

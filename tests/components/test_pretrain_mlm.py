@@ -93,3 +93,27 @@ def test_mlm_epochs_with_a_pretrained_base_model_is_refused() -> None:
 def test_the_small_preset_pretrains() -> None:
     cfg = build_config(preset="small")
     assert cfg.train.mlm_epochs > 0 and cfg.train.base_model == "" and cfg.train.num_layers == 4
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_pretrain_then_fine_tune(tmp_path: Path) -> None:
+    """Under torchrun each process pretrains on its shard of the chunks (gloo all-reduce), with
+    its own masking stream, then fine-tunes; rank 0 writes the model and the mlm metrics."""
+    import json
+
+    from aicrush.config import AicrushConfig, DistributedConfig
+    from tests.components.test_train_model import make_features_dir
+    from tests.components.test_train_worker import _torchrun, _worker_args
+
+    features = make_features_dir(tmp_path / "features", n_train=12, n_eval=4)
+    cfg = AicrushConfig(train=tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1,
+                                       max_steps=2, mlm_epochs=1.0, mlm_batch_size=8,
+                                       distributed=DistributedConfig(processes_per_node=2)))  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    done = _torchrun("components.train_worker", 2, _worker_args(
+        str(tmp_path / "config.json"), str(features), str(tmp_path / "ddp"),
+        str(tmp_path / "c"), str(tmp_path / "metrics.json")))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["world_size"] == 2 and doc["metrics"]["mlm_steps"] >= 1
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()
