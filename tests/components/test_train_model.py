@@ -249,7 +249,7 @@ def test_tiny_training_learns_and_writes_a_loadable_model(
         and meta["max_length"] == 64
         and meta["preset"] == "tiny"
         and meta["text_window"] == "crops"
-        and meta["crops"] == PRESETS["tiny"]["train"]["crops"] == 8
+        and meta["crops"] == PRESETS["tiny"]["train"]["crops"] == 4
     )
     for key in ("base_model", "seed", "n_train", "train_seconds", "samples_per_second"):
         assert key in meta
