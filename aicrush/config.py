@@ -19,8 +19,18 @@ from aicrush.rollout_config import RolloutConfig
 DEFAULT_MODEL_NAME = "aicrush-code-language"
 
 
+# Masked-LM pretraining reads chunks of max_length - 2 tokens and drops those under 16 tokens
+# (components/pretrain_mlm.py): a shorter max_length leaves nothing to pretrain on.
+MLM_MIN_CHUNK_TOKENS = 16
+MLM_MIN_MAX_LENGTH = MLM_MIN_CHUNK_TOKENS + 2
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: a YAML `.inf` or `.nan` is a config error naming the key, not a KFP
+    # traceback (the config travels as JSON, where inf and nan become null, which KFP refuses).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 class IngestConfig(StrictModel):
@@ -266,7 +276,9 @@ class TrainConfig(StrictModel):
         description="Share of tokens masked in masked-LM pretraining (ModernBERT's 0.3; BERT "
         "used 0.15).",
     )
-    mlm_learning_rate: float = Field(default=1e-3, gt=0, description="Masked-LM peak learning rate.")
+    mlm_learning_rate: float = Field(
+        default=1e-3, gt=0, description="Masked-LM peak learning rate."
+    )
     mlm_batch_size: int = Field(
         default=128, ge=1, description="Masked-LM chunks per batch and process."
     )
@@ -282,6 +294,12 @@ class TrainConfig(StrictModel):
             raise ValueError(
                 "train.mlm_epochs pretrains a from-scratch encoder; with train.base_model set the "
                 "model is already pretrained: set train.mlm_epochs to 0 or train.base_model to ''"
+            )
+        if self.mlm_epochs and self.max_length < MLM_MIN_MAX_LENGTH:
+            raise ValueError(
+                f"train.max_length {self.max_length} is too short for masked-LM pretraining "
+                f"(train.mlm_epochs > 0 needs >= {MLM_MIN_MAX_LENGTH}); raise train.max_length "
+                "or set train.mlm_epochs to 0"
             )
         if self.pooling == "mean" and self.architecture != "modernbert":
             raise ValueError(

@@ -38,13 +38,13 @@ from typing import Any
 
 import torch
 
-from aicrush.config import TrainConfig
+from aicrush.config import MLM_MIN_CHUNK_TOKENS, TrainConfig
 from components.train_model import _seed_of
 
 log = logging.getLogger(__name__)
 
 MLM_SOURCE_CHARS = 16_000
-MIN_CHUNK_TOKENS = 16
+MIN_CHUNK_TOKENS = MLM_MIN_CHUNK_TOKENS
 
 
 def mlm_chunks(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:

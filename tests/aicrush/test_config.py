@@ -110,3 +110,25 @@ def test_the_config_never_holds_a_null_kfp_cannot_encode(preset, tmp_path):
     cfg = build_config({"evaluate": {"min_macro_f1": 0.0, "baseline_gate": False}}, preset=preset)
     assert None not in list(_leaves(cfg.to_dict()))
     assert compile_pipeline("training", tmp_path / "p.yaml", cfg).is_file()
+
+
+@pytest.mark.parametrize("max_length", [16, 17])
+def test_mlm_with_a_max_length_too_short_to_chunk_is_a_config_error(max_length):
+    """It used to pass the config and fail the train step (after ingest, validation and
+    features, retried train_retries times) with the same message."""
+    with pytest.raises(ConfigError, match=r"train\.max_length .* train\.mlm_epochs"):
+        build_config({"train": {"mlm_epochs": 0.5, "max_length": max_length}})
+    assert build_config({"train": {"mlm_epochs": 0.5, "max_length": 18}}).train.max_length == 18
+    assert build_config({"train": {"max_length": max_length}}).train.max_length == max_length
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(
+    "key", [("train", "mlm_epochs"), ("train", "epochs"), ("evaluate", "baseline_margin")]
+)
+def test_inf_and_nan_are_config_errors_naming_the_key(key, value):
+    """YAML `.inf` passed validation and broke `aicrush run` with a KFP traceback (the config
+    travels as JSON, where inf becomes null)."""
+    section, name = key
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}"):
+        build_config({section: {name: value}})
