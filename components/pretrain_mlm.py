@@ -158,7 +158,7 @@ def pretrain_mlm(
         def __getitem__(self, i: int) -> dict[str, list[int]]:
             return {"input_ids": rows[i]}
 
-    clock = {"t": time.perf_counter(), "step": 0}
+    clock: dict[str, float] = {"t": time.perf_counter(), "step": 0}
 
     class Progress(TrainerCallback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
@@ -175,8 +175,22 @@ def pretrain_mlm(
             }  # fmt: skip
             log.info("mlm " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in info.items() if k != "phase"))  # fmt: skip
+            clock["loss"] = info["loss"]
             if emit is not None:
                 emit(info)
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            # One line that stays (aicrush run shows the per-step lines above only on a
+            # terminal, overwriting each other): at each epoch's end and where max_steps stops.
+            if emit is None or not state.is_world_process_zero or "loss" not in clock:
+                return
+            seconds = max(time.perf_counter() - started_train["t"], 1e-9)
+            emit({
+                "phase": "mlm", "step": state.global_step, "total_steps": total,
+                "epoch": float(state.epoch or 0.0), "loss": clock["loss"],
+                "samples_per_second": state.global_step * cfg.mlm_batch_size * world_size / seconds,
+                "report": True,
+            })  # fmt: skip
 
     args = TrainingArguments(
         output_dir=str(work_dir),
@@ -210,6 +224,7 @@ def pretrain_mlm(
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)
+    started_train = {"t": time.perf_counter()}
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     copied = copy_shared_weights(trainer.model, model)

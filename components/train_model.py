@@ -930,6 +930,8 @@ def show_training_progress(info: dict[str, Any]) -> None:
     )
     if "val_accuracy" in info:
         report(f"{line}, val accuracy {info['val_accuracy']:.3f}")
+    elif info.get("report"):  # masked-LM pretraining's epoch ends: no validation to show
+        report(line)
     else:
         status(line)
 

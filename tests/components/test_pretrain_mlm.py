@@ -44,7 +44,7 @@ def test_chunks_are_cls_ids_sep_of_at_most_max_length(built) -> None:
         mlm_chunks(tokenizer, ["x = 1"], 32)
 
 
-def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(built) -> None:
+def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(built, capsys) -> None:
     cfg, texts, model, tokenizer, max_length = built
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[dict] = []
@@ -54,11 +54,19 @@ def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(buil
     losses = [e["loss"] for e in seen]
     assert seen and all(e["phase"] == "mlm" for e in seen)
     assert losses[-1] < losses[0] - 0.5, losses  # it learns the snippets' syntax
+    # one line that stays per epoch (the per-step ones are transient: a log or CI job that is not
+    # a terminal showed nothing of pretraining, which takes an hour on CPU for the small preset)
+    reports = [e for e in seen if e.get("report")]
+    assert [e["epoch"] for e in reports] == [1.0, 2.0, 3.0], reports
+    assert reports[-1]["step"] == metrics["mlm_steps"]
     after = model.state_dict()
     changed = [k for k in after if not torch.equal(after[k], before[k])]
     assert any("embeddings" in k for k in changed)
     assert not any(k.startswith("classifier") for k in changed)  # the label layer starts fresh
     show_training_progress(seen[-1])  # the progress line names the phase
+    capsys.readouterr()
+    show_training_progress(reports[-1])
+    assert capsys.readouterr().out.startswith("aicrush:progress train (masked-LM pretraining): ")
 
 
 def test_copy_refuses_models_that_share_no_encoder() -> None:
@@ -77,6 +85,8 @@ def test_train_with_mlm_epochs_pretrains_first_and_reports_it(tmp_path: Path) ->
     assert result.metrics["mlm_steps"] >= 1 and result.metrics["mlm_loss"] > 0
     phases = [e.get("phase", "classify") for e in seen]
     assert phases[0] == "mlm" and phases[-1] == "classify"
+    mlm_reports = [e for e in seen if e.get("phase") == "mlm" and e.get("report")]
+    assert [e["step"] for e in mlm_reports] == [result.metrics["mlm_steps"]]
     # the same seed without pretraining gives other weights
     plain = train(features, tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1,
                                      max_steps=2), tmp_path / "m0", tmp_path / "c0")  # fmt: skip
