@@ -89,7 +89,11 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", action="append", help="tiny, small, minilm (repeatable; default tiny; small is for a GPU)")
+    parser.add_argument(
+        "--preset",
+        action="append",
+        help="tiny, small, minilm (repeatable; default tiny; small is for a GPU)",
+    )
     parser.add_argument("--source", action="append", default=[], help="as `aicrush run --source`")
     parser.add_argument("--set", default="{}", help='JSON config overrides, e.g. {"train": {...}}')
     parser.add_argument(

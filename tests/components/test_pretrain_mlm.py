@@ -38,9 +38,9 @@ def test_chunks_are_cls_ids_sep_of_at_most_max_length(built) -> None:
     first = mlm_chunks(tokenizer, texts[:1], 32)
     joined = [t for r in first for t in r[1:-1]]
     assert joined == ids[: len(joined)] and len(ids) - len(joined) < MIN_CHUNK_TOKENS
-    with pytest.raises(ValueError, match="train.max_length"):
+    with pytest.raises(ValueError, match=r"train\.max_length"):
         mlm_chunks(tokenizer, texts, MIN_CHUNK_TOKENS + 1)
-    with pytest.raises(ValueError, match="train.mlm_epochs to 0"):
+    with pytest.raises(ValueError, match=r"train\.mlm_epochs to 0"):
         mlm_chunks(tokenizer, ["x = 1"], 32)
 
 
@@ -96,7 +96,7 @@ def test_train_with_mlm_epochs_pretrains_first_and_reports_it(tmp_path: Path) ->
 
 
 def test_mlm_epochs_with_a_pretrained_base_model_is_refused() -> None:
-    with pytest.raises(ValidationError, match="train.mlm_epochs"):
+    with pytest.raises(ValidationError, match=r"train\.mlm_epochs"):
         TrainConfig(base_model="minilm", mlm_epochs=1.0)
 
 
