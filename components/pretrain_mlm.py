@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -227,7 +227,7 @@ def pretrain_mlm(
     started_train = {"t": time.perf_counter()}
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    copied = copy_shared_weights(trainer.model, model)
+    copied = copy_shared_weights(cast(torch.nn.Module, trainer.model), model)
     log.info("masked-LM pretraining done: %d weight tensors into the classifier", len(copied))
     return {
         "mlm_loss": float(losses[-1]) if losses else float("nan"),
