@@ -44,7 +44,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aicrush.config import PRESETS, AicrushConfig, DistributedConfig, TrainConfig, config_from_dict
+from aicrush.config import (
+    PRESETS,
+    AicrushConfig,
+    ConfigError,
+    DistributedConfig,
+    TrainConfig,
+    build_config,
+)
 from components.object_store import download_folder, read_text, upload_folder, write_text
 from components.train_model import TrainResult, show_training_progress, train
 
@@ -61,6 +68,23 @@ def local_checkpoint_dir(uri: str) -> Path:
     return Path(tempfile.gettempdir()) / "aicrush-checkpoints" / digest
 
 
+def read_config(config: str) -> AicrushConfig:
+    """The config at ``config`` (a path or gs:// URI): JSON (what the train step uploads: already
+    merged, every key set) or YAML (what a user writes, as for ``aicrush run --config``). Both go
+    through :func:`aicrush.config.build_config`, so a file's ``preset`` (default tiny) is layered
+    under its keys: a full JSON dump overrides every preset value and reads back unchanged.
+
+    Raises:
+        aicrush.config.ConfigError: not a mapping, or the config does not validate.
+    """
+    import yaml
+
+    data = yaml.safe_load(read_text(config)) or {}  # YAML reads JSON too
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {config} must hold a mapping at the top level")
+    return build_config(data)
+
+
 def run(
     config: str,
     features: str,
@@ -75,12 +99,9 @@ def run(
         FileNotFoundError / ValueError / RuntimeError: from :func:`components.train_model.train`,
             or a ``gs://`` location that does not exist.
     """
-    import yaml
-
     from aicrush.model_folder import MODEL_META_FILE
 
-    # JSON (what the train step uploads) or YAML (what a user writes): YAML reads both.
-    cfg = config_from_dict(yaml.safe_load(read_text(config)) or {})
+    cfg = read_config(config)
     rank = int(os.environ.get("RANK", "0"))
     with tempfile.TemporaryDirectory(prefix="aicrush-worker-") as tmp:
         work = Path(tmp)

@@ -193,3 +193,32 @@ def test_local_process_counts_are_bounded_by_the_machine() -> None:
         check_local_distributed(DistributedConfig(processes_per_node=3), cpus=2)
     with pytest.raises(ValueError, match="locally set num_nodes: 1"):
         check_local_distributed(DistributedConfig(num_nodes=2), cpus=64)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "minilm", "custom"])
+def test_a_yaml_config_gets_its_preset_as_aicrush_run_gives_it(tmp_path: Path, preset: str) -> None:
+    """The worker's --config takes 'a YAML config file, as aicrush run --config takes' (module
+    docstring; docs/training.md resumes across runs with it). It used to skip the preset: a file
+    saying `preset: small` trained without masked-LM pretraining, 256-token windows and the
+    custom defaults' encoder, and `preset: tiny` (or none) was not the tiny model either."""
+    from aicrush.config import load_config
+    from components.train_worker import read_config
+
+    yaml_file = tmp_path / "user.yaml"
+    yaml_file.write_text(f"preset: {preset}\ntrain:\n  seed: 7\n")
+    assert read_config(str(yaml_file)) == load_config(yaml_file)
+    if preset == "small":
+        assert read_config(str(yaml_file)).train.mlm_epochs > 0
+    # what the train step uploads (every key set, already merged) reads back unchanged
+    merged = build_config({"train": {"epochs": 1.5, "max_length": 96}}, preset=preset)
+    dumped = tmp_path / "config.json"
+    dumped.write_text(json.dumps(merged.to_dict()))
+    assert read_config(str(dumped)) == merged
+
+
+def test_plain_yaml_config_is_the_tiny_preset(tmp_path: Path) -> None:
+    from components.train_worker import read_config
+
+    yaml_file = tmp_path / "user.yaml"
+    yaml_file.write_text("train:\n  seed: 7\n")
+    assert read_config(str(yaml_file)).train.max_length == build_config().train.max_length == 64
