@@ -218,9 +218,10 @@ def pretrain_mlm(
         # One masking stream per process: with one seed, DDP's processes would mask the same
         # positions of their (equally shaped) batches.
         data_collator=DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=cfg.mlm_probability,
+            tokenizer,
+            mlm_probability=cfg.mlm_probability,
             seed=_seed_of(cfg.seed, int(os.environ.get("RANK", "0"))),
-        ),  # fmt: skip
+        ),
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)
