@@ -143,6 +143,15 @@ def pretrain_mlm(
         "masked-LM pretraining: %d chunks of <= %d tokens from %d files, %g epochs (%d steps)",
         len(rows), max_length, len(texts), cfg.mlm_epochs, total,
     )  # fmt: skip
+    device = "cuda" if cuda else "cpu"
+    message = (
+        f"train (masked-LM pretraining): {len(rows):,} chunks x {cfg.mlm_epochs:g} epochs = "
+        f"{total:,} steps of {cfg.mlm_batch_size} on {device}"
+    )
+    if not cuda:
+        message += " (slow on a CPU: train.mlm_epochs is meant for a GPU, docs/training.md)"
+    if emit is not None:
+        emit({"phase": "mlm", "message": message})
     set_seed(cfg.seed)
     config = copy.deepcopy(model.config)
     if hasattr(config, "sparse_prediction"):

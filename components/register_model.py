@@ -170,6 +170,24 @@ def _ensure_experiment(c: Any, name: str, tracking_uri: str, state: Path) -> str
     return str(c.create_experiment(name, artifact_location=location))
 
 
+#: Training figures the model folder's aicrush.json holds, logged on the MLflow run beside the
+#: evaluation metrics (the mlm_* ones only when train.mlm_epochs pretrained the encoder).
+TRAINING_METRICS = (
+    "train_seconds", "samples_per_second", "val_accuracy",
+    "mlm_loss", "mlm_steps", "mlm_chunks", "mlm_seconds",
+)  # fmt: skip
+
+
+def training_metrics(model_dir: Path) -> dict[str, float]:
+    """The TRAINING_METRICS present in ``model_dir``'s aicrush.json (numbers only)."""
+    meta = json.loads((Path(model_dir) / MODEL_META_FILE).read_text())
+    return {
+        k: float(meta[k])
+        for k in TRAINING_METRICS
+        if isinstance(meta.get(k), int | float) and not isinstance(meta.get(k), bool)
+    }
+
+
 def log_training_curve(c: Any, run_id: str, model_dir: Path) -> int:
     """Log the model folder's training curve into run ``run_id``, one metric point per step
     (MLflow draws them as charts over ``step``); returns the number of points logged (0 for a
@@ -284,6 +302,7 @@ def _register(
     ) as run:
         mlflow.log_params(_flat_params(cfg))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_metrics(training_metrics(model_dir))
         log_training_curve(c, run.info.run_id, model_dir)
         mlflow.set_tags(
             {

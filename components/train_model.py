@@ -379,6 +379,10 @@ def _drop_incomplete(checkpoint_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+#: In checkpoint_dir: the masked-LM pretraining's metrics, for a run that resumes after it.
+MLM_METRICS_FILE = "mlm_metrics.json"
+
+
 def _fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str:
     """What must match for a checkpoint to be resumable (data order, model shape, schedule)."""
     relevant = cfg.model_dump(
@@ -714,6 +718,7 @@ def train(
         model = type(model).from_pretrained(resume)
 
     mlm_metrics: dict[str, float] = {}
+    mlm_record = checkpoint_dir / MLM_METRICS_FILE
     if cfg.mlm_epochs and resume is None:
         # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
         from components.pretrain_mlm import pretrain_mlm
@@ -722,6 +727,10 @@ def train(
             model, tokenizer, train_texts, cfg, max_length, checkpoint_dir / "mlm",
             emit=progress if local_main else None,
         )  # fmt: skip
+        if local_main:
+            mlm_record.write_text(json.dumps(mlm_metrics))
+    elif cfg.mlm_epochs and mlm_record.is_file():
+        mlm_metrics = json.loads(mlm_record.read_text())  # what the first attempt pretrained
 
     crops = cfg.text_window == CROPS
     if crops:
@@ -896,6 +905,7 @@ def _write_model_folder(
         "train_seconds": round(metrics["train_seconds"], 3),
         "samples_per_second": round(sps, 3) if math.isfinite(sps) else None,
         "val_accuracy": round(val, 4) if math.isfinite(val) else None,
+        **{k: round(v, 4) for k, v in metrics.items() if k.startswith("mlm_") and math.isfinite(v)},
         "train_config": cfg.model_dump(),
     }
     (out_dir / MODEL_META_FILE).write_text(json.dumps(full, indent=2))
@@ -920,6 +930,9 @@ def show_training_progress(info: dict[str, Any]) -> None:
     transient line for the steps in between (see :mod:`aicrush.progress`)."""
     from aicrush.progress import report, status
 
+    if "message" in info:  # a phase's start
+        report(str(info["message"]))
+        return
     sps = info.get("samples_per_second", float("nan"))
     phase = "train (masked-LM pretraining)" if info.get("phase") == "mlm" else "train"
     line = (

@@ -49,6 +49,10 @@ class RunSummary:
     baseline: dict[str, Any] = field(default_factory=dict)
     #: A few held-out test files: path, label (true), prediction, score.
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    #: The train step's metrics: train_loss, val_accuracy, steps, train_seconds,
+    #: samples_per_second, n_train, and mlm_loss / mlm_steps / mlm_chunks / mlm_seconds when
+    #: train.mlm_epochs pretrained the encoder.
+    training: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -75,6 +79,19 @@ class RunSummary:
             f"languages ({len(self.languages)}): {', '.join(self.languages)}",
             "files:          " + ", ".join(f"{k}={v}" for k, v in self.n_files.items()),
         ]
+        if self.training:
+            t = self.training
+            line = (
+                f"training:       {t.get('steps', 0):.0f} steps in {t.get('train_seconds', 0):.1f} s, "
+                f"val accuracy {t.get('val_accuracy', float('nan')):.4f}"
+            )
+            if "mlm_steps" in t:
+                line += (
+                    f"; masked-LM pretraining {t['mlm_steps']:.0f} steps on "
+                    f"{t.get('mlm_chunks', 0):.0f} chunks in {t.get('mlm_seconds', 0):.1f} s, "
+                    f"loss {t.get('mlm_loss', float('nan')):.3f}"
+                )
+            lines.append(line)
         if self.corpus:
             c = self.corpus
             lines.append(
@@ -177,6 +194,11 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         support=support,
         baseline=_baseline(predictions_path, logged),
         predictions=_examples(predictions_path),
+        training={
+            k: float(v)
+            for k, v in _executor_metadata(run_dir / "train-model", "metrics").items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
     )
 
 

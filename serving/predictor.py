@@ -251,7 +251,8 @@ class TextClassifierModel(Model):
         return (
             f"{self.batch_workers} batch worker(s) x {self.threads or cpus} intra-op thread(s) "
             f"= {used} threads on the {cpus} CPU(s) this process may use: they contend for the "
-            "same cores; leave --batch_workers at 0 (auto) or lower it or --threads"
+            "same cores; leave the batch workers at 0 (auto: --batch_workers, aicrush serve "
+            "--batch-workers) or lower them or the threads"
         )
 
     def stop(self) -> None:

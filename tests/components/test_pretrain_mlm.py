@@ -51,7 +51,8 @@ def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(buil
     metrics = pretrain_mlm(model, tokenizer, texts * 4, cfg, max_length, Path("/tmp/unused-mlm"),
                            emit=seen.append)  # fmt: skip
     assert metrics["mlm_steps"] > 0 and metrics["mlm_chunks"] > 0
-    losses = [e["loss"] for e in seen]
+    losses = [e["loss"] for e in seen if "loss" in e]
+    assert "message" in seen[0] and "chunks" in seen[0]["message"]  # the phase's start line
     assert seen and all(e["phase"] == "mlm" for e in seen)
     assert losses[-1] < losses[0] - 0.5, losses  # it learns the snippets' syntax
     # one line that stays per epoch (the per-step ones are transient: a log or CI job that is not
@@ -87,6 +88,16 @@ def test_train_with_mlm_epochs_pretrains_first_and_reports_it(tmp_path: Path) ->
     assert phases[0] == "mlm" and phases[-1] == "classify"
     mlm_reports = [e for e in seen if e.get("phase") == "mlm" and e.get("report")]
     assert [e["step"] for e in mlm_reports] == [result.metrics["mlm_steps"]]
+    # the model folder and the MLflow run get the pretraining's figures
+    from components.register_model import training_metrics
+
+    logged = training_metrics(result.model_dir)
+    assert logged["mlm_steps"] == result.metrics["mlm_steps"] and "val_accuracy" in logged
+    # a retry that resumes from the last checkpoint does not pretrain again, and still reports it
+    again: list[dict] = []
+    resumed = train(features, cfg, tmp_path / "m2", tmp_path / "c", progress=again.append)
+    assert resumed.resumed_from_step == 2 and not [e for e in again if e.get("phase") == "mlm"]
+    assert resumed.metrics["mlm_steps"] == result.metrics["mlm_steps"]
     # the same seed without pretraining gives other weights
     plain = train(features, tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1,
                                      max_steps=2), tmp_path / "m0", tmp_path / "c0")  # fmt: skip

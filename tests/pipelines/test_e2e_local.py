@@ -124,8 +124,13 @@ def test_summary_has_the_baseline_and_held_out_predictions(run):
     assert 1 <= len(examples) <= 8
     assert all(set(e) == {"path", "label", "prediction", "score"} for e in examples)
     assert "held-out test files" in output and examples[-1]["path"] in output
+    training = summary["training"]  # the train step's metrics
+    assert training["steps"] >= 1 and 0.0 <= training["val_accuracy"] <= 1.0
+    assert "mlm_steps" not in training  # the preset does not pretrain
+    assert f"training:       {training['steps']:.0f} steps" in output
     c = client(local_tracking_uri(state))
     if summary["model_version"]:
         mv = c.get_model_version(summary["model_name"], summary["model_version"])
         logged = c.get_run(mv.run_id).data.metrics
         assert logged["baseline_macro_f1"] == pytest.approx(baseline["macro_f1"])
+        assert logged["val_accuracy"] == pytest.approx(training["val_accuracy"], abs=1e-4)

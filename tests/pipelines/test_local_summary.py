@@ -50,6 +50,13 @@ def test_corpus_statistics_count_repositories_per_language_over_all_splits() -> 
     )
     assert json.loads(summary.to_json())["corpus"]["min_repositories_per_language"] == 2
     assert "corpus:         7 repositories, 3 languages, 2-3 (min-median)" in summary.human()
+    assert "training:" not in summary.human()  # no train step metrics, no line
+    summary.training = {"steps": 12.0, "train_seconds": 3.5, "val_accuracy": 0.5,
+                        "mlm_steps": 4.0, "mlm_chunks": 40.0, "mlm_seconds": 1.25, "mlm_loss": 6.5}  # fmt: skip
+    assert (
+        "training:       12 steps in 3.5 s, val accuracy 0.5000; masked-LM pretraining 4 steps "
+        "on 40 chunks in 1.2 s, loss 6.500" in summary.human()
+    )
 
 
 def test_a_manifest_without_packages_downloads_nothing() -> None:
