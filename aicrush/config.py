@@ -431,58 +431,55 @@ class AicrushConfig(StrictModel):
         return json.loads(self.model_dump_json(by_alias=True))
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Small encoder + tokenizer trained on the training split: whole run in minutes on 2 CPU cores.
-    "tiny": {
-        "ingest": {"max_files_per_repository": 150},
-        "validate": {"max_files_per_class": 400, "max_bytes": 50_000},
-        "train": {
-            "base_model": "",
-            # Measured on the default corpus (41 languages, 6,826 train files; docs/results.md),
-            # crops window, same split and seed. BERT classifying [CLS]: 128 tokens x 3 epochs at
-            # lr 1e-3 -> test macro-F1 0.17; 64 x 6 at 2e-3 -> 0.33; 32 x 10 -> 0.43; 64 x 10 ->
-            # 0.53 (under-trained: every extra step helped). ModernBERT with mean pooling, 64 x 10
-            # at 2e-3: 0.62 (0.19 after 20 steps), and it stays at 0.61-0.64 across vocabulary
-            # 4k/16k, lr 2e-3/3e-3/4e-3, dropout 0/0.1, 4/10 epochs and 128-token windows, while
-            # its training loss falls to 0.1-0.2: no longer under-trained; what is left is
-            # generalising to unseen repositories (the linear baseline: 0.81). 4 epochs give the
-            # same score as 10 at 40 % of the training time. Windows read to predict: 4 score as 8
-            # (0.623 vs 0.621 and 0.612 vs 0.608 test macro-F1 on two trained models; 2 windows:
-            # 0.584, 1: 0.491) at half the forward passes per text, in serving too.
-            "architecture": "modernbert",
-            "pooling": "mean",
-            "dropout": 0.1,
-            "max_length": 64,
-            "crops": 4,
-            "epochs": 4.0,
-            "batch_size": 32,
-            "learning_rate": 3e-3,
-            "vocab_size": 16000,
-            "hidden_size": 128,
-            "num_layers": 2,
-            "num_heads": 4,
-            "intermediate_size": 256,
-        },
+# Small encoder + tokenizer trained on the training split: whole run in minutes on 2 CPU cores.
+_TINY: dict[str, Any] = {
+    "ingest": {"max_files_per_repository": 150},
+    "validate": {"max_files_per_class": 400, "max_bytes": 50_000},
+    "train": {
+        "base_model": "",
+        # Measured on the default corpus (41 languages, 6,826 train files; docs/results.md),
+        # crops window, same split and seed. BERT classifying [CLS]: 128 tokens x 3 epochs at
+        # lr 1e-3 -> test macro-F1 0.17; 64 x 6 at 2e-3 -> 0.33; 32 x 10 -> 0.43; 64 x 10 ->
+        # 0.53 (under-trained: every extra step helped). ModernBERT with mean pooling, 64 x 10
+        # at 2e-3: 0.62 (0.19 after 20 steps), and it stays at 0.61-0.64 across vocabulary
+        # 4k/16k, lr 2e-3/3e-3/4e-3, dropout 0/0.1, 4/10 epochs and 128-token windows, while
+        # its training loss falls to 0.1-0.2: no longer under-trained; what is left is
+        # generalising to unseen repositories (the linear baseline: 0.81). 4 epochs give the
+        # same score as 10 at 40 % of the training time. Windows read to predict: 4 score as 8
+        # (0.623 vs 0.621 and 0.612 vs 0.608 test macro-F1 on two trained models; 2 windows:
+        # 0.584, 1: 0.491) at half the forward passes per text, in serving too.
+        "architecture": "modernbert",
+        "pooling": "mean",
+        "dropout": 0.1,
+        "max_length": 64,
+        "crops": 4,
+        "epochs": 4.0,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "vocab_size": 16000,
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_size": 256,
     },
+}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": _TINY,
     # For a GPU node (the cluster's L4): a 4-layer encoder, first pretrained with masked LM on the
     # training split's own text, then fine-tuned. Default corpus, same split, one NVIDIA H200
     # (docs/results.md): without the pretraining 0.700 test macro-F1; with 6 epochs of it (110 s)
     # and fine-tuning at 3e-4 (47 s), 0.798 (0.785 at 1e-3); the linear baseline 0.806. On 2 CPU
-    # cores it would take well over an hour.
+    # cores its pretraining alone takes about 1.7 hours (docs/training.md).
     "small": {
-        "ingest": {"max_files_per_repository": 150},
-        "validate": {"max_files_per_class": 400, "max_bytes": 50_000},
+        **_TINY,
         "train": {
-            "base_model": "",
-            "architecture": "modernbert",
-            "pooling": "mean",
-            "dropout": 0.1,
+            **_TINY["train"],
             "max_length": 128,
             "crops": 8,
             "epochs": 8.0,
-            "batch_size": 32,
             "learning_rate": 3e-4,
-            "vocab_size": 16000,
             "hidden_size": 256,
             "num_layers": 4,
             "num_heads": 8,
