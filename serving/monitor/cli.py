@@ -5,6 +5,9 @@ service). Plain typer command functions; ``pipelines/cli.py`` registers them on 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -112,6 +115,18 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     return texts, (predictions if complete else None)
 
 
+def quiet_libraries() -> None:
+    """Keep the drift command's output to its verdict: no MLflow artifact-download bars, no
+    MLflow store-setup INFO lines, and no library deprecation warnings (Evidently's numpy.core
+    use, Litestar's through Evidently): they are the libraries' business, not the user's."""
+    import feast.feature_view  # noqa: F401  # at import: simplefilter("once", DeprecationWarning)
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # After Feast's import: its module-level simplefilter would otherwise be checked first.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def drift_command(
     requests_file: Annotated[
         Path | None,
@@ -188,6 +203,7 @@ def drift_command(
     """
     from serving.monitor.features import features_of
 
+    quiet_libraries()
     if requests is None and requests_file is None:
         raise typer.BadParameter("give the requests file: aicrush drift --requests FILE")
     if requests is not None and requests_file is not None:
@@ -204,7 +220,11 @@ def drift_command(
         resolved = download_model(uri, model, version=version)
         model_dir = resolved.path if resolved is not None else None
     if predictions is None and model_dir is not None:
+        from transformers.utils import logging as transformers_logging
+
         from aicrush.model_folder import TextClassifier
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" of a model folder
 
         predictions = [p.label for p in TextClassifier.from_dir(model_dir).predict(texts)]
     settings = DriftSettings(min_rows=min_rows)

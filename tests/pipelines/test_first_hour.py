@@ -215,6 +215,9 @@ def test_drift_with_requests_option_uses_the_project_store(project):
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "40 requests vs" in result.stdout and (folder / "drift.html").is_file()
+    # Its output is the verdict: no library progress bars or deprecation warnings around it.
+    for noise in ("Downloading artifacts", "Loading weights", "DeprecationWarning", "INFO mlflow"):
+        assert noise not in result.stdout, result.stdout[-3000:]
     summary = json.loads((folder / "drift.json").read_text())
     assert summary["reference"].startswith(f"models:/{MODEL}/1 ")
     # Labels predicted with the registered model are compared too, not the features only.
