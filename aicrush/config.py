@@ -471,7 +471,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # training split's own text, then fine-tuned. Default corpus, same split, one NVIDIA H200
     # (docs/results.md): without the pretraining 0.700 test macro-F1; with 6 epochs of it (110 s)
     # and fine-tuning at 3e-4 (47 s), 0.798 (0.785 at 1e-3); the linear baseline 0.806. On 2 CPU
-    # cores its pretraining alone takes about 1.7 hours (docs/training.md).
+    # cores its pretraining alone takes about 4 hours (docs/training.md).
     "small": {
         **_TINY,
         "train": {
