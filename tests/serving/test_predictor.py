@@ -188,6 +188,42 @@ def test_batch_workers_run_forward_passes_at_once_and_answer_each_caller():
         DynamicBatcher(fn, workers=0)
 
 
+def test_a_worker_takes_its_fair_share_of_the_queue_not_all_of_it():
+    """With 2 workers, 12 queued texts make a batch of 6, not 12: one batch that took the whole
+    queue left the other worker idle (856 vs 1,100+ rps at c=32, docs/serving.md)."""
+    import threading
+
+    gate = threading.Event()
+    inside: list[int] = []
+
+    def fn(texts):
+        inside.append(len(texts))
+        if len(inside) == 1:
+            gate.wait(10)  # the first worker stays busy with its batch
+        return np.array([[1.0] for _ in texts]), [1] * len(texts)
+
+    batcher = DynamicBatcher(fn, max_batch_size=12, max_wait_ms=5000, workers=2)
+
+    async def run():
+        first = asyncio.ensure_future(batcher.submit([str(i) for i in range(12)]))
+        while not inside:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.submit([str(i)])) for i in range(12)]
+        while len(inside) < 2:
+            await asyncio.sleep(0.01)
+        gate.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        gate.set()
+        batcher.stop()
+    assert len(results) == 13 and inside[0] == 12
+    assert inside[1] == 6, inside  # ceil(12 queued / 2 workers)
+    assert sum(inside) == 24
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
