@@ -115,7 +115,7 @@ class RolloutConfig(_Strict):
         default="1",
         description="CPU limit of each model server pod. 1: one server process is bound by its "
         "own Python work at about one core, so 1-CPU replicas serve the most per CPU (two 1-CPU "
-        "processes 1,329 rps vs one 2-CPU process 846 on the same 2 cores, docs/serving.md).",
+        "processes 1,543 rps vs one 2-CPU process 1,171 on the same 2 cores, docs/serving.md).",
     )
     memory_request: str = "2Gi"
     memory_limit: str = "4Gi"
