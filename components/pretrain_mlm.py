@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import torch
 
-from aicrush.config import MLM_MIN_CHUNK_TOKENS, TrainConfig
+from aicrush.config import MLM_MIN_CHUNK_TOKENS, MLM_MIN_MAX_LENGTH, TrainConfig
 from components.train_model import _seed_of
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,13 @@ def mlm_chunks(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[li
     consecutive chunks of ``max_length - 2`` tokens (of its first MLM_SOURCE_CHARS characters).
 
     Raises:
-        ValueError: ``max_length`` < MIN_CHUNK_TOKENS + 2, or no text gives a chunk of
+        ValueError: ``max_length`` < MLM_MIN_MAX_LENGTH (18), or no text gives a chunk of
             MIN_CHUNK_TOKENS tokens (names the setting to change).
     """
-    if max_length < MIN_CHUNK_TOKENS + 2:
+    if max_length < MLM_MIN_MAX_LENGTH:
         raise ValueError(
             f"train.max_length {max_length} is too short for masked-LM pretraining (needs >= "
-            f"{MIN_CHUNK_TOKENS + 2}); raise it or set train.mlm_epochs to 0"
+            f"{MLM_MIN_MAX_LENGTH}); raise it or set train.mlm_epochs to 0"
         )
     width = max_length - 2
     encoded = tokenizer(
@@ -193,7 +193,7 @@ def pretrain_mlm(
             # terminal, overwriting each other): at each epoch's end and where max_steps stops.
             if emit is None or not state.is_world_process_zero or "loss" not in clock:
                 return
-            seconds = max(time.perf_counter() - started_train["t"], 1e-9)
+            seconds = max(time.perf_counter() - clock["start"], 1e-9)
             emit({
                 "phase": "mlm", "step": state.global_step, "total_steps": total,
                 "epoch": float(state.epoch or 0.0), "loss": clock["loss"],
@@ -234,7 +234,7 @@ def pretrain_mlm(
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)
-    started_train = {"t": time.perf_counter()}
+    clock["start"] = time.perf_counter()
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     copied = copy_shared_weights(cast(torch.nn.Module, trainer.model), model)

@@ -379,7 +379,9 @@ def _drop_incomplete(checkpoint_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-#: In checkpoint_dir: the masked-LM pretraining's metrics, for a run that resumes after it.
+#: In checkpoint_dir/mlm/: the masked-LM pretraining's metrics, for a run that resumes after it.
+#: A sub-folder, so the checkpoint mirror uploads it with the checkpoints (it syncs folders): a
+#: retry in a fresh pod restores it from the store.
 MLM_METRICS_FILE = "mlm_metrics.json"
 
 
@@ -718,16 +720,18 @@ def train(
         model = type(model).from_pretrained(resume)
 
     mlm_metrics: dict[str, float] = {}
-    mlm_record = checkpoint_dir / MLM_METRICS_FILE
+    mlm_dir = checkpoint_dir / "mlm"
+    mlm_record = mlm_dir / MLM_METRICS_FILE
     if cfg.mlm_epochs and resume is None:
         # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
         from components.pretrain_mlm import pretrain_mlm
 
         mlm_metrics = pretrain_mlm(
-            model, tokenizer, train_texts, cfg, max_length, checkpoint_dir / "mlm",
+            model, tokenizer, train_texts, cfg, max_length, mlm_dir,
             emit=progress if local_main else None,
         )  # fmt: skip
         if local_main:
+            mlm_dir.mkdir(parents=True, exist_ok=True)
             mlm_record.write_text(json.dumps(mlm_metrics))
     elif cfg.mlm_epochs and mlm_record.is_file():
         mlm_metrics = json.loads(mlm_record.read_text())  # what the first attempt pretrained

@@ -236,8 +236,7 @@ class DynamicBatcher:
             # A fair share per worker: one batch that took the whole queue would leave the other
             # workers idle while its callers wait (at c=32 with 2 workers and batches of up to 32:
             # 856 rps, each worker busy 45 % of the time; with the share: docs/serving.md).
-            queued = sum(len(p.texts) for p in self._queue)
-            limit = min(self.max_batch_size, max(1, math.ceil(queued / self.workers)))
+            limit = min(self.max_batch_size, max(1, math.ceil(n / self.workers)))  # n: queued
             taken: list[_Pending] = []
             count = 0
             while self._queue:
