@@ -22,10 +22,13 @@ standard library, V1 REST), in its own process. Measured in one run:
     custom-runtime API (benchmarks/serving/mlserver_runtime.py, in its own venv), both with
     inference in its server process and with 2 inference worker processes (parallel_workers);
     the better one is the comparator;
-(d) a no-op model through our server and through MLServer (protocol overhead only);
+(d) a no-op model through our server and through MLServer (protocol overhead only), and
+    through KServe's own server with no aicrush code, in the 1-CPU pod;
 (e) both cores, at c = 32: our default (one batch worker per core), 1 batch worker, 1 batch
     worker with 2 intra-op threads, 2 server processes (replicas) on a core each with half the
-    connections each, and the server pinned to 1 core.
+    connections each; and the 1-CPU pod the manifests deploy: the server pinned to core 0 with
+    wrk on the other cores (a pod's clients are elsewhere), with and without its access log,
+    against the in-process limit of 1 thread on core 0 (``limit_ratio_1cpu``).
 
 The in-process limit is the default backend called from as many threads as the server has batch
 workers, at its best batch size, with no HTTP.
@@ -41,7 +44,11 @@ level, then again), and each cell is the median of its rounds: on a shared machi
 load then falls on every server alike.
 
 Ends with one line for tools:
-``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...``
+``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...
+limit_ratio_1cpu=... kserve_ceiling_1cpu=...`` (the 1-CPU pod against 1 thread's in-process limit,
+wrk elsewhere; the most any server on KServe's REST stack could reach there, from KServe's own
+no-op server on that core: ``benchmarks/serving/kserve_noop_server.py``; and our best 2-core
+configuration of (e) against MLServer's better one).
 """
 
 from __future__ import annotations
@@ -136,9 +143,18 @@ def lua_script(path: Path, bodies: list[str]) -> Path:
 POD_CPUS = "0,1"
 
 
-def wrk_cmd(url: str, script: Path, concurrency: int, duration: float) -> list[str]:
+#: The 1-CPU pod (what the manifests deploy): its server runs on this core, wrk on the others.
+ONE_CPU = "0"
+
+
+def wrk_cmd(url: str, script: Path, concurrency: int, duration: float,
+            cpus: str | None = None) -> list[str]:  # fmt: skip
+    """wrk on ``cpus`` when given, else on the cores outside the 2-core pod (none on a 2-core
+    machine: then it shares the pod's cores)."""
     cores = os.cpu_count() or 1
-    pin = ["taskset", "-c", f"2-{cores - 1}"] if cores > 2 else []
+    if cpus is None and cores > 2:
+        cpus = f"2-{cores - 1}"
+    pin = ["taskset", "-c", cpus] if cpus else []
     return [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
             "--timeout", "10s", "-s", str(script), url]  # fmt: skip
 
@@ -148,11 +164,14 @@ def wrk_result(stdout: str) -> dict[str, float]:
     return json.loads(line[5:])
 
 
-def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: float) -> dict:
+def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: float,
+                 cpus: str | None = None) -> dict:  # fmt: skip
     """One wrk per URL at the same time, ``concurrency`` connections in all; summed rps, worst p99."""
     share = max(1, concurrency // len(urls))
     procs = [
-        subprocess.Popen(wrk_cmd(u, script, share, duration), stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            wrk_cmd(u, script, share, duration, cpus), stdout=subprocess.PIPE, text=True
+        )
         for u in urls
     ]
     outs = [wrk_result(p.communicate()[0]) for p in procs]
@@ -166,6 +185,16 @@ def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: floa
 
 
 # --------------------------------------------------------------------------- (a) in-process
+
+
+def pinned_rate(cpus: set[int], *args: object) -> float:
+    """:func:`rate` with this thread (the one that runs a 1-thread forward pass) on ``cpus``."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        return rate(*args)  # type: ignore[arg-type]
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def rate(fn, texts: list[str], batch: int, seconds: float, workers: int = 1) -> float:
@@ -234,19 +263,29 @@ def our_cmd(model_dir: Path, port: int, backend: str, threads: int, cpus: str | 
 @dataclass
 class Target:
     """A server under test: its URL(s) (several: replicas, load split between them), the body
-    script and the concurrency levels it is measured at."""
+    script, the concurrency levels it is measured at and the cores wrk runs on."""
 
     urls: list[str]
     script: Path
     levels: tuple[int, ...] = CONCURRENCY
+    wrk_cpus: str | None = None  # where wrk runs (None: wrk_cmd's default)
 
 
 def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Path, backend: str,
-               threads: int = 1, cpus: str | None = POD_CPUS, batch_workers: int = 0) -> str:  # fmt: skip
+               threads: int = 1, cpus: str | None = POD_CPUS, batch_workers: int = 0,
+               extra: tuple[str, ...] = ()) -> str:  # fmt: skip
     """Our server (``batch_workers`` 0: its default, one per CPU it may use)."""
     port = free_port()
-    cmd = our_cmd(model_dir, port, backend, threads, cpus, batch_workers)
+    cmd = our_cmd(model_dir, port, backend, threads, cpus, batch_workers) + list(extra)
     stack.enter_context(server(cmd, ready(port), work / f"{name}.log"))
+    return predict_url(port)
+
+
+def start_kserve_noop(stack: contextlib.ExitStack, work: Path, cpus: str) -> str:
+    port = free_port()
+    module = "benchmarks.serving.kserve_noop_server"
+    cmd = ["taskset", "-c", cpus, sys.executable, "-m", module, str(port)]
+    stack.enter_context(server(cmd, ready(port), work / f"{module}.log"))
     return predict_url(port)
 
 
@@ -258,22 +297,23 @@ def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir
 
 
 def measure_rounds(
-    targets: dict[str, Target], duration: float, rounds: int, limit: Callable[[], float]
+    targets: dict[str, Target], duration: float, rounds: int, limits: dict[str, Callable[[], float]]
 ) -> dict:
     """Every target at every level, ``rounds`` times, round-robin (so a change in the machine's
     other load falls on all servers alike); per level the median rps and the median p99.
-    ``limit()`` (the in-process forward pass, texts/s) runs in each round too: key ``limit``."""
+    Each of ``limits`` (in-process forward passes, texts/s) runs in each round too: its key."""
     for t in targets.values():
-        wrk_parallel(t.urls, t.script, 8, 1.0)  # warm-up
+        wrk_parallel(t.urls, t.script, 8, 1.0, t.wrk_cpus)  # warm-up
     raw: dict[str, dict[int, list[dict]]] = {
         k: {c: [] for c in t.levels} for k, t in targets.items()
     }
-    limits = []
+    measured: dict[str, list[float]] = {k: [] for k in limits}
     for _ in range(rounds):
-        limits.append(limit())
+        for key, limit in limits.items():
+            measured[key].append(limit())
         for name, t in targets.items():
             for c in t.levels:
-                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration))
+                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration, t.wrk_cpus))
     out: dict = {}
     for name, levels in raw.items():
         out[name] = {}
@@ -286,7 +326,8 @@ def measure_rounds(
                 "non2xx": sum(x["non2xx"] for x in runs),
                 "rounds_rps": [round(x["rps"], 1) for x in runs],
             }
-    out["limit"] = {"texts_per_s": statistics.median(limits), "rounds": limits}
+    for key, values in measured.items():
+        out[key] = {"texts_per_s": statistics.median(values), "rounds": values}
     return out
 
 
@@ -422,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     r["in_process"] = in_process(model_dir, agree_texts, code_snippets(256, 1024), min(d, 2.0))
     phase(r, "starting the servers")
     mls = Path(args.mlserver_python)
+    other_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if str(c) != ONE_CPU)
     with contextlib.ExitStack() as stack:
         t: dict[str, Target] = {
             "aicrush": Target([start_ours(stack, work, "aicrush", model_dir, backend)], v1_lua),
@@ -457,8 +499,35 @@ def main(argv: list[str] | None = None) -> None:
                 v1_lua,
                 (32,),
             ),
+            # The 1-CPU pod the manifests deploy, with wrk on the other cores (as a pod's clients
+            # are elsewhere): what the server's own work costs against the 1-thread limit.
             "one_core": Target(
-                [start_ours(stack, work, "one_core", model_dir, backend, cpus="0")], v1_lua, (32,)
+                [start_ours(stack, work, "one_core", model_dir, backend, cpus=ONE_CPU)],
+                v1_lua,
+                (32,),
+                wrk_cpus=other_cpus,
+            ),
+            # KServe's own server alone (no aicrush code) with a no-op model, in the same pod:
+            # the per-request cost of its REST stack, which bounds what any server built on it
+            # can reach against the limit.
+            "kserve_noop_one_core": Target(
+                [start_kserve_noop(stack, work, ONE_CPU)], v1_lua, (32,), wrk_cpus=other_cpus
+            ),
+            "one_core_quiet": Target(
+                [
+                    start_ours(
+                        stack,
+                        work,
+                        "one_core_quiet",
+                        model_dir,
+                        backend,
+                        cpus=ONE_CPU,
+                        extra=("--access_log", "false"),
+                    )
+                ],
+                v1_lua,
+                (32,),
+                wrk_cpus=other_cpus,
             ),
         }
         # MLServer in its two ways of using a 2-core pod: inference in the server process, and
@@ -483,8 +552,15 @@ def main(argv: list[str] | None = None) -> None:
             # server has batch workers, at its best batch size: no HTTP, no queue.
             return max(rate(limit_backend.forward, load_texts, b, d, workers) for b in (1, 32))
 
+        def limit_one_cpu() -> float:
+            # One thread on the 1-CPU pod's core, at its best batch size.
+            one = {int(ONE_CPU)}
+            return max(pinned_rate(one, limit_backend.forward, load_texts, b, d) for b in (1, 32))
+
         phase(r, f"(a)-(e) servers under load, {args.rounds} interleaved rounds")
-        r.update(measure_rounds(t, d, args.rounds, limit))
+        r.update(
+            measure_rounds(t, d, args.rounds, {"limit": limit, "limit_one_cpu": limit_one_cpu})
+        )
     r["loadavg"]["end"] = os.getloadavg()
     r["wall_s"] = time.monotonic() - started
     summary = summarize(r)
@@ -495,7 +571,10 @@ def main(argv: list[str] | None = None) -> None:
     keys = ("limit_ratio", "naive_ratio", "mlserver_ratio", "onnx_speedup", "agreement")
     fields = [f"{k}={summary[k]:.3f}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
               for k in keys]  # fmt: skip
-    print("RESULT " + " ".join(fields) + f" p99_ms_c8={summary['p99_ms_c8']:.1f}")
+    print("RESULT " + " ".join(fields) + f" p99_ms_c8={summary['p99_ms_c8']:.1f}"
+          f" limit_ratio_1cpu={summary['limit_ratio_1cpu']:.3f}"
+          f" kserve_ceiling_1cpu={summary['kserve_ceiling_1cpu']:.3f}"
+          f" mlserver_ratio_best={summary['mlserver_ratio_best']:.3f}")  # fmt: skip
 
 
 def best(rates: dict[str, float], threads: int = 1) -> float:
@@ -529,7 +608,16 @@ def summarize(r: dict) -> dict:
         "two_core": two_core,
         "best_two_core": max(two_core, key=two_core.get),
         "rps_two_core_pod": best_2,
+        # Both sides in their better 2-core configuration (ours: the best of (e)).
+        "mlserver_ratio_best": best_2 / mls_best if peers else float("nan"),
         "rps_one_core": r["one_core"][32]["rps"],
+        "rps_one_core_quiet": r["one_core_quiet"][32]["rps"],
+        "limit_one_cpu_texts_per_s": r["limit_one_cpu"]["texts_per_s"],
+        "limit_ratio_1cpu": r["one_core"][32]["rps"] / r["limit_one_cpu"]["texts_per_s"],
+        # A server that adds nothing to KServe's per-request cost (its no-op rps on the same
+        # core) and batches perfectly: 1 / (1 + limit x KServe's seconds per request).
+        "kserve_ceiling_1cpu": 1
+        / (1 + r["limit_one_cpu"]["texts_per_s"] / r["kserve_noop_one_core"][32]["rps"]),
         "cores_for_target": 2 * TARGET_RPS / best_2,
         "pods_for_target": math.ceil(TARGET_RPS / best_2),
     }
@@ -550,7 +638,8 @@ def print_report(r: dict, s: dict) -> None:
             ("mlserver_pw2", "(c) MLServer, 2 workers"), ("one_worker", "(e) 1 batch worker"),
             ("noop_aicrush", "(d) no-op aicrush"), ("noop_mlserver", "(d) no-op MLServer"),
             ("threads2", "(e) 1 worker x 2 threads"), ("replicas2", "(e) 2 processes"),
-            ("one_core", "(e) 1 core (taskset)")]  # fmt: skip
+            ("one_core", "(e) 1-CPU pod"), ("one_core_quiet", "(e) 1-CPU pod, no access log"),
+            ("kserve_noop_one_core", "(d) no-op KServe, 1 CPU")]  # fmt: skip
     print(f"\n{'server':<26}" + "".join(f"{'c=' + str(c) + ' rps':>12}{'p99 ms':>9}" for c in CONCURRENCY) + "  errors")  # fmt: skip
     for key, label in rows:
         v = r.get(key)
@@ -569,9 +658,18 @@ def print_report(r: dict, s: dict) -> None:
     mr = s["mlserver_ratio"]
     print(f"  aicrush / MLServer          = {mr if isinstance(mr, str) else f'{mr:.2f}'}  (target >= 1.5; "
           f"MLServer's better configuration: {s['mlserver_best']})")  # fmt: skip
+    print(f"    both in their better 2-core configuration ({s['best_two_core']} / "
+          f"{s['mlserver_best']}) = {s['mlserver_ratio_best']:.2f}")  # fmt: skip
     print(f"  {r['backend']} / torch fp32, in-process = {s['onnx_speedup']:.2f}  (target >= 2), "
           f"server = {s['server_speedup_vs_torch']:.2f}; agreement {s['agreement']:.4f} (target >= 0.995)")  # fmt: skip
     print(f"  p99 at c=8 = {s['p99_ms_c8']:.1f} ms  (target <= 100)")
+    print(f"  1-CPU pod (core {ONE_CPU}, wrk on the others) / in-process limit "
+          f"({s['limit_one_cpu_texts_per_s']:.0f} texts/s, 1 thread on that core) = "
+          f"{s['limit_ratio_1cpu']:.2f}; with --access_log false "
+          f"{s['rps_one_core_quiet'] / s['limit_one_cpu_texts_per_s']:.2f}")  # fmt: skip
+    print(f"    ceiling for any server on KServe's REST stack there: {s['kserve_ceiling_1cpu']:.2f} "
+          f"(its no-op server: {r['kserve_noop_one_core'][32]['rps']:.0f} rps on that core, "
+          f"{1e3 / r['kserve_noop_one_core'][32]['rps']:.3f} ms a request)")  # fmt: skip
     shared = "wrk on the same cores" if (os.cpu_count() or 1) <= 2 else "wrk on other cores"
     print(f"\npod size: one 2-core pod (cores {POD_CPUS}, {shared}) serves {s['rps_two_core_pod']:.0f} rps "
           f"({s['best_two_core']}); pinned to 1 core {s['rps_one_core']:.0f} rps.")  # fmt: skip

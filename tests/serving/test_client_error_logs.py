@@ -73,3 +73,20 @@ def test_server_errors_keep_their_traceback():
     assert ClientErrorLogFilter().filter(client_error)
     assert client_error.levelno == logging.INFO and client_error.exc_info is None
     assert client_error.getMessage() == "client error (InvalidInput): bad shape"
+
+
+def test_access_log_flag_turns_the_per_request_line_off(random_model_dir: Path, tmp_path):
+    """``--access_log false`` (KServe's boolean flag syntax): no line per request, where
+    ``--access_log true`` (the default) writes one per request."""
+    body = {"instances": [{"text": "def f(): pass"}]}
+    logs = {}
+    for flag in ("true", "false"):
+        with running_server(random_model_dir, tmp_path, "--access_log", flag) as server:
+            for _ in range(3):
+                r = httpx.post(server.url + "/v1/models/aicrush:predict", json=body, timeout=30)
+                assert r.status_code == 200, r.text
+        logs[flag] = server.log_path.read_text(errors="replace")
+    lines = {k: [x for x in v.splitlines() if "uvicorn.access" in x] for k, v in logs.items()}
+    posts = [x for x in lines["true"] if '"POST /v1/models/aicrush' in x]
+    assert len(posts) == 3, lines["true"]
+    assert lines["false"] == [], logs["false"][-4000:]
