@@ -130,7 +130,7 @@ def hand_loop(features: Path, cfg) -> float:
 
     from aicrush.text_window import crop_source, random_crop
     from components.model_builder import build_model_and_tokenizer
-    from components.train_model import class_weights
+    from components.training_data import class_weights
 
     train_df = pd.read_parquet(features / "train.parquet")
     labels = sorted(str(x) for x in train_df["language"].unique())

@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 
 from aicrush.config import MLM_MIN_CHUNK_TOKENS, MLM_MIN_MAX_LENGTH, TrainConfig
-from components.train_model import _seed_of
+from components.training_data import seed_of
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def pretrain_mlm(
         data_collator=DataCollatorForLanguageModeling(
             tokenizer,
             mlm_probability=cfg.mlm_probability,
-            seed=_seed_of(cfg.seed, int(os.environ.get("RANK", "0"))),
+            seed=seed_of(cfg.seed, int(os.environ.get("RANK", "0"))),
         ),
         callbacks=[Progress()],
     )

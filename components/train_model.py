@@ -12,17 +12,19 @@ The model and tokenizer it starts from: ``components/model_builder.py`` (per ``t
 **Training is ``transformers.Trainer``** (with ``accelerate``): AdamW without decay on biases and
 LayerNorm, linear warmup (``train.warmup_ratio``) and decay, gradient clipping at 1.0, gradient
 accumulation (``train.gradient_accumulation_steps``), bf16 autocast on CUDA (``train.bf16``),
-dynamic padding (:class:`PadToLongest`), per-epoch validation, checkpoints every
+dynamic padding (``PadToLongest``), per-epoch validation, checkpoints every
 ``train.checkpoint_every_steps`` with ``save_total_limit``, ``resume_from_checkpoint``, and PyTorch
-DDP when started under torchrun. What is ours, each only where Trainer has no equivalent:
+DDP when started under torchrun. What is ours, each only where Trainer has no equivalent (the
+data parts in ``components/training_data.py``, the checkpoint and callback parts in
+``components/training_callbacks.py``):
 
-- :class:`EpochDataset`: each epoch's order is transformers' own length grouping
+- :class:`~components.training_data.EpochDataset`: each epoch's order is transformers' own length grouping
   (``get_length_grouped_indices``) with a generator seeded by (seed, epoch), read sequentially,
   and the ``crops`` window draws each file's window from (seed, epoch, row). Trainer's
   ``group_by_length`` sampler draws its order from the global RNG at each epoch's start, so a
   run resumed in a later epoch would see another order than the run it continues.
-- :func:`weighted_loss` (``compute_loss_func``): Trainer has no class-weighted loss.
-- :class:`PadToLongest` (``data_collator``): ``DataCollatorWithPadding`` pads through
+- :func:`~components.training_data.weighted_loss` (``compute_loss_func``): Trainer has no class-weighted loss.
+- :class:`~components.training_data.PadToLongest` (``data_collator``): ``DataCollatorWithPadding`` pads through
   ``tokenizer.pad`` at ~2 ms a batch, 4 % of a tiny-preset step on 2 cores; torch's
   ``pad_sequence`` does the same in ~0.3 ms.
 - ``aicrush_checkpoint.json`` in each checkpoint folder, written by the first process after every
@@ -68,33 +70,45 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from aicrush.config import TrainConfig
-from aicrush.text_window import (
-    CROPS,
-    DEFAULT_WINDOW,
-    crop_source,
-    mean_by_text,
-    model_inputs,
-    random_crop,
-    window_texts,
-)
-from components.checkpoint_sync import CHECKPOINT_PREFIX, COMPLETE_MARKER, CheckpointMirror
+from aicrush.text_window import CROPS, crop_source, model_inputs
+from components.checkpoint_sync import CheckpointMirror
 from components.model_builder import build_model_and_tokenizer
+from components.training_callbacks import (
+    MLM_METRICS_FILE,
+    barrier,
+    config_fingerprint,
+    drop_incomplete,
+    latest_checkpoint,
+    marker_of,
+    step_of,
+    trainer_callbacks,
+    training_curve,
+)
+from components.training_data import (
+    LABEL_COLUMN,
+    TEXT_COLUMN,
+    EpochDataset,
+    PadToLongest,
+    class_weights,
+    labels_of,
+    load_splits,
+    seed_of,
+    text_accuracy,
+    tokenize,
+    weighted_loss,
+)
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-TEXT_COLUMN = "text"
-LABEL_COLUMN = "language"
 _VAL_LIMIT = 2000  # val rows scored per epoch (enough for a progress signal, bounded cost)
 _EVAL_BATCH = 64
 
@@ -113,99 +127,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data
-
-
-def load_splits(
-    features_dir: Path, splits: Sequence[str] = ("train", "val")
-) -> dict[str, pd.DataFrame]:
-    """Read the named splits of an ``engineer_features`` folder, checking the text/label columns."""
-    features_dir = Path(features_dir)
-    out: dict[str, pd.DataFrame] = {}
-    for split in splits:
-        path = features_dir / f"{split}.parquet"
-        if not path.is_file():
-            present = (
-                sorted(p.name for p in features_dir.glob("*.parquet"))
-                if features_dir.is_dir()
-                else []
-            )
-            raise FileNotFoundError(
-                f"{split}.parquet is missing from {features_dir} (found: {', '.join(present) or 'nothing'}); "
-                "point features_dir at the output of engineer_features"
-            )
-        frame = pd.read_parquet(path)
-        missing = [c for c in (TEXT_COLUMN, LABEL_COLUMN) if c not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"{path} lacks column(s) {', '.join(missing)}; engineer_features writes them"
-            )
-        out[split] = frame.reset_index(drop=True)
-    if "train" in out and out["train"].empty:
-        raise ValueError(f"{features_dir}/train.parquet has no rows; nothing to train on")
-    return out
-
-
-def _labels_of(train: pd.DataFrame) -> list[str]:
-    labels = sorted(str(x) for x in train[LABEL_COLUMN].unique())
-    if len(labels) < 2:
-        raise ValueError(
-            f"the training split has {len(labels)} language(s) ({labels}); a classifier needs at least 2"
-        )
-    return labels
-
-
-def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
-    """Per-class loss weights: ``balanced`` is ``n / (n_classes x count)`` (scikit-learn's
-    definition; a class absent from ``y`` gets 0), ``none`` is all ones."""
-    if mode == "none":
-        return torch.ones(n_classes, dtype=torch.float32)
-    if mode != "balanced":
-        raise ValueError(f"unknown class_weighting {mode!r}; expected 'none' or 'balanced'")
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(n_classes, dtype=np.float64)
-    weights[present] = len(y) / (int(present.sum()) * counts[present])
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def weighted_loss(weight: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """Trainer's ``compute_loss_func``: class-weighted cross-entropy.
-
-    ``outputs.logits`` [batch, classes], ``labels`` [batch] (int64; -100 is ignored). With ``num_items_in_batch``
-    (Trainer passes the number of labels of the whole accumulated batch, over all processes) the
-    loss is ``sum(weight[y] * ce) / num_items_in_batch``, so gradient accumulation and DDP give
-    the gradient of one large batch; with balanced weights the mean weight over the training set
-    is 1, so this estimates the same balanced risk as a weighted mean. Without it: the weighted mean.
-    """
-
-    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"].float()
-        w = weight.to(logits.device)
-        if num_items_in_batch is None:
-            return torch.nn.functional.cross_entropy(logits, labels, weight=w)
-        total = torch.nn.functional.cross_entropy(logits, labels, weight=w, reduction="sum")
-        if torch.is_tensor(num_items_in_batch):
-            return total / num_items_in_batch.clamp(min=1)
-        return total / max(num_items_in_batch, 1)
-
-    return loss
-
-
-def tokenize(
-    tokenizer: Any, texts: Sequence[str], max_length: int, window: str = DEFAULT_WINDOW
-) -> list[list[int]]:
-    """Token ids per text: the text window the model reads (``aicrush.text_window``), truncated
-    to ``max_length`` (no padding: batches pad dynamically)."""
-    # Characters beyond ~16 per token can never survive truncation; cutting them first saves time.
-    limit = max_length * 16
-    enc = tokenizer(
-        [t[:limit] for t in window_texts(texts, max_length, window)],
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-    )
-    return list(enc["input_ids"])
+# CPU memory
 
 
 # glibc mallopt parameters (malloc.h)
@@ -246,314 +168,6 @@ def retain_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 <
     log.debug("mallopt: mmap threshold %d, trim threshold %d: %s", mmap_threshold,
               trim_threshold, "set" if ok else "refused")  # fmt: skip
     return ok
-
-
-def _seed_of(*parts: int) -> int:
-    """One 63-bit seed from several integers (numpy's SeedSequence mixing)."""
-    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
-class EpochDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """The training rows of one epoch, length-grouped, deterministic in (seed, epoch).
-
-    ``ids``: token ids per file (for ``crop``: the whole span, untruncated; else already cut to
-    ``max_length``); ``labels``: class index per file. Item ``i`` of epoch ``e`` is row
-    ``order[i]`` with ``order`` from transformers' ``get_length_grouped_indices`` (shuffle, sort by
-    length within mega-batches of ``group_size`` x 50 rows: little padding per batch; ``train``
-    passes the rows of one optimizer step over all processes, so 1 process x batch 16 and 2
-    processes x batch 8 read the same rows in the same steps) with a
-    generator seeded by (seed, e). With ``crop`` the row is one ``max_length``-token window at a
-    random place of its file (``aicrush.text_window.random_crop``) drawn from (seed, e, row): a
-    new view every epoch, the same one in a resumed run. Trainer (accelerate's DataLoader) calls
-    :meth:`set_epoch` before each epoch and reads the items in order
-    (``train_sampling_strategy="sequential"``; with DDP, process r takes batches r, r + W, ...).
-    """
-
-    def __init__(
-        self,
-        ids: Sequence[Sequence[int]],
-        labels: np.ndarray,
-        *,
-        max_length: int,
-        seed: int,
-        group_size: int,
-        crop: bool,
-    ):
-        self.ids = [list(x) for x in ids]
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.max_length, self.seed, self.group_size, self.crop = max_length, seed, group_size, crop
-        self.lengths = [min(len(x), max_length) for x in self.ids]
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw epoch ``epoch``'s order (called by Trainer's data loader)."""
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
-        self.epoch = int(epoch)
-        generator = torch.Generator().manual_seed(_seed_of(self.seed, self.epoch))
-        self.order = get_length_grouped_indices(self.lengths, self.group_size, generator=generator)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = int(self.order[i])
-        ids = self.ids[row]
-        if self.crop:
-            rng = np.random.default_rng([abs(self.seed), self.epoch, row])
-            ids = random_crop(ids, self.max_length, rng)
-        return {"input_ids": ids, "labels": int(self.labels[row])}
-
-
-@dataclass(frozen=True)
-class PadToLongest:
-    """Trainer's ``data_collator``: rows ``{"input_ids": list[int], "labels": int}`` to a batch
-    ``input_ids`` / ``attention_mask`` [rows, longest row] (int64; right padding with
-    ``pad_token_id``, mask 1 on tokens) and ``labels`` [rows] (int64), what
-    ``DataCollatorWithPadding`` returns, by ``torch.nn.utils.rnn.pad_sequence`` (module
-    docstring: 7x faster here)."""
-
-    pad_token_id: int
-
-    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids = [torch.as_tensor(row["input_ids"], dtype=torch.long) for row in rows]
-        input_ids = torch.nn.utils.rnn.pad_sequence(
-            ids, batch_first=True, padding_value=self.pad_token_id
-        )
-        lengths = torch.tensor([len(x) for x in ids])
-        mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        labels = torch.tensor([int(row["labels"]) for row in rows], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def text_accuracy(row_logits: np.ndarray, owner: Sequence[int], y: np.ndarray) -> float:
-    """Accuracy per text: softmax of ``row_logits`` [rows, classes], averaged over the rows of
-    each text (``owner``: row -> text index) before the argmax; ``y`` [texts] (-1: a label the
-    model does not know, always wrong)."""
-    if len(y) == 0:
-        return float("nan")
-    logits = torch.from_numpy(np.asarray(row_logits, dtype=np.float32))
-    probs = torch.softmax(logits, dim=-1).numpy()
-    return float((mean_by_text(probs, owner, len(y)).argmax(-1) == y).mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _marker_of(folder: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads((folder / COMPLETE_MARKER).read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _step_of(folder: Path) -> int:
-    try:
-        return int(folder.name[len(CHECKPOINT_PREFIX) :])
-    except ValueError:
-        return -1
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The complete checkpoint (``checkpoint-<step>/`` with its marker) with the highest step in
-    ``checkpoint_dir``; None if there is none."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        return None
-    done = [
-        p
-        for p in checkpoint_dir.glob(CHECKPOINT_PREFIX + "*")
-        if p.is_dir() and _step_of(p) >= 0 and _marker_of(p) is not None
-    ]
-    return max(done, key=_step_of, default=None)
-
-
-def _drop_incomplete(checkpoint_dir: Path) -> None:
-    """Remove checkpoint folders a kill cut short: Trainer would count them when pruning."""
-    import shutil
-
-    for folder in Path(checkpoint_dir).glob(CHECKPOINT_PREFIX + "*"):
-        if folder.is_dir() and _marker_of(folder) is None:
-            log.info("removing incomplete checkpoint %s", folder)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-#: In checkpoint_dir/mlm/: the masked-LM pretraining's metrics, for a run that resumes after it.
-#: A sub-folder, so the checkpoint mirror uploads it with the checkpoints (it syncs folders): a
-#: retry in a fresh pod restores it from the store.
-MLM_METRICS_FILE = "mlm_metrics.json"
-
-
-def _fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str:
-    """What must match for a checkpoint to be resumable (data order, model shape, schedule)."""
-    relevant = cfg.model_dump(
-        exclude={
-            "checkpoint_every_steps": True,
-            "num_threads": True,
-            "save_total_limit": True,
-            "distributed": {"runtime"},
-        }
-    )
-    blob = json.dumps({"cfg": relevant, "labels": labels, "n_train": n_train}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Trainer callbacks (transformers imports stay inside: nothing heavy happens at import)
-
-
-def _callbacks(**kwargs: Any) -> list[Any]:
-    """The TrainerCallbacks of one run: progress, complete checkpoints, RNG kept across eval."""
-    from transformers import TrainerCallback
-
-    class ProgressLines(TrainerCallback):  # type: ignore[misc]
-        """Progress lines (``emit``) and the optimizer loop's samples/s.
-
-        The loop time is each step's data loading, forward, backward and optimizer step: from
-        the last callback of the previous step (its log, evaluation or save) to ``on_step_end``.
-        Samples are counted by the loss function (this process) times the number of processes.
-        """
-
-        def __init__(self, emit: Callable[[dict[str, Any]], None], samples: dict[str, int],
-                     world_size: int, has_eval: bool):  # fmt: skip
-            self.emit, self.samples, self.world, self.has_eval = emit, samples, world_size, has_eval
-            self.t_ready = time.perf_counter()
-            self.loop_seconds, self.window_seconds = 0.0, 0.0
-            self.loop_samples, self.window_samples, self.counted = 0, 0, 0
-            self.last: dict[str, Any] = {}
-            self.pending: dict[str, Any] | None = None
-            self.epoch_end = False
-
-        def _ready(self, *_: Any, **__: Any) -> None:
-            self.t_ready = time.perf_counter()
-
-        on_train_begin = on_epoch_begin = on_evaluate = on_save = _ready
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            now = time.perf_counter()
-            seconds = now - self.t_ready
-            samples = (self.samples["n"] - self.counted) * self.world
-            self.counted = self.samples["n"]
-            self.loop_seconds += seconds
-            self.window_seconds += seconds
-            self.loop_samples += samples
-            self.window_samples += samples
-            self.t_ready = now
-
-        def on_epoch_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            control.should_log = True  # one line per epoch: the loss beside its val accuracy
-            self.epoch_end = self.has_eval
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
-            logs = logs or {}
-            if state.is_world_process_zero and "loss" in logs:
-                sps = self.window_samples / self.window_seconds if self.window_seconds else 0.0
-                self.window_seconds, self.window_samples = 0.0, 0
-                self.last = {
-                    "step": state.global_step,
-                    "total_steps": state.max_steps,
-                    "epoch": round(float(state.epoch or 0.0), 3),
-                    "loss": float(logs["loss"]),
-                    "lr": float(logs.get("learning_rate", float("nan"))),
-                    "samples_per_second": sps,
-                }
-                if self.epoch_end:
-                    self.pending = dict(self.last)
-                else:
-                    self.emit(dict(self.last))
-            if state.is_world_process_zero and "eval_accuracy" in logs:
-                if not self.last:  # nothing trained in this process: the checkpoint's last loss
-                    logged = [e for e in state.log_history if "loss" in e] or [{}]
-                    self.last = {
-                        "loss": float(logged[-1].get("loss", float("nan"))),
-                        "lr": float(logged[-1].get("learning_rate", float("nan"))),
-                        "samples_per_second": float("nan"),
-                    }
-                info = self.pending or {
-                    **self.last,
-                    "step": state.global_step,
-                    "epoch": round(float(state.epoch or 0.0), 3),
-                }
-                info.setdefault("total_steps", state.max_steps)
-                info["val_accuracy"] = float(logs["eval_accuracy"])
-                self.pending, self.epoch_end = None, False
-                self.emit(info)
-            self.t_ready = time.perf_counter()
-
-    class CompleteCheckpoints(TrainerCallback):  # type: ignore[misc]
-        """After each save: wait for every process, write the marker, upload (first process)."""
-
-        def __init__(self, checkpoint_dir: Path, fingerprint: str, mirror: Any):
-            self.dir, self.fingerprint, self.mirror = checkpoint_dir, fingerprint, mirror
-
-        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            _barrier()  # every process has written its part (its RNG state) of the checkpoint
-            if not state.is_world_process_zero:
-                return
-            folder = self.dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
-            marker = {
-                "fingerprint": self.fingerprint,
-                "step": state.global_step,
-                "world_size": args.world_size,
-            }
-            tmp = folder / (COMPLETE_MARKER + ".tmp")
-            tmp.write_text(json.dumps(marker))
-            tmp.replace(folder / COMPLETE_MARKER)  # atomic: a marker is whole or absent
-            if self.mirror is not None:
-                try:
-                    self.mirror.push()
-                except Exception as err:  # the next save uploads it again; training goes on
-                    log.warning("uploading checkpoints to %s failed: %s", self.mirror.uri, err)
-
-    class KeepTrainingRng(TrainerCallback):  # type: ignore[misc]
-        """Validation leaves the RNG as it found it (the dropout stream of training)."""
-
-        def __init__(self) -> None:
-            self.saved: torch.Tensor | None = None
-
-        def on_epoch_end(self, *_: Any, **__: Any) -> None:
-            self.saved = torch.get_rng_state()
-
-        def on_evaluate(self, *_: Any, **__: Any) -> None:
-            if self.saved is not None:
-                torch.set_rng_state(self.saved)
-                self.saved = None
-
-    return [
-        ProgressLines(kwargs["emit"], kwargs["samples"], kwargs["world_size"], kwargs["has_eval"]),
-        CompleteCheckpoints(kwargs["checkpoint_dir"], kwargs["fingerprint"], kwargs["mirror"]),
-        KeepTrainingRng(),
-    ]
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def training_curve(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
-    """Trainer's ``state.log_history`` as the curve MLflow gets: one point per logging step
-    (``train_loss``, ``learning_rate``, ``grad_norm``) and per epoch (``val_accuracy``), each
-    with its optimizer ``step`` and ``epoch``."""
-    points: list[dict[str, float]] = []
-    for entry in log_history:
-        point: dict[str, float] = {
-            "step": int(entry.get("step", 0)),
-            "epoch": float(entry.get("epoch") or 0.0),
-        }
-        if "loss" in entry:
-            point["train_loss"] = float(entry["loss"])
-            for key in ("learning_rate", "grad_norm"):
-                if entry.get(key) is not None:
-                    point[key] = float(entry[key])
-        elif "eval_accuracy" in entry:
-            point["val_accuracy"] = float(entry["eval_accuracy"])
-        else:
-            continue  # eval runtime, the final summary: not a curve
-        if all(math.isfinite(v) for v in point.values()):
-            points.append(point)
-    return points
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +237,7 @@ def train(
         retain_freed_memory()
     splits = load_splits(features_dir, ("train", "val"))
     train_df, val_df = splits["train"], splits["val"]
-    labels = _labels_of(train_df)
+    labels = labels_of(train_df)
     label2id = {name: i for i, name in enumerate(labels)}
     unseen = sorted(set(val_df[LABEL_COLUMN].astype(str)) - set(labels))
     if unseen:
@@ -678,23 +292,23 @@ def train(
     local_main = args.local_process_index == 0
     mirror = CheckpointMirror(checkpoint_store, checkpoint_dir) if checkpoint_store else None
 
-    fingerprint = _fingerprint(cfg, labels, n_train)
+    fingerprint = config_fingerprint(cfg, labels, n_train)
     with args.main_process_first(local=True, desc="restore checkpoints"):
         if local_main:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             if mirror is not None:
                 mirror.restore()
-            _drop_incomplete(checkpoint_dir)
+            drop_incomplete(checkpoint_dir)
         resume = latest_checkpoint(checkpoint_dir)
     resumed_from = 0
     if resume is not None:
-        marker = _marker_of(resume) or {}
+        marker = marker_of(resume) or {}
         if marker.get("fingerprint") != fingerprint:
             raise ValueError(
                 f"checkpoint {resume} was written by a different train config or dataset; "
                 f"use a new checkpoint_dir or empty {checkpoint_dir} to start over"
             )
-        resumed_from = int(marker.get("step", _step_of(resume)))
+        resumed_from = int(marker.get("step", step_of(resume)))
         log.info("resuming from %s (step %d of %d)", resume, resumed_from, total_steps)
 
     train_texts = train_df[TEXT_COLUMN].astype(str).tolist()
@@ -791,7 +405,7 @@ def train(
             samples["n"] += int(labels.shape[0])
         return loss_of(outputs, labels, num_items_in_batch)
 
-    callbacks = _callbacks(
+    callbacks = trainer_callbacks(
         emit=emit, samples=samples, world_size=args.world_size, has_eval=has_eval,
         checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, mirror=mirror,
     )  # fmt: skip
@@ -811,7 +425,7 @@ def train(
     if args.world_size > 1:
         # Trainer seeds every process alike, so each would draw the same dropout masks for its
         # (equally shaped) batch: correlated noise that measurably slowed learning. One stream each.
-        torch.manual_seed(_seed_of(cfg.seed, args.process_index))
+        torch.manual_seed(seed_of(cfg.seed, args.process_index))
     if finished and resume is not None:
         trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
     else:
@@ -852,7 +466,7 @@ def train(
         )  # fmt: skip
     if mirror is not None and trainer.is_world_process_zero():
         mirror.push()  # what a failed upload during training left behind; raises if it fails again
-    _barrier()  # no process leaves before the model folder is complete
+    barrier()  # no process leaves before the model folder is complete
     return TrainResult(
         model_dir=out_dir,
         labels=labels,

@@ -17,14 +17,13 @@ from aicrush.config import PRESETS, TrainConfig
 from aicrush.model_folder import TextClassifier
 from components.checkpoint_sync import COMPLETE_MARKER
 from components.model_builder import train_tokenizer
-from components.train_model import (
+from components.train_model import train
+from components.training_callbacks import latest_checkpoint, training_curve
+from components.training_data import (
     EpochDataset,
     PadToLongest,
     class_weights,
-    latest_checkpoint,
     load_splits,
-    train,
-    training_curve,
     weighted_loss,
 )
 from features.file_features import FEATURE_NAMES, compute_file_features
