@@ -350,7 +350,7 @@ def run_model_server(
         if (warning := model.oversubscription()) is not None:
             logging.getLogger("kserve").warning(warning)
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
-    model_server.register_model(model)
+    # ModelServer.start registers the model (registering it here too logged it twice).
     install_http_extensions(
         app, model_server.registered_models, {model.name: str(model.version)}, max_body_bytes
     )

@@ -77,7 +77,8 @@ def test_server_errors_keep_their_traceback():
 
 def test_access_log_flag_turns_the_per_request_line_off(random_model_dir: Path, tmp_path):
     """``--access_log false`` (KServe's boolean flag syntax): no line per request, where
-    ``--access_log true`` (the default) writes one per request."""
+    ``--access_log true`` (the default) writes one per request. Start-up says once that it
+    registers the model (it said so twice)."""
     body = {"instances": [{"text": "def f(): pass"}]}
     logs = {}
     for flag in ("true", "false"):
@@ -90,3 +91,4 @@ def test_access_log_flag_turns_the_per_request_line_off(random_model_dir: Path, 
     posts = [x for x in lines["true"] if '"POST /v1/models/aicrush' in x]
     assert len(posts) == 3, lines["true"]
     assert lines["false"] == [], logs["false"][-4000:]
+    assert [log.count("Registering model: aicrush") for log in logs.values()] == [1, 1]
