@@ -234,6 +234,10 @@ def pretrain_mlm(
         callbacks=[Progress()],
     )
     trainer.remove_callback(PrinterCallback)
+    if world_size > 1:
+        # Trainer seeded every process alike; dropout draws from this RNG, so equally shaped
+        # batches (most chunks are max_length long) would get the same masks in every process.
+        torch.manual_seed(seed_of(cfg.seed, trainer.args.process_index))
     clock["start"] = time.perf_counter()
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]

@@ -84,6 +84,7 @@ from components.checkpoint_sync import CheckpointMirror
 from components.model_builder import build_model_and_tokenizer
 from components.training_callbacks import (
     MLM_METRICS_FILE,
+    MLM_WEIGHTS_FILE,
     barrier,
     config_fingerprint,
     drop_incomplete,
@@ -313,10 +314,19 @@ def train(
 
     train_texts = train_df[TEXT_COLUMN].astype(str).tolist()
     tokenizer_dir = checkpoint_dir / "tokenizer"
+    mlm_dir = checkpoint_dir / "mlm"
+    mlm_record = mlm_dir / MLM_METRICS_FILE
+    # Pretrained by an earlier attempt that was killed before its first fine-tuning checkpoint:
+    # start fine-tuning from those weights (and their tokenizer) instead of pretraining again.
+    pretrained = (
+        bool(cfg.mlm_epochs) and resume is None and not cfg.base_model
+        and (mlm_dir / MLM_WEIGHTS_FILE).is_file() and tokenizer_dir.is_dir()
+        and _read_json(mlm_record).get("fingerprint") == fingerprint
+    )  # fmt: skip
     set_seed(cfg.seed)  # the model's initial weights
     with args.main_process_first(local=True, desc="tokenizer"):
         tokenizer = None
-        if not cfg.base_model and (resume is not None or not local_main):
+        if not cfg.base_model and (resume is not None or pretrained or not local_main):
             # A resumed run reuses the tokenizer it trained (the checkpoint's weights index its
             # vocabulary); other processes on this node take the one the first process saved.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -334,21 +344,32 @@ def train(
         model = type(model).from_pretrained(resume)
 
     mlm_metrics: dict[str, float] = {}
-    mlm_dir = checkpoint_dir / "mlm"
-    mlm_record = mlm_dir / MLM_METRICS_FILE
-    if cfg.mlm_epochs and resume is None:
+    pretrain_seconds = 0.0  # this attempt's, kept out of train_seconds
+    if cfg.mlm_epochs and resume is None and not pretrained:
         # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
+        from safetensors.torch import save_model
+
         from components.pretrain_mlm import pretrain_mlm
 
         mlm_metrics = pretrain_mlm(
             model, tokenizer, train_texts, cfg, max_length, mlm_dir,
             emit=progress if local_main else None,
         )  # fmt: skip
+        pretrain_seconds = mlm_metrics["mlm_seconds"]
         if local_main:
             mlm_dir.mkdir(parents=True, exist_ok=True)
-            mlm_record.write_text(json.dumps(mlm_metrics))
-    elif cfg.mlm_epochs and mlm_record.is_file():
-        mlm_metrics = json.loads(mlm_record.read_text())  # what the first attempt pretrained
+            save_model(model, str(mlm_dir / MLM_WEIGHTS_FILE))
+            _write_json(mlm_record, {**mlm_metrics, "fingerprint": fingerprint})  # last: the mark
+        if mirror is not None and args.process_index == 0:
+            mirror.push()  # a retry in a fresh pod then starts from these weights
+    elif cfg.mlm_epochs:
+        record = _read_json(mlm_record)  # what the attempt that pretrained measured
+        mlm_metrics = {k: float(v) for k, v in record.items() if k.startswith("mlm_")}
+        if pretrained:
+            from safetensors.torch import load_model
+
+            load_model(model, str(mlm_dir / MLM_WEIGHTS_FILE))
+            log.info("starting fine-tuning from the weights pretrained in %s", mlm_dir)
 
     crops = cfg.text_window == CROPS
     if crops:
@@ -446,7 +467,7 @@ def train(
         "val_accuracy": val_accuracy,
         "steps": float(trainer.state.global_step),
         "n_train": float(n_train),
-        "train_seconds": time.perf_counter() - started,
+        "train_seconds": time.perf_counter() - started - pretrain_seconds,
         "samples_per_second": loop_samples / loop_seconds if loop_seconds else float("nan"),
         **mlm_metrics,
     }
@@ -474,6 +495,22 @@ def train(
         resumed_from_step=resumed_from,
         history=curve,
     )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or {} when it is absent or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
 
 
 def _check_same_tokenizer(tokenizer: Any) -> None:

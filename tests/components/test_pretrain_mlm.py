@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,23 @@ def test_pretraining_lowers_the_loss_and_its_encoder_reaches_the_classifier(buil
     assert capsys.readouterr().out.startswith("aicrush:progress train (masked-LM pretraining): ")
 
 
+def test_the_classifier_gets_the_encoder_as_pretraining_left_it(built) -> None:
+    """Two pretrainings of the same model from the same masked-LM start, 3 epochs and 1 step,
+    give the classifier other encoder weights: what is copied is the trained encoder, not the
+    masked-LM model's initial one (which both runs share)."""
+    import copy
+
+    cfg, texts, model, tokenizer, max_length = built
+    short = cfg.model_copy(update={"mlm_epochs": 0.01})
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    pretrain_mlm(a, tokenizer, texts * 4, cfg, max_length, Path("/tmp/unused-mlm"))
+    steps = pretrain_mlm(b, tokenizer, texts * 4, short, max_length, Path("/tmp/unused-mlm"))
+    assert steps["mlm_steps"] == 1
+    sa, sb = a.state_dict(), b.state_dict()
+    encoder = [k for k in sa if not k.startswith("classifier")]
+    assert encoder and all(not torch.equal(sa[k], sb[k]) for k in encoder if "norm" not in k)
+
+
 def test_copy_refuses_models_that_share_no_encoder() -> None:
     with pytest.raises(ValueError, match="shares no encoder"):
         copy_shared_weights(torch.nn.Linear(2, 2), torch.nn.Linear(3, 3))
@@ -106,6 +124,39 @@ def test_train_with_mlm_epochs_pretrains_first_and_reports_it(tmp_path: Path) ->
     assert any(not torch.equal(a[k], b[k]) for k in a if "embeddings" in k)
 
 
+def test_a_run_killed_before_its_first_checkpoint_fine_tunes_from_the_kept_pretraining(
+    tmp_path: Path,
+) -> None:
+    """Killed after pretraining and before the first fine-tuning checkpoint, the retry starts
+    fine-tuning from the weights kept in checkpoint_dir/mlm/ (no pretraining again), reports the
+    first attempt's figures and ends with the weights of a run that was not killed."""
+    from tests.components.test_train_model import make_features_dir
+
+    features = make_features_dir(tmp_path / "f", n_train=12, n_eval=4)
+    cfg = tiny_cfg(hidden_size=32, intermediate_size=64, num_layers=1, max_steps=3,
+                   mlm_epochs=1.0, mlm_batch_size=16, checkpoint_every_steps=100)  # fmt: skip
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_fine_tuning(info: dict) -> None:
+        if info.get("phase") != "mlm":
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(features, cfg, tmp_path / "m1", tmp_path / "c", progress=kill_at_fine_tuning)
+    assert (tmp_path / "c" / "mlm" / "pretrained.safetensors").is_file()
+    again: list[dict] = []
+    retried = train(features, cfg, tmp_path / "m2", tmp_path / "c", progress=again.append)
+    assert not [e for e in again if e.get("phase") == "mlm"], "pretrained again"
+    assert retried.resumed_from_step == 0 and retried.metrics["mlm_steps"] >= 1
+    whole = train(features, cfg, tmp_path / "m3", tmp_path / "c3")
+    assert whole.metrics["mlm_steps"] == retried.metrics["mlm_steps"]
+    a = load_file(retried.model_dir / "model.safetensors")
+    b = load_file(whole.model_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_mlm_epochs_with_a_pretrained_base_model_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"train\.mlm_epochs"):
         TrainConfig(base_model="minilm", mlm_epochs=1.0)
@@ -137,4 +188,7 @@ def test_two_ddp_processes_pretrain_then_fine_tune(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["world_size"] == 2 and doc["metrics"]["mlm_steps"] >= 1
+    # each process takes its shard: one epoch is ceil(chunks / (8 rows x 2 processes)) steps
+    m = doc["metrics"]
+    assert m["mlm_steps"] == math.ceil(m["mlm_chunks"] / 16), m
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
