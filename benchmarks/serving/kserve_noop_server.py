@@ -1,15 +1,17 @@
 """KServe's own model server with nothing of aicrush in it, around a model that does no work:
 the per-request cost of KServe's REST stack alone (uvicorn, FastAPI, KServe's middleware and V1
-endpoint), for (d).
+endpoint), for bench_serving.py's (d).
 
 ``python -m benchmarks.serving.kserve_noop_server PORT [--access_log false]``: answers every
-instance with one fixed label. Started as ``kserve.ModelServer`` is in KServe's own examples, with
-its per-request latency log lines off (as aicrush runs it).
+V1 instance with one fixed label. Started as ``kserve.ModelServer`` is in KServe's own examples,
+with its per-request timing log lines off as aicrush runs it (``kserve.trace``: KServe's
+TimingMiddleware logs two per request whatever ``enable_latency_logging`` says).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from typing import Any
 
@@ -22,17 +24,34 @@ class NoopModel(kserve.Model):  # type: ignore[misc]
         self.ready = True
 
     async def predict(self, payload: Any, headers: Any = None) -> dict[str, Any]:
+        if isinstance(payload, bytes | bytearray):  # KServe passes a non-JSON Content-Type raw
+            payload = json.loads(payload)
         return {"predictions": [{"label": "noop", "score": 1.0} for _ in payload["instances"]]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("port", type=int)
-    parser.add_argument("--access_log", default="true", choices=("true", "false"))
-    args = parser.parse_args()
-    server = kserve.ModelServer(
-        http_port=args.port, enable_grpc=False, enable_latency_logging=False
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("port", type=int, help="REST port (gRPC is off)")
+    parser.add_argument(
+        "--access_log",
+        default="true",
+        choices=("true", "false"),
+        help="one uvicorn access line per request (default true)",
+    )
+    args = parser.parse_args()
+    # access_log_format explicitly: KServe parses sys.argv when kserve.model_server is imported
+    # and reads "--access_log false" as its own "--access_log_format false" (an abbreviation),
+    # which made ModelServer's default format "false" and its start import asgi-logger.
+    server = kserve.ModelServer(
+        http_port=args.port,
+        enable_grpc=False,
+        enable_latency_logging=False,
+        access_log_format=None,
+    )
+    # After ModelServer(), which configures KServe's loggers (as serving.server does).
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = args.access_log == "false"
     server.start([NoopModel()])
 
