@@ -16,6 +16,7 @@ ASGI middleware and handlers installed on ``kserve.model_server.app`` before the
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -269,9 +270,31 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
+#: The client errors this middleware answers itself, by status, named as in the log line
+#: KServe's own are turned into (``serving.server.ClientErrorLogFilter``).
+_CLIENT_ERROR_KINDS = {
+    400: "InvalidInput",
+    404: "ModelNotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+}
+
+
+def log_client_error(status: int, error: str) -> None:
+    """One INFO line on KServe's logger, ``client error (Kind): reason``: the same line a client
+    error answered inside KServe gets, so a request refused here is logged too (with the access
+    log off it would leave no trace at all)."""
+    if len(error) > 300:
+        error = error[:300] + "..."
+    kind = _CLIENT_ERROR_KINDS.get(status, f"HTTP {status}")
+    logging.getLogger("kserve").info("client error (%s): %s", kind, error)
+
+
 async def _json(
     send: Send, status: int, error: str, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
+    log_client_error(status, error)
     body = orjson.dumps({"error": error})
     await send(
         {
@@ -306,7 +329,9 @@ def install_http_extensions(
     from serving.predictor import TextClassifierModel
 
     async def validation_error(_: Any, exc: RequestValidationError) -> ORJSONResponse:
-        return ORJSONResponse(status_code=400, content={"error": _error_messages(exc.errors())})
+        error = _error_messages(exc.errors())
+        log_client_error(400, error)
+        return ORJSONResponse(status_code=400, content={"error": error})
 
     async def model_metadata(model_name: str) -> ORJSONResponse:
         model = registry.get_model(model_name)

@@ -92,3 +92,35 @@ def test_access_log_flag_turns_the_per_request_line_off(random_model_dir: Path, 
     assert len(posts) == 3, lines["true"]
     assert lines["false"] == [], logs["false"][-4000:]
     assert [log.count("Registering model: aicrush") for log in logs.values()] == [1, 1]
+
+
+def test_requests_the_guard_refuses_log_a_client_error_line(random_model_dir: Path, tmp_path):
+    """What the request guard answers itself (bad JSON, wrong method, size, encoding, an invalid
+    V2 body, an unknown version) logs the same one line as KServe's client errors: with the
+    access log off it is the only trace such a request leaves."""
+    predict, infer = "/v1/models/aicrush:predict", "/v2/models/aicrush/infer"
+    with running_server(
+        random_model_dir, tmp_path, "--access_log", "false", "--max_body_bytes", "2000"
+    ) as server:
+        sent = [
+            httpx.post(server.url + predict, content=b'{"instances": ', timeout=30),
+            httpx.get(server.url + predict, timeout=30),
+            httpx.post(server.url + predict, content=b"x" * 3000, timeout=30),
+            httpx.post(
+                server.url + predict,
+                content=b"x",
+                headers={"Content-Encoding": "gzip"},
+                timeout=30,
+            ),
+            httpx.post(server.url + infer, json={"inputs": "x"}, timeout=30),
+            httpx.post(server.url + "/v2/models/aicrush/versions/99/infer", json={}, timeout=30),
+        ]
+    assert [r.status_code for r in sent] == [400, 405, 413, 415, 400, 404]
+    log = server.log_path.read_text(errors="replace")
+    lines = [line for line in log.splitlines() if "client error (" in line]
+    kinds = ["InvalidInput", "MethodNotAllowed", "PayloadTooLarge", "UnsupportedMediaType",
+             "InvalidInput", "ModelNotFound"]  # fmt: skip
+    assert len(lines) == len(sent), log[-4000:]
+    for line, kind, r in zip(lines, kinds, sent, strict=True):
+        assert f"client error ({kind}): {r.json()['error']}" in line, (line, r.text)
+    assert "Traceback" not in log, log[-4000:]
