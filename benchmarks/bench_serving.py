@@ -45,10 +45,11 @@ load then falls on every server alike.
 
 Ends with one line for tools:
 ``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...
-limit_ratio_1cpu=... kserve_ceiling_1cpu=...`` (the 1-CPU pod against 1 thread's in-process limit,
-wrk elsewhere; the most any server on KServe's REST stack could reach there, from KServe's own
-no-op server on that core: ``benchmarks/serving/kserve_noop_server.py``; and our best 2-core
-configuration of (e) against MLServer's better one).
+limit_ratio_1cpu=... kserve_ceiling_1cpu=... mlserver_ratio_best=...``: after the issue's keys, the
+1-CPU pod against 1 thread's in-process limit with wrk elsewhere; the most any server on KServe's
+REST stack could reach there with its access log on (the default), from KServe's own no-op server
+on that core (``benchmarks/serving/kserve_noop_server.py``; the report prints it with the log off
+too); and our best 2-core configuration of (e) against MLServer's better one.
 """
 
 from __future__ import annotations
@@ -281,18 +282,21 @@ def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Pa
     return predict_url(port)
 
 
-def start_kserve_noop(stack: contextlib.ExitStack, work: Path, cpus: str) -> str:
+def start_kserve_noop(stack: contextlib.ExitStack, work: Path, cpus: str, access_log: bool) -> str:
     port = free_port()
     module = "benchmarks.serving.kserve_noop_server"
-    cmd = ["taskset", "-c", cpus, sys.executable, "-m", module, str(port)]
-    stack.enter_context(server(cmd, ready(port), work / f"{module}.log"))
+    cmd = ["taskset", "-c", cpus, sys.executable, "-m", module, str(port),
+           "--enable_access_log", "true" if access_log else "false"]  # fmt: skip
+    stack.enter_context(server(cmd, ready(port), work / f"{module}-{port}.log"))
     return predict_url(port)
 
 
-def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir: Path) -> str:
+def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir: Path,
+                 cpus: str | None = None) -> str:  # fmt: skip
     port = free_port()
-    cmd = [sys.executable, "-m", module, str(model_dir), str(port)]
-    stack.enter_context(server(cmd, ready(port), work / f"{module}.log"))
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-m", module,
+                                                       str(model_dir), str(port)]  # fmt: skip
+    stack.enter_context(server(cmd, ready(port), work / f"{module}-{port}.log"))
     return predict_url(port)
 
 
@@ -511,7 +515,19 @@ def main(argv: list[str] | None = None) -> None:
             # the per-request cost of its REST stack, which bounds what any server built on it
             # can reach against the limit.
             "kserve_noop_one_core": Target(
-                [start_kserve_noop(stack, work, ONE_CPU)], v1_lua, (32,), wrk_cpus=other_cpus
+                [start_kserve_noop(stack, work, ONE_CPU, True)], v1_lua, (32,), wrk_cpus=other_cpus
+            ),
+            "noop_aicrush_one_core": Target(
+                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir, ONE_CPU)],
+                v1_lua,
+                (32,),
+                wrk_cpus=other_cpus,
+            ),
+            "kserve_noop_one_core_quiet": Target(
+                [start_kserve_noop(stack, work, ONE_CPU, False)],
+                v1_lua,
+                (32,),
+                wrk_cpus=other_cpus,
             ),
             "one_core_quiet": Target(
                 [
@@ -522,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
                         model_dir,
                         backend,
                         cpus=ONE_CPU,
-                        extra=("--access_log", "false"),
+                        extra=("--enable_access_log", "false"),
                     )
                 ],
                 v1_lua,
@@ -581,6 +597,14 @@ def best(rates: dict[str, float], threads: int = 1) -> float:
     return max(v for k, v in rates.items() if k.startswith(f"t{threads}_"))
 
 
+def ceiling(r: dict, noop: str) -> float:
+    """The most a server adding nothing to KServe's per-request cost could reach against the
+    1-thread limit: 1 / (1 + limit x KServe's seconds a request), from KServe's no-op server on
+    the same core (nan if it served nothing)."""
+    rps = r[noop][32]["rps"]
+    return 1 / (1 + r["limit_one_cpu"]["texts_per_s"] / rps) if rps else float("nan")
+
+
 def summarize(r: dict) -> dict:
     ip = r["in_process"]
     backend = r["backend"]
@@ -616,8 +640,8 @@ def summarize(r: dict) -> dict:
         "limit_ratio_1cpu": r["one_core"][32]["rps"] / r["limit_one_cpu"]["texts_per_s"],
         # A server that adds nothing to KServe's per-request cost (its no-op rps on the same
         # core) and batches perfectly: 1 / (1 + limit x KServe's seconds per request).
-        "kserve_ceiling_1cpu": 1
-        / (1 + r["limit_one_cpu"]["texts_per_s"] / r["kserve_noop_one_core"][32]["rps"]),
+        "kserve_ceiling_1cpu": ceiling(r, "kserve_noop_one_core"),
+        "kserve_ceiling_1cpu_quiet": ceiling(r, "kserve_noop_one_core_quiet"),
         "cores_for_target": 2 * TARGET_RPS / best_2,
         "pods_for_target": math.ceil(TARGET_RPS / best_2),
     }
@@ -639,7 +663,9 @@ def print_report(r: dict, s: dict) -> None:
             ("noop_aicrush", "(d) no-op aicrush"), ("noop_mlserver", "(d) no-op MLServer"),
             ("threads2", "(e) 1 worker x 2 threads"), ("replicas2", "(e) 2 processes"),
             ("one_core", "(e) 1-CPU pod"), ("one_core_quiet", "(e) 1-CPU pod, no access log"),
-            ("kserve_noop_one_core", "(d) no-op KServe, 1 CPU")]  # fmt: skip
+            ("noop_aicrush_one_core", "(d) no-op aicrush, 1 CPU"),
+            ("kserve_noop_one_core", "(d) no-op KServe, 1 CPU"),
+            ("kserve_noop_one_core_quiet", "(d) no-op KServe, 1 CPU, no access log")]  # fmt: skip
     print(f"\n{'server':<26}" + "".join(f"{'c=' + str(c) + ' rps':>12}{'p99 ms':>9}" for c in CONCURRENCY) + "  errors")  # fmt: skip
     for key, label in rows:
         v = r.get(key)
@@ -665,11 +691,18 @@ def print_report(r: dict, s: dict) -> None:
     print(f"  p99 at c=8 = {s['p99_ms_c8']:.1f} ms  (target <= 100)")
     print(f"  1-CPU pod (core {ONE_CPU}, wrk on the others) / in-process limit "
           f"({s['limit_one_cpu_texts_per_s']:.0f} texts/s, 1 thread on that core) = "
-          f"{s['limit_ratio_1cpu']:.2f}; with --access_log false "
+          f"{s['limit_ratio_1cpu']:.2f}; with --enable_access_log false "
           f"{s['rps_one_core_quiet'] / s['limit_one_cpu_texts_per_s']:.2f}")  # fmt: skip
-    print(f"    ceiling for any server on KServe's REST stack there: {s['kserve_ceiling_1cpu']:.2f} "
-          f"(its no-op server: {r['kserve_noop_one_core'][32]['rps']:.0f} rps on that core, "
-          f"{1e3 / r['kserve_noop_one_core'][32]['rps']:.3f} ms a request)")  # fmt: skip
+    ours, theirs = r["noop_aicrush_one_core"][32]["rps"], r["kserve_noop_one_core"][32]["rps"]
+    if ours and theirs:
+        print(f"    aicrush's own cost a request over KServe's (no-op servers on that core): "
+              f"{1e3 / ours - 1e3 / theirs:.3f} ms")  # fmt: skip
+    for key, quiet in (("kserve_noop_one_core", ""), ("kserve_noop_one_core_quiet", "_quiet")):
+        rps = r[key][32]["rps"]
+        print(f"    ceiling for any server on KServe's REST stack there"
+              f"{', no access log' if quiet else ''}: {s['kserve_ceiling_1cpu' + quiet]:.2f} "
+              f"(its no-op server: {rps:.0f} rps on that core, "
+              f"{1e3 / rps if rps else float('nan'):.3f} ms a request)")  # fmt: skip
     shared = "wrk on the same cores" if (os.cpu_count() or 1) <= 2 else "wrk on other cores"
     print(f"\npod size: one 2-core pod (cores {POD_CPUS}, {shared}) serves {s['rps_two_core_pod']:.0f} rps "
           f"({s['best_two_core']}); pinned to 1 core {s['rps_one_core']:.0f} rps.")  # fmt: skip

@@ -2,7 +2,7 @@
 the per-request cost of KServe's REST stack alone (uvicorn, FastAPI, KServe's middleware and V1
 endpoint), for bench_serving.py's (d).
 
-``python -m benchmarks.serving.kserve_noop_server PORT [--access_log false]``: answers every
+``python -m benchmarks.serving.kserve_noop_server PORT [--enable_access_log false]``: answers each
 V1 instance with one fixed label. Started as ``kserve.ModelServer`` is in KServe's own examples,
 with its per-request timing log lines off as aicrush runs it (``kserve.trace``: KServe's
 TimingMiddleware logs two per request whatever ``enable_latency_logging`` says).
@@ -35,15 +35,15 @@ def main() -> None:
     )
     parser.add_argument("port", type=int, help="REST port (gRPC is off)")
     parser.add_argument(
-        "--access_log",
+        "--enable_access_log",
+        dest="access_log",
         default="true",
         choices=("true", "false"),
         help="one uvicorn access line per request (default true)",
     )
     args = parser.parse_args()
     # access_log_format explicitly: KServe parses sys.argv when kserve.model_server is imported
-    # and reads "--access_log false" as its own "--access_log_format false" (an abbreviation),
-    # which made ModelServer's default format "false" and its start import asgi-logger.
+    # (abbreviations included: a flag named --access_log was read as its --access_log_format).
     server = kserve.ModelServer(
         http_port=args.port,
         enable_grpc=False,
@@ -52,7 +52,11 @@ def main() -> None:
     )
     # After ModelServer(), which configures KServe's loggers (as serving.server does).
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").disabled = args.access_log == "false"
+    if args.access_log == "false":  # as serving.server turns it off
+        access = logging.getLogger("uvicorn.access")
+        access.handlers.clear()
+        access.propagate = False
+        access.disabled = True
     server.start([NoopModel()])
 
 

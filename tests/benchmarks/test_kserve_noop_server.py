@@ -48,7 +48,7 @@ def _serve_and_log(tmp_path: Path, *extra: str) -> str:
 
 @pytest.mark.parametrize("flag", [None, "true", "false"])
 def test_noop_server_answers_and_logs_like_aicrush(tmp_path: Path, flag: str | None) -> None:
-    log = _serve_and_log(tmp_path, *(["--access_log", flag] if flag else []))
+    log = _serve_and_log(tmp_path, *(["--enable_access_log", flag] if flag else []))
     assert "Traceback" not in log, log[-3000:]
     assert "kserve.trace" not in log, log[-3000:]
     access = [x for x in log.splitlines() if "uvicorn.access" in x and '"POST /v1/' in x]

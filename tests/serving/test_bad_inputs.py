@@ -600,7 +600,8 @@ def test_one_size_limit_governs_rest_and_grpc(random_model_dir: Path, tmp_path: 
             "one limit governs REST and gRPC",
         ),
         (["--access_log_format", "%(h)s"], "asgi-logger"),
-        (["--access_log", "maybe"], "invalid true/false value: 'maybe'"),
+        (["--enable_access_log", "maybe"], "invalid true/false value: 'maybe'"),
+        (["--enable_access_log", "false", "--access_log_format", "%(h)s"], "contradict"),
     ],
 )
 def test_server_flags_it_cannot_honour_are_refused_at_start(args, message, tmp_path):

@@ -76,13 +76,13 @@ def test_server_errors_keep_their_traceback():
 
 
 def test_access_log_flag_turns_the_per_request_line_off(random_model_dir: Path, tmp_path):
-    """``--access_log false`` (KServe's boolean flag syntax): no line per request, where
-    ``--access_log true`` (the default) writes one per request. Start-up says once that it
+    """``--enable_access_log false`` (KServe's boolean flag syntax): no line per request, where
+    ``--enable_access_log true`` (the default) writes one per request. Start-up says once that it
     registers the model (it said so twice)."""
     body = {"instances": [{"text": "def f(): pass"}]}
     logs = {}
     for flag in ("true", "false"):
-        with running_server(random_model_dir, tmp_path, "--access_log", flag) as server:
+        with running_server(random_model_dir, tmp_path, "--enable_access_log", flag) as server:
             for _ in range(3):
                 r = httpx.post(server.url + "/v1/models/aicrush:predict", json=body, timeout=30)
                 assert r.status_code == 200, r.text
@@ -100,7 +100,7 @@ def test_requests_the_guard_refuses_log_a_client_error_line(random_model_dir: Pa
     access log off it is the only trace such a request leaves."""
     predict, infer = "/v1/models/aicrush:predict", "/v2/models/aicrush/infer"
     with running_server(
-        random_model_dir, tmp_path, "--access_log", "false", "--max_body_bytes", "2000"
+        random_model_dir, tmp_path, "--enable_access_log", "false", "--max_body_bytes", "2000"
     ) as server:
         sent = [
             httpx.post(server.url + predict, content=b'{"instances": ', timeout=30),
