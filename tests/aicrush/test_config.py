@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,34 @@ def test_inf_and_nan_are_config_errors_naming_the_key(key, value):
     section, name = key
     with pytest.raises(ConfigError, match=rf"{section}\.{name}"):
         build_config({section: {name: value}})
+
+
+def _float_keys(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every float setting under ``model``, as key paths (nested sections followed)."""
+    from pydantic import BaseModel
+
+    keys: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _float_keys(ann, (*prefix, field.alias or name))
+        elif ann is float or ann == float | None:
+            keys.append((*prefix, field.alias or name))
+    return keys
+
+
+def test_no_float_setting_of_any_section_takes_inf():
+    """The whole kind: rollout.interval_s took `.inf` (its section had its own base class
+    without allow_inf_nan=False) and went into the KFP config as null."""
+    from aicrush.config import AicrushConfig
+
+    keys = _float_keys(AicrushConfig)
+    assert ("rollout", "interval_s") in keys and len(keys) > 10
+    for key in keys:
+        doc: dict = {}
+        node = doc
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1]] = float("inf")
+        with pytest.raises(ConfigError, match=re.escape(".".join(key))):
+            build_config(doc)
