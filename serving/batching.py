@@ -235,7 +235,9 @@ class DynamicBatcher:
                 self._cond.wait(remaining)
             # A fair share per worker: one batch that took the whole queue would leave the other
             # workers idle while its callers wait (at c=32 with 2 workers and batches of up to 32:
-            # 856 rps, each worker busy 45 % of the time; with the share: docs/serving.md).
+            # 856 rps, each worker busy 45 % of the time; with the share: docs/serving.md). The
+            # share counts busy workers too: a burst is taken in halves, sooner for a cost that
+            # grows with the batch, later for a flat one (benchmarks/bench_batcher_burst.py).
             limit = min(self.max_batch_size, max(1, math.ceil(n / self.workers)))  # n: queued
             taken: list[_Pending] = []
             count = 0

@@ -202,7 +202,7 @@ def test_a_worker_takes_its_fair_share_of_the_queue_not_all_of_it():
             gate.wait(10)  # the first worker stays busy with its batch
         return np.array([[1.0] for _ in texts]), [1] * len(texts)
 
-    batcher = DynamicBatcher(fn, max_batch_size=12, max_wait_ms=5000, workers=2)
+    batcher = DynamicBatcher(fn, max_batch_size=12, max_wait_ms=1000, workers=2)
 
     async def run():
         first = asyncio.ensure_future(batcher.submit([str(i) for i in range(12)]))
