@@ -182,7 +182,10 @@ def drift_command(
     ] = None,
     fail_on_drift: Annotated[
         bool,
-        typer.Option(help="exit 1 when the dataset drifted, 3 when there is not enough data"),
+        typer.Option(
+            "--fail-on-drift",  # one flag, no --no- twin: 80 columns then show every flag whole
+            help="exit 1 when the dataset drifted, 3 when there is not enough data",
+        ),
     ] = False,
     min_rows: Annotated[
         int,

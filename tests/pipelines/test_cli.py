@@ -47,6 +47,24 @@ def test_help_keeps_placeholders_and_reflows_paragraphs(command: str, text: str)
     assert text in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    "command", [c.name or c.callback.__name__ for c in app.registered_commands]
+)
+def test_help_at_80_columns_shows_every_flag_whole(command: str):
+    """At 80 columns `aicrush serve --help` showed `--max-batch-wait…`: the table's column of
+    --no-... names (an --access-log/--no-access-log pair) left the flag names too little room."""
+    import re
+
+    import typer.main
+
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    flags = [o for p in click_command.params for o in (*p.opts, *p.secondary_opts) if o[0] == "-"]
+    cut = [f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", result.output)]
+    assert not cut, (cut, result.output)
+
+
 def test_run_with_invalid_config_names_the_key():
     result = runner.invoke(app, ["run", "--config", str(CONFS / "invalid" / "unknown_key.yaml")])
     assert result.exit_code == 2
