@@ -562,6 +562,12 @@ def validate(
         )
     frame = _downsample(frame, cfg, report)
     frame = _drop_small_classes(frame, cfg, report)
+    if report.small_classes:
+        small = ", ".join(f"{k} ({v})" for k, v in report.small_classes.items())
+        say(
+            f"validate: dropped {small}: fewer than validate.min_files_per_class "
+            f"({cfg.min_files_per_class}) files; lower it or add files to keep them"
+        )
     _check_classes(frame, cfg, report)
     frame = _split(frame, cfg, report)
     _check_classes(frame, cfg, report)

@@ -49,6 +49,9 @@ class RunSummary:
     baseline: dict[str, Any] = field(default_factory=dict)
     #: A few held-out test files: path, label (true), prediction, score.
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    #: Languages validation dropped for having fewer files than validate.min_files_per_class:
+    #: {language: files}.
+    dropped_languages: dict[str, int] = field(default_factory=dict)
     #: The train step's metrics: train_loss, val_accuracy, steps, train_seconds,
     #: samples_per_second, n_train, and mlm_loss / mlm_steps / mlm_chunks / mlm_seconds when
     #: train.mlm_epochs pretrained the encoder.
@@ -77,6 +80,14 @@ class RunSummary:
         lines += [
             "test metrics:   " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())),
             f"languages ({len(self.languages)}): {', '.join(self.languages)}",
+        ]
+        if self.dropped_languages:
+            lines.append(
+                "dropped:        "
+                + ", ".join(f"{k} ({v} files)" for k, v in self.dropped_languages.items())
+                + ": fewer than validate.min_files_per_class; lower it or add files to keep them"
+            )
+        lines += [
             "files:          " + ", ".join(f"{k}={v}" for k, v in self.n_files.items()),
         ]
         if self.training:
@@ -194,12 +205,22 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         support=support,
         baseline=_baseline(predictions_path, logged),
         predictions=_examples(predictions_path),
+        dropped_languages=_small_classes(clean / "report.json"),
         training={
             k: float(v)
             for k, v in _executor_metadata(run_dir / "train-model", "metrics").items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         },
     )
+
+
+def _small_classes(report: Path) -> dict[str, int]:
+    """The languages validation dropped as too small, from its report.json ({} if none)."""
+    try:
+        small = json.loads(report.read_text()).get("small_classes", {})
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in small.items()}
 
 
 def corpus_statistics(

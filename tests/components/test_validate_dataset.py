@@ -138,9 +138,12 @@ def test_downsample_and_small_classes(tmp_path: Path) -> None:
     rows = rows_for("Python", repos, 10) + rows_for("C", repos, 4) + rows_for("Shell", repos[:2], 1)
     raw = make_dataset(tmp_path / "raw", rows)
     cfg = ValidateConfig(min_files_per_class=5, max_files_per_class=30, report_sample_rows=0)
-    report = validate(raw, cfg, tmp_path / "out")
+    said: list[str] = []
+    report = validate(raw, cfg, tmp_path / "out", progress=said.append)
     assert report.downsampled == {"Python": 30}
     assert report.small_classes == {"Shell": 2}
+    # the run's progress names what was dropped and the setting (it showed only counts)
+    assert any("dropped Shell (2)" in s and "validate.min_files_per_class (5)" in s for s in said)
     assert report.classes == ["C", "Python"]
     assert (
         report.per_class_split["Python"]["train"]
