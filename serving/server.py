@@ -573,31 +573,40 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
     except ValueError as exc:
         parser.error(str(exc))
-    serve(
-        args.model_dir,
-        name=args.model_name,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        host=args.host,
-        version=args.model_version,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_batch_wait_ms,
-        max_body_bytes=limit,
-        quantize=args.quantize,
-        log_to=args.log_to,
-        log_batch_size=args.log_batch_size,
-        log_linger_ms=args.log_linger_ms,
-        tracking_uri=args.tracking_uri,
-        grace_period=args.grace_period,
-        threads=args.threads,
-        batch_workers=args.batch_workers,
-        backend=args.backend,
-        enable_grpc=args.enable_grpc,
-        max_grpc_threads=args.max_threads,
-        server_options=options,
-        max_send_bytes=args.grpc_max_send_message_length,
-        access_log=args.access_log,
-    )
+    try:
+        serve(
+            args.model_dir,
+            name=args.model_name,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            host=args.host,
+            version=args.model_version,
+            max_batch_size=args.max_batch_size,
+            max_wait_ms=args.max_batch_wait_ms,
+            max_body_bytes=limit,
+            quantize=args.quantize,
+            log_to=args.log_to,
+            log_batch_size=args.log_batch_size,
+            log_linger_ms=args.log_linger_ms,
+            tracking_uri=args.tracking_uri,
+            grace_period=args.grace_period,
+            threads=args.threads,
+            batch_workers=args.batch_workers,
+            backend=args.backend,
+            enable_grpc=args.enable_grpc,
+            max_grpc_threads=args.max_threads,
+            server_options=options,
+            max_send_bytes=args.grpc_max_send_message_length,
+            access_log=args.access_log,
+        )
+    except (FileNotFoundError, PortInUse) as exc:
+        # A missing model folder, ONNX file or free port: one line in the pod's log and exit 2,
+        # as `aicrush serve` does, not a traceback.
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except Exception as exc:  # MLflow: an unknown model, alias or version in --model_dir
+        if type(exc).__name__ not in ("MlflowException", "RestException"):
+            raise
+        parser.exit(2, f"{parser.prog}: error: cannot load {args.model_dir} from MLflow: {exc}\n")
 
 
 if __name__ == "__main__":

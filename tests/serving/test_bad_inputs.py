@@ -666,3 +666,31 @@ def test_every_flag_in_the_docs_flags_table_is_accepted() -> None:
     accepted = {s for action in build_parser()._actions for s in action.option_strings}
     assert len(documented) > 30, documented
     assert documented <= accepted, sorted(documented - accepted)
+
+
+@pytest.mark.parametrize("case", ["no model folder", "no ONNX file"])
+def test_a_model_the_server_cannot_load_is_one_line_and_exit_2(case, random_model_dir, tmp_path):
+    """`python -m serving.server` (the container's entrypoint) printed a traceback and exited 1
+    where `aicrush serve` says one line and exits 2."""
+    import shutil
+
+    folder = tmp_path / "absent"
+    args = ["--model_dir", str(folder)]
+    if case == "no ONNX file":
+        shutil.copytree(random_model_dir, folder)
+        for onnx in folder.glob("*.onnx"):
+            onnx.unlink()
+        args += ["--backend", "onnx-int8"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.server", *args, "--http_port", "0", "--grpc_port", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    expected = "no aicrush model in" if case == "no model folder" else "onnx"
+    assert last.startswith("server.py: error: ") and expected in last.lower(), last
