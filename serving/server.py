@@ -420,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kserve.model_server import parser as kserve_parser
 
     parser = argparse.ArgumentParser(
-        parents=[kserve_parser], description="aicrush KServe predictor (code-language classifier)"
+        prog="python -m serving.server",
+        parents=[kserve_parser],
+        description="aicrush KServe predictor (code-language classifier)",
     )
     parser.add_argument(
         "--model_dir",

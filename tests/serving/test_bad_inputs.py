@@ -693,4 +693,4 @@ def test_a_model_the_server_cannot_load_is_one_line_and_exit_2(case, random_mode
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     expected = "no aicrush model in" if case == "no model folder" else "onnx"
-    assert last.startswith("server.py: error: ") and expected in last.lower(), last
+    assert last.startswith("python -m serving.server: error: ") and expected in last.lower(), last
