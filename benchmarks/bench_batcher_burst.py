@@ -1,5 +1,5 @@
 """The batcher under a burst: how long the last of 16 single-text requests takes when they arrive
-while one worker is busy, with 2 batch workers (each takes at most its fair share of the queue,
+while one worker is busy with a batch of 20 texts, with 2 batch workers (each takes at most its fair share of the queue,
 ``serving.batching.DynamicBatcher``) against 1 worker (takes the whole queue).
 
     .venv/bin/python benchmarks/bench_batcher_burst.py
@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving.batching import DynamicBatcher
 
 BURST = 16
+BUSY = 20  # texts in the batch a worker is running when the burst lands (longer than the 2 ms)
 COSTS = (("1 ms a text + 0.2 ms a batch", 0.2, 1.0), ("1 ms a text + 2 ms a batch", 2.0, 1.0),
          ("50 ms a batch, flat", 50.0, 0.0))  # fmt: skip
 
 
 def burst(fixed_ms: float, per_text_ms: float, workers: int) -> tuple[float, list[int]]:
-    """Seconds until the last of BURST requests is answered, and the batch sizes."""
+    """Seconds from the busy batch's start until the last of BURST requests is answered, and
+    the batch sizes (the first is the busy one)."""
     sizes: list[int] = []
 
     def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -42,7 +44,7 @@ def burst(fixed_ms: float, per_text_ms: float, workers: int) -> tuple[float, lis
 
     async def run() -> float:
         started = time.perf_counter()
-        busy = asyncio.ensure_future(batcher.submit(["x"]))  # one worker is busy when it lands
+        busy = asyncio.ensure_future(batcher.submit(["x"] * BUSY))  # a worker is busy then
         await asyncio.sleep(0.002)
         await asyncio.gather(*(batcher.submit(["x"]) for _ in range(BURST)))
         done = time.perf_counter() - started

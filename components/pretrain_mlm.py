@@ -219,6 +219,10 @@ def pretrain_mlm(
         disable_tqdm=True,
         dataloader_num_workers=0,
         seed=cfg.seed,
+        # The order of the chunks from the seed, not from the RNG each process reseeds below:
+        # accelerate's shuffling sampler draws from torch's initial seed without data_seed, and
+        # processes with different orders would take overlapping shares (a review measured it).
+        data_seed=cfg.seed,
     )
     trainer = Trainer(
         model=mlm,

@@ -317,16 +317,17 @@ def train(
     mlm_dir = checkpoint_dir / "mlm"
     mlm_record = mlm_dir / MLM_METRICS_FILE
     # Pretrained by an earlier attempt that was killed before its first fine-tuning checkpoint:
-    # start fine-tuning from those weights (and their tokenizer) instead of pretraining again.
+    # start fine-tuning from those weights and their tokenizer instead of pretraining again.
     pretrained = (
         bool(cfg.mlm_epochs) and resume is None and not cfg.base_model
-        and (mlm_dir / MLM_WEIGHTS_FILE).is_file() and tokenizer_dir.is_dir()
-        and _read_json(mlm_record).get("fingerprint") == fingerprint
+        and kept_pretraining(mlm_dir, fingerprint)
     )  # fmt: skip
     set_seed(cfg.seed)  # the model's initial weights
     with args.main_process_first(local=True, desc="tokenizer"):
         tokenizer = None
-        if not cfg.base_model and (resume is not None or pretrained or not local_main):
+        if pretrained:
+            tokenizer = AutoTokenizer.from_pretrained(mlm_dir / "tokenizer")
+        elif not cfg.base_model and (resume is not None or not local_main):
             # A resumed run reuses the tokenizer it trained (the checkpoint's weights index its
             # vocabulary); other processes on this node take the one the first process saved.
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -347,24 +348,25 @@ def train(
     pretrain_seconds = 0.0  # this attempt's, kept out of train_seconds
     if cfg.mlm_epochs and resume is None and not pretrained:
         # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
-        from safetensors.torch import save_model
-
         from components.pretrain_mlm import pretrain_mlm
 
+        pretrain_started = time.perf_counter()
         mlm_metrics = pretrain_mlm(
             model, tokenizer, train_texts, cfg, max_length, mlm_dir,
             emit=progress if local_main else None,
         )  # fmt: skip
-        pretrain_seconds = mlm_metrics["mlm_seconds"]
         if local_main:
-            mlm_dir.mkdir(parents=True, exist_ok=True)
-            save_model(model, str(mlm_dir / MLM_WEIGHTS_FILE))
-            _write_json(mlm_record, {**mlm_metrics, "fingerprint": fingerprint})  # last: the mark
+            keep_pretraining(model, tokenizer, mlm_dir, fingerprint, mlm_metrics)
         if mirror is not None and args.process_index == 0:
-            mirror.push()  # a retry in a fresh pod then starts from these weights
+            try:  # a retry in a fresh pod then starts from these weights
+                mirror.push()
+            except Exception as err:  # the next checkpoint's push sends them; training goes on
+                log.warning("uploading the pretrained weights to %s failed: %s", mirror.uri, err)
+        pretrain_seconds = time.perf_counter() - pretrain_started
     elif cfg.mlm_epochs:
         record = _read_json(mlm_record)  # what the attempt that pretrained measured
-        mlm_metrics = {k: float(v) for k, v in record.items() if k.startswith("mlm_")}
+        if record.get("fingerprint") == fingerprint:
+            mlm_metrics = {k: float(v) for k, v in record.items() if k.startswith("mlm_")}
         if pretrained:
             from safetensors.torch import load_model
 
@@ -495,6 +497,53 @@ def train(
         resumed_from_step=resumed_from,
         history=curve,
     )
+
+
+def _folder_sha256(folder: Path) -> str:
+    """One sha256 over every file under ``folder`` (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def keep_pretraining(
+    model: Any, tokenizer: Any, mlm_dir: Path, fingerprint: str, metrics: dict[str, float]
+) -> None:
+    """Keep what masked-LM pretraining produced in ``mlm_dir`` for a retry: the tokenizer
+    (``tokenizer/``), the classifier's weights (:data:`MLM_WEIGHTS_FILE`, written whole or not
+    at all, its metadata naming the config ``fingerprint`` and the tokenizer's sha256) and the
+    figures (:data:`MLM_METRICS_FILE`). :func:`kept_pretraining` trusts the weights only when
+    all of it matches, so a kill or a partial upload at any point costs a second pretraining,
+    never a model with another config's or tokenizer's weights."""
+    from safetensors.torch import save_model
+
+    mlm_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(mlm_dir / "tokenizer")
+    meta = {"fingerprint": fingerprint, "tokenizer_sha256": _folder_sha256(mlm_dir / "tokenizer")}
+    tmp = mlm_dir / (MLM_WEIGHTS_FILE + ".tmp")
+    save_model(model, str(tmp), metadata=meta)
+    tmp.replace(mlm_dir / MLM_WEIGHTS_FILE)
+    _write_json(mlm_dir / MLM_METRICS_FILE, {**metrics, "fingerprint": fingerprint})
+
+
+def kept_pretraining(mlm_dir: Path, fingerprint: str) -> bool:
+    """Whether ``mlm_dir`` holds weights :func:`keep_pretraining` kept for this ``fingerprint``,
+    with the tokenizer they were written with."""
+    from safetensors import safe_open
+
+    weights, tokenizer = mlm_dir / MLM_WEIGHTS_FILE, mlm_dir / "tokenizer"
+    if not weights.is_file() or not tokenizer.is_dir():
+        return False
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # cut short, or not safetensors: pretrain again
+        log.warning("ignoring unreadable pretrained weights in %s", mlm_dir)
+        return False
+    return meta.get("fingerprint") == fingerprint and meta.get(
+        "tokenizer_sha256"
+    ) == _folder_sha256(tokenizer)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -236,8 +236,9 @@ class DynamicBatcher:
             # A fair share per worker: one batch that took the whole queue would leave the other
             # workers idle while its callers wait (at c=32 with 2 workers and batches of up to 32:
             # 856 rps, each worker busy 45 % of the time; with the share: docs/serving.md). The
-            # share counts busy workers too: a burst is taken in halves, sooner for a cost that
-            # grows with the batch, later for a flat one (benchmarks/bench_batcher_burst.py).
+            # share counts busy workers too, so a burst that lands while the other is busy is
+            # taken in halves: for a cost that grows with the batch still sooner than 1 worker,
+            # for a flat one later (benchmarks/bench_batcher_burst.py, docs/serving.md).
             limit = min(self.max_batch_size, max(1, math.ceil(n / self.workers)))  # n: queued
             taken: list[_Pending] = []
             count = 0

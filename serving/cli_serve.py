@@ -247,7 +247,7 @@ def serve_command(
     from serving.server import check_server_options
 
     try:
-        check_server_options(options)
+        check_server_options(options, access_log=not no_access_log)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     try:

@@ -379,10 +379,16 @@ def freeze_loaded_heap() -> None:
     gc.freeze()
 
 
-def check_server_options(server_options: dict[str, Any]) -> dict[str, Any]:
+def check_server_options(server_options: dict[str, Any], access_log: bool = True) -> dict[str, Any]:
     """``kserve.ModelServer`` options this server can honour, without ``workers``; ValueError
-    (with what to do instead) for those it cannot."""
+    (with what to do instead) for those it cannot, and for an access-log format with the access
+    log off (``access_log`` False)."""
     options = dict(server_options)
+    if not access_log and options.get("access_log_format"):
+        raise ValueError(
+            "the access log is off (--enable_access_log false, aicrush serve --no-access-log) "
+            "and --access_log_format is given: they contradict, drop one of them"
+        )
     if int(options.pop("workers", 1) or 1) != 1:
         raise ValueError(
             "--workers > 1 is not supported: KServe starts each worker by re-importing its app "
@@ -421,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m serving.server",
+        # No abbreviations: a flag renamed or mistyped is an error, not silently another flag
+        # (--access_log was read as KServe's --access_log_format).
+        allow_abbrev=False,
         parents=[kserve_parser],
         description="aicrush KServe predictor (code-language classifier)",
     )
@@ -560,12 +569,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in KSERVE_SERVER_OPTIONS}
     try:
-        if not args.access_log and args.access_log_format:
-            raise ValueError(
-                "--enable_access_log false and --access_log_format contradict: drop one of them"
-            )
         limit = body_limit(args.max_body_bytes, args.grpc_max_receive_message_length)
-        check_server_options(options)
+        check_server_options(options, access_log=args.access_log)
         if args.quantize and args.backend.startswith("onnx"):
             raise ValueError("--quantize is for the torch backend; use --backend onnx-int8")
         for flag, least, meaning in _FLAG_MINIMUMS:

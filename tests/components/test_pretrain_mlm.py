@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,29 @@ def test_a_run_killed_before_its_first_checkpoint_fine_tunes_from_the_kept_pretr
     a = load_file(retried.model_dir / "model.safetensors")
     b = load_file(whole.model_dir / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # What was kept is trusted only whole and for the same config: weights cut short, or kept
+    # by another config (its fingerprint), are pretrained again rather than loaded.
+    import shutil
+
+    def pretrains(run_cfg: TrainConfig, name: str, spoil: Callable[[Path], None]) -> bool:
+        shutil.copytree(tmp_path / "c" / "mlm", tmp_path / name / "mlm")
+        spoil(tmp_path / name / "mlm")
+        seen: list[dict] = []
+        train(features, run_cfg, tmp_path / f"m-{name}", tmp_path / name, progress=seen.append)
+        return any(e.get("phase") == "mlm" for e in seen)
+
+    def cut(mlm: Path) -> None:
+        weights = mlm / "pretrained.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+
+    def other_tokenizer(mlm: Path) -> None:
+        (mlm / "tokenizer" / "tokenizer.json").write_text("{}")
+
+    assert pretrains(cfg, "cut", cut)
+    assert pretrains(cfg, "tok", other_tokenizer)
+    assert pretrains(cfg.model_copy(update={"seed": cfg.seed + 1}), "other", lambda _: None)
+    assert not pretrains(cfg, "same", lambda _: None)
 
 
 def test_mlm_epochs_with_a_pretrained_base_model_is_refused() -> None:

@@ -65,6 +65,14 @@ def test_help_at_80_columns_shows_every_flag_whole(command: str):
     assert not cut, (cut, result.output)
 
 
+def test_serve_refuses_an_access_log_format_with_the_access_log_off(tmp_path: Path):
+    result = runner.invoke(
+        app, ["serve", "--path", str(tmp_path), "--no-access-log", "--access-log-format", "%(h)s"]
+    )
+    assert result.exit_code == 2
+    assert "contradict" in " ".join(result.output.split())
+
+
 def test_run_with_invalid_config_names_the_key():
     result = runner.invoke(app, ["run", "--config", str(CONFS / "invalid" / "unknown_key.yaml")])
     assert result.exit_code == 2

@@ -602,6 +602,8 @@ def test_one_size_limit_governs_rest_and_grpc(random_model_dir: Path, tmp_path: 
         (["--access_log_format", "%(h)s"], "asgi-logger"),
         (["--enable_access_log", "maybe"], "invalid true/false value: 'maybe'"),
         (["--enable_access_log", "false", "--access_log_format", "%(h)s"], "contradict"),
+        # no abbreviations: the flag's first name was read as KServe's --access_log_format
+        (["--access_log", "false"], "unrecognized arguments: --access_log false"),
     ],
 )
 def test_server_flags_it_cannot_honour_are_refused_at_start(args, message, tmp_path):
