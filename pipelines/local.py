@@ -84,7 +84,10 @@ class RunSummary:
         if self.dropped_languages:
             lines.append(
                 "dropped:        "
-                + ", ".join(f"{k} ({v} files)" for k, v in self.dropped_languages.items())
+                + ", ".join(
+                    f"{k} ({v} file{'' if v == 1 else 's'})"
+                    for k, v in self.dropped_languages.items()
+                )
                 + ": fewer than validate.min_files_per_class; lower it or add files to keep them"
             )
         lines += [

@@ -52,12 +52,12 @@ def test_corpus_statistics_count_repositories_per_language_over_all_splits() -> 
     assert "corpus:         7 repositories, 3 languages, 2-3 (min-median)" in summary.human()
     assert "training:" not in summary.human()  # no train step metrics, no line
     assert "dropped:" not in summary.human()
-    summary.dropped_languages = {"JavaScript": 5}
+    summary.dropped_languages = {"Julia": 1, "JavaScript": 5}
     assert (
-        "dropped:        JavaScript (5 files): fewer than validate.min_files_per_class"
-        in summary.human()
+        "dropped:        Julia (1 file), JavaScript (5 files): fewer than "
+        "validate.min_files_per_class" in summary.human()
     )
-    assert json.loads(summary.to_json())["dropped_languages"] == {"JavaScript": 5}
+    assert json.loads(summary.to_json())["dropped_languages"] == {"Julia": 1, "JavaScript": 5}
     summary.training = {"steps": 12.0, "train_seconds": 3.5, "val_accuracy": 0.5,
                         "mlm_steps": 4.0, "mlm_chunks": 40.0, "mlm_seconds": 1.25, "mlm_loss": 6.5}  # fmt: skip
     assert (
