@@ -100,6 +100,7 @@ from components.training_data import (
     EpochDataset,
     PadToLongest,
     class_weights,
+    data_sha256,
     labels_of,
     load_splits,
     seed_of,
@@ -293,7 +294,7 @@ def train(
     local_main = args.local_process_index == 0
     mirror = CheckpointMirror(checkpoint_store, checkpoint_dir) if checkpoint_store else None
 
-    fingerprint = config_fingerprint(cfg, labels, n_train)
+    fingerprint = config_fingerprint(cfg, labels, n_train, data_sha256(train_df))
     with args.main_process_first(local=True, desc="restore checkpoints"):
         if local_main:
             checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -73,8 +73,12 @@ MLM_METRICS_FILE = "mlm_metrics.json"
 MLM_WEIGHTS_FILE = "pretrained.safetensors"
 
 
-def config_fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str:
-    """What must match for a checkpoint to be resumable (data order, model shape, schedule)."""
+def config_fingerprint(
+    cfg: TrainConfig, labels: list[str], n_train: int, data_sha256: str = ""
+) -> str:
+    """What must match for a checkpoint (or kept pretraining) to be resumable: the config (data
+    order, model shape, schedule), the labels, and the training data (``n_train`` files whose
+    texts and labels hash to ``data_sha256``, :func:`components.training_data.data_sha256`)."""
     relevant = cfg.model_dump(
         exclude={
             "checkpoint_every_steps": True,
@@ -83,7 +87,10 @@ def config_fingerprint(cfg: TrainConfig, labels: list[str], n_train: int) -> str
             "distributed": {"runtime"},
         }
     )
-    blob = json.dumps({"cfg": relevant, "labels": labels, "n_train": n_train}, sort_keys=True)
+    blob = json.dumps(
+        {"cfg": relevant, "labels": labels, "n_train": n_train, "data": data_sha256},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

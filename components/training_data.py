@@ -6,6 +6,7 @@ weighted loss, the deterministic epoch order (:class:`EpochDataset`), dynamic pa
 Why each is ours and not Trainer's: ``components.train_model``'s module docstring.
 """
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,18 @@ def labels_of(train: pd.DataFrame) -> list[str]:
             f"the training split has {len(labels)} language(s) ({labels}); a classifier needs at least 2"
         )
     return labels
+
+
+def data_sha256(frame: pd.DataFrame) -> str:
+    """sha256 of a split's texts and labels in row order: a checkpoint of a run on other data with
+    the same number of files (a refreshed corpus under per-language caps) is not resumable."""
+    digest = hashlib.sha256()
+    texts, labels = frame[TEXT_COLUMN].astype(str), frame[LABEL_COLUMN].astype(str)
+    for text, label in zip(texts, labels, strict=True):
+        for part in (text, label):
+            raw = part.encode("utf-8", "surrogatepass")
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+    return digest.hexdigest()
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:

@@ -363,6 +363,20 @@ def test_checkpoint_from_another_config_is_refused(tmp_path: Path, features_dir:
         )
 
 
+def test_checkpoint_of_other_data_with_as_many_files_is_refused(tmp_path: Path) -> None:
+    """A refreshed corpus under per-language caps has as many files and labels as before: the
+    fingerprint covered only their number, so a shared checkpoint folder resumed on the new data."""
+    cfg = tiny_cfg(max_steps=1, hidden_size=32, intermediate_size=64, num_layers=1)
+    old = make_features_dir(tmp_path / "old", seed=0)
+    new = make_features_dir(tmp_path / "new", seed=5)
+    assert len(pd.read_parquet(old / "train.parquet")) == len(
+        pd.read_parquet(new / "train.parquet")
+    )
+    train(old, cfg, tmp_path / "a", tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="different train config or dataset"):
+        train(new, cfg, tmp_path / "b", tmp_path / "ckpt")
+
+
 def test_minilm_folder_loads_and_trains_two_steps(tmp_path: Path, features_dir: Path) -> None:
     cfg = TrainConfig(
         **{
