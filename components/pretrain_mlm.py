@@ -28,6 +28,8 @@ is copied into the classifier, whose classification layer starts fresh.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
@@ -45,6 +47,13 @@ log = logging.getLogger(__name__)
 
 MLM_SOURCE_CHARS = 16_000
 MIN_CHUNK_TOKENS = MLM_MIN_CHUNK_TOKENS
+
+# What pretraining leaves in checkpoint_dir/mlm/ for a retry (:func:`keep_pretraining`). A
+# sub-folder, so the checkpoint mirror uploads it with the checkpoints (it syncs folders): a
+# retry in a fresh pod restores it from the store.
+MLM_METRICS_FILE = "mlm_metrics.json"  #: its figures and the config fingerprint
+MLM_WEIGHTS_FILE = "pretrained.safetensors"  #: the classifier's weights right after it
+MLM_TOKENIZER_DIR = "tokenizer"  #: the tokenizer those weights index
 
 
 def mlm_chunks(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -253,3 +262,75 @@ def pretrain_mlm(
         "mlm_chunks": float(len(rows)),
         "mlm_seconds": time.perf_counter() - started,
     }
+
+
+def _folder_sha256(folder: Path) -> str:
+    """One sha256 over every file under ``folder`` (relative names and contents, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def keep_pretraining(
+    model: Any, tokenizer: Any, mlm_dir: Path, fingerprint: str, metrics: dict[str, float]
+) -> None:
+    """Keep what masked-LM pretraining produced in ``mlm_dir`` for a retry: the tokenizer
+    (:data:`MLM_TOKENIZER_DIR`), the classifier's weights (:data:`MLM_WEIGHTS_FILE`, written
+    whole or not at all, its metadata naming the config ``fingerprint`` and the tokenizer's
+    sha256) and the figures (:data:`MLM_METRICS_FILE`). :func:`kept_pretraining` trusts the
+    weights only when all of it matches, so a kill or a partial upload at any point costs a
+    second pretraining, never a model with another config's or tokenizer's weights."""
+    from safetensors.torch import save_model
+
+    mlm_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(mlm_dir / MLM_TOKENIZER_DIR)
+    meta = {
+        "fingerprint": fingerprint,
+        "tokenizer_sha256": _folder_sha256(mlm_dir / MLM_TOKENIZER_DIR),
+    }
+    weights = mlm_dir / (MLM_WEIGHTS_FILE + ".tmp")  # whole or not at all: write, then rename
+    save_model(model, str(weights), metadata=meta)
+    weights.replace(mlm_dir / MLM_WEIGHTS_FILE)
+    record = mlm_dir / (MLM_METRICS_FILE + ".tmp")
+    record.write_text(json.dumps({**metrics, **meta}))
+    record.replace(mlm_dir / MLM_METRICS_FILE)
+
+
+def kept_pretraining(mlm_dir: Path, fingerprint: str) -> bool:
+    """Whether ``mlm_dir`` holds weights :func:`keep_pretraining` kept for this ``fingerprint``,
+    with the tokenizer they were written with."""
+    from safetensors import safe_open
+
+    weights, tokenizer = mlm_dir / MLM_WEIGHTS_FILE, mlm_dir / MLM_TOKENIZER_DIR
+    if not weights.is_file() or not tokenizer.is_dir():
+        return False
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # cut short, or not safetensors: pretrain again
+        log.warning("ignoring unreadable pretrained weights in %s", mlm_dir)
+        return False
+    return meta.get("fingerprint") == fingerprint and meta.get(
+        "tokenizer_sha256"
+    ) == _folder_sha256(tokenizer)
+
+
+def kept_metrics(mlm_dir: Path, fingerprint: str) -> dict[str, float]:
+    """The figures (``mlm_*``) of the pretraining kept in ``mlm_dir`` for this ``fingerprint``,
+    or {} (none kept, unreadable, or another config's)."""
+    try:
+        record = json.loads((mlm_dir / MLM_METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+        return {}
+    return {k: float(v) for k, v in record.items() if k.startswith("mlm_")}
+
+
+def load_kept_pretraining(model: torch.nn.Module, mlm_dir: Path) -> None:
+    """Load the weights :func:`keep_pretraining` kept (check :func:`kept_pretraining` first)."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(mlm_dir / MLM_WEIGHTS_FILE))
+    log.info("starting fine-tuning from the weights pretrained in %s", mlm_dir)

@@ -82,9 +82,15 @@ from aicrush.config import TrainConfig
 from aicrush.text_window import CROPS, crop_source, model_inputs
 from components.checkpoint_sync import CheckpointMirror
 from components.model_builder import build_model_and_tokenizer
+from components.pretrain_mlm import (
+    MLM_TOKENIZER_DIR,
+    keep_pretraining,
+    kept_metrics,
+    kept_pretraining,
+    load_kept_pretraining,
+    pretrain_mlm,
+)
 from components.training_callbacks import (
-    MLM_METRICS_FILE,
-    MLM_WEIGHTS_FILE,
     barrier,
     config_fingerprint,
     drop_incomplete,
@@ -316,7 +322,6 @@ def train(
     train_texts = train_df[TEXT_COLUMN].astype(str).tolist()
     tokenizer_dir = checkpoint_dir / "tokenizer"
     mlm_dir = checkpoint_dir / "mlm"
-    mlm_record = mlm_dir / MLM_METRICS_FILE
     # Pretrained by an earlier attempt that was killed before its first fine-tuning checkpoint:
     # start fine-tuning from those weights and their tokenizer instead of pretraining again.
     pretrained = (
@@ -327,7 +332,7 @@ def train(
     with args.main_process_first(local=True, desc="tokenizer"):
         tokenizer = None
         if pretrained:
-            tokenizer = AutoTokenizer.from_pretrained(mlm_dir / "tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(mlm_dir / MLM_TOKENIZER_DIR)
         elif not cfg.base_model and (resume is not None or not local_main):
             # A resumed run reuses the tokenizer it trained (the checkpoint's weights index its
             # vocabulary); other processes on this node take the one the first process saved.
@@ -349,8 +354,6 @@ def train(
     pretrain_seconds = 0.0  # this attempt's, kept out of train_seconds
     if cfg.mlm_epochs and resume is None and not pretrained:
         # A resumed run's checkpoint already holds the pretrained-then-fine-tuned weights.
-        from components.pretrain_mlm import pretrain_mlm
-
         pretrain_started = time.perf_counter()
         mlm_metrics = pretrain_mlm(
             model, tokenizer, train_texts, cfg, max_length, mlm_dir,
@@ -365,14 +368,11 @@ def train(
                 log.warning("uploading the pretrained weights to %s failed: %s", mirror.uri, err)
         pretrain_seconds = time.perf_counter() - pretrain_started
     elif cfg.mlm_epochs:
-        record = _read_json(mlm_record)  # what the attempt that pretrained measured
-        if record.get("fingerprint") == fingerprint:
-            mlm_metrics = {k: float(v) for k, v in record.items() if k.startswith("mlm_")}
+        mlm_metrics = kept_metrics(
+            mlm_dir, fingerprint
+        )  # what the attempt that pretrained measured
         if pretrained:
-            from safetensors.torch import load_model
-
-            load_model(model, str(mlm_dir / MLM_WEIGHTS_FILE))
-            log.info("starting fine-tuning from the weights pretrained in %s", mlm_dir)
+            load_kept_pretraining(model, mlm_dir)
 
     crops = cfg.text_window == CROPS
     if crops:
@@ -498,69 +498,6 @@ def train(
         resumed_from_step=resumed_from,
         history=curve,
     )
-
-
-def _folder_sha256(folder: Path) -> str:
-    """One sha256 over every file under ``folder`` (relative names and contents, sorted)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def keep_pretraining(
-    model: Any, tokenizer: Any, mlm_dir: Path, fingerprint: str, metrics: dict[str, float]
-) -> None:
-    """Keep what masked-LM pretraining produced in ``mlm_dir`` for a retry: the tokenizer
-    (``tokenizer/``), the classifier's weights (:data:`MLM_WEIGHTS_FILE`, written whole or not
-    at all, its metadata naming the config ``fingerprint`` and the tokenizer's sha256) and the
-    figures (:data:`MLM_METRICS_FILE`). :func:`kept_pretraining` trusts the weights only when
-    all of it matches, so a kill or a partial upload at any point costs a second pretraining,
-    never a model with another config's or tokenizer's weights."""
-    from safetensors.torch import save_model
-
-    mlm_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(mlm_dir / "tokenizer")
-    meta = {"fingerprint": fingerprint, "tokenizer_sha256": _folder_sha256(mlm_dir / "tokenizer")}
-    tmp = mlm_dir / (MLM_WEIGHTS_FILE + ".tmp")
-    save_model(model, str(tmp), metadata=meta)
-    tmp.replace(mlm_dir / MLM_WEIGHTS_FILE)
-    _write_json(mlm_dir / MLM_METRICS_FILE, {**metrics, "fingerprint": fingerprint})
-
-
-def kept_pretraining(mlm_dir: Path, fingerprint: str) -> bool:
-    """Whether ``mlm_dir`` holds weights :func:`keep_pretraining` kept for this ``fingerprint``,
-    with the tokenizer they were written with."""
-    from safetensors import safe_open
-
-    weights, tokenizer = mlm_dir / MLM_WEIGHTS_FILE, mlm_dir / "tokenizer"
-    if not weights.is_file() or not tokenizer.is_dir():
-        return False
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception:  # cut short, or not safetensors: pretrain again
-        log.warning("ignoring unreadable pretrained weights in %s", mlm_dir)
-        return False
-    return meta.get("fingerprint") == fingerprint and meta.get(
-        "tokenizer_sha256"
-    ) == _folder_sha256(tokenizer)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``, or {} when it is absent or unreadable."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write ``value`` to ``path`` whole or not at all (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
 
 
 def _check_same_tokenizer(tokenizer: Any) -> None:

@@ -64,15 +64,6 @@ def drop_incomplete(checkpoint_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-#: In checkpoint_dir/mlm/: the masked-LM pretraining's metrics and the config fingerprint they
-#: belong to, for a run that resumes after it. A sub-folder, so the checkpoint mirror uploads it
-#: with the checkpoints (it syncs folders): a retry in a fresh pod restores it from the store.
-MLM_METRICS_FILE = "mlm_metrics.json"
-#: In checkpoint_dir/mlm/: the classifier's weights right after pretraining (safetensors), so a
-#: run killed before its first fine-tuning checkpoint does not pretrain again.
-MLM_WEIGHTS_FILE = "pretrained.safetensors"
-
-
 def config_fingerprint(
     cfg: TrainConfig, labels: list[str], n_train: int, data_sha256: str = ""
 ) -> str:
