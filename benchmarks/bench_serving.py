@@ -282,20 +282,16 @@ def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Pa
     return predict_url(port)
 
 
-def start_kserve_noop(stack: contextlib.ExitStack, work: Path, cpus: str, access_log: bool) -> str:
-    port = free_port()
-    module = "benchmarks.serving.kserve_noop_server"
-    cmd = ["taskset", "-c", cpus, sys.executable, "-m", module, str(port),
-           "--enable_access_log", "true" if access_log else "false"]  # fmt: skip
-    stack.enter_context(server(cmd, ready(port), work / f"{module}-{port}.log"))
-    return predict_url(port)
+PORT = "{port}"  # start_module's placeholder for the port it picks
+KSERVE_NOOP = "benchmarks.serving.kserve_noop_server"
 
 
-def start_module(stack: contextlib.ExitStack, work: Path, module: str, model_dir: Path,
+def start_module(stack: contextlib.ExitStack, work: Path, module: str, *args: object,
                  cpus: str | None = None) -> str:  # fmt: skip
+    """``python -m module args...`` on ``cpus``, an arg ``PORT`` replaced by a free port."""
     port = free_port()
-    cmd = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-m", module,
-                                                       str(model_dir), str(port)]  # fmt: skip
+    argv = [str(port) if a == PORT else str(a) for a in args]
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-m", module, *argv]
     stack.enter_context(server(cmd, ready(port), work / f"{module}-{port}.log"))
     return predict_url(port)
 
@@ -478,10 +474,12 @@ def main(argv: list[str] | None = None) -> None:
                 [start_ours(stack, work, "aicrush_torch", model_dir, "torch")], v1_lua, (32,)
             ),
             "naive": Target(
-                [start_module(stack, work, "benchmarks.serving.naive_server", model_dir)], v1_lua
+                [start_module(stack, work, "benchmarks.serving.naive_server", model_dir, PORT)],
+                v1_lua,
             ),
             "noop_aicrush": Target(
-                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir)], v1_lua
+                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir, PORT)],
+                v1_lua,
             ),
             "one_worker": Target(
                 [start_ours(stack, work, "one_worker", model_dir, backend, batch_workers=1)],
@@ -518,16 +516,27 @@ def main(argv: list[str] | None = None) -> None:
             # the per-request cost of its REST stack, which bounds what any server built on it
             # can reach against the limit.
             "kserve_noop_one_core": Target(
-                [start_kserve_noop(stack, work, ONE_CPU, True)], v1_lua, (32,), wrk_cpus=other_cpus
+                [start_module(stack, work, KSERVE_NOOP, PORT, cpus=ONE_CPU)],
+                v1_lua,
+                (32,),
+                wrk_cpus=other_cpus,
             ),
             "noop_aicrush_one_core": Target(
-                [start_module(stack, work, "benchmarks.serving.noop_server", model_dir, ONE_CPU)],
+                [
+                    start_module(
+                        stack, work, "benchmarks.serving.noop_server", model_dir, PORT, cpus=ONE_CPU
+                    )
+                ],
                 v1_lua,
                 (32,),
                 wrk_cpus=other_cpus,
             ),
             "kserve_noop_one_core_quiet": Target(
-                [start_kserve_noop(stack, work, ONE_CPU, False)],
+                [
+                    start_module(
+                        stack, work, KSERVE_NOOP, PORT, "--enable_access_log", "false", cpus=ONE_CPU
+                    )
+                ],
                 v1_lua,
                 (32,),
                 wrk_cpus=other_cpus,
