@@ -281,14 +281,22 @@ _CLIENT_ERROR_KINDS = {
 }
 
 
+#: The one log line of a client's mistake (``kind``, ``reason``), here and in
+#: ``serving.server.ClientErrorLogFilter``.
+CLIENT_ERROR_LINE = "client error (%s): %s"
+
+
+def clip_reason(reason: str, limit: int = 300) -> str:
+    """``reason`` cut to ``limit`` characters (then "..."), for one log line."""
+    return reason if len(reason) <= limit else reason[:limit] + "..."
+
+
 def log_client_error(status: int, error: str) -> None:
-    """One INFO line on KServe's logger, ``client error (Kind): reason``: the same line a client
+    """One INFO line on KServe's logger, :data:`CLIENT_ERROR_LINE`: the same line a client
     error answered inside KServe gets, so a request refused here is logged too (with the access
     log off it would leave no trace at all)."""
-    if len(error) > 300:
-        error = error[:300] + "..."
     kind = _CLIENT_ERROR_KINDS.get(status, f"HTTP {status}")
-    logging.getLogger("kserve").info("client error (%s): %s", kind, error)
+    logging.getLogger("kserve").info(CLIENT_ERROR_LINE, kind, clip_reason(error))
 
 
 async def _json(

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from serving.http_guard import (
+    CLIENT_ERROR_LINE,
     DEFAULT_MAX_BODY_BYTES,
+    clip_reason,
     install_http_extensions,
 )
 
@@ -111,10 +113,7 @@ class ClientErrorLogFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None or not isinstance(exc, _client_errors()):
             return True
-        reason = str(exc)
-        if len(reason) > 300:
-            reason = reason[:300] + "..."
-        record.msg, record.args = "client error (%s): %s", (type(exc).__name__, reason)
+        record.msg, record.args = CLIENT_ERROR_LINE, (type(exc).__name__, clip_reason(str(exc)))
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         record.levelno, record.levelname = logging.INFO, "INFO"
         return True
