@@ -8,7 +8,9 @@ A model folder (the ``Model`` artifact of ``train_model``) holds a Hugging Face
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,21 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
+@contextlib.contextmanager
+def no_progress_bar() -> Iterator[None]:
+    """transformers' progress bars off inside (its "Loading weights" bar of a model folder that
+    loads in milliseconds), back as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -71,7 +88,10 @@ class TextClassifier:
         meta = json.loads((model_dir / MODEL_META_FILE).read_text())
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+        with no_progress_bar():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, use_safetensors=True
+            )
         return cls(model, tokenizer, meta, device=device)
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:

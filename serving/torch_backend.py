@@ -51,25 +51,21 @@ def load_torch_model(model_dir: Path, quantize: bool = False) -> tuple[Any, Any,
     """Model (eval, SDPA attention where supported, batch-invariant linear layers, optionally
     int8-quantized), tokenizer, meta."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
+    from aicrush.model_folder import MODEL_META_FILE, no_progress_bar, resolve_model_dir
 
     model_dir = resolve_model_dir(model_dir)
     meta = json.loads((model_dir / MODEL_META_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # No "Loading weights" bar in a server's start log (a tiny model loads in milliseconds).
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, attn_implementation="sdpa"
-        )
-    except (ValueError, ImportError):  # an architecture without SDPA support
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
+    with no_progress_bar():  # none in a server's start log
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, use_safetensors=True, attn_implementation="sdpa"
+            )
+        except (ValueError, ImportError):  # an architecture without SDPA support
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, use_safetensors=True
+            )
     model.eval()
     if quantize:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -223,11 +223,7 @@ def drift_command(
         resolved = download_model(uri, model, version=version)
         model_dir = resolved.path if resolved is not None else None
     if predictions is None and model_dir is not None:
-        from transformers.utils import logging as transformers_logging
-
         from aicrush.model_folder import TextClassifier
-
-        transformers_logging.disable_progress_bar()  # "Loading weights" of a model folder
 
         predictions = [p.label for p in TextClassifier.from_dir(model_dir).predict(texts)]
     settings = DriftSettings(min_rows=min_rows)
