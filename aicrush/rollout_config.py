@@ -140,6 +140,13 @@ class RolloutConfig(_Strict):
             )
         if self.poll_s > self.interval_s:
             raise ValueError("rollout.poll_s must not exceed rollout.interval_s")
+        if self.max_step_wait_s < self.interval_s:
+            # A step lasts at least interval_s: the wait limit would end every step first and
+            # roll back canaries that pass.
+            raise ValueError(
+                f"rollout.max_step_wait_s ({self.max_step_wait_s:g}) must be at least "
+                f"rollout.interval_s ({self.interval_s:g}), the least time a step lasts"
+            )
         if self.min_replicas > self.max_replicas:
             raise ValueError("rollout.min_replicas must not exceed rollout.max_replicas")
         return self

@@ -50,6 +50,10 @@ class Verdict:
         return d
 
 
+#: 5xx responses that fail a canary before ``min_requests`` when they break the error budget.
+EARLY_FAIL_ERRORS = 5
+
+
 def label_distance(a: dict[str, float], b: dict[str, float]) -> float:
     """Total-variation distance between two label-count distributions (0 same, 1 disjoint)."""
     ta, tb = sum(a.values()), sum(b.values())
@@ -70,27 +74,38 @@ def judge(
     canary_version: str = "",
     drift: DriftVerdict | None = None,
 ) -> Verdict:
-    """Judge one window of canary vs stable."""
-    # Few requests are not evidence, except errors: five failures already break a 1 % budget.
-    if canary.requests < t.min_requests and canary.errors < 5:
+    """Judge one window of canary vs stable.
+
+    Below ``min_requests`` canary requests the window is not evidence (``wait``), except for
+    errors: five or more 5xx that already break ``max_error_rate`` fail it at once. Nothing else
+    can pass or fail it early, so a canary is never passed on fewer than ``min_requests``.
+    """
+    rate = canary.error_rate
+    error_check = Check(
+        "error_rate",
+        rate,
+        t.max_error_rate,
+        rate <= t.max_error_rate,
+        f"canary 5xx {canary.errors:.0f}/{canary.requests:.0f}; stable {stable.error_rate:.3%}",
+    )
+    if canary.requests < t.min_requests:
+        if canary.errors >= EARLY_FAIL_ERRORS and not error_check.ok:
+            return Verdict(
+                "fail",
+                (error_check,),
+                canary.requests,
+                stable.requests,
+                f"error_rate {rate:.4g} beyond {t.max_error_rate:.4g} "
+                f"({canary.errors:.0f} errors before {t.min_requests} requests)",
+            )
         return Verdict(
             "wait",
             canary_requests=canary.requests,
             stable_requests=stable.requests,
             reason=f"{canary.requests:.0f} canary requests so far; need {t.min_requests} to judge",
         )
-    checks: list[Check] = []
+    checks: list[Check] = [error_check]
     unmeasured: list[str] = []
-    rate = canary.error_rate
-    checks.append(
-        Check(
-            "error_rate",
-            rate,
-            t.max_error_rate,
-            rate <= t.max_error_rate,
-            f"canary 5xx {canary.errors:.0f}/{canary.requests:.0f}; stable {stable.error_rate:.3%}",
-        )
-    )
     p99_c, p99_s = _finite(canary.quantile(0.99)), _finite(stable.quantile(0.99))
     if p99_c is not None:
         checks.append(

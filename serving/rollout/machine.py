@@ -320,15 +320,21 @@ class Rollout:
             if percent != st.percent:
                 st = self.set_traffic(percent)
             started = time.time()
-            source.window([stable, canary], since=started)  # baseline scrape for this step
+            try:
+                source.window([stable, canary], since=started)  # baseline scrape for this step
+            except Exception as err:  # the first read that works is the baseline then
+                log.warning("reading metrics failed: %s", err)
             while True:
                 if stop is not None and stop.is_set():
                     return self.store.load()
                 self.sleep(self.cfg.poll_s)
                 try:
                     window = source.window([stable, canary], since=started)
-                except Exception as err:  # a missed scrape is retried on the next poll
+                except Exception as err:  # a missed scrape is retried on the next poll...
                     log.warning("reading metrics failed: %s", err)
+                    elapsed = time.time() - started
+                    if elapsed >= self.cfg.max_step_wait_s:  # ...until the step's time is up
+                        return self._out_of_time(percent, f"metrics unreadable ({err})", elapsed)
                     continue
                 verdict = judge(
                     window[stable], window[canary], t, canary_version=canary, drift=self.drift
@@ -342,15 +348,20 @@ class Rollout:
                 if verdict.outcome == "pass" and elapsed >= self.cfg.interval_s:
                     break
                 if elapsed >= self.cfg.max_step_wait_s:
-                    why = f"analysis at {percent} %: {verdict.reason or 'not enough traffic'} after {elapsed:.0f}s"
-                    if self.cfg.on_insufficient_traffic == "rollback":
-                        return self.rollback(reason=why)
-                    raise RolloutError(
-                        why + "; the canary holds its traffic; promote or roll back by hand"
+                    return self._out_of_time(
+                        percent, verdict.reason or "not enough traffic", elapsed
                     )
         if not auto_promote:
             return self.store.load()
         return self.promote(reason="analysis passed every step")
+
+    def _out_of_time(self, percent: int, reason: str, elapsed: float) -> RolloutState:
+        """A step that reached ``max_step_wait_s`` without a verdict: roll back, or (``hold``)
+        leave the canary where it is and raise :class:`RolloutError` saying so."""
+        why = f"analysis at {percent} %: {reason} after {elapsed:.0f}s"
+        if self.cfg.on_insufficient_traffic == "rollback":
+            return self.rollback(reason=why)
+        raise RolloutError(why + "; the canary holds its traffic; promote or roll back by hand")
 
     def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:
         st = self.store.load()

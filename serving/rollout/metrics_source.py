@@ -307,7 +307,8 @@ class ScrapeDriftVerdict:
                     and s.labels.get("model") == self.model
                     and s.labels.get("version") == str(version)
                 ):
-                    return s.value >= 1.0
+                    # NaN: the monitor's window had too little data to judge: no check.
+                    return None if math.isnan(s.value) else s.value >= 1.0
         return None
 
 

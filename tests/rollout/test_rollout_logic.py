@@ -32,6 +32,7 @@ from tests.rollout.test_registry import RecordingBackend
         ({"steps": [50, 10, 100]}, "strictly increasing"),
         ({"steps": [0, 100]}, "percentages in 1..100"),
         ({"interval_s": 1, "poll_s": 5}, "poll_s must not exceed"),
+        ({"interval_s": 900}, r"max_step_wait_s \(600\) must be at least rollout.interval_s"),
         ({"thresholds": {"max_error_rate": 2}}, "less than or equal to 1"),
         ({"thresholds": {"max_eror_rate": 0.1}}, "Extra inputs are not permitted"),
         ({"stepz": [100]}, "Extra inputs are not permitted"),
@@ -90,6 +91,20 @@ def test_judge_passes_fails_and_waits() -> None:
     assert v.outcome == "fail" and "label_distance" in v.reason
     drift = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda v: True)
     assert drift.outcome == "fail" and "drift" in drift.reason
+
+
+def test_few_requests_fail_only_on_errors_that_break_the_budget() -> None:
+    """Below min_requests a window waits, except for 5+ errors that already break the error
+    budget: 5 errors in 600 requests (0.8 %) are within a 1 % budget and must not pass the canary
+    on 600 of the 1,000 requests asked for."""
+    t = ThresholdsConfig(min_requests=1000, max_error_rate=0.01)
+    within = judge(_counters(5000), _counters(600, errors=5), t)
+    assert within.outcome == "wait" and "need 1000 to judge" in within.reason
+    assert judge(_counters(5000), _counters(600, errors=4), t).outcome == "wait"
+    beyond = judge(_counters(5000), _counters(100, errors=5), t)  # 5 %
+    assert beyond.outcome == "fail" and "error_rate" in beyond.reason
+    assert [c.name for c in beyond.checks] == ["error_rate"]
+    assert judge(_counters(5000), _counters(1000, errors=5), t).outcome == "pass"
 
 
 def test_label_distance_and_quantile() -> None:
@@ -270,6 +285,66 @@ def test_no_traffic_rolls_back_after_max_wait(tmp_path: Path) -> None:
     assert st.phase == "rolled_back" and "need 20 to judge" in st.history[-1]["reason"]
     with pytest.raises(RolloutError, match="no canary in progress"):
         rollout.rollback()
+
+
+class FailingSource:
+    """Every read fails, as with Prometheus down (or, before the baseline, ``fail_first`` reads)."""
+
+    def __init__(self, fail_first: int | None = None, then: ScriptedSource | None = None):
+        self.reads, self.fail_first, self.then = 0, fail_first, then
+
+    def window(self, versions, since):
+        self.reads += 1
+        if self.fail_first is None or self.reads <= self.fail_first:
+            raise httpx.ConnectError("connection refused")
+        assert self.then is not None
+        return self.then.window(versions, since)
+
+
+def test_unreadable_metrics_end_the_step_at_max_wait(tmp_path: Path) -> None:
+    """Reads that keep failing do not loop forever: the step ends at max_step_wait_s and rolls
+    back (or holds, as configured) with the reason; a failed baseline read is not a crash."""
+    source = FailingSource()
+    rollout, registry, backend = _machine(tmp_path, source, max_step_wait_s=0.2)  # type: ignore[arg-type]
+    rollout.deploy()
+    st = rollout.analyze()
+    assert st.phase == "rolled_back" and registry.champion_version == "1"
+    assert "metrics unreadable (connection refused)" in st.history[-1]["reason"]
+    assert backend.calls[-1] == ("rollback",)
+
+    held, _, backend2 = _machine(
+        tmp_path / "hold", FailingSource(), max_step_wait_s=0.2, on_insufficient_traffic="hold"
+    )  # type: ignore[arg-type]
+    held.deploy()
+    with pytest.raises(RolloutError, match="metrics unreadable.*the canary holds its traffic"):
+        held.analyze()
+    assert held.status()["phase"] == "canary" and backend2.calls[-1][0] == "deploy"
+
+    # The baseline read (and the next) fail, then reads work: the analysis goes on to promote.
+    flaky, registry3, _ = _machine(tmp_path / "flaky", FailingSource(2, ScriptedSource()))  # type: ignore[arg-type]
+    flaky.deploy()
+    assert flaky.analyze().phase == "promoted" and registry3.champion_version == "2"
+
+
+def test_scrape_drift_verdict_reads_nan_as_no_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor exports NaN for a window with too little data: that is no verdict, not 'no
+    drift' (NaN >= 1 is False)."""
+    from serving.rollout import metrics_source
+    from serving.rollout.metrics_source import ScrapeDriftVerdict
+
+    text = (
+        'aicrush_drift_dataset_drift{model="m",version="2"} NaN\n'
+        'aicrush_drift_dataset_drift{model="m",version="3"} 1.0\n'
+        'aicrush_drift_dataset_drift{model="m",version="4"} 0.0\n'
+    )
+    monkeypatch.setattr(
+        metrics_source.httpx,
+        "get",
+        lambda url, timeout: httpx.Response(200, text=text, request=httpx.Request("GET", url)),
+    )
+    verdict = ScrapeDriftVerdict("http://monitor/metrics", "m")
+    assert verdict("2") is None and verdict("3") is True and verdict("4") is False
+    assert verdict("5") is None
 
 
 def test_scrape_source_windows_from_step_start(tmp_path: Path) -> None:
