@@ -14,13 +14,18 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.monitor.events import EventError
 from serving.monitor.service import Monitor
+
+#: The most windows ``GET /reports`` lists at once.
+MAX_REPORTS = 1000
 
 
 def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
@@ -73,11 +78,13 @@ def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
         }
 
     @app.get("/reports")
-    def reports(limit: int = 50) -> list[dict]:
+    def reports(
+        limit: Annotated[int, Query(ge=1, le=MAX_REPORTS, description="newest windows")] = 50,
+    ) -> list[dict]:
         return monitor.state.results(limit=limit)
 
     @app.get("/reports/{result_id}")
-    def report(result_id: int) -> Response:
+    def report(result_id: Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)]) -> Response:
         where = monitor.state.result_report(result_id)
         if where is None or where.startswith("gs://") or not Path(where).is_file():
             return JSONResponse(

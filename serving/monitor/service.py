@@ -101,6 +101,12 @@ class MonitorMetrics:
             mv,
             registry=registry,
         )
+        self.reports_failed = Counter(
+            "aicrush_drift_reports_failed",
+            "HTML drift reports that could not be written (the window's verdict is kept).",
+            mv,
+            registry=registry,
+        )
         self.last_window = Gauge(
             "aicrush_drift_last_window_timestamp_seconds",
             "Unix time the last window was analysed.",
@@ -206,8 +212,11 @@ class Monitor:
         self._unfeaturized: dict[tuple[str, str], list] = {}
         for ref in self.state.load_references():  # what a previous run watched
             self._install(ref, persist=False)
+        #: model -> the version its events without one belong to (``route``).
+        self.default_versions: dict[str, str] = {}
         for ref in references or []:
             self._install(ref, persist=True)
+            self.default_versions[ref.model_name] = ref.model_version
         if config.warm_up:  # Evidently and Feast import lazily in seconds; pay it before traffic
             import evidently.legacy.calculations.stattests  # noqa: F401
 
@@ -236,12 +245,17 @@ class Monitor:
         self.metrics.open_rows.labels(*key).set(len(window))
 
     def route(self, model: str, version: str | None) -> tuple[str, str] | None:
-        """The (model, version) whose reference applies; an event without a version (KServe's
-        own logger) goes to the model's only reference, or the last one loaded."""
+        """The (model, version) whose reference applies. An event without a version (KServe's
+        own logger) goes to the version the monitor was started for (``references``: the
+        champion's), else to the model's only reference, else to the last one loaded; never to a
+        canary's reference loaded on the way, nor to one a previous run left in the state."""
         if version is not None:
             if (model, version) not in self.references:
                 self._load_reference(model, version)
             return (model, version) if (model, version) in self.references else None
+        default = self.default_versions.get(model)
+        if default is not None and (model, default) in self.references:
+            return (model, default)
         keys = [k for k in self.references if k[0] == model]
         return keys[-1] if keys else None
 
@@ -406,7 +420,14 @@ class Monitor:
         ):
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             dest = f"{self.config.reports.rstrip('/')}/{key[0]}/v{key[1]}/drift-{stamp}-{time.time_ns() % 10**9}.html"
-            report = save_report(build_report(frame, ref.frame, self.config.settings), dest)
+            try:
+                report = save_report(build_report(frame, ref.frame, self.config.settings), dest)
+            except Exception as err:  # a report that cannot be written must not lose the verdict
+                log.warning(
+                    "drift report of %s version %s not written to %s: %s (the window's verdict "
+                    "is recorded without it)", *key, dest, err,
+                )  # fmt: skip
+                self.metrics.reports_failed.labels(*key).inc()
         self.state.record_result(*key, ref.sha256, result.to_dict(), report)
         self.state.drop_records(*key, len(records))
         self._export(key, result)

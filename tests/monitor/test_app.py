@@ -198,3 +198,53 @@ def test_logger_url_version_routes_kserve_events_per_revision(tmp_path, referenc
         assert [r[2] for r in monitor.windows[(MODEL, "4")].records] == ["C"]
     finally:
         monitor.close()
+
+
+def test_reports_out_of_range_are_client_errors(tmp_path, reference):
+    """/reports' limit and a report id beyond SQLite's integers were 500s (OverflowError);
+    limit=-1 listed every row. Each is a 422 that names the parameter now."""
+    monitor = make_monitor(tmp_path / "state", reference)
+    try:
+        client = TestClient(create_app(monitor))
+        for url, name in (
+            ("/reports?limit=100000000000000000000", "limit"),
+            ("/reports?limit=-1", "limit"),
+            ("/reports?limit=0", "limit"),
+            ("/reports/100000000000000000000", "result_id"),
+            ("/reports/0", "result_id"),
+        ):
+            r = client.get(url)
+            assert r.status_code == 422, (url, r.status_code, r.text)
+            assert name in r.text
+        assert client.get("/reports?limit=1000").status_code == 200
+        assert client.get("/reports/9223372036854775807").status_code == 404
+    finally:
+        monitor.close()
+
+
+def test_a_report_that_cannot_be_written_keeps_the_windows_verdict(tmp_path, reference, split):
+    """With report_on=always and a report destination that cannot be written, the window's
+    verdict is still recorded and exported, and its rows leave the state (they were lost, and the
+    next window dropped rows of its own)."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the reports folder should be")
+    monitor = make_monitor(
+        tmp_path / "state", reference, max_rows=1000, reports=str(blocked), report_on="always"
+    )
+    try:
+        from serving.monitor.events import PairedInference
+
+        texts = split[1]["text"].head(5).tolist()
+        monitor.add_pair(
+            PairedInference("r", MODEL, VERSION, "v1", texts, [("Python", 0.9)] * len(texts))
+        )
+        result = monitor.analyse_now(MODEL, VERSION)
+        [row] = monitor.state.results(limit=5)
+        assert row["n_rows"] == 5 and row["report"] is None
+        assert monitor.state.load_records(MODEL, VERSION) == []
+        labels = {"model": MODEL, "version": VERSION}
+        assert monitor.registry.get_sample_value("aicrush_drift_window_rows", labels) == 5
+        assert monitor.registry.get_sample_value("aicrush_drift_reports_failed_total", labels) == 1
+        assert result.n_rows == 5
+    finally:
+        monitor.close()

@@ -38,15 +38,20 @@ def gauge(monitor, name: str, **labels: str) -> float | None:
 
 def test_language_shift_raises_drift_gauge_and_alert(tmp_path, split, reference: Reference):
     _, pool = split
+    # Three windows of it: the alert needs 3 drifted windows in a row (one drifted window holds
+    # the flag until the next closes, which is not sustained drift).
     shifted = pool[pool["prediction"].isin(["JavaScript", "CSS"])].sample(
-        400, replace=True, random_state=0
+        1200, replace=True, random_state=0
     )
     monitor = make_monitor(tmp_path / "state", reference, max_rows=400)
     try:
         send_through_events(monitor, shifted)
-        assert gauge(monitor, "aicrush_drift_windows_total", dataset_drift="true") == 1
+        assert gauge(monitor, "aicrush_drift_windows_total", dataset_drift="true") == 3
         flag = gauge(monitor, "aicrush_drift_dataset_drift")
         assert flag == 1
+        in_a_row = gauge(monitor, "aicrush_drift_consecutive_drifted_windows")
+        assert in_a_row == 3
+        assert gauge(monitor, "aicrush_drift_last_window_timestamp_seconds") is not None
         share = gauge(monitor, "aicrush_drift_share_drifted_columns")
         assert share is not None and share >= 0.75, share
         assert gauge(monitor, "aicrush_drift_column_drifted", column="prediction") == 1
@@ -60,7 +65,8 @@ def test_language_shift_raises_drift_gauge_and_alert(tmp_path, split, reference:
 
     if shutil.which("promtool") is None:
         pytest.skip("promtool not installed (Debian package prometheus): alert check skipped")
-    # The gauge value the monitor exported, held for 20 minutes: the alert rule must fire.
+    # The run of drifted windows the monitor exported, its last window just closed: the alert
+    # rule must fire (promtool's clock starts at 0, so the timestamp series is that clock).
     test_file = tmp_path / "shift.test.yaml"
     test_file.write_text(
         textwrap.dedent(f"""\
@@ -69,15 +75,17 @@ def test_language_shift_raises_drift_gauge_and_alert(tmp_path, split, reference:
         tests:
           - interval: 1m
             input_series:
-              - series: 'aicrush_drift_dataset_drift{{model="{MODEL}",version="{VERSION}"}}'
-                values: "{int(flag)}x25"
+              - series: 'aicrush_drift_consecutive_drifted_windows{{model="{MODEL}",version="{VERSION}"}}'
+                values: "{int(in_a_row)}x25"
+              - series: 'aicrush_drift_last_window_timestamp_seconds{{model="{MODEL}",version="{VERSION}"}}'
+                values: "0+60x25"
             alert_rule_test:
-              - eval_time: 20m
+              - eval_time: 5m
                 alertname: AicrushSustainedDrift
                 exp_alerts:
                   - exp_labels: {{severity: warning, model: {MODEL}, version: "{VERSION}"}}
                     exp_annotations:
-                      summary: "Input drift on {MODEL} v{VERSION} for 15 minutes"
+                      summary: "Input drift on {MODEL} v{VERSION}: {int(in_a_row)} drifted windows in a row"
                       description: >-
                         The last drift windows of {MODEL} v{VERSION} drifted from the training
                         reference. Open the monitor's /reports; retraining starts if enabled.

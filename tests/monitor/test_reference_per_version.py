@@ -56,3 +56,33 @@ def test_canary_events_get_their_own_versions_reference(
     )
     without.add_pair(_pair("4", texts))
     assert (MODEL, "4") not in without.references  # the old behaviour, kept without a loader
+
+
+def test_events_without_a_version_go_to_the_started_version_not_the_last_loaded(
+    tmp_path: Path, reference: Reference, split
+) -> None:
+    """KServe's logger sends no version. Such events belong to the version the monitor was
+    started for (the champion), not to a canary's reference loaded since, and not to one that a
+    previous run left in the state, also after a restart."""
+
+    def loader(model: str, version: str) -> Reference:
+        frame = split[0].drop(columns=["text"])
+        return reference_from_frame(frame, model, version, f"models:/{model}/{version}")
+
+    config = MonitorConfig(
+        state_dir=tmp_path, policy=WindowPolicy(max_rows=400), background=False, warm_up=False
+    )
+    texts = split[1]["text"].head(3).tolist()
+    monitor = Monitor(config, references=[reference], reference_loader=loader)
+    monitor.add_pair(_pair("4", texts))  # a canary's events load version 4's reference
+    assert list(monitor.references)[-1] == (MODEL, "4")
+    assert monitor.route(MODEL, None) == (MODEL, VERSION)
+    monitor.close()
+    restarted = Monitor(config, references=[reference], reference_loader=loader)
+    assert (MODEL, "4") in restarted.references  # kept in the state
+    assert restarted.route(MODEL, None) == (MODEL, VERSION)
+    restarted.close()
+    # Started without a version of its own: the model's only (or last) reference, as before.
+    alone = Monitor(MonitorConfig(state_dir=tmp_path / "b", background=False, warm_up=False))
+    assert alone.route(MODEL, None) is None
+    alone.close()
