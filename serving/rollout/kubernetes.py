@@ -17,9 +17,14 @@ After each transition the backend waits (``rollout.ready_timeout_s``) until KSer
 done: ``Ready`` condition true for the current generation, the latest revision ready, and the
 traffic split the spec asks for.
 
-The rollout's own state (phase, last analysis, history) is the annotation ``aicrush.dev/rollout``
-on the same object (:class:`InferenceServiceStateStore`), so every pipeline step (its own pod) and
-every CLI call (any machine) reads where the last one left off; no local file is involved.
+The rollout's own state (phase, last analysis, history) is the ConfigMap ``<service>-rollout``
+beside it, owned by the InferenceService (deleted with it; :class:`InferenceServiceStateStore`),
+so every pipeline step (its own pod) and every CLI call (any machine) reads where the last one
+left off; no local file is involved. Not an annotation of the InferenceService: KServe copies
+those onto the Knative revision template (all but its ``serviceAnnotationDisallowedList``), so
+each save, one per analysis poll, would make a new revision of the canary that starts cold with
+no traffic. The version annotations change only with the spec (deploy, rollback) or at promote,
+which therefore starts one more revision of the promoted model before it takes all traffic.
 """
 
 from __future__ import annotations
@@ -46,9 +51,12 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 STABLE_ANNOTATION = "aicrush.dev/stable-version"
 CANARY_ANNOTATION = "aicrush.dev/canary-version"
 ROLLED_BACK_ANNOTATION = "aicrush.dev/rolled-back-version"
-#: The rollout machine's state (phase, last analysis, history) as JSON.
+#: Where earlier versions kept the rollout state (read when there is no state ConfigMap yet).
 STATE_ANNOTATION = "aicrush.dev/rollout"
-#: Budget of the state annotation (Kubernetes allows 256 KiB for all annotations together).
+#: The state ConfigMap is ``<service><STATE_CONFIGMAP_SUFFIX>``; its key ``state`` holds the JSON.
+STATE_CONFIGMAP_SUFFIX = "-rollout"
+STATE_KEY = "state"
+#: Budget of the state JSON (a ConfigMap holds at most 1 MiB).
 STATE_MAX_CHARS = 64_000
 HTTP_PORT = 8080
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "hf://", "oci://")
@@ -141,7 +149,8 @@ def _api_error(err: Exception, doing: str) -> RolloutError:
         except (ValueError, AttributeError):
             message = str(body)[:500]
     hint = {
-        403: "the service account lacks RBAC on inferenceservices (see docs/rollout.md)",
+        403: "the service account lacks RBAC on inferenceservices or configmaps "
+        "(manifests/base/rbac.yaml, docs/rollout.md)",
         404: "the InferenceService or the KServe CRD is missing",
         409: "the InferenceService changed meanwhile; run the command again",
         422: "the API server rejected the InferenceService body",
@@ -207,6 +216,7 @@ class KubernetesBackend:
     service: str
     image: str = ""  # default: aicrush.images.default_images()["serve"]
     api: Any = None  # kubernetes.client.CustomObjectsApi; default: in-cluster or kubeconfig
+    core_api: Any = None  # kubernetes.client.CoreV1Api; default: on the same connection as api
     prometheus_selector: str = ""
     sleep: Callable[[float], None] = time.sleep
     name: str = field(default="kubernetes", init=False)
@@ -228,6 +238,15 @@ class KubernetesBackend:
                 config.load_kube_config()
             self.api = client.CustomObjectsApi()
         return self.api
+
+    @property
+    def core(self) -> Any:
+        """CoreV1Api (the state ConfigMap) on the same connection as :attr:`client`."""
+        if self.core_api is None:
+            from kubernetes import client
+
+            self.core_api = client.CoreV1Api(self.client.api_client)
+        return self.core_api
 
     @property
     def where(self) -> str:
@@ -435,7 +454,11 @@ class KubernetesBackend:
         if canary and predictor.get("latestCreatedRevision"):
             out[canary] = predictor["latestCreatedRevision"]
             rolled = predictor.get("latestRolledoutRevision")
-            if stable and rolled and rolled != out[canary]:
+            if rolled == out[canary]:
+                # At canaryTrafficPercent 100 KServe records the canary's revision as rolled
+                # out; the stable version's is then the one rolled out before it.
+                rolled = predictor.get("previousRolledoutRevision")
+            if stable and rolled:
                 out[stable] = rolled
         elif stable and predictor.get("latestRolledoutRevision"):
             out[stable] = predictor["latestRolledoutRevision"]
@@ -460,29 +483,59 @@ class KubernetesBackend:
 
 
 class InferenceServiceStateStore:
-    """The rollout machine's state on the InferenceService itself.
+    """The rollout machine's state beside the InferenceService.
 
     Which versions serve and the canary's share are read from what actually drives serving
     (the version annotations and ``spec.predictor.canaryTrafficPercent``); the phase, the last
-    analysis and the history are the JSON annotation ``aicrush.dev/rollout``, whose history is
-    trimmed by whole events to stay valid JSON within :data:`STATE_MAX_CHARS`.
+    analysis and the history are JSON in the ConfigMap ``<service>-rollout`` (key ``state``),
+    whose history is trimmed by whole events to stay valid JSON within :data:`STATE_MAX_CHARS`.
+    The ConfigMap is owned by the InferenceService, so deleting the service deletes it.
     """
 
     def __init__(self, backend: KubernetesBackend):
         self.backend = backend
+        #: Whether the ConfigMap exists, as last seen (None: not read yet): save() then creates
+        #: or replaces it at the first try.
+        self._exists: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend.service}{STATE_CONFIGMAP_SUFFIX}"
+
+    @property
+    def where(self) -> str:
+        return f"ConfigMap {self.backend.cfg.namespace}/{self.name}"
+
+    def _record(self, isvc: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self.backend.core.read_namespaced_config_map(self.name, self.backend.cfg.namespace)
+            text, where = (cm.data or {}).get(STATE_KEY) or "{}", self.where
+            self._exists = True
+        except ApiException as err:
+            if err.status != 404:
+                raise _api_error(err, f"reading the rollout state ({self.where})") from err
+            self._exists = False
+            # No state yet, or a rollout an earlier version kept in an annotation.
+            ann = isvc["metadata"].get("annotations") or {}
+            text, where = ann.get(STATE_ANNOTATION) or "{}", f"annotation {STATE_ANNOTATION}"
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            log.warning("the rollout state in %s is not a JSON object; ignoring it", where)
+            return {}
+        return record
 
     def load(self) -> RolloutState:
         isvc = self.backend.get()
         if isvc is None:
+            self._exists = False  # deleted with its InferenceService (owner reference)
             return RolloutState(self.backend.name)
         ann = isvc["metadata"].get("annotations") or {}
-        try:
-            record = json.loads(ann.get(STATE_ANNOTATION) or "{}")
-        except ValueError:
-            log.warning(
-                "annotation %s of %s is not JSON; ignoring it", STATE_ANNOTATION, self.backend.where
-            )
-            record = {}
+        record = self._record(isvc)
         stable, canary = ann.get(STABLE_ANNOTATION), ann.get(CANARY_ANNOTATION)
         percent = isvc["spec"]["predictor"].get("canaryTrafficPercent")
         phase = record.get("phase") or ("promoted" if stable else "idle")
@@ -502,15 +555,46 @@ class InferenceServiceStateStore:
         )
 
     def save(self, state: RolloutState) -> None:
+        from kubernetes.client.exceptions import ApiException
+
         state.updated_at = time.time()
         record = {k: v for k, v in asdict(state).items() if k != "history"}
         budget = STATE_MAX_CHARS - len(json.dumps(record, default=str)) - len(', "history": ')
         history = json.loads(fit_json_list(state.history, budget))
         value = json.dumps({**record, "history": history}, default=str)
-        # Only this annotation changes: no resourceVersion condition, so a status update by
-        # KServe in between does not make the save fail.
-        self.backend._patch(
-            None,
-            {"metadata": {"annotations": {STATE_ANNOTATION: value}}},
-            f"saving the rollout state on {self.backend.where}",
-        )
+        namespace = self.backend.cfg.namespace
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "aicrush",
+                "aicrush.dev/inference-service": self.backend.service,
+            },
+        }
+        isvc = self.backend.get()
+        uid = ((isvc or {}).get("metadata") or {}).get("uid")
+        if uid:  # garbage-collected with the InferenceService
+            metadata["ownerReferences"] = [
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
+                 "name": self.backend.service, "uid": uid}
+            ]  # fmt: skip
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                "data": {STATE_KEY: value}}  # fmt: skip
+        # A whole replace without a resourceVersion: the state is written by one command at a
+        # time (the machine's steps), and the last state written is the one that holds.
+        doing = f"saving the rollout state ({self.where})"
+        core = self.backend.core
+        replace = lambda: core.replace_namespaced_config_map(self.name, namespace, body)  # noqa: E731
+        create = lambda: core.create_namespaced_config_map(namespace, body)  # noqa: E731
+        first, then, retry_on = (create, replace, 409) if self._exists is False else (
+            replace, create, 404)  # fmt: skip
+        try:
+            try:
+                first()
+            except ApiException as err:
+                if err.status != retry_on:  # another step created or deleted it meanwhile
+                    raise
+                then()
+        except ApiException as err:
+            raise _api_error(err, doing) from err
+        self._exists = True

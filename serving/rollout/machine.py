@@ -13,7 +13,7 @@ always names the version that serves the stable traffic.
 State (versions, split, last analysis, history) lives where the backend keeps its serving state,
 so every CLI call and every pipeline step (each its own pod in a cluster) sees where the last one
 left off: the local backend in a JSON file (:class:`FileStateStore`), the Kubernetes backend on the
-InferenceService itself (:class:`serving.rollout.kubernetes.InferenceServiceStateStore`).
+InferenceService and the ConfigMap beside it (:class:`serving.rollout.kubernetes.InferenceServiceStateStore`).
 """
 
 from __future__ import annotations

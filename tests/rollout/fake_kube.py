@@ -7,6 +7,15 @@ simulates KServe's revisions and traffic in ``status``, records every call, and 
 call. With ``auto_ready=True`` a change is Ready at once; with ``False`` the new status waits
 (condition Ready ``Unknown``, the old traffic) until a controller calls :meth:`FakeKube.mark_ready`.
 
+As KServe does, it makes a new Knative revision for a change of the predictor spec and for a
+change of the InferenceService's own annotations (KServe copies them onto the revision template,
+except those on its ``serviceAnnotationDisallowedList``), and when the latest revision gets 100 %
+of the traffic it becomes ``latestRolledoutRevision`` (the one before it
+``previousRolledoutRevision``), also while ``canaryTrafficPercent`` is 100.
+
+It also serves core/v1 ConfigMaps (get, create, replace): names and ``data`` checked as the API
+server does (DNS subdomain, string values, 1 MiB in all).
+
 Given the Kubeflow Trainer TrainJob CRD it also serves ``trainer.kubeflow.org/v1alpha1``
 TrainJobs (create, get, delete): every body is checked against the CRD's OpenAPI schema and its
 top-level CEL rules on ``metadata.name``; their status is set by a controller
@@ -30,6 +39,42 @@ import yaml
 PATH = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/?]+))?/?(?:\?.*)?$"
 )
+
+CONFIGMAP_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/configmaps(?:/([^/?]+))?/?(?:\?.*)?$")
+
+#: KServe's default ``serviceAnnotationDisallowedList`` (config/configmap/inferenceservice.yaml):
+#: InferenceService annotations it does not copy onto the Knative revision template.
+ANNOTATIONS_NOT_PROPAGATED = frozenset(
+    {
+        "autoscaling.knative.dev/min-scale",
+        "autoscaling.knative.dev/max-scale",
+        "internal.serving.kserve.io/storage-initializer-sourceuri",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    }
+)
+
+
+def propagated_annotations(obj: dict | None) -> dict:
+    """The annotations KServe copies from the InferenceService onto its revision template."""
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return {k: v for k, v in annotations.items() if k not in ANNOTATIONS_NOT_PROPAGATED}
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def configmap_errors(obj: dict) -> list[str]:
+    """What the API server refuses in a ConfigMap body."""
+    errors = []
+    name = (obj.get("metadata") or {}).get("name", "")
+    if not DNS_SUBDOMAIN.match(name):
+        errors.append(f"metadata.name: {name!r} is not a DNS subdomain")
+    data = obj.get("data") or {}
+    errors += [f"data.{k}: not a string" for k, v in data.items() if not isinstance(v, str)]
+    if sum(len(k) + len(v) for k, v in data.items() if isinstance(v, str)) > 1024 * 1024:
+        errors.append("data: over 1 MiB")
+    return errors
+
 
 TRAINJOB_PATH = re.compile(
     r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/?]+))?/?(?:\?.*)?$"
@@ -118,6 +163,8 @@ class FakeKube:
     trainjobs: dict[tuple[str, str], dict] = field(default_factory=dict)
     #: (namespace, name) -> the status KServe reports once the pending revision is ready.
     pending: dict[tuple[str, str], dict] = field(default_factory=dict)
+    #: core/v1 ConfigMaps: (namespace, name) -> object.
+    configmaps: dict[tuple[str, str], dict] = field(default_factory=dict)
     _rv: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -156,14 +203,28 @@ class FakeKube:
         latest = status.get("latestCreatedRevision")
         rolled = status.get("latestRolledoutRevision")
         previous = status.get("previousRolledoutRevision")
-        if pred != old_pred or latest is None:
+        template_changed = pred != old_pred or (
+            propagated_annotations(obj) != propagated_annotations(old)
+        )
+        if template_changed or latest is None:
             rev_no += 1
             latest = f"{obj['metadata']['name']}-predictor-{rev_no:05d}"
         canary = obj["spec"]["predictor"].get("canaryTrafficPercent")
-        if canary is None or rolled is None:
+        if canary is None or rolled is None or (canary == 100 and latest != rolled):
+            # The latest revision has all the traffic: KServe records it as rolled out.
             if rolled != latest:
                 previous, rolled = rolled, latest
             traffic = [{"revisionName": latest, "percent": 100, "latestRevision": True}]
+        elif latest == rolled and canary < 100 and previous:
+            # Back below 100 % after the latest was rolled out: KServe restores the previous
+            # rolled-out revision, which gets the rest of the traffic.
+            rolled = previous
+            traffic = [
+                {"revisionName": rolled, "percent": 100 - canary, "latestRevision": False,
+                 "tag": "prev"},
+                {"revisionName": latest, "percent": canary, "latestRevision": True,
+                 "tag": "latest"},
+            ]  # fmt: skip
         elif latest == rolled:
             traffic = [{"revisionName": latest, "percent": 100, "latestRevision": True}]
         else:
@@ -267,7 +328,44 @@ class FakeKube:
         self.trainjobs[key] = new
         return 201, new
 
+    def _handle_configmap(
+        self, method: str, ns: str, name: str | None, body: Any
+    ) -> tuple[int, dict]:
+        key = (ns, name or ((body or {}).get("metadata") or {}).get("name", ""))
+        current = self.configmaps.get(key)
+        if method == "GET":
+            if current is None:
+                return 404, _status(404, "NotFound", f'configmaps "{key[1]}" not found')
+            return 200, copy.deepcopy(current)
+        if method not in ("POST", "PUT"):
+            return 405, _status(405, "MethodNotAllowed", method)
+        if method == "POST" and current is not None:
+            return 409, _status(409, "AlreadyExists", f'configmaps "{key[1]}" already exists')
+        if method == "PUT" and current is None:
+            return 404, _status(404, "NotFound", f'configmaps "{key[1]}" not found')
+        new = copy.deepcopy(body)
+        errors = configmap_errors(new)
+        if errors:
+            self.invalid.extend(errors)
+            return 422, _status(422, "Invalid", "; ".join(errors))
+        rv = (new.get("metadata") or {}).get("resourceVersion")
+        if current is not None and rv and rv != current["metadata"]["resourceVersion"]:
+            return 409, _status(409, "Conflict", "the object has been modified")
+        self._rv += 1
+        new["metadata"]["resourceVersion"] = str(self._rv)
+        new["metadata"]["namespace"] = ns
+        self.configmaps[key] = new
+        return (201 if method == "POST" else 200), copy.deepcopy(new)
+
     def handle(self, method: str, path: str, body: Any) -> tuple[int, dict]:
+        c = CONFIGMAP_PATH.match(path)
+        if c:
+            with self._lock:
+                for i, (fail_method, code) in enumerate(self.fail_next):
+                    if fail_method == method:
+                        del self.fail_next[i]
+                        return code, _status(code, "InternalError", "injected failure")
+                return self._handle_configmap(method, c.group(1), c.group(2), body)
         t = TRAINJOB_PATH.match(path)
         if t:
             with self._lock:
@@ -318,7 +416,13 @@ class FakeKube:
             spec_changed = old is None or new.get("spec") != old.get("spec")
             generation = int((old or {}).get("metadata", {}).get("generation", 0))
             new["metadata"]["generation"] = generation + 1 if spec_changed else generation
-            if not spec_changed:
+            if old is None:
+                new["metadata"]["uid"] = f"uid-{key[0]}-{key[1]}-{self._rv}"
+            # KServe reconciles annotation changes too: they reach the revision template.
+            template_changed = spec_changed or (
+                propagated_annotations(new) != propagated_annotations(old)
+            )
+            if not template_changed:
                 new["status"] = copy.deepcopy(old.get("status")) if old else None
             elif self.auto_ready:
                 self._simulate_status(new, old)

@@ -1,7 +1,7 @@
 """Kubernetes backend against a fake API server that validates bodies with the real CRD schema.
 
-The machine's state lives on the InferenceService (no local file): each test opens the rollout
-afresh, as a separate pipeline pod or CLI call on another machine would.
+The machine's state lives beside the InferenceService (its ConfigMap, no local file): each test
+opens the rollout afresh, as a separate pipeline pod or CLI call on another machine would.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from serving.rollout.kubernetes import (
     CANARY_ANNOTATION,
     STABLE_ANNOTATION,
     STATE_ANNOTATION,
+    STATE_KEY,
     STATE_MAX_CHARS,
     KubernetesBackend,
     build_inference_service,
@@ -64,17 +65,18 @@ def _rollout(
 
 
 def _writes(kube, n: int = 0) -> list[tuple[str, object]]:
-    """Spec-changing calls since call ``n`` (state saves only touch the rollout annotation)."""
+    """InferenceService writes since call ``n`` (state saves go to the state ConfigMap)."""
     out = []
     for c in kube.kube.calls[n:]:
-        if c.method == "GET":
-            continue
-        if c.method == "PATCH" and set(c.body) == {"metadata"}:
-            assert set(c.body["metadata"]) == {"annotations"}
-            assert set(c.body["metadata"]["annotations"]) == {STATE_ANNOTATION}
+        if c.method == "GET" or "/configmaps" in c.path:
             continue
         out.append((c.method, c.body.get("spec") if c.method == "PATCH" else "create"))
     return out
+
+
+def _state(kube, namespace: str = "ml", service: str = "langid") -> str:
+    """The rollout state JSON as stored in the state ConfigMap."""
+    return kube.kube.configmaps[(namespace, f"{service}-rollout")]["data"][STATE_KEY]
 
 
 def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
@@ -180,7 +182,8 @@ def test_every_step_reads_the_state_back_from_the_inference_service(kube, tmp_pa
     promoter.promote(reason="analysis passed")
     assert registry.champion_version == "2"
 
-    record = json.loads(backend.get()["metadata"]["annotations"][STATE_ANNOTATION])
+    record = json.loads(_state(kube))
+    assert STATE_ANNOTATION not in backend.get()["metadata"]["annotations"]
     assert record["phase"] == "promoted" and record["stable"] == "2"
     assert [e["event"] for e in record["history"]] == ["deploy", "traffic", "promote"]
     later, _, _ = _rollout(kube, tmp_path / "cli", registry=registry)
@@ -196,7 +199,7 @@ def test_state_annotation_history_stays_valid_json_within_budget(kube, tmp_path:
     for i in range(400):  # long reasons: far more than the annotation budget holds
         st.event("traffic", canary="2", percent=10, note="x" * 500 + str(i))
     store.save(st)
-    value = backend.get()["metadata"]["annotations"][STATE_ANNOTATION]
+    value = _state(kube)
     assert len(value) <= STATE_MAX_CHARS
     history = json.loads(value)["history"]  # parses: trimmed by whole events, never cut
     assert history and history[-1]["note"].endswith("399")
@@ -328,3 +331,61 @@ def test_takes_over_the_inference_service_the_manifests_created(kube, tmp_path: 
     predictor = backend.get()["spec"]["predictor"]
     assert "model" not in predictor and predictor["containers"][0]["image"] == IMAGE
     assert predictor["canaryTrafficPercent"] == 10 and kube.kube.invalid == []
+
+
+def test_state_saves_leave_the_inference_service_and_its_revisions_alone(
+    kube, tmp_path: Path
+) -> None:
+    """KServe copies the InferenceService's annotations onto the revision template (the fake
+    does too), so a state annotation written every analysis poll made a new canary revision each
+    time, cold and without traffic. The state lives in a ConfigMap owned by the service."""
+    rollout, _, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    before = backend.get()
+    canary_revision = before["status"]["components"]["predictor"]["latestCreatedRevision"]
+    store = backend.state_store()
+    for i in range(5):  # what five analysis polls write
+        st = store.load()
+        st.last_analysis = {"poll": i}
+        store.save(st)
+    after = backend.get()
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert after["status"]["components"]["predictor"]["latestCreatedRevision"] == canary_revision
+    assert store.load().last_analysis == {"poll": 4}
+    cm = kube.kube.configmaps[("ml", "langid-rollout")]
+    [owner] = cm["metadata"]["ownerReferences"]
+    assert owner["kind"] == "InferenceService" and owner["uid"] == after["metadata"]["uid"]
+    assert kube.kube.invalid == []
+
+
+def test_the_full_traffic_step_keeps_both_versions_measurable(kube, tmp_path: Path) -> None:
+    """At canaryTrafficPercent 100 KServe records the canary's revision as rolled out; the
+    stable version's revision is then the previous rolled-out one (the analysis of the 100 %
+    step failed with 'no Knative revision serves version 1')."""
+    rollout, _, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    revisions = backend.revisions()
+    rollout.set_traffic(100)
+    predictor = backend.get()["status"]["components"]["predictor"]
+    assert predictor["latestRolledoutRevision"] == revisions["2"]
+    assert backend.revisions() == revisions  # version 1 still maps to its revision
+    rollout.set_traffic(50)  # and back below 100 %: KServe restores the previous one
+    assert backend.revisions() == revisions
+    rollout.promote()
+    assert set(backend.revisions()) == {"2"}
+
+
+def test_reads_the_state_an_earlier_version_kept_in_an_annotation(kube, tmp_path: Path) -> None:
+    rollout, _, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    kube.kube.configmaps.clear()
+    legacy = {"phase": "canary", "last_analysis": {"outcome": "wait"}, "history": [{"event": "x"}]}
+    isvc = backend.get()
+    backend._patch(
+        isvc, {"metadata": {"annotations": {STATE_ANNOTATION: json.dumps(legacy)}}}, "legacy"
+    )
+    later, _, _ = _rollout(kube, tmp_path / "later")
+    st = later.store.load()
+    assert st.last_analysis == {"outcome": "wait"} and st.history == [{"event": "x"}]
+    later.set_traffic(25)  # the next save goes to the ConfigMap
+    assert json.loads(_state(kube))["percent"] == 25

@@ -316,7 +316,7 @@ def test_unreadable_metrics_end_the_step_at_max_wait(tmp_path: Path) -> None:
         tmp_path / "hold", FailingSource(), max_step_wait_s=0.2, on_insufficient_traffic="hold"
     )  # type: ignore[arg-type]
     held.deploy()
-    with pytest.raises(RolloutError, match="metrics unreadable.*the canary holds its traffic"):
+    with pytest.raises(RolloutError, match=r"metrics unreadable.*the canary holds its traffic"):
         held.analyze()
     assert held.status()["phase"] == "canary" and backend2.calls[-1][0] == "deploy"
 
