@@ -138,6 +138,15 @@ def build_inference_service(
     }
 
 
+class Conflict(RolloutError):
+    """HTTP 409: the InferenceService changed between the read and the conditional patch."""
+
+
+#: Reads and conditional patches tried per transition: KServe's own status updates change the
+#: object's resourceVersion too, so a patch can meet a 409 during any rollout.
+CONFLICT_TRIES = 3
+
+
 def _api_error(err: Exception, doing: str) -> RolloutError:
     status = getattr(err, "status", None)
     reason = getattr(err, "reason", "") or ""
@@ -155,7 +164,8 @@ def _api_error(err: Exception, doing: str) -> RolloutError:
         409: "the InferenceService changed meanwhile; run the command again",
         422: "the API server rejected the InferenceService body",
     }.get(status or 0, "")
-    return RolloutError(
+    kind = Conflict if status == 409 else RolloutError
+    return kind(
         f"{doing} failed: HTTP {status} {reason} {message}".strip() + (f" ({hint})" if hint else "")
     )
 
@@ -297,6 +307,23 @@ class KubernetesBackend:
         except ApiException as err:
             raise _api_error(err, doing) from err
 
+    def _patch_current(
+        self, build: Callable[[dict[str, Any]], dict[str, Any]], doing: str, canary: bool = True
+    ) -> dict[str, Any]:
+        """Read the object, build the patch from what was read and apply it conditionally; on a
+        409 read again and rebuild (the checks of :meth:`_require` too), up to
+        :data:`CONFLICT_TRIES` times, so a status update by KServe in between is not a failure
+        and another client's change is never overwritten."""
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            isvc = self._require(canary=canary)
+            try:
+                return self._patch(isvc, build(isvc), doing)
+            except Conflict:
+                if attempt == CONFLICT_TRIES:
+                    raise
+                log.info("%s: %s changed meanwhile; reading it again", doing, self.where)
+        raise AssertionError("unreachable")
+
     def _require(self, canary: bool) -> dict[str, Any]:
         isvc = self.get()
         if isvc is None:
@@ -383,30 +410,35 @@ class KubernetesBackend:
         self.wait_ready(f"starting version {canary.version} as a {percent} % canary")
 
     def set_traffic(self, percent: int) -> None:
-        isvc = self._require(canary=True)
-        self._patch(
-            isvc,
-            {"spec": {"predictor": {"canaryTrafficPercent": int(percent)}}},
+        self._patch_current(
+            lambda isvc: {"spec": {"predictor": {"canaryTrafficPercent": int(percent)}}},
             f"setting the canary traffic to {percent} %",
         )
         self.wait_ready(f"moving {percent} % of the traffic to the canary")
 
     def promote(self) -> None:
-        isvc = self._require(canary=True)
-        version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
-        self._patch(isvc, {
-            "metadata": {"annotations": {STABLE_ANNOTATION: version, CANARY_ANNOTATION: None}},
-            "spec": {"predictor": {"canaryTrafficPercent": None}},
-        }, f"promoting version {version} to 100 %")  # fmt: skip
+        def patch(isvc: dict[str, Any]) -> dict[str, Any]:
+            version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
+            return {
+                "metadata": {"annotations": {STABLE_ANNOTATION: version, CANARY_ANNOTATION: None}},
+                "spec": {"predictor": {"canaryTrafficPercent": None}},
+            }
+
+        version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
+        self._patch_current(patch, f"promoting version {version} to 100 %")
         self.wait_ready(f"promoting version {version}")
 
     def rollback(self) -> None:
-        isvc = self._require(canary=True)
-        version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
-        self._patch(isvc, {
-            "metadata": {"annotations": {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version}},
-            "spec": {"predictor": {"canaryTrafficPercent": 0}},
-        }, f"rolling back version {version} (canary traffic to 0 %)")  # fmt: skip
+        def patch(isvc: dict[str, Any]) -> dict[str, Any]:
+            version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
+            annotations = {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version}
+            return {
+                "metadata": {"annotations": annotations},
+                "spec": {"predictor": {"canaryTrafficPercent": 0}},
+            }
+
+        version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
+        self._patch_current(patch, f"rolling back version {version} (canary traffic to 0 %)")
         self.wait_ready(f"rolling back version {version}", latest_ready=False)
 
     def status(self) -> dict[str, Any]:

@@ -198,7 +198,7 @@ class Rollout:
         if not 0 < percent <= 100:
             raise RolloutError(f"canary percent must be in 1..100, got {percent}")
         canary = self.registry.resolve(version)
-        champion = self.registry.champion()
+        champion = self._finish_promotion(st)
         if champion is None:
             log.info("no champion yet: deploying version %s as the stable version", canary.version)
             self.backend.deploy(canary, None, 0)
@@ -221,7 +221,7 @@ class Rollout:
         )
         st.event("deploy", stable=champion.version, canary=canary.version, percent=percent)
         self.store.save(st)
-        self.registry.record_traffic(canary.version, percent, "canary")
+        self._tag(self.registry.record_traffic, canary.version, percent, "canary")
         return st
 
     def set_traffic(self, percent: int) -> RolloutState:
@@ -230,11 +230,18 @@ class Rollout:
         st.percent = percent
         st.event("traffic", canary=st.canary, percent=percent)
         self.store.save(st)
-        self.registry.record_traffic(str(st.canary), percent, "canary")
+        self._tag(self.registry.record_traffic, str(st.canary), percent, "canary")
         return st
 
     def promote(self, reason: str = "manual") -> RolloutState:
-        """Canary to 100 %, alias ``champion`` to its version (idempotent: a retry finishes a half-done one)."""
+        """Canary to 100 %, alias ``champion`` to its version (idempotent: a retry finishes a
+        half-done one, also one whose backend change landed and whose registry record did not)."""
+        st = self.store.load()
+        if st.phase == "promoted" and st.canary is None:
+            champion = self.registry.champion()
+            if st.stable is not None and (champion is None or champion.version != st.stable):
+                self._finish_promotion(st)
+                return self.store.load()
         st = self._require_canary()
         self.backend.promote()
         previous, version = st.stable, str(st.canary)
@@ -252,7 +259,7 @@ class Rollout:
         st.phase, st.canary, st.percent = "rolled_back", None, 0
         st.event("rollback", version=version, stable=st.stable, reason=reason)
         self.store.save(st)
-        self.registry.record_rollback(version, reason)
+        self._tag(self.registry.record_rollback, version, reason)
         return st
 
     def stop(self) -> RolloutState:
@@ -354,6 +361,40 @@ class Rollout:
         if not auto_promote:
             return self.store.load()
         return self.promote(reason="analysis passed every step")
+
+    def _tag(self, record: Callable[..., None], *args: Any) -> None:
+        """Registry bookkeeping after a backend change (traffic and rollback tags): a failure is
+        a warning, not a failed step, since the change it describes has happened and the state
+        records it. The alias ``champion`` is not bookkeeping (:meth:`_finish_promotion`)."""
+        try:
+            record(*args)
+        except Exception as err:
+            log.warning("recording %s of version %s in the registry failed: %s", record.__name__,
+                        args[0], err)  # fmt: skip
+
+    def _finish_promotion(self, st: RolloutState) -> ModelRef | None:
+        """The champion, after finishing a promotion the registry did not record.
+
+        When the backend serves ``st.stable`` after a promotion (phase ``promoted``) and the
+        alias ``champion`` names another version, the promotion's registry step failed or was
+        killed (an MLflow error; on Kubernetes, a readiness timeout after the patch landed). The
+        alias then moves to what serves, as a completed promotion would have; a deploy never
+        turns serving back to the alias' version instead.
+        """
+        champion = self.registry.champion()
+        if st.phase != "promoted" or st.stable is None:
+            return champion
+        if champion is not None and champion.version == st.stable:
+            return champion
+        previous = champion.version if champion else None
+        log.warning(
+            "version %s serves all traffic after a promotion, but the registry's champion is %s: "
+            "recording the promotion now", st.stable, previous,
+        )  # fmt: skip
+        self.registry.record_promotion(st.stable, previous)
+        st.event("promote", version=st.stable, previous=previous, reason="finishing a promotion")
+        self.store.save(st)
+        return self.registry.champion()
 
     def _out_of_time(self, percent: int, reason: str, elapsed: float) -> RolloutState:
         """A step that reached ``max_step_wait_s`` without a verdict: roll back, or (``hold``)

@@ -389,3 +389,20 @@ def test_reads_the_state_an_earlier_version_kept_in_an_annotation(kube, tmp_path
     assert st.last_analysis == {"outcome": "wait"} and st.history == [{"event": "x"}]
     later.set_traffic(25)  # the next save goes to the ConfigMap
     assert json.loads(_state(kube))["percent"] == 25
+
+
+def test_a_conflict_is_read_again_and_retried_not_a_failed_step(kube, tmp_path: Path) -> None:
+    """KServe's own status updates change the resourceVersion: a 409 between the read and the
+    patch is read again and retried (the canary checks too), up to 3 tries."""
+    rollout, _, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    kube.kube.fail_next.append(("PATCH", 409))
+    rollout.set_traffic(25)
+    assert backend.status()["canary_percent"] == 25
+    kube.kube.fail_next.extend([("PATCH", 409)] * 3)
+    with pytest.raises(RolloutError, match="HTTP 409"):
+        rollout.set_traffic(50)
+    assert backend.status()["canary_percent"] == 25 and rollout.status()["canary_percent"] == 25
+    kube.kube.fail_next.append(("PATCH", 409))
+    rollout.rollback(reason="test")
+    assert backend.status()["canary_version"] is None and kube.kube.invalid == []

@@ -347,6 +347,72 @@ def test_scrape_drift_verdict_reads_nan_as_no_check(monkeypatch: pytest.MonkeyPa
     assert verdict("5") is None
 
 
+class FlakyRegistry(MemoryRegistry):
+    """The registry side of a promotion fails once (an MLflow error), after the backend moved."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.fail_promotions = 1
+
+    def record_promotion(self, version: str, previous: str | None) -> None:
+        if self.fail_promotions:
+            self.fail_promotions -= 1
+            raise RuntimeError("MLflow: 503 Service Unavailable")
+        super().record_promotion(version, previous)
+
+
+def test_a_promotion_the_registry_missed_is_finished_not_reverted(tmp_path: Path) -> None:
+    """promote moved traffic, then the alias update failed: the alias must follow what serves.
+    A retried promote records it (it answered 'no canary in progress'), and a deploy before
+    that records it too instead of turning serving back to the old champion."""
+    for then in ("promote", "deploy"):
+        backend = RecordingBackend()
+        registry = FlakyRegistry(
+            {"1": "/m1", "2": "/m2", "3": "/m3"}, champion_version="1", challenger="2"
+        )
+        rollout = Rollout(
+            backend, registry, RolloutConfig(), tmp_path / then / "s.json", sleep=lambda s: None
+        )
+        rollout.deploy("2", percent=10)
+        with pytest.raises(RuntimeError, match="503"):
+            rollout.promote()
+        assert backend.calls[-1] == ("promote",) and registry.champion_version == "1"
+        assert rollout.status()["stable"] == "2"  # the backend serves version 2
+        if then == "promote":
+            st = rollout.promote()
+            assert st.phase == "promoted" and st.stable == "2"
+        else:
+            rollout.deploy("3", percent=10)
+            assert backend.calls[-1] == ("deploy", "2", "3", 10)  # not ("deploy", "1", ...)
+        assert registry.champion_version == "2"
+        assert ("promote", "2", "1") in registry.events
+        assert backend.calls.count(("promote",)) == 1
+
+
+def test_traffic_and_rollback_tags_are_bookkeeping_not_failures(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backend moved and the state says so: an MLflow error in the traffic or rollback tags
+    after it is a warning, not a failed step that leaves the canary unwatched."""
+
+    class TagsDown(MemoryRegistry):
+        def record_traffic(self, version: str, percent: int, outcome: str) -> None:
+            raise RuntimeError("MLflow: 503")
+
+        def record_rollback(self, version: str, reason: str) -> None:
+            raise RuntimeError("MLflow: 503")
+
+    backend = RecordingBackend()
+    registry = TagsDown({"1": "/m1", "2": "/m2"}, champion_version="1", challenger="2")
+    rollout = Rollout(backend, registry, RolloutConfig(), tmp_path / "s.json")
+    with caplog.at_level("WARNING"):
+        rollout.deploy("2", percent=10)
+        rollout.set_traffic(25)
+        st = rollout.rollback(reason="test")
+    assert st.phase == "rolled_back" and backend.calls[-1] == ("rollback",)
+    assert sum("failed: MLflow: 503" in r.getMessage() for r in caplog.records) == 3
+
+
 def test_scrape_source_windows_from_step_start(tmp_path: Path) -> None:
     texts = iter(
         [f'aicrush_requests_total{{version="1",status="200"}} {n}\n' for n in (10, 30, 70)]
