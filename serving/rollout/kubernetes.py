@@ -86,11 +86,15 @@ def build_inference_service(
     predictor: dict[str, Any] = {
         "minReplicas": cfg.min_replicas,
         "maxReplicas": cfg.max_replicas,
-        # Pods of each revision carry these, so Prometheus scrapes both revisions' /metrics.
+        # Where the model server exports its metrics (KServe's keys, as the manifests'
+        # ServingRuntime sets them). With metric aggregation (below) KServe's queue-proxy
+        # extension merges them with Knative's per-revision series (revision_request_count,
+        # which the analysis reads) on one port and sets the pod's prometheus.io/* scrape
+        # annotations to it; pinning prometheus.io/port to the model server's port would leave
+        # the queue-proxy's series unscraped.
         "annotations": {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(HTTP_PORT),
-            "prometheus.io/path": "/metrics",
+            "prometheus.kserve.io/port": str(HTTP_PORT),
+            "prometheus.kserve.io/path": "/metrics",
         },
         "labels": {"aicrush.dev/model-version": ref.version},
         # KServe's logger sends no model version; the URL tells the monitor which revision this is.
@@ -132,7 +136,13 @@ def build_inference_service(
                 "app.kubernetes.io/part-of": "aicrush",
                 "app.kubernetes.io/component": "predictor",
             },
-            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true", **annotations},
+            "annotations": {
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+                # As manifests/base/inferenceservice.yaml: one scrape target per pod, the
+                # queue-proxy's and the model server's metrics merged.
+                "serving.kserve.io/enable-metric-aggregation": "true",
+                **annotations,
+            },
         },
         "spec": {"predictor": predictor},
     }

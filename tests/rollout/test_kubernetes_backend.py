@@ -103,7 +103,15 @@ def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
         "url": "http://aicrush-drift-monitor.ml.svc.cluster.local/?modelversion=2",
     }
     assert stable["spec"]["predictor"]["logger"]["url"].endswith("/?modelversion=1")
-    assert pred["annotations"]["prometheus.io/scrape"] == "true"
+    # The queue-proxy's per-revision series (what the analysis reads) must be scraped: KServe's
+    # metric aggregation, with the model server's port in KServe's own keys, as the manifests.
+    assert pred["annotations"] == {
+        "prometheus.kserve.io/port": "8080",
+        "prometheus.kserve.io/path": "/metrics",
+    }
+    meta = canary["metadata"]["annotations"]
+    assert meta["serving.kserve.io/enable-metric-aggregation"] == "true"
+    assert meta["serving.kserve.io/enable-prometheus-scraping"] == "true"
     assert canary["metadata"]["annotations"][STABLE_ANNOTATION] == "1"
     assert canary["metadata"]["annotations"][CANARY_ANNOTATION] == "2"
     # A body the CRD forbids is caught by the same validator (the check is not vacuous).
