@@ -52,7 +52,11 @@ def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
         try:
             # ?modelversion=N: the version of a revision whose logger (KServe's) does not say it
             version = request.query_params.get("modelversion") or None
-            outcome = monitor.ingest(request.headers, body, version=version)
+            # On a worker thread: a new version's reference may be loaded from MLflow or GCS
+            # first, which must not stall /healthz (the liveness probe) or other events.
+            outcome = await asyncio.to_thread(
+                monitor.ingest, request.headers, body, version=version
+            )
         except EventError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"status": outcome}, status_code=202)

@@ -179,6 +179,11 @@ class MonitorConfig:
     featurize_chunk: int = 250
 
 
+#: (model, version) pairs whose failed reference loads are remembered (and not retried for a
+#: minute); the oldest is forgotten beyond this.
+MAX_FAILED_LOADS = 1000
+
+
 class Monitor:
     """Windows per (model, version), each analysed against that version's reference."""
 
@@ -263,6 +268,12 @@ class Monitor:
         key = (model, version)
         if self.reference_loader is None or time.time() - self._load_failed.get(key, 0) < 60:
             return
+        if not any(m == model for m, _ in self.references):
+            # Only new versions of a model the monitor watches: the model name is the sender's.
+            return
+        if len(self._load_failed) >= MAX_FAILED_LOADS:  # versions are the sender's too
+            oldest = min(self._load_failed, key=self._load_failed.__getitem__)
+            del self._load_failed[oldest]
         try:
             self._install(self.reference_loader(model, version), persist=True)
         except Exception as err:  # no reference (yet): the events count as dropped, retried later

@@ -214,11 +214,14 @@ def rollout_progress(isvc: dict[str, Any], latest_ready: bool = True) -> tuple[b
         return False, f"revision {latest} is not ready yet"
     want = (isvc.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
     want = 100 if want is None else int(want)
+    # A target's revisionName is the revision it resolved to: `latestRevision: true` follows the
+    # latest *ready* revision, which is an older one while the latest created is not ready yet.
     got = sum(
         int(t.get("percent") or 0)
         for t in predictor.get("traffic") or []
-        if t.get("latestRevision") or (latest and t.get("revisionName") == latest)
-    )
+        if (t.get("revisionName") == latest if latest and t.get("revisionName")
+            else t.get("latestRevision"))
+    )  # fmt: skip
     if predictor.get("traffic") is not None and got != want:
         return False, f"the latest revision {latest} has {got} % of the traffic, not {want} %"
     return True, "ready"
@@ -417,7 +420,22 @@ class KubernetesBackend:
                 f"{err}. The InferenceService still serves version {stable.version} with all traffic; "
                 "nothing else changed, run deploy again"
             ) from err
-        self.wait_ready(f"starting version {canary.version} as a {percent} % canary")
+        try:
+            self.wait_ready(f"starting version {canary.version} as a {percent} % canary")
+        except RolloutError as err:
+            # A canary that never became ready must not stay in the spec: the next deploy
+            # (another pipeline run) would refuse it as "already a canary".
+            try:
+                self.rollback()
+            except RolloutError as again:
+                raise RolloutError(
+                    f"{err}. Rolling the canary back failed too: {again}; run `aicrush rollback "
+                    "--backend kubernetes`"
+                ) from err
+            raise RolloutError(
+                f"{err}. The canary was rolled back: version {stable.version} serves all "
+                "traffic, nothing else changed; deploy again once the cause is fixed"
+            ) from err
 
     def set_traffic(self, percent: int) -> None:
         self._patch_current(

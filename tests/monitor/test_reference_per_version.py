@@ -86,3 +86,29 @@ def test_events_without_a_version_go_to_the_started_version_not_the_last_loaded(
     alone = Monitor(MonitorConfig(state_dir=tmp_path / "b", background=False, warm_up=False))
     assert alone.route(MODEL, None) is None
     alone.close()
+
+
+def test_references_load_only_for_watched_models_and_failures_stay_bounded(
+    tmp_path: Path, reference: Reference, split, monkeypatch
+) -> None:
+    """Model and version come from the sender: another model's events never reach the loader
+    (MLflow), and remembered failures of made-up versions stay bounded."""
+    from serving.monitor import service
+
+    loaded: list[tuple[str, str]] = []
+
+    def loader(model: str, version: str) -> Reference:
+        loaded.append((model, version))
+        raise LookupError("no such version")
+
+    monkeypatch.setattr(service, "MAX_FAILED_LOADS", 5)
+    config = MonitorConfig(state_dir=tmp_path, background=False, warm_up=False)
+    monitor = Monitor(config, references=[reference], reference_loader=loader)
+    texts = split[1]["text"].head(1).tolist()
+    other = PairedInference("o", "someone-elses-model", "1", "v1", texts, [("C", 0.9)])
+    monitor.add_pair(other)
+    assert loaded == []
+    for v in range(20):
+        monitor.add_pair(_pair(f"made-up-{v}", texts))
+    assert len(loaded) == 20 and len(monitor._load_failed) <= 5
+    monitor.close()

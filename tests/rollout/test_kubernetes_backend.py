@@ -414,3 +414,24 @@ def test_a_conflict_is_read_again_and_retried_not_a_failed_step(kube, tmp_path: 
     kube.kube.fail_next.append(("PATCH", 409))
     rollout.rollback(reason="test")
     assert backend.status()["canary_version"] is None and kube.kube.invalid == []
+
+
+def test_a_canary_that_never_gets_ready_is_rolled_back_not_left_in_the_spec(
+    kube, tmp_path: Path
+) -> None:
+    """deploy timed out waiting for the canary and left it in the spec with its annotation: the
+    next run refused to deploy ('already a canary'). Now the canary is rolled back at once."""
+    cfg = RolloutConfig(namespace="ml", ready_timeout_s=0.5, ready_poll_s=0.05)
+    rollout, registry, backend = _rollout(kube, tmp_path, champion=None, cfg=cfg)
+    rollout.deploy("1")  # no champion yet: the service with version 1, champion 1
+    kube.kube.auto_ready = False  # the canary's revision never becomes ready
+    with pytest.raises(RolloutError, match=r"not ready after.*The canary was rolled back"):
+        rollout.deploy("2", percent=10)
+    st = backend.status()
+    assert st["canary_version"] is None and st["stable_version"] == "1"
+    assert st["canary_percent"] == 0
+    assert rollout.status()["phase"] != "canary" and registry.champion_version == "1"
+    assert [e for e in registry.events if e[0] == "traffic" and e[1] == "2"] == []
+    kube.kube.auto_ready = True
+    rollout.deploy("2", percent=10)  # a later run deploys it
+    assert backend.status()["canary_version"] == "2" and kube.kube.invalid == []
