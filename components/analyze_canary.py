@@ -12,15 +12,22 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
     """Protocol glue: run the analysis (no automatic promotion), log the last verdict, return the decision.
 
     Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
-    already rolled back) or "none" (no canary in progress, e.g. the first champion was deployed).
+    already rolled back), "held" (a step ran out of time without a verdict and
+    ``rollout.on_insufficient_traffic`` is ``hold``: the canary keeps its share for a person) or
+    "none" (no canary in progress, e.g. the first champion was deployed).
     """
-    from serving.rollout import RolloutError, open_rollout
+    from serving.rollout import CanaryHeld, RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
     rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     try:
         st = rollout.analyze(auto_promote=False)
+    except CanaryHeld as err:
+        analysis.metadata["decision"] = "held"
+        analysis.metadata["reason"] = str(err)
+        print(f"canary held: {err}")
+        return "held"
     except RolloutError as err:
         if "no canary in progress" in str(err):
             return "none"
@@ -50,7 +57,8 @@ def analyze_canary(config: dict, state_dir: str, backend: str, analysis: Output[
         backend: "local" or "kubernetes".
         analysis: the last window's checks (error_rate, p99_latency_s, ...) as metrics.
     Returns:
-        "promote", "rolled_back" or "none" (nothing to analyze).
+        "promote", "rolled_back", "held" (``rollout.on_insufficient_traffic: hold`` and no
+        verdict in time) or "none" (nothing to analyze).
     """
     from components.analyze_canary import run_analyze_canary
 

@@ -8,18 +8,23 @@ from components import pipeline_component
 def run_promote_or_rollback(
     config: dict[str, Any], state_dir: str, backend: str, decision: str
 ) -> str:
-    """Protocol glue: promote on "promote", make sure of the rollback otherwise; returns the champion version."""
+    """Protocol glue: promote on "promote" (also finishing a promotion whose registry step
+    failed), leave a "held" canary as it is, make sure of the rollback otherwise; returns the
+    champion version."""
     from serving.rollout import open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
     rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
-    phase = rollout.status()["phase"]
-    if phase == "canary":
+    status = rollout.status()
+    phase = status["phase"]
+    if phase == "canary" and decision != "held":
         if decision == "promote":
             rollout.promote(reason="pipeline analysis passed")
         else:
             rollout.rollback(reason=f"pipeline decision {decision!r}")
+    elif phase == "promoted" and decision == "promote" and status["champion"] != status["stable"]:
+        rollout.promote(reason="pipeline analysis passed")  # finishes the registry's part
     champion = rollout.registry.champion()
     return champion.version if champion else ""
 
@@ -32,7 +37,8 @@ def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: st
         config: the validated aicrush config (JSON dict).
         state_dir: local state folder.
         backend: "local" or "kubernetes".
-        decision: analyze_canary's output ("promote" promotes; anything else rolls back a running canary).
+        decision: analyze_canary's output ("promote" promotes; "held" leaves the canary as it
+            is; anything else rolls back a running canary).
     Returns:
         the champion's version after the step.
     """

@@ -73,6 +73,9 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
         analysis = analyze_canary(config=config, state_dir=state_dir, backend=backend).after(
             deployed
         )
+        # A killed or evicted analysis pod starts again from the canary's current step (the
+        # state lives beside the InferenceService), instead of leaving it at its share unwatched.
+        analysis.set_retry(num_retries=2, backoff_duration="30s")
         final = promote_or_rollback(
             config=config, state_dir=state_dir, backend=backend, decision=analysis.outputs["Output"]
         )

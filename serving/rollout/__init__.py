@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aicrush.rollout_config import RolloutConfig, ThresholdsConfig
-from serving.rollout.machine import ModelRef, Rollout, RolloutError, RolloutState
+from serving.rollout.machine import CanaryHeld, ModelRef, Rollout, RolloutError, RolloutState
 
 __all__ = [
+    "CanaryHeld",
     "ModelRef",
     "Rollout",
     "RolloutConfig",

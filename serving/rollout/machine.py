@@ -41,6 +41,11 @@ class RolloutError(RuntimeError):
     """A rollout command that cannot run now; the message says what to do instead."""
 
 
+class CanaryHeld(RolloutError):
+    """The analysis ran out of time without a verdict and ``on_insufficient_traffic`` is
+    ``hold``: the canary keeps its traffic for a person to promote or roll back."""
+
+
 class VersionNotFound(RolloutError):
     """The model version or alias to roll out is not registered; the message lists the versions
     and aliases there are (the CLI exits 2 on it, as ``aicrush serve`` does)."""
@@ -402,7 +407,7 @@ class Rollout:
         why = f"analysis at {percent} %: {reason} after {elapsed:.0f}s"
         if self.cfg.on_insufficient_traffic == "rollback":
             return self.rollback(reason=why)
-        raise RolloutError(why + "; the canary holds its traffic; promote or roll back by hand")
+        raise CanaryHeld(why + "; the canary holds its traffic; promote or roll back by hand")
 
     def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:
         st = self.store.load()

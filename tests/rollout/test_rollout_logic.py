@@ -448,6 +448,8 @@ def test_rollout_pipeline_compiles(tmp_path: Path) -> None:
         ]
         == "analyze-canary"
     )
+    # A killed analysis pod starts again (from the canary's current step), not a stuck canary.
+    assert tasks["analyze-canary"]["retryPolicy"]["maxRetryCount"] == 2
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {PIPELINE_IMAGE}
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
@@ -457,6 +459,38 @@ def test_rollout_pipeline_compiles(tmp_path: Path) -> None:
         "model_version",
         "canary_percent",
     }
+
+
+def test_a_held_canary_is_a_decision_the_last_step_leaves_alone(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """on_insufficient_traffic: hold ended the pipeline run with a failed analysis step; it is
+    the decision "held" now, and promote_or_rollback leaves the canary where it is (it rolled
+    back anything that was not "promote")."""
+    import components.analyze_canary as analyze_mod
+    import components.promote_or_rollback as final_mod
+    import serving.rollout as rollout_pkg
+
+    rollout, registry, backend = _machine(
+        tmp_path, ScriptedSource(per_poll=0), max_step_wait_s=0.2, on_insufficient_traffic="hold"
+    )
+    rollout.deploy()
+    monkeypatch.setattr(rollout_pkg, "open_rollout", lambda *a, **k: rollout)
+    monkeypatch.setattr("serving.rollout.cli.configs_from_dict", lambda config: (None, rollout.cfg))
+
+    class Metrics:
+        def __init__(self) -> None:
+            self.metadata: dict = {}
+
+        def log_metric(self, name: str, value: float) -> None:
+            self.metadata[name] = value
+
+    analysis = Metrics()
+    decision = analyze_mod.run_analyze_canary({}, "", "local", analysis)
+    assert decision == "held" and "holds its traffic" in analysis.metadata["reason"]
+    assert final_mod.run_promote_or_rollback({}, "", "local", decision) == "1"
+    assert rollout.status()["phase"] == "canary" and backend.calls[-1][0] == "deploy"
+    assert registry.champion_version == "1"
 
 
 def test_cli_commands(state_dir: Path) -> None:
