@@ -252,7 +252,8 @@ class PairedInference:
 
 
 class EventPairer:
-    """Joins request and response events by id, also when clients reuse ids.
+    """Joins request and response events by id (within one model and version: two revisions'
+    loggers may see the same client-chosen ``x-request-id``), also when clients reuse ids.
 
     Halves with the same id queue in arrival order; a new half pairs with the oldest waiting
     opposite half of its id **with the same number of rows** (so interleaved inferences that
@@ -269,7 +270,7 @@ class EventPairer:
         self.max_pending = max_pending
         self._seq = 0
         self._pending: OrderedDict[int, tuple[float, InferenceEvent]] = OrderedDict()
-        self._by_key: dict[tuple[str, str], list[int]] = {}
+        self._by_key: dict[tuple[str, str | None, str, str], list[int]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -283,16 +284,16 @@ class EventPairer:
         dropped: Counter[str] = Counter()
         dropped[EXPIRED] += self._expire(now)
         other_type = RESPONSE_TYPE if event.is_request else REQUEST_TYPE
-        candidates = self._by_key.get((event.id, other_type), [])
+        candidates = self._by_key.get(self._key(event, other_type), [])
         match = next((s for s in candidates if self._pending[s][1].rows == event.rows), None)
-        if match is None and len(candidates) == 1 and not self._by_key.get((event.id, event.type)):
+        if match is None and len(candidates) == 1 and not self._by_key.get(self._key(event)):
             self._remove(candidates[0])
             dropped[COUNT_MISMATCH] += 2
             return None, +dropped
         if match is None:
             self._seq += 1
             self._pending[self._seq] = (now, event)
-            self._by_key.setdefault((event.id, event.type), []).append(self._seq)
+            self._by_key.setdefault(self._key(event), []).append(self._seq)
             while len(self._pending) > self.max_pending:
                 self._remove(next(iter(self._pending)))
                 dropped[OVERFLOW] += 1
@@ -311,9 +312,13 @@ class EventPairer:
             +dropped,
         )
 
+    @staticmethod
+    def _key(event: InferenceEvent, type_: str | None = None) -> tuple[str, str | None, str, str]:
+        return (event.model, event.version, event.id, type_ or event.type)
+
     def _remove(self, seq: int) -> InferenceEvent:
         _, event = self._pending.pop(seq)
-        key = (event.id, event.type)
+        key = self._key(event)
         queue = self._by_key[key]
         queue.remove(seq)
         if not queue:

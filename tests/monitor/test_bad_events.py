@@ -113,6 +113,28 @@ def test_repeated_ids_of_the_same_size_pair_in_arrival_order(monitor):
     ]
 
 
+def test_the_same_id_from_two_versions_pairs_within_each_version():
+    """A client's x-request-id reused against the stable and the canary revision (their loggers
+    send separate events): each response pairs with its own version's request, not the other's."""
+    from serving.monitor.events import EventPairer, InferenceEvent
+
+    def half(kind: str, version: str, text: str) -> InferenceEvent:
+        return InferenceEvent(
+            id="client-id", type=kind, model=MODEL, version=version, endpoint="", data=None,
+            texts=(text,) if kind == REQ else (),
+            predictions=((text.upper(), 0.9),) if kind == RESP else (),
+        )  # fmt: skip
+
+    pairer = EventPairer()
+    assert pairer.add(half(REQ, "1", "stable text"))[0] is None
+    assert pairer.add(half(REQ, "2", "canary text"))[0] is None
+    pair, _ = pairer.add(half(RESP, "2", "canary text"))
+    assert pair is not None and pair.version == "2" and pair.texts == ["canary text"]
+    pair, _ = pairer.add(half(RESP, "1", "stable text"))
+    assert pair is not None and pair.version == "1" and pair.texts == ["stable text"]
+    assert len(pairer) == 0
+
+
 def test_a_pair_whose_sizes_disagree_is_counted_not_refused(monitor):
     client = TestClient(create_app(monitor))
     assert _post(client, _v1_request("m-1", ["a", "b"])).status_code == 202
