@@ -29,9 +29,17 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
         print(f"canary held: {err}")
         return "held"
     except RolloutError as err:
-        if "no canary in progress" in str(err):
+        if "no canary in progress" not in str(err):
+            raise
+        st = rollout.store.load()
+        if st.phase != "rolled_back":
             return "none"
-        raise
+        # An earlier attempt of this step rolled the canary back (this run's deploy made it the
+        # canary) and was killed or timed out after: finish its record, report its decision.
+        if not st.history or st.history[-1]["event"] != "rollback":
+            rollout.rollback(reason="a retried analysis found the canary rolled back")
+        analysis.metadata["decision"] = "rolled_back"
+        return "rolled_back"
     last = st.last_analysis or {}
     for check in last.get("checks", []):
         if check.get("value") is not None:

@@ -73,12 +73,16 @@ def build_baseline() -> Any:
     )
 
 
-def _heads(texts: Sequence[str]) -> list[str]:
-    return [str(t)[:BASELINE_CHARS] for t in texts]
+def _heads(texts: Sequence[str], chars: int = BASELINE_CHARS) -> list[str]:
+    return [str(t)[:chars] for t in texts]
 
 
-def fit_and_score_baseline(train: pd.DataFrame, test: pd.DataFrame) -> BaselineResult:
-    """Fit the baseline on ``train`` (columns ``text``, ``language``) and score it on ``test``.
+def fit_and_score_baseline(
+    train: pd.DataFrame, test: pd.DataFrame, chars: int = BASELINE_CHARS
+) -> BaselineResult:
+    """Fit the baseline on ``train`` (columns ``text``, ``language``) and score it on ``test``,
+    each file read up to its first ``chars`` characters (``BASELINE_CHARS`` in every run; other
+    budgets for ``benchmarks/bench_quality.py --baseline-chars``).
 
     Raises ``ValueError`` when ``train`` has fewer than two languages (nothing to separate).
     """
@@ -90,8 +94,10 @@ def fit_and_score_baseline(train: pd.DataFrame, test: pd.DataFrame) -> BaselineR
             f"the train split has {labels.nunique()} language(s); the baseline needs at least 2"
         )
     started = time.perf_counter()
-    pipeline = build_baseline().fit(_heads(train[TEXT_COLUMN].astype(str).tolist()), labels)
-    predicted = [str(x) for x in pipeline.predict(_heads(test[TEXT_COLUMN].astype(str).tolist()))]
+    pipeline = build_baseline().fit(_heads(train[TEXT_COLUMN].astype(str).tolist(), chars), labels)
+    predicted = [
+        str(x) for x in pipeline.predict(_heads(test[TEXT_COLUMN].astype(str).tolist(), chars))
+    ]
     seconds = time.perf_counter() - started
     metrics, per_class, _ = compute_metrics(test[LABEL_COLUMN].astype(str).tolist(), predicted)
     counts = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}

@@ -53,7 +53,8 @@ def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
             # ?modelversion=N: the version of a revision whose logger (KServe's) does not say it
             version = request.query_params.get("modelversion") or None
             # On a worker thread: a new version's reference may be loaded from MLflow or GCS
-            # first, which must not stall /healthz (the liveness probe) or other events.
+            # first, which must not stall the event loop, so /healthz (the liveness probe) and
+            # /metrics answer meanwhile; other events wait for the monitor's lock until it is in.
             outcome = await asyncio.to_thread(
                 monitor.ingest, request.headers, body, version=version
             )

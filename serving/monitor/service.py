@@ -328,7 +328,9 @@ class Monitor:
     def _labels(self, model: str, version: str | None) -> tuple[str, str]:
         """Metric label values from a bounded set: the monitored models and versions; any other
         name an event carries is counted as ``_unknown`` (senders choose those names)."""
-        if not any(k[0] == model for k in self.references):
+        # A snapshot of the keys: events are ingested on several threads, and a reference may be
+        # installed meanwhile (iterating the dict itself could fail mid-way).
+        if not any(k[0] == model for k in list(self.references)):
             return UNKNOWN_LABEL, ""
         return model, (version or "") if (model, version or "") in self.references else ""
 

@@ -148,6 +148,10 @@ def build_inference_service(
     }
 
 
+class NotReady(RolloutError):
+    """KServe did not carry out the spec within ``rollout.ready_timeout_s``."""
+
+
 class Conflict(RolloutError):
     """HTTP 409: the InferenceService changed between the read and the conditional patch."""
 
@@ -321,14 +325,24 @@ class KubernetesBackend:
             raise _api_error(err, doing) from err
 
     def _patch_current(
-        self, build: Callable[[dict[str, Any]], dict[str, Any]], doing: str, canary: bool = True
+        self,
+        build: Callable[[dict[str, Any]], dict[str, Any]],
+        doing: str,
+        canary: str | None = None,
     ) -> dict[str, Any]:
-        """Read the object, build the patch from what was read and apply it conditionally; on a
-        409 read again and rebuild (the checks of :meth:`_require` too), up to
-        :data:`CONFLICT_TRIES` times, so a status update by KServe in between is not a failure
-        and another client's change is never overwritten."""
+        """Read the object, check that its canary is still ``canary`` (when given), build the
+        patch from what was read and apply it conditionally; on a 409 read again, check again
+        and rebuild, up to :data:`CONFLICT_TRIES` times. A status update by KServe in between is
+        not a failure; another canary deployed meanwhile is a :class:`RolloutError`, not a target.
+        """
         for attempt in range(1, CONFLICT_TRIES + 1):
-            isvc = self._require(canary=canary)
+            isvc = self._require(canary=True)
+            current = isvc["metadata"]["annotations"].get(CANARY_ANNOTATION)
+            if canary is not None and current != canary:
+                raise RolloutError(
+                    f"{doing}: the canary on {self.where} is now version {current}, not {canary}: "
+                    "it changed meanwhile; nothing was changed, see `aicrush status`"
+                )
             try:
                 return self._patch(isvc, build(isvc), doing)
             except Conflict:
@@ -359,7 +373,7 @@ class KubernetesBackend:
             if done:
                 return isvc
             if time.monotonic() >= deadline:
-                raise RolloutError(
+                raise NotReady(
                     f"{doing}: {self.where} not ready after {self.cfg.ready_timeout_s:.0f}s: {why}. "
                     f"See `kubectl -n {self.cfg.namespace} describe inferenceservice {self.service}`; "
                     "raise rollout.ready_timeout_s for slow cold starts, or roll back"
@@ -422,7 +436,7 @@ class KubernetesBackend:
             ) from err
         try:
             self.wait_ready(f"starting version {canary.version} as a {percent} % canary")
-        except RolloutError as err:
+        except NotReady as err:
             # A canary that never became ready must not stay in the spec: the next deploy
             # (another pipeline run) would refuse it as "already a canary".
             try:
@@ -437,14 +451,15 @@ class KubernetesBackend:
                 "traffic, nothing else changed; deploy again once the cause is fixed"
             ) from err
 
-    def set_traffic(self, percent: int) -> None:
+    def set_traffic(self, percent: int, *, canary: str | None = None) -> None:
         self._patch_current(
             lambda isvc: {"spec": {"predictor": {"canaryTrafficPercent": int(percent)}}},
             f"setting the canary traffic to {percent} %",
+            canary,
         )
         self.wait_ready(f"moving {percent} % of the traffic to the canary")
 
-    def promote(self) -> None:
+    def promote(self, *, canary: str | None = None) -> None:
         def patch(isvc: dict[str, Any]) -> dict[str, Any]:
             version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
             return {
@@ -453,21 +468,32 @@ class KubernetesBackend:
             }
 
         version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
-        self._patch_current(patch, f"promoting version {version} to 100 %")
+        self._patch_current(patch, f"promoting version {version} to 100 %", canary)
         self.wait_ready(f"promoting version {version}")
 
-    def rollback(self) -> None:
-        def patch(isvc: dict[str, Any]) -> dict[str, Any]:
-            version = isvc["metadata"]["annotations"][CANARY_ANNOTATION]
-            annotations = {CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version}
-            return {
-                "metadata": {"annotations": annotations},
-                "spec": {"predictor": {"canaryTrafficPercent": 0}},
-            }
+    def rollback(self, *, canary: str | None = None) -> None:
+        """All traffic back to the stable revision, then the canary's annotations.
 
+        Two patches: traffic first, alone, waited for until the canary's revision has none; the
+        annotations after. KServe copies annotations onto the revision template, so changing
+        them in the traffic patch made a new revision, and after a 100 % step (when KServe had
+        recorded the canary's revision as rolled out) the remaining traffic stayed on the
+        canary. The second patch starts a copy of the rolled-back model at 0 %.
+        """
         version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
-        self._patch_current(patch, f"rolling back version {version} (canary traffic to 0 %)")
+        self._patch_current(
+            lambda isvc: {"spec": {"predictor": {"canaryTrafficPercent": 0}}},
+            f"rolling back version {version} (canary traffic to 0 %)",
+            canary,
+        )
         self.wait_ready(f"rolling back version {version}", latest_ready=False)
+        self._patch_current(
+            lambda isvc: {"metadata": {"annotations": {
+                CANARY_ANNOTATION: None, ROLLED_BACK_ANNOTATION: version,
+            }}},
+            f"recording the rollback of version {version}",
+            canary,
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         isvc = self.get()

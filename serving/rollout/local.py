@@ -222,13 +222,13 @@ class LocalBackend:
         for s in old:  # already out of the routes and drained
             stop(s.pid)
 
-    def set_traffic(self, percent: int) -> None:
-        procs = self._require(canary=True)
+    def set_traffic(self, percent: int, *, canary: str | None = None) -> None:
+        procs = self._require(canary=True, version=canary)
         self._put_routes(procs, procs.stable, procs.canary, percent)
         procs.save(self._file)
 
-    def promote(self) -> None:
-        procs = self._require(canary=True)
+    def promote(self, *, canary: str | None = None) -> None:
+        procs = self._require(canary=True, version=canary)
         old = procs.stable
         self._put_routes(
             procs, procs.canary, None, 0
@@ -238,8 +238,8 @@ class LocalBackend:
         if old:
             stop(old.pid)
 
-    def rollback(self) -> None:
-        procs = self._require(canary=True)
+    def rollback(self, *, canary: str | None = None) -> None:
+        procs = self._require(canary=True, version=canary)
         old = procs.canary
         self._put_routes(procs, procs.stable, None, 0)
         procs.canary = None
@@ -307,11 +307,16 @@ class LocalBackend:
         stop(procs.proxy_pid)
         self._file.unlink(missing_ok=True)
 
-    def _require(self, canary: bool) -> LocalProcesses:
+    def _require(self, canary: bool, version: str | None = None) -> LocalProcesses:
         procs = LocalProcesses.load(self._file)
         if procs.stable is None or (canary and procs.canary is None):
             raise RolloutError(
                 "no local canary is running; start one with `aicrush deploy --backend local`"
+            )
+        if version is not None and procs.canary is not None and procs.canary.version != version:
+            raise RolloutError(
+                f"the local canary is version {procs.canary.version}, not {version}: it changed "
+                "meanwhile; see `aicrush status`"
             )
         if not self._healthy(self.url):
             raise RolloutError(

@@ -68,14 +68,18 @@ class Backend(Protocol):
     def deploy(self, stable: ModelRef, canary: ModelRef | None, percent: int) -> None:
         """Serve ``stable``; with ``canary``, send it ``percent`` % of the traffic."""
 
-    def set_traffic(self, percent: int) -> None:
-        """Give the running canary ``percent`` % of the traffic."""
+    def set_traffic(self, percent: int, *, canary: str | None = None) -> None:
+        """Give the running canary ``percent`` % of the traffic. ``canary``: the version the
+        caller means; another canary running instead (a person's change meanwhile) raises
+        :class:`RolloutError` and changes nothing."""
 
-    def promote(self) -> None:
-        """Send all traffic to the canary, which becomes the stable version."""
+    def promote(self, *, canary: str | None = None) -> None:
+        """Send all traffic to the canary, which becomes the stable version (``canary``: as for
+        :meth:`set_traffic`)."""
 
-    def rollback(self) -> None:
-        """Send all traffic back to the stable version and retire the canary."""
+    def rollback(self, *, canary: str | None = None) -> None:
+        """Send all traffic back to the stable version and retire the canary (``canary``: as
+        for :meth:`set_traffic`)."""
 
     def status(self) -> dict[str, Any]:
         """Health and the observed traffic split."""
@@ -231,7 +235,7 @@ class Rollout:
 
     def set_traffic(self, percent: int) -> RolloutState:
         st = self._require_canary()
-        self.backend.set_traffic(percent)
+        self.backend.set_traffic(percent, canary=st.canary)
         st.percent = percent
         st.event("traffic", canary=st.canary, percent=percent)
         self.store.save(st)
@@ -248,7 +252,7 @@ class Rollout:
                 self._finish_promotion(st)
                 return self.store.load()
         st = self._require_canary()
-        self.backend.promote()
+        self.backend.promote(canary=st.canary)
         previous, version = st.stable, str(st.canary)
         st.phase, st.stable, st.canary, st.percent = "promoted", version, None, 0
         st.event("promote", version=version, previous=previous, reason=reason)
@@ -257,9 +261,20 @@ class Rollout:
         return st
 
     def rollback(self, reason: str = "manual") -> RolloutState:
-        """All traffic back to the stable version; champion unchanged; the canary tagged as rolled back."""
+        """All traffic back to the stable version; champion unchanged; the canary tagged as rolled
+        back. Idempotent: a retry after a rollback whose backend change landed and whose record
+        did not (a kill, a timeout) records it."""
+        st = self.store.load()
+        if st.phase == "rolled_back" and (not st.history or st.history[-1]["event"] != "rollback"):
+            # The canary the backend rolled back: the last one the history names.
+            version = next((str(e["canary"]) for e in reversed(st.history) if e.get("canary")), "")
+            st.event("rollback", version=version or None, stable=st.stable, reason=reason)
+            self.store.save(st)
+            if version:
+                self._tag(self.registry.record_rollback, version, reason)
+            return st
         st = self._require_canary()
-        self.backend.rollback()
+        self.backend.rollback(canary=st.canary)
         version = str(st.canary)
         st.phase, st.canary, st.percent = "rolled_back", None, 0
         st.event("rollback", version=version, stable=st.stable, reason=reason)

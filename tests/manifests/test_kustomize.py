@@ -188,6 +188,15 @@ def test_pipeline_runner_role_is_namespaced_and_minimal(target: str) -> None:
             "resources": ["inferenceservices"],
             "verbs": ["get", "list", "watch", "create", "patch"],
         },
+        # The rollout's state ConfigMap (serving/rollout/kubernetes.py): read and replaced by
+        # name only; created once (create cannot be limited by name).
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["aicrush-code-language-rollout"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         # components/trainjob.py: create, poll (get), delete on cancel/timeout/failed retry.
         {
             "apiGroups": ["trainer.kubeflow.org"],

@@ -157,7 +157,12 @@ def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> Non
     rollout.deploy("3", percent=10)
     n = len(kube.kube.calls)
     rollout.rollback()
-    assert _writes(kube, n) == [("PATCH", {"predictor": {"canaryTrafficPercent": 0}})]
+    # The traffic first, alone; then the annotations (their own patch: KServe copies them onto
+    # the revision template, so they must not ride with the traffic).
+    assert _writes(kube, n) == [
+        ("PATCH", {"predictor": {"canaryTrafficPercent": 0}}),
+        ("PATCH", None),
+    ]
     st = backend.status()
     assert (
         st["stable_version"] == "2" and st["canary_version"] is None and st["canary_percent"] == 0
@@ -435,3 +440,43 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_not_left_in_the_spec(
     kube.kube.auto_ready = True
     rollout.deploy("2", percent=10)  # a later run deploys it
     assert backend.status()["canary_version"] == "2" and kube.kube.invalid == []
+
+
+def test_rollback_after_the_full_traffic_step_returns_the_traffic_to_the_stable_version(
+    kube, tmp_path: Path
+) -> None:
+    """At 100 % KServe records the canary's revision as rolled out. A rollback whose patch also
+    changed the annotations made a new revision, so KServe's fix-up did not apply and the
+    remaining 100 % stayed on the canary. The traffic moves first, alone, and is waited for."""
+    rollout, registry, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    revisions = backend.revisions()
+    rollout.set_traffic(100)
+    rollout.rollback(reason="the 100 % step failed")
+    traffic = {t["revision"]: t["percent"] for t in backend.status()["traffic"] if t["percent"]}
+    assert traffic == {revisions["1"]: 100}
+    assert backend.revisions() == {"1": revisions["1"]}
+    assert backend.status()["canary_version"] is None and registry.champion_version == "1"
+    # The traffic patch changed no annotation (no new revision before the traffic moved).
+    patches = [c.body for c in kube.kube.calls if c.method == "PATCH"]
+    traffic_patch = next(p for p in patches if p.get("spec", {}).get("predictor", {}).get(
+        "canaryTrafficPercent") == 0)  # fmt: skip
+    assert "annotations" not in traffic_patch.get("metadata", {})
+
+
+def test_a_step_acts_only_on_the_canary_it_was_asked_about(kube, tmp_path: Path) -> None:
+    """A 409 retry re-reads the object: when another canary was deployed meanwhile (a person
+    rolled back and deployed version 3), promoting 'the canary' must not promote version 3."""
+    rollout, registry, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    backend.rollback()
+    kube.kube.auto_ready = True
+    registry.challenger = "3"
+    person, _, _ = _rollout(kube, tmp_path / "person", registry=registry)
+    person.deploy("3", percent=10)
+    for act in (lambda: backend.promote(canary="2"), lambda: backend.set_traffic(50, canary="2"),
+                lambda: backend.rollback(canary="2")):  # fmt: skip
+        with pytest.raises(RolloutError, match="now version 3, not 2"):
+            act()
+    st = backend.status()
+    assert st["canary_version"] == "3" and st["canary_percent"] == 10

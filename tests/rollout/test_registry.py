@@ -32,13 +32,13 @@ class RecordingBackend:
     def deploy(self, stable: ModelRef, canary: ModelRef | None, percent: int) -> None:
         self.calls.append(("deploy", stable.version, canary.version if canary else None, percent))
 
-    def set_traffic(self, percent: int) -> None:
+    def set_traffic(self, percent: int, *, canary: str | None = None) -> None:
         self.calls.append(("traffic", percent))
 
-    def promote(self) -> None:
+    def promote(self, *, canary: str | None = None) -> None:
         self.calls.append(("promote",))
 
-    def rollback(self) -> None:
+    def rollback(self, *, canary: str | None = None) -> None:
         self.calls.append(("rollback",))
 
     def status(self) -> dict:

@@ -413,6 +413,23 @@ def test_traffic_and_rollback_tags_are_bookkeeping_not_failures(
     assert sum("failed: MLflow: 503" in r.getMessage() for r in caplog.records) == 3
 
 
+def test_a_rollback_the_state_missed_is_recorded_by_a_retry(tmp_path: Path) -> None:
+    """The backend rolled back, then the step was killed before it recorded it (Kubernetes:
+    phase rolled_back read from the annotations, no rollback event, no registry tag). A retry of
+    rollback records it instead of answering 'no canary in progress'."""
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource())
+    rollout.deploy()
+    st = rollout.store.load()
+    st.phase, st.canary, st.percent = "rolled_back", None, 0  # what the backend now shows
+    rollout.store.save(st)
+    st = rollout.rollback(reason="retried")
+    assert st.history[-1]["event"] == "rollback" and st.history[-1]["version"] == "2"
+    assert registry.events[-1] == ("rollback", "2", "retried")
+    assert backend.calls.count(("rollback",)) == 0  # the backend was not asked again
+    with pytest.raises(RolloutError, match="no canary in progress"):
+        rollout.rollback()  # recorded now: nothing left to finish
+
+
 def test_scrape_source_windows_from_step_start(tmp_path: Path) -> None:
     texts = iter(
         [f'aicrush_requests_total{{version="1",status="200"}} {n}\n' for n in (10, 30, 70)]
