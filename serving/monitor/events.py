@@ -147,13 +147,13 @@ def _event(attrs: Mapping[str, Any], data: Any) -> InferenceEvent:
         )
     if isinstance(data, bytes | str):
         data = _json_body(data.encode() if isinstance(data, str) else data)
-    model = attrs.get("inferenceservicename") or attrs.get("modelname") or "unknown"
+    model = _attribute(attrs, "inferenceservicename") or _attribute(attrs, "modelname") or "unknown"
     event = InferenceEvent(
         id=str(attrs["id"]),
         type=str(attrs["type"]),
-        model=str(model),
-        version=attrs.get("modelversion") or None,
-        endpoint=str(attrs.get("endpoint") or "default"),
+        model=model,
+        version=_attribute(attrs, "modelversion"),
+        endpoint=_attribute(attrs, "endpoint") or "default",
         data=data,
     )
     what = "request" if event.is_request else "response"
@@ -163,6 +163,20 @@ def _event(attrs: Mapping[str, Any], data: Any) -> InferenceEvent:
         return replace(event, predictions=tuple(response_labels(data)))
     except EventError as exc:
         raise EventError(f"{what} event {event.id}: {exc}") from None
+
+
+def _attribute(attrs: Mapping[str, Any], name: str) -> str | None:
+    """An extension attribute as a string (None when absent or empty). A structured event's
+    JSON can carry any value there; CloudEvents allows strings, integers and booleans, and an
+    object or a list (which would break the metric labels and the window keys) is a 400."""
+    value = attrs.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict | list | float):
+        raise EventError(
+            f"CloudEvent attribute '{name}' must be a string, got {type(value).__name__}"
+        )
+    return str(value)
 
 
 def _json_body(body: bytes) -> Any:

@@ -249,6 +249,28 @@ MALFORMED = [
     ("structured-deep", STRUCTURED, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ("binary-deep", BINARY, b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth"),
     ("batch-deep", BATCH, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    # A structured event's JSON may put any value in an extension attribute: an object or a
+    # list there is the client's mistake (it once broke the metric labels: a 500).
+    (
+        "structured-version-an-object",
+        STRUCTURED,
+        _structured("modelversion", {"v": 1}),
+        "attribute 'modelversion' must be a string, got dict",
+    ),
+    (
+        "batch-version-a-list",
+        BATCH,
+        b"[" + _structured("modelversion", [3]) + b"]",
+        "batch event 0: CloudEvent attribute 'modelversion' must be a string, got list",
+    ),
+    (
+        "structured-model-a-list",
+        STRUCTURED,
+        _structured("data", {"instances": ["a"]}).replace(
+            b'"inferenceservicename": "' + MODEL.encode() + b'"', b'"inferenceservicename": [1]'
+        ),
+        "attribute 'inferenceservicename' must be a string, got list",
+    ),
     (
         "structured-deep-data",
         STRUCTURED,
@@ -269,3 +291,17 @@ def test_malformed_events_get_400_with_the_reason(monitor, headers, body, messag
     assert r.status_code == 400, r.text
     assert message in r.json()["error"], r.json()
     assert len(monitor.pairer) == 0 and _texts(monitor) == []
+
+
+def test_an_integer_model_version_in_structured_json_is_the_same_version(monitor):
+    """CloudEvents allows integer attributes: ``"modelversion": 3`` is version "3"."""
+    client = TestClient(create_app(monitor))
+    for ce_type, data in (
+        (REQ, {"instances": ["print(1)"]}),
+        (RESP, {"predictions": [{"label": "Python", "score": 0.5}]}),
+    ):
+        body = json.loads(_structured("data", data, ce_type))
+        body["modelversion"] = int(VERSION)
+        r = client.post("/", headers=STRUCTURED, content=json.dumps(body))
+        assert r.status_code == 202, r.text
+    assert _texts(monitor) == ["print(1)"]
