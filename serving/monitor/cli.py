@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,8 @@ from serving.monitor.drift import (
 )
 
 DEFAULT_MODEL = DEFAULT_MODEL_NAME
+#: A URL (gs://, s3://, http://), also after pathlib folded its "//" into "/".
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 #: --version of drift and monitor: the registry resolves it as serve does (aicrush.registry.find_version).
 VersionOpt = Annotated[
@@ -213,6 +216,12 @@ def drift_command(
         raise typer.BadParameter("give the requests file once: aicrush drift --requests FILE")
     requests_path = requests or requests_file
     assert requests_path is not None
+    if _URL_LIKE.match(str(out)):  # typer's Path turns gs://b/x into the local folder gs:/b
+        raise typer.BadParameter(
+            "aicrush drift writes its report to a local file, not to a URL (gs://, s3://, ...); "
+            "give a local path (aicrush monitor --reports takes a gs:// prefix)",
+            param_hint="--out",
+        )
     texts, predictions = read_requests(requests_path)  # a bad file fails before the registry
     uri = registry_uri(tracking_uri, state_dir)
     version = registered_version(reference, model, version, uri)
@@ -225,7 +234,11 @@ def drift_command(
     if predictions is None and model_dir is not None:
         from aicrush.model_folder import TextClassifier
 
-        predictions = [p.label for p in TextClassifier.from_dir(model_dir).predict(texts)]
+        try:
+            classifier = TextClassifier.from_dir(model_dir)
+        except FileNotFoundError as err:
+            raise typer.BadParameter(str(err), param_hint="--model-dir") from None
+        predictions = [p.label for p in classifier.predict(texts)]
     settings = DriftSettings(min_rows=min_rows)
     frame = features_of(texts)
     if predictions is None:
@@ -241,6 +254,7 @@ def drift_command(
             "reference": ref.source,
             "report": None,
         }
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).with_suffix(".json").write_text(json.dumps(summary, indent=2))
         typer.echo(
             f"not enough data: {result.n_rows} requests vs {result.n_reference_rows} reference "
@@ -447,3 +461,8 @@ def _load_reference(reference: str, model: str, version: str, tracking_uri: str 
         return load_reference(reference, model, version, tracking_uri=tracking_uri)
     except FileNotFoundError as err:
         raise typer.BadParameter(str(err), param_hint="--reference") from None
+    except Exception as err:  # a file that is not Parquet, a models:/ URI the registry lacks, ...
+        raise typer.BadParameter(
+            f"cannot read the reference {reference!r}: {type(err).__name__}: {err}",
+            param_hint="--reference",
+        ) from None

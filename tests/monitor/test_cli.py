@@ -120,3 +120,55 @@ def test_drift_without_a_file_says_how_to_give_one(tmp_path):
     result = _aicrush_drift(tmp_path)
     assert result.returncode == 2
     assert "give the requests file: aicrush drift --requests FILE" in result.stdout
+
+
+def _few_requests(tmp_path):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        "".join(json.dumps({"text": f"x = {i}\nprint(x)\n"}) + "\n" for i in range(5))
+    )
+    return requests
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--reference", "{not_parquet}"],
+            "Invalid value for --reference: cannot read the reference",
+        ),
+        (
+            ["--out", "gs://bucket/drift/report.html"],
+            "Invalid value for --out: aicrush drift writes",
+        ),
+        (["--model-dir", "{missing}"], "Invalid value for --model-dir: no aicrush model in"),
+    ],
+)
+def test_bad_drift_options_are_a_clean_exit_2(tmp_path, monkeypatch, reference, args, says):
+    """A reference that is not Parquet, a gs:// --out (pathlib used to fold it into a local
+    folder 'gs:'), a model folder that is not one: exit 2 naming the option, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(reference.parquet)
+    not_parquet = tmp_path / "not.parquet"
+    not_parquet.write_bytes(b"\x00\x01 not parquet")
+    args = [a.format(not_parquet=not_parquet, missing=tmp_path / "missing") for a in args]
+    if "--reference" not in args:
+        args += ["--reference", str(ref_path)]
+    result = CliRunner().invoke(app, [str(_few_requests(tmp_path)), "--min-rows", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert _squash(says) in _squash(result.output), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "gs:").exists()
+
+
+def test_not_enough_data_writes_its_summary_into_a_new_folder(tmp_path, reference):
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(reference.parquet)
+    out = tmp_path / "new" / "folder" / "report.html"
+    result = CliRunner().invoke(
+        app, [str(_few_requests(tmp_path)), "--reference", str(ref_path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "not enough data: 5 requests" in result.output
+    assert json.loads(out.with_suffix(".json").read_text())["verdict"] == "not_enough_data"
