@@ -14,6 +14,7 @@ drained its in-flight requests. ``aicrush stop`` (:meth:`LocalBackend.shutdown`)
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,15 @@ def default_fetcher(ref: ModelRef) -> Path:
     return resolve_model_dir(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
 
 
+def _bindable(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class LocalBackend:
     """Stable and canary model servers on localhost behind one splitting proxy."""
@@ -93,6 +103,10 @@ class LocalBackend:
         ):
             return
         port = procs.proxy_port or self.port or free_port()
+        if not procs.proxy_pid and procs.proxy_port and not self.port and not _bindable(port):
+            # The port kept from before `aicrush stop` is taken by now: another one, said aloud.
+            log.warning("the rollout proxy's port %d is in use; the endpoint moves", port)
+            port = free_port()
         cmd = [
             sys.executable,
             "-m",
@@ -305,7 +319,8 @@ class LocalBackend:
             if s:
                 stop(s.pid)
         stop(procs.proxy_pid)
-        self._file.unlink(missing_ok=True)
+        # Only the proxy's port is kept: the next `aicrush deploy` serves on the same endpoint.
+        LocalProcesses(proxy_port=procs.proxy_port).save(self._file)
 
     def _require(self, canary: bool, version: str | None = None) -> LocalProcesses:
         procs = LocalProcesses.load(self._file)

@@ -1,0 +1,67 @@
+"""`aicrush stop`, then `aicrush deploy`: the endpoint clients were given stays the same
+(docs/rollout.md: the local proxy's port is picked on first start and kept)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+
+from aicrush.rollout_config import RolloutConfig
+from serving.rollout.local import LocalBackend
+from serving.rollout.machine import Rollout
+from tests.rollout.fakes import MemoryRegistry, make_launcher
+
+
+def _rollout(tmp_path: Path) -> tuple[LocalBackend, Rollout]:
+    folders = {"1": str(tmp_path), "2": str(tmp_path)}
+    backend = LocalBackend(
+        tmp_path / "rollout",
+        model_name="aicrush",
+        launcher=make_launcher({"1": ("ok", 0.0), "2": ("ok", 0.0)}),
+        fetcher=lambda ref: Path(ref.uri),
+    )
+    registry = MemoryRegistry(folders, champion_version="1", challenger="2")
+    return backend, Rollout(
+        backend, registry, RolloutConfig(), tmp_path / "rollout" / "state-local.json"
+    )
+
+
+def _predict(url: str) -> int:
+    return httpx.post(f"{url}/v1/models/aicrush:predict", json={"instances": ["x"]}).status_code
+
+
+def test_stop_then_deploy_keeps_the_endpoint(tmp_path: Path) -> None:
+    backend, rollout = _rollout(tmp_path)
+    try:
+        rollout.deploy(percent=10)
+        endpoint = backend.url
+        assert _predict(endpoint) == 200
+        rollout.stop()
+        status = rollout.status()
+        assert status["phase"] == "idle" and status["serving"]["running"] is False
+        assert status["serving"]["endpoint"] is None
+        rollout.stop()  # twice: nothing to stop, no error
+        rollout.deploy(percent=10)
+        assert backend.url == endpoint
+        assert _predict(endpoint) == 200
+    finally:
+        backend.shutdown()
+
+
+def test_a_kept_port_taken_meanwhile_moves_the_endpoint(tmp_path: Path) -> None:
+    backend, rollout = _rollout(tmp_path)
+    try:
+        rollout.deploy(percent=10)
+        endpoint = backend.url
+        rollout.stop()
+        port = int(endpoint.rsplit(":", 1)[1])
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            rollout.deploy(percent=10)
+            assert backend.url != endpoint
+            assert _predict(backend.url) == 200
+    finally:
+        backend.shutdown()
