@@ -144,7 +144,10 @@ def deploy(
                 f"analysis: steps {', '.join(map(str, r.cfg.steps))} %, at least "
                 f"{r.cfg.interval_s:g}s each, metrics every {r.cfg.poll_s:g}s"
             )
-            st = r.analyze(progress=lambda a: typer.echo(_progress_line(a)))
+            try:
+                st = r.analyze(progress=lambda a: typer.echo(_progress_line(a)))
+            except KeyboardInterrupt:
+                _interrupted(r)
             if st.phase == "rolled_back":
                 reason = next(
                     (e.get("reason") for e in reversed(st.history) if e["event"] == "rollback"),
@@ -160,6 +163,23 @@ def deploy(
         raise typer.Exit(code=2) from None
     except (RolloutError, ValueError) as err:
         _fail(err)
+
+
+def _interrupted(r: Rollout) -> None:
+    """Ctrl-C while watching: the servers run on (they are detached), the split stays where the
+    analysis left it, unwatched. Say where that is and what decides it, exit 130."""
+    st = r.store.load()
+    if st.phase == "canary":
+        where = (
+            f"canary {_v(st.canary)} keeps {st.percent} % of the traffic next to stable "
+            f"{_v(st.stable)}, unwatched; decide with `aicrush promote` or `aicrush rollback`"
+        )
+    else:
+        where = f"phase {st.phase}, stable {_v(st.stable)}"
+    typer.echo(
+        f"\ninterrupted: the analysis stopped; {where} (`aicrush status` shows it)", err=True
+    )
+    raise typer.Exit(code=130)
 
 
 def promote(

@@ -602,3 +602,31 @@ def test_error_rate_is_a_share_even_when_prometheus_extrapolates() -> None:
     # increase() extrapolates requests and errors separately: 22.56 vs 22.58 happens.
     assert Counters(22.56, 22.58).error_rate == 1.0
     assert Counters(100, 5).error_rate == 0.05 and Counters().error_rate == 0.0
+
+
+def test_ctrl_c_while_watching_says_where_the_canary_was_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in `aicrush deploy` used to exit 130 without a word, the canary left part-way
+    (25 % here) and no longer watched."""
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.rollout import cli
+
+    class InterruptedSource(ScriptedSource):
+        def window(self, versions, since):
+            if ("traffic", 25) in backend.calls:  # Ctrl-C during the 25 % step
+                raise KeyboardInterrupt
+            return super().window(versions, since)
+
+    rollout, _, backend = _machine(tmp_path, InterruptedSource(), steps=(10, 25, 100))
+    monkeypatch.setattr(cli, "_open", lambda *a: rollout)
+    app = typer.Typer()
+    app.command("deploy")(cli.deploy)
+    app.command("status")(cli.status)
+    r = CliRunner().invoke(app, ["deploy"])
+    assert r.exit_code == 130, r.output
+    assert "interrupted: the analysis stopped; canary v2 keeps 25 % of the traffic" in r.output
+    assert "`aicrush promote` or `aicrush rollback`" in r.output
+    assert rollout.status()["canary_percent"] == 25
