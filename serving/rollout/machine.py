@@ -257,7 +257,13 @@ class Rollout:
         st.phase, st.stable, st.canary, st.percent = "promoted", version, None, 0
         st.event("promote", version=version, previous=previous, reason=reason)
         self.store.save(st)
-        self.registry.record_promotion(version, previous)
+        try:
+            self.registry.record_promotion(version, previous)
+        except Exception as err:  # the traffic has moved: say so, and how to finish
+            raise RolloutError(
+                f"version {version} serves all the traffic, but moving the alias champion to it "
+                f"failed ({type(err).__name__}: {err}); run `aicrush promote` again to finish"
+            ) from err
         return st
 
     def rollback(self, reason: str = "manual") -> RolloutState:

@@ -374,7 +374,7 @@ def test_a_promotion_the_registry_missed_is_finished_not_reverted(tmp_path: Path
             backend, registry, RolloutConfig(), tmp_path / then / "s.json", sleep=lambda s: None
         )
         rollout.deploy("2", percent=10)
-        with pytest.raises(RuntimeError, match="503"):
+        with pytest.raises(RolloutError, match=r"version 2 serves all the traffic.*503.*again"):
             rollout.promote()
         assert backend.calls[-1] == ("promote",) and registry.champion_version == "1"
         assert rollout.status()["stable"] == "2"  # the backend serves version 2
