@@ -53,6 +53,13 @@ class ThresholdsConfig(_Strict):
         ge=1,
         description="A window with fewer canary requests is not judged (the step waits).",
     )
+    min_latency_samples: int = Field(
+        default=100,
+        ge=1,
+        description="The p99 checks need at least this many requests in the window (the ratio: "
+        "of both versions). Below 100 a 99th percentile is the window's slowest request, so one "
+        "cold or unlucky request decided it; fewer: the check is listed as not measured.",
+    )
 
 
 class RolloutConfig(_Strict):

@@ -62,6 +62,16 @@ def label_distance(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b))
 
 
+def _failed_reason(check: Check, canary_version: str) -> str:
+    """One failed check for the rollback reason, in words a person reads in ``aicrush status``."""
+    if check.name == "drift":
+        return (
+            f"drift: the drift monitor's last closed window of version {canary_version} drifted "
+            "from its training reference (see the monitor's /reports)"
+        )
+    return f"{check.name} {check.value:.4g} beyond {check.threshold:.4g}"
+
+
 def _finite(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
@@ -107,11 +117,16 @@ def judge(
     checks: list[Check] = [error_check]
     unmeasured: list[str] = []
     p99_c, p99_s = _finite(canary.quantile(0.99)), _finite(stable.quantile(0.99))
-    if p99_c is not None:
+    if p99_c is not None and canary.requests < t.min_latency_samples:
+        unmeasured.append(
+            f"p99_latency_s: {canary.requests:.0f} canary requests in this window; a p99 needs "
+            f"{t.min_latency_samples} (thresholds.min_latency_samples)"
+        )
+    elif p99_c is not None:
         checks.append(
             Check("p99_latency_s", p99_c, t.max_p99_latency_s, p99_c <= t.max_p99_latency_s)
         )
-        if p99_s is not None and p99_s > 0 and stable.requests >= t.min_requests:
+        if p99_s is not None and p99_s > 0 and stable.requests >= t.min_latency_samples:
             ratio = p99_c / p99_s
             checks.append(
                 Check(
@@ -168,6 +183,6 @@ def judge(
         tuple(checks),
         canary.requests,
         stable.requests,
-        "; ".join(f"{c.name} {c.value:.4g} beyond {c.threshold:.4g}" for c in failed),
+        "; ".join(_failed_reason(c, canary_version) for c in failed),
         not_measured=tuple(unmeasured),
     )

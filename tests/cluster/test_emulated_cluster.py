@@ -288,6 +288,7 @@ def _config(c: dict) -> dict:
                 "drift_monitor_url": c["monitor"] + "/",
                 "thresholds": {
                     "min_requests": 10,
+                    "min_latency_samples": 10,
                     "max_p99_latency_s": 5.0,
                     "max_p99_latency_ratio": 50.0,
                 },

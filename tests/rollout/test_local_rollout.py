@@ -53,7 +53,10 @@ def test_local_canary_rollout_under_load(
         poll_s=0.5,
         max_step_wait_s=30,
         thresholds=ThresholdsConfig(
-            min_requests=5, max_p99_latency_s=1.0, max_p99_latency_ratio=50.0
+            min_requests=5,
+            min_latency_samples=5,
+            max_p99_latency_s=1.0,
+            max_p99_latency_ratio=50.0,
         ),
     )
     rollout = Rollout(backend, registry, cfg, tmp_path / "rollout" / "state-local.json")
