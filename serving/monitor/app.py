@@ -26,10 +26,16 @@ from serving.monitor.service import Monitor
 
 #: The most windows ``GET /reports`` lists at once.
 MAX_REPORTS = 1000
+#: Default limit on one POST's body: 16 MiB (the payload logger's batches of 32 inferences of
+#: ~1 KB texts are ~100 KB; a body of tens of MB took the monitor to about 15 times its size).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
-    """The FastAPI app over ``monitor``; closes time windows every ``tick_s`` seconds."""
+def create_app(
+    monitor: Monitor, tick_s: float = 5.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    """The FastAPI app over ``monitor``; closes time windows every ``tick_s`` seconds. A POST
+    body over ``max_body_bytes`` is refused with 413 before it is read whole."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +54,21 @@ def create_app(monitor: Monitor, tick_s: float = 5.0) -> FastAPI:
 
     @app.post("/")
     async def receive(request: Request) -> Response:
-        body = await request.body()
+        too_large = JSONResponse(
+            {"error": f"the body is over the monitor's limit of {max_body_bytes} bytes "
+             "(aicrush monitor --max-body-bytes); send fewer inferences per event"},
+            status_code=413,
+        )  # fmt: skip
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():  # also bounds a chunked body without a length
+            size += len(chunk)
+            if size > max_body_bytes:
+                return too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             # ?modelversion=N: the version of a revision whose logger (KServe's) does not say it
             version = request.query_params.get("modelversion") or None

@@ -335,6 +335,9 @@ def monitor_command(
             help="MLflow tracking URI. Default $MLFLOW_TRACKING_URI, else the local state store"
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="largest POST body accepted; larger ones get 413")
+    ] = 16 * 1024 * 1024,  # serving.monitor.app.DEFAULT_MAX_BODY_BYTES
 ) -> None:
     """Serve the drift monitor: CloudEvents in on POST /, /metrics, /healthz, /reports."""
     import uvicorn
@@ -361,7 +364,8 @@ def monitor_command(
         tracking_uri=uri,
     )
     try:
-        uvicorn.run(create_app(monitor), host=host, port=port, log_level="info")
+        app = create_app(monitor, max_body_bytes=max_body_bytes)
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         monitor.close()
 

@@ -305,3 +305,25 @@ def test_an_integer_model_version_in_structured_json_is_the_same_version(monitor
         r = client.post("/", headers=STRUCTURED, content=json.dumps(body))
         assert r.status_code == 202, r.text
     assert _texts(monitor) == ["print(1)"]
+
+
+def test_a_body_over_the_limit_is_413_and_the_monitor_goes_on(tmp_path, reference):
+    """A 60 MB event was accepted and took the monitor to about 900 MB. Over the limit it is a
+    413 naming the limit and the flag, with or without a Content-Length (chunked)."""
+    monitor = make_monitor(tmp_path / "state", reference, max_rows=1000)
+    try:
+        client = TestClient(create_app(monitor, max_body_bytes=10_000))
+        headers, body = to_binary(_v1_request("big", ["x" * 20_000]))
+        r = client.post("/", headers=dict(headers), content=body)
+        assert r.status_code == 413 and "--max-body-bytes" in r.json()["error"]
+
+        def chunks():
+            for _ in range(5):
+                yield b"x" * 4_000
+
+        r = client.post("/", headers=dict(headers), content=chunks())
+        assert r.status_code == 413
+        assert _post(client, _v1_request("ok", ["a = 1"])).status_code == 202
+        assert _post(client, _v1_response("ok", ["Python"])).json() == {"status": "paired"}
+    finally:
+        monitor.close()
