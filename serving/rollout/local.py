@@ -315,10 +315,12 @@ class LocalBackend:
     def shutdown(self) -> None:
         """Stop the proxy and both servers (``aicrush stop``, tests)."""
         procs = LocalProcesses.load(self._file)
+        # The proxy first (it finishes what it is forwarding), then the servers behind it: the
+        # other order answered the requests in between with 502 (counted as server errors).
+        stop(procs.proxy_pid)
         for s in (procs.canary, procs.stable):
             if s:
                 stop(s.pid)
-        stop(procs.proxy_pid)
         # Only the proxy's port is kept: the next `aicrush deploy` serves on the same endpoint.
         LocalProcesses(proxy_port=procs.proxy_port).save(self._file)
 

@@ -65,3 +65,20 @@ def test_a_kept_port_taken_meanwhile_moves_the_endpoint(tmp_path: Path) -> None:
             assert _predict(backend.url) == 200
     finally:
         backend.shutdown()
+
+
+def test_stop_stops_the_proxy_before_the_servers_behind_it(tmp_path: Path, monkeypatch) -> None:
+    """Servers first made the proxy answer the requests in between with 502 (server errors in
+    the metrics); the proxy goes first now, then the servers."""
+    from serving.rollout import local
+    from serving.rollout.processes import LocalProcesses, ServerInfo
+
+    backend, _ = _rollout(tmp_path)
+    LocalProcesses(
+        proxy_port=1, proxy_pid=100, stable=ServerInfo("1", 2, 201, "/m"),
+        canary=ServerInfo("2", 3, 202, "/m"),
+    ).save(backend._file)  # fmt: skip
+    stopped: list[int | None] = []
+    monkeypatch.setattr(local, "stop", lambda pid, *a, **k: stopped.append(pid))
+    backend.shutdown()
+    assert stopped[0] == 100 and set(stopped[1:]) == {201, 202}
