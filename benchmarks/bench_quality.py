@@ -17,6 +17,11 @@ With ``--features DIR`` (an ``engineer_features`` folder of an earlier run: ``tr
     .venv/bin/python benchmarks/bench_quality.py --preset tiny --preset minilm --json out.json
     .venv/bin/python benchmarks/bench_quality.py --features .aicrush/pipeline_root/<run>/engineer-features/features \\
         --set '{"train": {"epochs": 12}}'
+
+``--baseline-chars 700 1500`` also fits the baseline on the same split reading only the first N
+characters of each file (the run's baseline reads 4,000): how much of its lead comes from
+reading more of a file than the model's windows cover (``chars_read`` in the output: the mean
+characters per test file inside the model's token windows).
 """
 
 import argparse
@@ -34,8 +39,40 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script from a checkout: import this tree's packages
 
 
+def chars_read(model_dir: Path, texts: list[str]) -> float:
+    """Mean characters per text inside the token windows the model reads (tokenizer offsets)."""
+    from transformers import AutoTokenizer
+
+    from aicrush.text_window import crop_source, crops_of, token_crops, window_of
+
+    meta = json.loads((model_dir / "aicrush.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_length = int(meta.get("max_length", 128))
+    total = 0
+    for text in texts:
+        if window_of(meta) != "crops":  # one window of max_length tokens
+            enc = tokenizer(text, truncation=True, max_length=max_length,
+                            return_offsets_mapping=True)  # fmt: skip
+            total += len({c for a, b in enc["offset_mapping"] for c in range(a, b)})
+            continue
+        enc = tokenizer(crop_source(text, max_length), return_offsets_mapping=True, verbose=False)
+        offsets = enc["offset_mapping"]
+        covered: set[int] = set()
+        for window in token_crops(list(range(len(offsets))), max_length, crops_of(meta)):
+            for position in window:
+                start, end = offsets[position]
+                covered.update(range(start, end))
+        total += len(covered)
+    return total / max(1, len(texts))
+
+
 def measure(
-    preset: str, sources: list[str], state: Path, overrides: dict, features: Path | None = None
+    preset: str,
+    sources: list[str],
+    state: Path,
+    overrides: dict,
+    features: Path | None = None,
+    baseline_chars: tuple[int, ...] = (),
 ) -> dict:
     from aicrush.config import build_config
     from components.evaluate_model import evaluate
@@ -57,6 +94,20 @@ def measure(
         started = time.perf_counter()
         result = evaluate(work / "model", clean, cfg.evaluate)
         evaluate_seconds = time.perf_counter() - started
+        extra: dict = {}
+        if baseline_chars:
+            import pandas as pd
+
+            from components.baseline import fit_and_score_baseline
+
+            train_df = pd.read_parquet(clean / "train.parquet")
+            test_df = pd.read_parquet(clean / "test.parquet")
+            extra["chars_read"] = round(chars_read(work / "model", test_df["text"].tolist()), 1)
+            extra["baseline_at_chars"] = {
+                n: {k: round(v, 4) for k, v in fit_and_score_baseline(train_df, test_df, n)
+                    .metrics.items() if k in ("accuracy", "macro_f1")}
+                for n in baseline_chars
+            }  # fmt: skip
     baseline = result.baseline
     assert baseline is not None
     per_language = {
@@ -84,6 +135,7 @@ def measure(
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "gate": {"passed": result.passed, "reason": result.reason},
         "per_language": per_language,
+        **extra,
     }
 
 
@@ -101,11 +153,21 @@ def main() -> None:
         type=Path,
         help="an engineer_features folder (train/val/test.parquet): skip ingest and validate",
     )
+    parser.add_argument(
+        "--baseline-chars",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also fit the baseline reading only the first N characters of each file",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     state = Path(os.environ.get("AICRUSH_HOME", REPO / ".aicrush"))
     rows = [
-        measure(p, args.source, state, json.loads(args.set), args.features)
+        measure(
+            p, args.source, state, json.loads(args.set), args.features, tuple(args.baseline_chars)
+        )
         for p in args.preset or ["tiny"]
     ]
     for row in rows:
@@ -119,6 +181,15 @@ def main() -> None:
             f"load {row['load_average']} | {row['languages']} languages, "
             f"{row['n_train']:.0f} train / {row['n_test']:.0f} test files"
         )
+        if "baseline_at_chars" in row:
+            print(
+                f"         baseline reading the first N characters (the model's windows cover "
+                f"{row['chars_read']:.0f} on average): "
+                + ", ".join(
+                    f"{n}: acc {v['accuracy']:.3f} macro-F1 {v['macro_f1']:.3f}"
+                    for n, v in row["baseline_at_chars"].items()
+                )
+            )
         gaps = sorted(
             row["per_language"].items(), key=lambda kv: kv[1]["model_f1"] - kv[1]["baseline_f1"]
         )
