@@ -56,9 +56,9 @@ class ThresholdsConfig(_Strict):
     min_latency_samples: int = Field(
         default=100,
         ge=1,
-        description="The p99 checks need at least this many requests in the window (the ratio: "
-        "of both versions). Below 100 a 99th percentile is the window's slowest request, so one "
-        "cold or unlucky request decided it; fewer: the check is listed as not measured.",
+        description="Requests in the window from which the latency checks use the p99. With "
+        "fewer they use the second-slowest request (quantile 1 - 2/n): below 100 a p99 is the "
+        "slowest request alone, so one cold or unlucky request decided it.",
     )
 
 

@@ -8,21 +8,30 @@ from kfp.dsl import Metrics, Output
 from components import pipeline_component
 
 
-def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, analysis: Any) -> str:
+def run_analyze_canary(
+    config: dict[str, Any], state_dir: str, backend: str, analysis: Any, canary_version: str = ""
+) -> str:
     """Protocol glue: run the analysis (no automatic promotion), log the last verdict, return the decision.
 
     Returns "promote" (every step passed; the canary holds 100 %), "rolled_back" (a check failed;
     already rolled back), "held" (a step ran out of time without a verdict and
     ``rollout.on_insufficient_traffic`` is ``hold``: the canary keeps its share for a person) or
-    "none" (no canary in progress, e.g. the first champion was deployed).
+    "none" (no canary in progress, e.g. the first champion was deployed), or "changed" (the
+    canary in progress is not ``canary_version``, the one this run deployed: a person rolled it
+    back and deployed another meanwhile; nothing is changed).
     """
-    from serving.rollout import CanaryHeld, RolloutError, open_rollout
+    from serving.rollout import CanaryChanged, CanaryHeld, RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
 
     cfg, rollout_cfg = configs_from_dict(config)
     rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     try:
-        st = rollout.analyze(auto_promote=False)
+        st = rollout.analyze(auto_promote=False, expected=canary_version or None)
+    except CanaryChanged as err:
+        analysis.metadata["decision"] = "changed"
+        analysis.metadata["reason"] = str(err)
+        print(f"not analysed: {err}")
+        return "changed"
     except CanaryHeld as err:
         analysis.metadata["decision"] = "held"
         analysis.metadata["reason"] = str(err)
@@ -54,7 +63,13 @@ def run_analyze_canary(config: dict[str, Any], state_dir: str, backend: str, ana
 
 
 @pipeline_component
-def analyze_canary(config: dict, state_dir: str, backend: str, analysis: Output[Metrics]) -> str:
+def analyze_canary(
+    config: dict,
+    state_dir: str,
+    backend: str,
+    analysis: Output[Metrics],
+    canary_version: str = "",
+) -> str:
     """Watch the canary through ``rollout.steps``: 5xx rate, p99 latency, agreement vs the champion.
 
     A failed check rolls the canary back at once (within one ``rollout.poll_s``).
@@ -64,10 +79,13 @@ def analyze_canary(config: dict, state_dir: str, backend: str, analysis: Output[
         state_dir: local state folder.
         backend: "local" or "kubernetes".
         analysis: the last window's checks (error_rate, p99_latency_s, ...) as metrics.
+        canary_version: the canary this run deployed (deploy_canary's output); "" for whichever
+            is in progress.
     Returns:
         "promote", "rolled_back", "held" (``rollout.on_insufficient_traffic: hold`` and no
-        verdict in time) or "none" (nothing to analyze).
+        verdict in time), "changed" (another canary is in progress now) or "none" (nothing to
+        analyze).
     """
     from components.analyze_canary import run_analyze_canary
 
-    return run_analyze_canary(config, state_dir, backend, analysis)
+    return run_analyze_canary(config, state_dir, backend, analysis, canary_version)

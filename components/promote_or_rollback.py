@@ -6,7 +6,7 @@ from components import pipeline_component
 
 
 def run_promote_or_rollback(
-    config: dict[str, Any], state_dir: str, backend: str, decision: str
+    config: dict[str, Any], state_dir: str, backend: str, decision: str, canary_version: str = ""
 ) -> str:
     """Protocol glue: promote on "promote" (also finishing a promotion whose registry step
     failed), leave a "held" canary as it is, make sure of the rollback otherwise; returns the
@@ -18,11 +18,16 @@ def run_promote_or_rollback(
     rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     status = rollout.status()
     phase = status["phase"]
-    if phase == "canary" and decision != "held":
+    expected = canary_version or None
+    if phase == "canary" and expected is not None and status["canary"] != expected:
+        # Another canary than this run's is in progress (a person's change): not this run's
+        # to promote or roll back.
+        print(f"the canary is now version {status['canary']}, not {expected}: left as it is")
+    elif phase == "canary" and decision not in ("held", "changed"):
         if decision == "promote":
-            rollout.promote(reason="pipeline analysis passed")
+            rollout.promote(reason="pipeline analysis passed", expected=expected)
         else:
-            rollout.rollback(reason=f"pipeline decision {decision!r}")
+            rollout.rollback(reason=f"pipeline decision {decision!r}", expected=expected)
     elif phase == "promoted" and decision == "promote" and status["champion"] != status["stable"]:
         rollout.promote(reason="pipeline analysis passed")  # finishes the registry's part
     champion = rollout.registry.champion()
@@ -30,7 +35,9 @@ def run_promote_or_rollback(
 
 
 @pipeline_component
-def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: str) -> str:
+def promote_or_rollback(
+    config: dict, state_dir: str, backend: str, decision: str, canary_version: str = ""
+) -> str:
     """Promote the canary (alias ``champion`` moves to it, 100 % traffic) or roll it back (0 %).
 
     Args:
@@ -39,9 +46,10 @@ def promote_or_rollback(config: dict, state_dir: str, backend: str, decision: st
         backend: "local" or "kubernetes".
         decision: analyze_canary's output ("promote" promotes; "held" leaves the canary as it
             is; anything else rolls back a running canary).
+        canary_version: the canary this run deployed; another one in progress is left alone.
     Returns:
         the champion's version after the step.
     """
     from components.promote_or_rollback import run_promote_or_rollback
 
-    return run_promote_or_rollback(config, state_dir, backend, decision)
+    return run_promote_or_rollback(config, state_dir, backend, decision, canary_version)

@@ -70,14 +70,23 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
             model_version=model_version,
             canary_percent=canary_percent,
         )
-        analysis = analyze_canary(config=config, state_dir=state_dir, backend=backend).after(
-            deployed
+        # The canary this run deployed: the later steps act on it only, not on one a person
+        # deployed meanwhile.
+        analysis = analyze_canary(
+            config=config,
+            state_dir=state_dir,
+            backend=backend,
+            canary_version=deployed.outputs["canary_version"],
         )
         # A killed or evicted analysis pod starts again from the canary's current step (the
         # state lives beside the InferenceService), instead of leaving it at its share unwatched.
         analysis.set_retry(num_retries=2, backoff_duration="30s")
         final = promote_or_rollback(
-            config=config, state_dir=state_dir, backend=backend, decision=analysis.outputs["Output"]
+            config=config,
+            state_dir=state_dir,
+            backend=backend,
+            decision=analysis.outputs["Output"],
+            canary_version=deployed.outputs["canary_version"],
         )
         for task in (deployed, analysis, final):
             task.set_caching_options(False)  # the registry and the cluster change between runs

@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aicrush.rollout_config import RolloutConfig, ThresholdsConfig
-from serving.rollout.machine import CanaryHeld, ModelRef, Rollout, RolloutError, RolloutState
+from serving.rollout.machine import (
+    CanaryChanged,
+    CanaryHeld,
+    ModelRef,
+    Rollout,
+    RolloutError,
+    RolloutState,
+)
 
 __all__ = [
+    "CanaryChanged",
     "CanaryHeld",
     "ModelRef",
     "Rollout",

@@ -116,17 +116,24 @@ def judge(
         )
     checks: list[Check] = [error_check]
     unmeasured: list[str] = []
-    p99_c, p99_s = _finite(canary.quantile(0.99)), _finite(stable.quantile(0.99))
-    if p99_c is not None and canary.requests < t.min_latency_samples:
-        unmeasured.append(
-            f"p99_latency_s: {canary.requests:.0f} canary requests in this window; a p99 needs "
-            f"{t.min_latency_samples} (thresholds.min_latency_samples)"
-        )
-    elif p99_c is not None:
+    # The latency quantile: p99 once there are min_latency_samples requests; below that, the
+    # second-slowest request (quantile 1 - 2/n; a p99 of fewer than 100 is the slowest alone, so
+    # one cold request decided it), so a canary that is slow throughout still fails.
+    n = canary.requests
+    q = 0.99 if n >= t.min_latency_samples else max(0.5, 1 - 2 / max(n, 1))
+    label = "p99" if q == 0.99 else f"p{q * 100:.0f} (fewer than {t.min_latency_samples} requests)"
+    p99_c, p99_s = _finite(canary.quantile(q)), _finite(stable.quantile(q))
+    if p99_c is not None:
         checks.append(
-            Check("p99_latency_s", p99_c, t.max_p99_latency_s, p99_c <= t.max_p99_latency_s)
+            Check(
+                "p99_latency_s",
+                p99_c,
+                t.max_p99_latency_s,
+                p99_c <= t.max_p99_latency_s,
+                f"canary {label} over {n:.0f} requests",
+            )
         )
-        if p99_s is not None and p99_s > 0 and stable.requests >= t.min_latency_samples:
+        if p99_s is not None and p99_s > 0 and stable.requests >= t.min_requests:
             ratio = p99_c / p99_s
             checks.append(
                 Check(
@@ -134,8 +141,13 @@ def judge(
                     ratio,
                     t.max_p99_latency_ratio,
                     ratio <= t.max_p99_latency_ratio,
-                    f"canary p99 {p99_c:.4f}s vs stable {p99_s:.4f}s",
+                    f"canary {label} {p99_c:.4f}s vs stable {p99_s:.4f}s",
                 )
+            )
+        else:
+            unmeasured.append(
+                f"p99_latency_ratio: {stable.requests:.0f} stable requests in this window; need "
+                f"{t.min_requests} (at 100 % the stable version gets none)"
             )
     else:
         unmeasured.append("p99_latency_s: no latency histogram for the canary in this window")

@@ -46,6 +46,11 @@ class CanaryHeld(RolloutError):
     ``hold``: the canary keeps its traffic for a person to promote or roll back."""
 
 
+class CanaryChanged(RolloutError):
+    """Another version is the canary now than the one the caller (an analysis, a pipeline step)
+    was about: nothing was changed."""
+
+
 class VersionNotFound(RolloutError):
     """The model version or alias to roll out is not registered; the message lists the versions
     and aliases there are (the CLI exits 2 on it, as ``aicrush serve`` does)."""
@@ -233,8 +238,10 @@ class Rollout:
         self._tag(self.registry.record_traffic, canary.version, percent, "canary")
         return st
 
-    def set_traffic(self, percent: int) -> RolloutState:
-        st = self._require_canary()
+    def set_traffic(self, percent: int, expected: str | None = None) -> RolloutState:
+        """The canary to ``percent`` %. ``expected``: the canary version the caller means (an
+        analysis, a pipeline step); another one in progress raises :class:`RolloutError`."""
+        st = self._require_canary(expected)
         self.backend.set_traffic(percent, canary=st.canary)
         st.percent = percent
         st.event("traffic", canary=st.canary, percent=percent)
@@ -242,7 +249,7 @@ class Rollout:
         self._tag(self.registry.record_traffic, str(st.canary), percent, "canary")
         return st
 
-    def promote(self, reason: str = "manual") -> RolloutState:
+    def promote(self, reason: str = "manual", expected: str | None = None) -> RolloutState:
         """Canary to 100 %, alias ``champion`` to its version (idempotent: a retry finishes a
         half-done one, also one whose backend change landed and whose registry record did not)."""
         st = self.store.load()
@@ -251,7 +258,7 @@ class Rollout:
             if st.stable is not None and (champion is None or champion.version != st.stable):
                 self._finish_promotion(st)
                 return self.store.load()
-        st = self._require_canary()
+        st = self._require_canary(expected)
         self.backend.promote(canary=st.canary)
         previous, version = st.stable, str(st.canary)
         st.phase, st.stable, st.canary, st.percent = "promoted", version, None, 0
@@ -266,7 +273,7 @@ class Rollout:
             ) from err
         return st
 
-    def rollback(self, reason: str = "manual") -> RolloutState:
+    def rollback(self, reason: str = "manual", expected: str | None = None) -> RolloutState:
         """All traffic back to the stable version; champion unchanged; the canary tagged as rolled
         back. Idempotent: a retry after a rollback whose backend change landed and whose record
         did not (a kill, a timeout) records it."""
@@ -279,7 +286,7 @@ class Rollout:
             if version:
                 self._tag(self.registry.record_rollback, version, reason)
             return st
-        st = self._require_canary()
+        st = self._require_canary(expected)
         self.backend.rollback(canary=st.canary)
         version = str(st.canary)
         st.phase, st.canary, st.percent = "rolled_back", None, 0
@@ -333,6 +340,7 @@ class Rollout:
         stop: threading.Event | None = None,
         auto_promote: bool = True,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        expected: str | None = None,
     ) -> RolloutState:
         """Watch the canary step by step; promote after the last step passes, roll back on a failed check.
 
@@ -344,14 +352,14 @@ class Rollout:
         poll of having enough evidence. ``progress`` gets every poll's verdict (the dict stored as
         ``last_analysis``: ``percent``, ``elapsed_s``, ``outcome``, ``reason``, ...).
         """
-        st = self._require_canary()
+        st = self._require_canary(expected)
         source = self.backend.metrics_source()
         stable, canary = str(st.stable), str(st.canary)
         steps = [st.percent] + [p for p in self.cfg.steps if p > st.percent]
         t = self.cfg.thresholds
         for percent in steps:
             if percent != st.percent:
-                st = self.set_traffic(percent)
+                st = self.set_traffic(percent, expected=canary)
             started = time.time()
             try:
                 source.window([stable, canary], since=started)  # baseline scrape for this step
@@ -367,7 +375,9 @@ class Rollout:
                     log.warning("reading metrics failed: %s", err)
                     elapsed = time.time() - started
                     if elapsed >= self.cfg.max_step_wait_s:  # ...until the step's time is up
-                        return self._out_of_time(percent, f"metrics unreadable ({err})", elapsed)
+                        return self._out_of_time(
+                            percent, f"metrics unreadable ({err})", elapsed, canary
+                        )
                     continue
                 verdict = judge(
                     window[stable], window[canary], t, canary_version=canary, drift=self.drift
@@ -377,16 +387,18 @@ class Rollout:
                 if progress is not None:
                     progress(record)
                 if verdict.outcome == "fail":
-                    return self.rollback(reason=f"analysis at {percent} %: {verdict.reason}")
+                    return self.rollback(
+                        reason=f"analysis at {percent} %: {verdict.reason}", expected=canary
+                    )
                 if verdict.outcome == "pass" and elapsed >= self.cfg.interval_s:
                     break
                 if elapsed >= self.cfg.max_step_wait_s:
                     return self._out_of_time(
-                        percent, verdict.reason or "not enough traffic", elapsed
+                        percent, verdict.reason or "not enough traffic", elapsed, canary
                     )
         if not auto_promote:
             return self.store.load()
-        return self.promote(reason="analysis passed every step")
+        return self.promote(reason="analysis passed every step", expected=canary)
 
     def _tag(self, record: Callable[..., None], *args: Any) -> None:
         """Registry bookkeeping after a backend change (traffic and rollback tags): a failure is
@@ -422,12 +434,12 @@ class Rollout:
         self.store.save(st)
         return self.registry.champion()
 
-    def _out_of_time(self, percent: int, reason: str, elapsed: float) -> RolloutState:
+    def _out_of_time(self, percent: int, reason: str, elapsed: float, canary: str) -> RolloutState:
         """A step that reached ``max_step_wait_s`` without a verdict: roll back, or (``hold``)
         leave the canary where it is and raise :class:`RolloutError` saying so."""
         why = f"analysis at {percent} %: {reason} after {elapsed:.0f}s"
         if self.cfg.on_insufficient_traffic == "rollback":
-            return self.rollback(reason=why)
+            return self.rollback(reason=why, expected=canary)
         raise CanaryHeld(why + "; the canary holds its traffic; promote or roll back by hand")
 
     def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:
@@ -441,11 +453,21 @@ class Rollout:
         self.store.save(st)
         return st.last_analysis
 
-    def _require_canary(self) -> RolloutState:
+    def _require_canary(self, expected: str | None = None) -> RolloutState:
+        """The state with a canary in progress; with ``expected``, that canary's version.
+
+        Raises :class:`RolloutError` ("no canary in progress"), or :class:`CanaryChanged` when
+        another version is the canary now (a person rolled back and deployed another one).
+        """
         st = self.store.load()
         if st.phase != "canary" or st.canary is None:
             raise RolloutError(
                 f"no canary in progress on the {self.backend.name} backend (phase {st.phase}); "
                 "start one with `aicrush deploy --version N`"
+            )
+        if expected is not None and str(st.canary) != str(expected):
+            raise CanaryChanged(
+                f"the canary on the {self.backend.name} backend is now version {st.canary}, not "
+                f"{expected}: it changed meanwhile; nothing was changed, see `aicrush status`"
             )
         return st
