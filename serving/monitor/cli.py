@@ -458,6 +458,21 @@ def registered_version(reference: str, model: str, version: str | None, tracking
         raise typer.BadParameter(str(err), param_hint="--version") from None
 
 
+def _unreachable(err: BaseException) -> bool:
+    """An error of a service being down or refusing us (connection, timeout, 5xx, auth), as
+    opposed to a reference that does not exist or cannot be read: that one is not a usage error
+    of --reference, so it keeps its own message."""
+    import httpx
+    import requests
+
+    if isinstance(err, ConnectionError | TimeoutError | httpx.TransportError):
+        return True
+    if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    code = str(getattr(err, "error_code", ""))  # MlflowException
+    return code in ("TEMPORARILY_UNAVAILABLE", "PERMISSION_DENIED", "UNAUTHENTICATED")
+
+
 def _load_reference(reference: str, model: str, version: str, tracking_uri: str | None):
     from serving.monitor.reference import load_reference
 
@@ -466,6 +481,8 @@ def _load_reference(reference: str, model: str, version: str, tracking_uri: str 
     except FileNotFoundError as err:
         raise typer.BadParameter(str(err), param_hint="--reference") from None
     except Exception as err:  # a file that is not Parquet, a models:/ URI the registry lacks, ...
+        if _unreachable(err):  # not the option's fault: the registry or the bucket is down
+            raise
         raise typer.BadParameter(
             f"cannot read the reference {reference!r}: {type(err).__name__}: {err}",
             param_hint="--reference",

@@ -353,8 +353,13 @@ class Rollout:
         ``last_analysis``: ``percent``, ``elapsed_s``, ``outcome``, ``reason``, ...).
         """
         st = self._require_canary(expected)
-        source = self.backend.metrics_source()
         stable, canary = str(st.stable), str(st.canary)
+        if st.percent == 0:
+            # Only a rollback moves a canary to 0 % (its traffic patch landed, its second patch
+            # or its record did not: a kill). Watching 0 % would wait for traffic that never
+            # comes; finish the rollback.
+            return self.rollback(reason="finishing a rollback left at 0 %", expected=canary)
+        source = self.backend.metrics_source()
         steps = [st.percent] + [p for p in self.cfg.steps if p > st.percent]
         t = self.cfg.thresholds
         for percent in steps:

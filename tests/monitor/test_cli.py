@@ -172,3 +172,18 @@ def test_not_enough_data_writes_its_summary_into_a_new_folder(tmp_path, referenc
     assert result.exit_code == 0, result.output
     assert "not enough data: 5 requests" in result.output
     assert json.loads(out.with_suffix(".json").read_text())["verdict"] == "not_enough_data"
+
+
+def test_a_registry_that_is_down_is_not_a_bad_reference_option() -> None:
+    """`aicrush monitor --reference models:/...` while MLflow or the bucket is down: that error
+    keeps its own message, it is not 'Invalid value for --reference' (exit 2, a usage error)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from serving.monitor.cli import _unreachable
+
+    assert _unreachable(ConnectionError("refused")) and _unreachable(TimeoutError())
+    assert _unreachable(MlflowException("503", error_code=TEMPORARILY_UNAVAILABLE))
+    assert not _unreachable(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert not _unreachable(MlflowException("anything else"))
+    assert not _unreachable(ValueError("not a Parquet file"))

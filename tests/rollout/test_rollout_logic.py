@@ -569,6 +569,20 @@ def test_the_pipeline_steps_leave_a_canary_a_person_deployed_meanwhile(
         rollout.set_traffic(50, expected="2")
 
 
+def test_a_canary_left_at_zero_percent_is_rolled_back_not_watched(tmp_path: Path) -> None:
+    """Killed between the rollback's traffic patch and its record: the canary is at 0 %. A
+    retried analysis watched that step for traffic that never comes (and, under 'hold', left
+    the failed canary in place); it finishes the rollback now."""
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource())
+    rollout.deploy("2", percent=10)
+    st = rollout.store.load()
+    st.percent = 0
+    rollout.store.save(st)
+    st = rollout.analyze()
+    assert st.phase == "rolled_back" and backend.calls[-1] == ("rollback",)
+    assert "left at 0 %" in st.history[-1]["reason"] and registry.champion_version == "1"
+
+
 def test_cli_commands(state_dir: Path) -> None:
     import typer
     from typer.testing import CliRunner
