@@ -357,32 +357,33 @@ class FakeKube:
         self.configmaps[key] = new
         return (201 if method == "POST" else 200), copy.deepcopy(new)
 
+    def _injected(self, method: str) -> tuple[int, dict] | None:
+        """The next failure queued in ``fail_next`` for ``method`` (consumed), if any."""
+        for i, (fail_method, code) in enumerate(self.fail_next):
+            if fail_method == method:
+                del self.fail_next[i]
+                return code, _status(code, "InternalError", "injected failure")
+        return None
+
     def handle(self, method: str, path: str, body: Any) -> tuple[int, dict]:
         c = CONFIGMAP_PATH.match(path)
         if c:
             with self._lock:
-                for i, (fail_method, code) in enumerate(self.fail_next):
-                    if fail_method == method:
-                        del self.fail_next[i]
-                        return code, _status(code, "InternalError", "injected failure")
-                return self._handle_configmap(method, c.group(1), c.group(2), body)
+                injected = self._injected(method)
+                return injected or self._handle_configmap(method, c.group(1), c.group(2), body)
         t = TRAINJOB_PATH.match(path)
         if t:
             with self._lock:
-                for i, (fail_method, code) in enumerate(self.fail_next):
-                    if fail_method == method:
-                        del self.fail_next[i]
-                        return code, _status(code, "InternalError", "injected failure")
-                return self._handle_trainjob(method, t.group(1), t.group(2), body)
+                injected = self._injected(method)
+                return injected or self._handle_trainjob(method, t.group(1), t.group(2), body)
         m = PATH.match(path)
         if not m:
             return 404, _status(404, "NotFound", f"no route {path}")
         ns, name = m.group(1), m.group(2)
         with self._lock:
-            for i, (fail_method, code) in enumerate(self.fail_next):
-                if fail_method == method:
-                    del self.fail_next[i]
-                    return code, _status(code, "InternalError", "injected failure")
+            injected = self._injected(method)
+            if injected is not None:
+                return injected
             key = (ns, name or (body or {}).get("metadata", {}).get("name", ""))
             current = self.objects.get(key)
             if method == "GET":
