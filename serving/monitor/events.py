@@ -339,6 +339,11 @@ class EventPairer:
             del self._by_key[key]
         return event
 
+    def expire(self, now: float | None = None) -> int:
+        """Drop the halves that waited longer than ``ttl_s``; how many (also called between
+        events: the monitor's tick, so the pending gauge is right when traffic stops)."""
+        return self._expire(time.time() if now is None else now)
+
     def _expire(self, now: float) -> int:
         n = 0
         while self._pending:

@@ -27,6 +27,7 @@ from serving.monitor.drift import (
     save_report,
 )
 from serving.monitor.events import (
+    EXPIRED,
     EventError,
     EventPairer,
     InferenceEvent,
@@ -363,8 +364,13 @@ class Monitor:
         self.metrics.open_rows.labels(*key).set(len(window))
 
     def tick(self, now: float | None = None) -> None:
-        """Close windows that are old enough (time windows); the service calls this periodically."""
+        """Close windows that are old enough (time windows) and expire unpaired halves; the
+        service calls this periodically."""
         with self._lock:
+            expired = self.pairer.expire(now)
+            if expired:
+                self.metrics.unpaired.labels(EXPIRED).inc(expired)
+            self.metrics.pending.set(len(self.pairer))
             for key in list(self.windows):
                 self._close_full(key, now)
                 self.metrics.open_rows.labels(*key).set(len(self.windows[key]))

@@ -168,6 +168,26 @@ def test_unpaired_halves_expire(tmp_path, reference):
         monitor.close()
 
 
+def test_unpaired_halves_expire_on_the_tick_when_traffic_stops(tmp_path, reference):
+    """A half whose partner never comes expired only when the next event arrived, so the
+    pending gauge stayed up after traffic stopped; the periodic tick expires it now."""
+    monitor = make_monitor(tmp_path / "state", reference, pair_ttl_s=10)
+    try:
+        h, b = to_binary(kserve_event(REQ, "lonely", {"instances": ["x"]}))
+        assert monitor.ingest(dict(h), b, now=100.0) == "pending"
+        assert monitor.registry.get_sample_value("aicrush_monitor_events_pending") == 1
+        monitor.tick(now=105.0)
+        assert monitor.registry.get_sample_value("aicrush_monitor_events_pending") == 1
+        monitor.tick(now=120.0)
+        assert monitor.registry.get_sample_value("aicrush_monitor_events_pending") == 0
+        unpaired = monitor.registry.get_sample_value(
+            "aicrush_monitor_events_unpaired_total", {"reason": "expired"}
+        )
+        assert unpaired == 1
+    finally:
+        monitor.close()
+
+
 def test_logger_url_version_routes_kserve_events_per_revision(tmp_path, reference):
     """KServe's logger sends no model version; each revision's logger URL carries it instead."""
     import dataclasses
