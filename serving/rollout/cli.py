@@ -124,7 +124,9 @@ def deploy(
 
     Prints the endpoint clients call. With --watch the canary is stepped through rollout.steps
     and every analysis poll prints one line (step, time, requests, verdict); every step is judged
-    on 5xx rate, p99 latency and prediction agreement against the champion, and the canary is
+    on 5xx rate and p99 latency against the champion (and on prediction agreement, label
+    distance and the drift monitor's verdict where rollout.thresholds and rollout.drift_gate
+    turn them on: docs/rollout.md), and the canary is
     promoted after the last step or rolled back at the first failed check (exit 2, with the
     reason). Without a champion, the version is deployed with all traffic and becomes champion.
     A version or alias that is not registered exits 2 and lists the versions and aliases there
@@ -243,7 +245,10 @@ def status(
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
-    lines = [f"backend   {s['backend']}  phase {s['phase']}", f"champion  {_v(s['champion'])}"]
+    lines = [
+        f"backend   {s['backend']}  phase {s['phase']}",
+        f"champion  {_v(s['champion'])}   challenger {_v(s.get('challenger'))}",
+    ]
     serving = s.get("serving") or {}
     if serving.get("running") is False or serving.get("exists") is False:
         lines.append("serving   nothing running; start it with `aicrush deploy`")

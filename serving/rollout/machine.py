@@ -321,10 +321,15 @@ class Rollout:
             serving = self.backend.status()
         except Exception as err:  # status must answer even when the backend is down
             serving = {"healthy": False, "error": str(err)}
+        try:  # the alias the next `aicrush deploy` rolls out
+            challenger: str | None = self.registry.resolve(None).version
+        except Exception:  # no challenger alias (yet), or the registry cannot say
+            challenger = None
         return {
             "backend": st.backend,
             "phase": st.phase,
             "champion": champion.version if champion else None,
+            "challenger": challenger,
             "stable": st.stable,
             "canary": st.canary,
             "canary_percent": st.percent,

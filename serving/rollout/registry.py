@@ -113,8 +113,11 @@ class MlflowRolloutRegistry:
         entry = {"time": now, "event": event, "backend": self.backend}
         entry.update({k: str(v) for k, v in {**tags, **(history_only or {})}.items()})
         values = {"updated_at": now, **tags}
-        if event == "canary" and TAG + "deployed_at" not in current:
-            values["deployed_at"] = now
+        if event == "canary" and current.get(TAG + "outcome") != "canary":
+            values["deployed_at"] = now  # this deployment's start, not the version's first one
+        if event in ("canary", "promoted") and TAG + "rollback_reason" in current:
+            # The reason of an earlier rollback no longer describes the version's state.
+            self.client.delete_model_version_tag(self.model_name, version, TAG + "rollback_reason")
         for key, value in values.items():
             if current.get(TAG + key) != str(value):
                 self.client.set_model_version_tag(

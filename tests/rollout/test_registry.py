@@ -160,6 +160,18 @@ def test_promotion_moves_champion_and_rollback_leaves_it(
     assert tags["rollout.outcome"] == "rolled_back" and tags["rollout.traffic"] == "0"
     assert tags["rollout.rollback_reason"] == "p99 latency 2.1s beyond 1s"
     assert rollout.status()["champion"] == v2
+    first_deployed = tags["rollout.deployed_at"]
+
+    # Deployed again and promoted: the earlier rollback's reason no longer describes it, and
+    # deployed_at is this deployment's (both stayed from the first time).
+    time.sleep(1.1)  # deployed_at has a resolution of seconds
+    rollout.deploy(v1, percent=25)
+    assert registry.tags(v1)["rollout.deployed_at"] > first_deployed
+    rollout.promote()
+    tags = registry.tags(v1)
+    assert "rollout.rollback_reason" not in tags and tags["rollout.outcome"] == "promoted"
+    rollout.deploy(v2, percent=25)  # back to v2 as the champion for what follows
+    rollout.promote()
 
     with pytest.raises(RolloutError, match="already the champion"):
         rollout.deploy(v2)

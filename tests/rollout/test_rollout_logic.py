@@ -260,6 +260,7 @@ def _machine(
 def test_analysis_steps_up_and_promotes(tmp_path: Path) -> None:
     rollout, registry, backend = _machine(tmp_path, ScriptedSource())
     rollout.deploy()
+    assert rollout.status()["challenger"] == "2"
     st = rollout.analyze()
     assert st.phase == "promoted" and registry.champion_version == "2"
     assert [c for c in backend.calls if c[0] == "traffic"] == [
@@ -597,6 +598,7 @@ def test_cli_commands(state_dir: Path) -> None:
     assert r.exit_code == 0, r.output
     s = json.loads(r.output[r.output.index("{\n") :])  # MLflow may log to stderr first
     assert s["phase"] == "idle" and s["champion"] is None and s["serving"]["healthy"] is False
+    assert s["challenger"] is None
     r = runner.invoke(app, ["promote"])
     assert r.exit_code == 1 and "no canary in progress" in r.output
     r = runner.invoke(app, ["deploy", "--no-watch"])
