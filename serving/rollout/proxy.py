@@ -56,6 +56,11 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 
 
+#: Response headers the proxy's own server writes (uvicorn: date, server) or sets itself
+#: (content-type): the upstream's copies would be duplicates (two Date headers are invalid).
+SET_BY_THE_PROXY = frozenset({b"content-type", b"date", b"server"})
+
+
 def end_to_end_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The end-to-end headers of raw ``(name, value)`` pairs, as a dict for httpx."""
     return {
@@ -206,7 +211,7 @@ class SplitProxy:
                 )
                 # e.g. inference-header-content-length of a binary V2 response, x-request-id
                 extra = end_to_end_headers(
-                    (k, v) for k, v in r.headers.raw if k.lower() != b"content-type"
+                    (k, v) for k, v in r.headers.raw if k.lower() not in SET_BY_THE_PROXY
                 )
             except httpx.HTTPError as err:
                 status, payload, ctype = (

@@ -22,6 +22,9 @@ def test_proxy_forwards_every_end_to_end_header_both_ways() -> None:
                 "inference-header-content-length": "31",
                 "x-request-id": request.headers.get("x-request-id", ""),
                 "connection": "keep-alive",
+                # the model server's uvicorn writes these; the proxy's uvicorn writes its own
+                "date": "Tue, 01 Dec 2026 05:00:00 GMT",
+                "server": "uvicorn",
             },
         )
 
@@ -65,3 +68,5 @@ def test_proxy_forwards_every_end_to_end_header_both_ways() -> None:
     assert r.headers["inference-header-content-length"] == "31"
     assert r.headers["x-request-id"] == "req-42"
     assert r.headers["content-type"] == "application/octet-stream"
+    # Not passed on: the proxy's own server writes them (two Date headers are invalid).
+    assert "date" not in r.headers and "server" not in r.headers
