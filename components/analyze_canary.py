@@ -45,7 +45,7 @@ def run_analyze_canary(
             return "none"
         # An earlier attempt of this step rolled the canary back (this run's deploy made it the
         # canary) and was killed or timed out after: finish its record, report its decision.
-        if not st.history or st.history[-1]["event"] != "rollback":
+        if st.rollback_unrecorded:
             rollout.rollback(reason="a retried analysis found the canary rolled back")
         analysis.metadata["decision"] = "rolled_back"
         return "rolled_back"

@@ -467,7 +467,7 @@ class KubernetesBackend:
                 "spec": {"predictor": {"canaryTrafficPercent": None}},
             }
 
-        version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
+        version = canary or self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
         self._patch_current(patch, f"promoting version {version} to 100 %", canary)
         self.wait_ready(f"promoting version {version}")
 
@@ -480,7 +480,7 @@ class KubernetesBackend:
         recorded the canary's revision as rolled out) the remaining traffic stayed on the
         canary. The second patch starts a copy of the rolled-back model at 0 %.
         """
-        version = self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
+        version = canary or self._require(canary=True)["metadata"]["annotations"][CANARY_ANNOTATION]
         self._patch_current(
             lambda isvc: {"spec": {"predictor": {"canaryTrafficPercent": 0}}},
             f"rolling back version {version} (canary traffic to 0 %)",
@@ -583,6 +583,9 @@ class InferenceServiceStateStore:
         #: Whether the ConfigMap exists, as last seen (None: not read yet): save() then creates
         #: or replaces it at the first try.
         self._exists: bool | None = None
+        #: The InferenceService's uid as last read (its ConfigMap's owner): the machine loads
+        #: before it saves, so a save needs no read of its own.
+        self._owner_uid: str | None = None
 
     @property
     def name(self) -> str:
@@ -619,7 +622,9 @@ class InferenceServiceStateStore:
         isvc = self.backend.get()
         if isvc is None:
             self._exists = False  # deleted with its InferenceService (owner reference)
+            self._owner_uid = None
             return RolloutState(self.backend.name)
+        self._owner_uid = isvc["metadata"].get("uid")
         ann = isvc["metadata"].get("annotations") or {}
         record = self._record(isvc)
         stable, canary = ann.get(STABLE_ANNOTATION), ann.get(CANARY_ANNOTATION)
@@ -657,8 +662,10 @@ class InferenceServiceStateStore:
                 "aicrush.dev/inference-service": self.backend.service,
             },
         }
-        isvc = self.backend.get()
-        uid = ((isvc or {}).get("metadata") or {}).get("uid")
+        uid = self._owner_uid
+        if uid is None:  # not loaded yet, or the service was created since
+            uid = ((self.backend.get() or {}).get("metadata") or {}).get("uid")
+            self._owner_uid = uid
         if uid:  # garbage-collected with the InferenceService
             metadata["ownerReferences"] = [
                 {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",

@@ -100,6 +100,9 @@ class RolloutRegistry(Protocol):
 
     def champion(self) -> ModelRef | None: ...
 
+    def challenger_version(self) -> str | None:
+        """The version the alias ``challenger`` names (what ``deploy`` rolls out), or None."""
+
     def resolve(self, version: str | None) -> ModelRef:
         """A version by number, or the ``challenger`` alias when ``version`` is None."""
 
@@ -120,6 +123,14 @@ class RolloutState:
     last_analysis: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
+
+    @property
+    def rollback_unrecorded(self) -> bool:
+        """Rolled back by the backend (phase ``rolled_back``) without the machine's own record of
+        it (its last event is not a rollback): a kill or timeout came in between."""
+        return self.phase == "rolled_back" and (
+            not self.history or self.history[-1]["event"] != "rollback"
+        )
 
     def event(self, kind: str, **data: Any) -> None:
         self.history.append({"time": time.time(), "event": kind, **data})
@@ -212,7 +223,7 @@ class Rollout:
         if not 0 < percent <= 100:
             raise RolloutError(f"canary percent must be in 1..100, got {percent}")
         canary = self.registry.resolve(version)
-        champion = self._finish_promotion(st)
+        champion, _ = self._finish_promotion(st)
         if champion is None:
             log.info("no champion yet: deploying version %s as the stable version", canary.version)
             self.backend.deploy(canary, None, 0)
@@ -253,11 +264,8 @@ class Rollout:
         """Canary to 100 %, alias ``champion`` to its version (idempotent: a retry finishes a
         half-done one, also one whose backend change landed and whose registry record did not)."""
         st = self.store.load()
-        if st.phase == "promoted" and st.canary is None:
-            champion = self.registry.champion()
-            if st.stable is not None and (champion is None or champion.version != st.stable):
-                self._finish_promotion(st)
-                return self.store.load()
+        if self._finish_promotion(st)[1]:
+            return st
         st = self._require_canary(expected)
         self.backend.promote(canary=st.canary)
         previous, version = st.stable, str(st.canary)
@@ -278,7 +286,7 @@ class Rollout:
         back. Idempotent: a retry after a rollback whose backend change landed and whose record
         did not (a kill, a timeout) records it."""
         st = self.store.load()
-        if st.phase == "rolled_back" and (not st.history or st.history[-1]["event"] != "rollback"):
+        if st.rollback_unrecorded:
             # The canary the backend rolled back: the last one the history names.
             version = next((str(e["canary"]) for e in reversed(st.history) if e.get("canary")), "")
             st.event("rollback", version=version or None, stable=st.stable, reason=reason)
@@ -321,15 +329,11 @@ class Rollout:
             serving = self.backend.status()
         except Exception as err:  # status must answer even when the backend is down
             serving = {"healthy": False, "error": str(err)}
-        try:  # the alias the next `aicrush deploy` rolls out
-            challenger: str | None = self.registry.resolve(None).version
-        except Exception:  # no challenger alias (yet), or the registry cannot say
-            challenger = None
         return {
             "backend": st.backend,
             "phase": st.phase,
             "champion": champion.version if champion else None,
-            "challenger": challenger,
+            "challenger": self.registry.challenger_version(),
             "stable": st.stable,
             "canary": st.canary,
             "canary_percent": st.percent,
@@ -420,8 +424,9 @@ class Rollout:
             log.warning("recording %s of version %s in the registry failed: %s", record.__name__,
                         args[0], err)  # fmt: skip
 
-    def _finish_promotion(self, st: RolloutState) -> ModelRef | None:
-        """The champion, after finishing a promotion the registry did not record.
+    def _finish_promotion(self, st: RolloutState) -> tuple[ModelRef | None, bool]:
+        """The champion, after finishing a promotion the registry did not record, and whether
+        there was one to finish (``st`` then has the event and is saved).
 
         When the backend serves ``st.stable`` after a promotion (phase ``promoted``) and the
         alias ``champion`` names another version, the promotion's registry step failed or was
@@ -431,9 +436,9 @@ class Rollout:
         """
         champion = self.registry.champion()
         if st.phase != "promoted" or st.stable is None:
-            return champion
+            return champion, False
         if champion is not None and champion.version == st.stable:
-            return champion
+            return champion, False
         previous = champion.version if champion else None
         log.warning(
             "version %s serves all traffic after a promotion, but the registry's champion is %s: "
@@ -442,7 +447,7 @@ class Rollout:
         self.registry.record_promotion(st.stable, previous)
         st.event("promote", version=st.stable, previous=previous, reason="finishing a promotion")
         self.store.save(st)
-        return self.registry.champion()
+        return self.registry.champion(), True
 
     def _out_of_time(self, percent: int, reason: str, elapsed: float, canary: str) -> RolloutState:
         """A step that reached ``max_step_wait_s`` without a verdict: roll back, or (``hold``)

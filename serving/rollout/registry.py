@@ -73,6 +73,10 @@ class MlflowRolloutRegistry:
         mv = self._by_alias(CHAMPION)
         return self._ref(mv) if mv is not None else None
 
+    def challenger_version(self) -> str | None:
+        mv = self._by_alias(CHALLENGER)
+        return str(mv.version) if mv is not None else None
+
     def resolve(self, version: str | None) -> ModelRef:
         """The version to roll out: ``version`` (a number or an alias), default alias
         ``challenger``. Raises :class:`VersionNotFound` listing the versions and aliases there

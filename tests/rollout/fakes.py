@@ -29,6 +29,9 @@ class MemoryRegistry:
         v = self.champion_version
         return ModelRef(v, self.versions[v]) if v else None
 
+    def challenger_version(self) -> str | None:
+        return self.challenger
+
     def resolve(self, version: str | None) -> ModelRef:
         v = str(version or self.challenger)
         return ModelRef(v, self.versions[v])
