@@ -1,6 +1,7 @@
 """The rollout pipeline: canary deployment, metric-gated analysis, promotion or rollback.
 
-Wiring only. On its own it rolls out the version with alias ``challenger``. In the cluster each
+Wiring only. On its own it rolls out the version with alias ``challenger``. An exit handler
+(``finish_rollout``) rolls back a canary the run leaves in progress when a step fails. In the cluster each
 step is its own pod: they share nothing but their declared inputs and outputs, the MLflow
 registry and the InferenceService, where the Kubernetes backend keeps the rollout's state.
 """
@@ -15,6 +16,7 @@ from kfp import dsl, kubernetes
 from aicrush.config import AicrushConfig, build_config
 from components.analyze_canary import analyze_canary
 from components.deploy_canary import deploy_canary
+from components.finish_rollout import finish_rollout
 from components.promote_or_rollback import promote_or_rollback
 
 PIPELINE_NAME = "aicrush-rollout"
@@ -63,35 +65,42 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
         Returns:
             the champion's version when the rollout ends.
         """
-        deployed = deploy_canary(
-            config=config,
-            state_dir=state_dir,
-            backend=backend,
-            model_version=model_version,
-            canary_percent=canary_percent,
-        )
-        # The canary this run deployed: the later steps act on it only, not on one a person
-        # deployed meanwhile.
-        analysis = analyze_canary(
-            config=config,
-            state_dir=state_dir,
-            backend=backend,
-            canary_version=deployed.outputs["canary_version"],
-        )
-        # A killed or evicted analysis pod starts again from the canary's current step (the
-        # state lives beside the InferenceService), instead of leaving it at its share unwatched.
-        analysis.set_retry(num_retries=2, backoff_duration="30s")
-        final = promote_or_rollback(
-            config=config,
-            state_dir=state_dir,
-            backend=backend,
-            decision=analysis.outputs["Output"],
-            canary_version=deployed.outputs["canary_version"],
-        )
-        for task in (deployed, analysis, final):
+        # The exit handler runs after the steps, whether they passed or not: a run that fails
+        # or is cancelled mid-way leaves no canary at a share nobody watches (finish_rollout).
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        finish = finish_rollout(config=config, state_dir=state_dir, backend=backend, run_id=run_id)
+        with dsl.ExitHandler(finish, name="rollout"):
+            deployed = deploy_canary(
+                config=config,
+                state_dir=state_dir,
+                backend=backend,
+                model_version=model_version,
+                canary_percent=canary_percent,
+                run_id=run_id,
+            )
+            # The canary this run deployed: the later steps act on it only, not on one a
+            # person deployed meanwhile.
+            analysis = analyze_canary(
+                config=config,
+                state_dir=state_dir,
+                backend=backend,
+                canary_version=deployed.outputs["canary_version"],
+            )
+            # A killed or evicted analysis pod starts again from the canary's current step (the
+            # state lives beside the InferenceService), instead of leaving it at its share
+            # unwatched.
+            analysis.set_retry(num_retries=2, backoff_duration="30s")
+            final = promote_or_rollback(
+                config=config,
+                state_dir=state_dir,
+                backend=backend,
+                decision=analysis.outputs["Output"],
+                canary_version=deployed.outputs["canary_version"],
+            )
+        for task in (deployed, analysis, final, finish):
             task.set_caching_options(False)  # the registry and the cluster change between runs
             use_mlflow_server(task, cfg)
-        return final.output
+        return finish.outputs["champion_version"]
 
     return rollout_pipeline
 

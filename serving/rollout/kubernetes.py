@@ -38,6 +38,7 @@ from typing import Any
 
 from aicrush.rollout_config import RolloutConfig
 from serving.rollout.machine import (
+    HISTORY_EVENTS,
     ModelRef,
     RolloutError,
     RolloutState,
@@ -58,6 +59,8 @@ STATE_CONFIGMAP_SUFFIX = "-rollout"
 STATE_KEY = "state"
 #: Budget of the state JSON (a ConfigMap holds at most 1 MiB).
 STATE_MAX_CHARS = 64_000
+#: Writes of the state tried when another command writes it at the same time (409 Conflict).
+STATE_WRITE_ATTEMPTS = 3
 HTTP_PORT = 8080
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "hf://", "oci://")
 
@@ -568,6 +571,23 @@ class KubernetesBackend:
         return InferenceServiceStateStore(self)
 
 
+def _json_object(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def merge_history(theirs: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events another writer recorded (``theirs``) plus those only ``ours`` has, in time
+    order (a stable sort: events of the same time keep their order), the last
+    :data:`~serving.rollout.machine.HISTORY_EVENTS` of them."""
+    mine = [e for e in ours if e not in theirs]
+    merged = sorted([*theirs, *mine], key=lambda e: float(e.get("time") or 0.0))
+    return merged[-HISTORY_EVENTS:]
+
+
 class InferenceServiceStateStore:
     """The rollout machine's state beside the InferenceService.
 
@@ -586,6 +606,8 @@ class InferenceServiceStateStore:
         #: The InferenceService's uid as last read (its ConfigMap's owner): the machine loads
         #: before it saves, so a save needs no read of its own.
         self._owner_uid: str | None = None
+        #: The ConfigMap's resourceVersion as last read or written: a save replaces that one.
+        self._resource_version: str | None = None
 
     @property
     def name(self) -> str:
@@ -602,10 +624,11 @@ class InferenceServiceStateStore:
             cm = self.backend.core.read_namespaced_config_map(self.name, self.backend.cfg.namespace)
             text, where = (cm.data or {}).get(STATE_KEY) or "{}", self.where
             self._exists = True
+            self._resource_version = cm.metadata.resource_version
         except ApiException as err:
             if err.status != 404:
                 raise _api_error(err, f"reading the rollout state ({self.where})") from err
-            self._exists = False
+            self._exists, self._resource_version = False, None
             # No state yet, or a rollout an earlier version kept in an annotation.
             ann = isvc["metadata"].get("annotations") or {}
             text, where = ann.get(STATE_ANNOTATION) or "{}", f"annotation {STATE_ANNOTATION}"
@@ -643,12 +666,48 @@ class InferenceServiceStateStore:
             last_analysis=record.get("last_analysis"),
             history=list(record.get("history") or []),
             updated_at=float(record.get("updated_at") or 0.0),
+            owner=record.get("owner") or None,
         )
 
     def save(self, state: RolloutState) -> None:
+        """Write ``state`` with the ConfigMap's ``resourceVersion`` as last loaded (optimistic
+        concurrency, as ``kubectl apply`` does): when another command wrote the state since
+        (a person's ``aicrush rollback`` between two analysis polls), the API server answers
+        409, and the events it recorded are kept: the history becomes theirs plus this
+        command's new events, in time order, and the write is tried again (3 times at most).
+
+        Raises :class:`RolloutError` when the API server refuses the write."""
         from kubernetes.client.exceptions import ApiException
 
         state.updated_at = time.time()
+        doing = f"saving the rollout state ({self.where})"
+        for _attempt in range(STATE_WRITE_ATTEMPTS):
+            try:
+                self._write(state)
+                return
+            except ApiException as err:
+                if err.status not in (404, 409):
+                    raise _api_error(err, doing) from err
+                try:  # deleted (404) or written by someone else (409) since our load
+                    cm = self.backend.core.read_namespaced_config_map(
+                        self.name, self.backend.cfg.namespace
+                    )
+                except ApiException as read_err:
+                    if read_err.status != 404:
+                        raise _api_error(read_err, doing) from read_err
+                    self._exists, self._resource_version = False, None
+                    continue
+                self._exists = True
+                self._resource_version = cm.metadata.resource_version
+                theirs = _json_object((cm.data or {}).get(STATE_KEY)).get("history") or []
+                state.history = merge_history(theirs, state.history)
+        raise RolloutError(
+            f"{doing} failed: the state changed under each of {STATE_WRITE_ATTEMPTS} writes "
+            "(another command is writing it); run the command again"
+        )
+
+    def _write(self, state: RolloutState) -> None:
+        """One create (no ConfigMap yet) or replace (at the loaded ``resourceVersion``)."""
         record = {k: v for k, v in asdict(state).items() if k != "history"}
         budget = STATE_MAX_CHARS - len(json.dumps(record, default=str)) - len(', "history": ')
         history = json.loads(fit_json_list(state.history, budget))
@@ -671,23 +730,18 @@ class InferenceServiceStateStore:
                 {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
                  "name": self.backend.service, "uid": uid}
             ]  # fmt: skip
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
-                "data": {STATE_KEY: value}}  # fmt: skip
-        # A whole replace without a resourceVersion: the state is written by one command at a
-        # time (the machine's steps), and the last state written is the one that holds.
-        doing = f"saving the rollout state ({self.where})"
         core = self.backend.core
-        replace = lambda: core.replace_namespaced_config_map(self.name, namespace, body)  # noqa: E731
-        create = lambda: core.create_namespaced_config_map(namespace, body)  # noqa: E731
-        first, then, retry_on = (create, replace, 409) if self._exists is False else (
-            replace, create, 404)  # fmt: skip
-        try:
-            try:
-                first()
-            except ApiException as err:
-                if err.status != retry_on:  # another step created or deleted it meanwhile
-                    raise
-                then()
-        except ApiException as err:
-            raise _api_error(err, doing) from err
+        if self._exists is False:
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                    "data": {STATE_KEY: value}}  # fmt: skip
+            written = core.create_namespaced_config_map(namespace, body)
+        else:
+            if self._resource_version:  # a 409 when someone else wrote it since our load
+                metadata["resourceVersion"] = self._resource_version
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                    "data": {STATE_KEY: value}}  # fmt: skip
+            written = core.replace_namespaced_config_map(self.name, namespace, body)
         self._exists = True
+        self._resource_version = getattr(
+            getattr(written, "metadata", None), "resource_version", None
+        )

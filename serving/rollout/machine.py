@@ -123,6 +123,9 @@ class RolloutState:
     last_analysis: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
+    #: Who started the current rollout: the KFP run id of the pipeline whose deploy step made
+    #: the canary (None for a CLI deploy). The pipeline's exit handler acts on its own only.
+    owner: str | None = None
 
     @property
     def rollback_unrecorded(self) -> bool:
@@ -208,10 +211,14 @@ class Rollout:
 
     # -- commands -------------------------------------------------------------------------
 
-    def deploy(self, version: str | None = None, percent: int | None = None) -> RolloutState:
+    def deploy(
+        self, version: str | None = None, percent: int | None = None, owner: str | None = None
+    ) -> RolloutState:
         """Start a canary of ``version`` (default: alias ``challenger``) at ``percent`` % (default: first step).
 
         With no champion yet, the version is deployed as the stable one at 100 % and becomes champion.
+        ``owner``: the KFP run id of a pipeline's deploy step (kept in the state for
+        :meth:`recover`); None for a person's deploy.
         """
         st = self.store.load()
         if st.phase == "canary":
@@ -229,6 +236,7 @@ class Rollout:
             self.backend.deploy(canary, None, 0)
             self.registry.record_promotion(canary.version, None)
             st.phase, st.stable, st.canary, st.percent = "promoted", canary.version, None, 0
+            st.owner = owner
             st.event("initial_deploy", version=canary.version)
             self.store.save(st)
             return st
@@ -244,6 +252,7 @@ class Rollout:
             percent,
             None,
         )
+        st.owner = owner
         st.event("deploy", stable=champion.version, canary=canary.version, percent=percent)
         self.store.save(st)
         self._tag(self.registry.record_traffic, canary.version, percent, "canary")
@@ -302,6 +311,33 @@ class Rollout:
         self.store.save(st)
         self._tag(self.registry.record_rollback, version, reason)
         return st
+
+    def recover(self, owner: str, reason: str) -> str:
+        """Finish what pipeline run ``owner`` left when it failed or was cancelled (the rollout
+        pipeline's exit handler), so that no failure leaves a half-shifted traffic split:
+
+        - its canary still in progress: rolled back (``reason`` recorded), unless the analysis
+          held it on purpose (``rollout.on_insufficient_traffic: hold``): it stays for a person;
+        - its rollback that landed unrecorded, or its promotion whose registry step failed:
+          finished, as :meth:`rollback` and :meth:`promote` would on a retry.
+
+        A rollout that ``owner`` did not start (a person's deploy since, another run's) is left
+        alone. Returns what was done: "rolled_back", "promoted", "held", "not_owner" or
+        "nothing". Raises what :meth:`rollback` or the registry raise; the state then says what
+        is left, and ``aicrush rollback`` / ``aicrush promote`` finish it.
+        """
+        st = self.store.load()
+        if not owner or st.owner != owner:
+            return "not_owner"
+        if st.phase == "canary":
+            if st.history and st.history[-1]["event"] == "held":
+                return "held"
+            self.rollback(reason=reason, expected=st.canary)
+            return "rolled_back"
+        if st.rollback_unrecorded:
+            self.rollback(reason=reason)
+            return "rolled_back"
+        return "promoted" if self._finish_promotion(st)[1] else "nothing"
 
     def stop(self) -> RolloutState:
         """Stop the backend's processes (the local proxy and model servers); the registry is left
@@ -455,6 +491,11 @@ class Rollout:
         why = f"analysis at {percent} %: {reason} after {elapsed:.0f}s"
         if self.cfg.on_insufficient_traffic == "rollback":
             return self.rollback(reason=why, expected=canary)
+        st = self.store.load()
+        st.event(
+            "held", canary=canary, percent=percent, reason=why
+        )  # held on purpose: see recover()
+        self.store.save(st)
         raise CanaryHeld(why + "; the canary holds its traffic; promote or roll back by hand")
 
     def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:

@@ -9,8 +9,9 @@ Outputs come back through the executor output file, as KFP's launcher reads them
 for the KFP backend only (Argo, driver, launcher); what runs inside each task is the compiled
 component itself. Supported: parameter inputs from pipeline parameters, constants and upstream
 task outputs; output parameters; output artifacts (local folders standing for the pod's
-uploaded outputs); ``env`` of the container spec. Not supported (not used by the rollout
-pipeline): conditions, loops, input artifacts between tasks.
+uploaded outputs); ``env`` of the container spec; nested DAGs and exit tasks
+(``dsl.ExitHandler``); the ``{{$.pipeline_job_uuid}}`` placeholder. Not supported (not used by
+the rollout pipeline): conditions, loops, retry policies, input artifacts between tasks.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _order(tasks: dict[str, dict]) -> list[str]:
     return done
 
 
+def _find_task(spec: dict, name: str) -> dict:
+    """Task ``name`` of the root DAG or of a nested one (a group such as an exit handler's)."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        if name in dag["tasks"]:
+            return dag["tasks"][name]
+    raise KeyError(f"no task {name!r} in the IR")
+
+
 def run_pipeline(
     ir_path: Path,
     arguments: dict[str, Any],
@@ -72,6 +82,7 @@ def run_pipeline(
     home_files: dict[str, str] | None = None,
     timeout_s: float = 600.0,
     on_task_done: Callable[[str, TaskRun], None] | None = None,
+    run_id: str | None = None,
 ) -> PipelineRun:
     """Run every task of the IR at ``ir_path`` with pipeline ``arguments``.
 
@@ -83,8 +94,13 @@ def run_pipeline(
         home_files: files written into each task's HOME (relative path -> text), e.g. the
             kubeconfig standing for the pod's service account.
         on_task_done: called after each task (e.g. to inject a fault between two steps).
-    Stops at the first failed task (as KFP does for a DAG without exit handlers).
+        run_id: the run's id (``{{$.pipeline_job_uuid}}``); a new uuid by default.
+    A failed task stops its DAG (as KFP does); a task with the trigger policy
+    ``ALL_UPSTREAM_TASKS_COMPLETED`` (a ``dsl.ExitHandler``'s exit task) runs all the same.
+    Tasks of nested DAGs (the exit handler's group) are in ``run.tasks`` under their own names.
     """
+    import uuid
+
     spec, _platform = load_ir(ir_path)
     params = spec["root"]["inputDefinitions"]["parameters"]
     pipeline_inputs = {k: v.get("defaultValue") for k, v in params.items()}
@@ -92,22 +108,46 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"arguments {sorted(unknown)} are not pipeline parameters")
     pipeline_inputs.update(arguments)
-    tasks = spec["root"]["dag"]["tasks"]
+    placeholders = {"{{$.pipeline_job_uuid}}": run_id or str(uuid.uuid4())}
     run = PipelineRun()
-    for name in _order(tasks):
-        task = tasks[name]
-        component = spec["components"][task["componentRef"]["name"]]
-        values: dict[str, Any] = {}
-        for key, source in (task.get("inputs", {}).get("parameters") or {}).items():
-            if "componentInputParameter" in source:
-                values[key] = pipeline_inputs[source["componentInputParameter"]]
-            elif "taskOutputParameter" in source:
-                ref = source["taskOutputParameter"]
-                values[key] = run.tasks[ref["producerTask"]].outputs[ref["outputParameterKey"]]
-            elif "runtimeValue" in source:
-                values[key] = source["runtimeValue"]["constant"]
-            else:
-                raise ValueError(f"{name}.{key}: unsupported input {source}")
+
+    def resolve(name: str, key: str, source: dict, inputs: dict[str, Any]) -> Any:
+        if "componentInputParameter" in source:
+            return inputs[source["componentInputParameter"]]
+        if "taskOutputParameter" in source:
+            ref = source["taskOutputParameter"]
+            return run.tasks[ref["producerTask"]].outputs[ref["outputParameterKey"]]
+        if "runtimeValue" in source:
+            value = source["runtimeValue"]["constant"]
+            return placeholders.get(value, value) if isinstance(value, str) else value
+        raise ValueError(f"{name}.{key}: unsupported input {source}")
+
+    def run_dag(dag: dict, inputs: dict[str, Any]) -> bool:
+        """Runs ``dag``'s tasks in dependency order; True when every task succeeded."""
+        tasks = dag["tasks"]
+        ok = True
+        for name in _order(tasks):
+            task = tasks[name]
+            exit_task = (task.get("triggerPolicy") or {}).get(
+                "strategy"
+            ) == "ALL_UPSTREAM_TASKS_COMPLETED"
+            if not ok and not exit_task:
+                continue
+            values = {
+                key: resolve(name, key, source, inputs)
+                for key, source in (task.get("inputs", {}).get("parameters") or {}).items()
+            }
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:  # a group (e.g. the exit handler's): its tasks, then on
+                ok = run_dag(component["dag"], values) and ok
+                continue
+            run.tasks[name] = run_task(name, component, values)
+            if on_task_done is not None:
+                on_task_done(name, run.tasks[name])
+            ok = ok and run.tasks[name].returncode == 0
+        return ok
+
+    def run_task(name: str, component: dict, values: dict[str, Any]) -> TaskRun:
         base = root / name
         proc, output_file = start_task(
             spec, name, values, base, env, home_files, wait=True, timeout_s=timeout_s
@@ -125,7 +165,7 @@ def run_pipeline(
             pfile = outputs / f"param-{k}"
             if k not in produced and pfile.is_file():
                 produced[k] = pfile.read_text()
-        run.tasks[name] = TaskRun(
+        return TaskRun(
             name,
             proc.returncode,
             produced,
@@ -133,10 +173,9 @@ def run_pipeline(
             base / "work",
             (base / "log.txt").read_text(),
         )
-        if on_task_done is not None:
-            on_task_done(name, run.tasks[name])
-        if proc.returncode != 0:
-            return run
+
+    if not run_dag(spec["root"]["dag"], pipeline_inputs):
+        return run
     out = (spec["root"]["dag"].get("outputs") or {}).get("parameters", {})
     if "Output" in out:
         ref = out["Output"]["valueFromParameter"]
@@ -160,7 +199,7 @@ def start_task(
     ``base/log.txt``. ``input_artifacts``: input name -> a runtime artifact (``uri``, ``type``).
     Returns the process (finished when ``wait``; its own process group, so
     ``os.killpg(proc.pid, SIGKILL)`` kills the whole "pod") and the executor output file."""
-    task = spec["root"]["dag"]["tasks"][name]
+    task = _find_task(spec, name)
     component = spec["components"][task["componentRef"]["name"]]
     executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
     work, home, outputs, tmp = base / "work", base / "home", base / "outputs", base / "tmp"

@@ -315,7 +315,7 @@ def _kubeconfig(kube_url: str) -> str:
     )
 
 
-def _run(c: dict, ir: Path, run_name: str, version: str, on_task_done=None):
+def _run(c: dict, ir: Path, run_name: str, version: str, on_task_done=None, failed=()):
     run = run_pipeline(
         ir,
         {"config": _config(c), "backend": "kubernetes", "model_version": version},
@@ -325,7 +325,7 @@ def _run(c: dict, ir: Path, run_name: str, version: str, on_task_done=None):
         on_task_done=on_task_done,
     )
     logs = "\n".join(f"--- {n} ---\n{t.log[-4000:]}" for n, t in run.tasks.items())
-    assert not run.failed, logs
+    assert run.failed == list(failed), logs
     for task in run.tasks.values():  # nothing a later step could have read from a local disk
         assert not any(task.workdir.iterdir()), f"{task.name} wrote {list(task.workdir.iterdir())}"
     return run, logs
@@ -436,6 +436,28 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
             "query": f'aicrush_drift_dataset_drift{{model="{MODEL}",version="{v4}"}}'
         }).json()["data"]["result"]  # fmt: skip
         assert drift and float(drift[0]["value"][1]) == 1.0
+        assert run.tasks["finish-rollout"].outputs == {"outcome": "nothing", "champion_version": v2}
+
+        # 5. The analysis step fails past its retries (the API server answers 500 to it): the
+        # exit handler rolls the run's canary back instead of leaving it at its first step.
+        def break_analysis(name: str, task) -> None:
+            if name == "deploy-canary":
+                c["kube"].kube.fail_next[:] = [("GET", 500)] * 20
+            elif name == "analyze-canary":
+                c["kube"].kube.fail_next.clear()
+
+        run, logs = _run(
+            c, ir, "failed", v4, on_task_done=break_analysis, failed=["analyze-canary"]
+        )
+        assert "promote-or-rollback" not in run.tasks  # the group stopped at the failed step
+        assert run.tasks["finish-rollout"].outputs == {
+            "outcome": "rolled_back", "champion_version": v2
+        }, logs  # fmt: skip
+        state = _rollout_state(c)
+        assert state["phase"] == "rolled_back" and state["owner"]
+        assert "ended before its decision" in state["history"][-1]["reason"]
+        isvc = c["kube"].kube.get(NAMESPACE, MODEL)
+        assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0 and _champion(c) == v2
     finally:
         load.stop()
     assert c["kube"].kube.invalid == [], "every body stored validated against the CRD"

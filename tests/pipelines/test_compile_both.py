@@ -50,7 +50,7 @@ def test_rollout_pipeline_carries_the_config_and_the_mlflow_server(tmp_path: Pat
         env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.aicrush:5000"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(k8s) == 3 and all("secretAsEnv" in e for e in k8s.values())
+    assert len(k8s) == 4 and all("secretAsEnv" in e for e in k8s.values())  # with the exit task
 
 
 def test_unknown_pipeline_is_refused(tmp_path: Path) -> None:

@@ -480,3 +480,42 @@ def test_a_step_acts_only_on_the_canary_it_was_asked_about(kube, tmp_path: Path)
             act()
     st = backend.status()
     assert st["canary_version"] == "3" and st["canary_percent"] == 10
+
+
+def test_a_state_written_meanwhile_keeps_its_events(kube, tmp_path: Path) -> None:
+    """The analysis loaded the state; a person's `aicrush rollback` wrote it before the analysis
+    saved its poll. The analysis' write was a replace without a resourceVersion and dropped the
+    person's rollback from the history; now it is a 409, read again and merged: both stay."""
+    registry = MemoryRegistry(dict(VERSIONS), champion_version="1")
+    analysis, _, backend = _rollout(kube, tmp_path / "pod", registry=registry)
+    analysis.deploy("2", percent=10)
+    store = backend.state_store()
+    st = store.load()  # the analysis' poll reads the state...
+    person, _, _ = _rollout(kube, tmp_path / "cli", registry=registry)
+    person.rollback(reason="a person")  # ...a person rolls back meanwhile...
+    st.last_analysis = {"outcome": "wait", "percent": 10}
+    st.event("traffic", canary="2", percent=10, note="the analysis' own event")
+    store.save(st)  # ...and the analysis saves what it read
+    conflicts = [c for c in kube.kube.calls if "/configmaps" in c.path and c.status == 409]
+    assert conflicts, "the stale write must be refused by its resourceVersion"
+    record = json.loads(_state(kube))
+    events = [(e["event"], e.get("reason") or e.get("note")) for e in record["history"]]
+    assert ("rollback", "a person") in events
+    assert ("traffic", "the analysis' own event") in events
+    assert [e["time"] for e in record["history"]] == sorted(e["time"] for e in record["history"])
+    assert record["last_analysis"] == {"outcome": "wait", "percent": 10}
+    # What serves decides the phase: the person's rollback holds.
+    assert person.status()["phase"] == "rolled_back" and person.status()["canary"] is None
+    assert kube.kube.invalid == []
+
+
+def test_a_state_that_keeps_changing_is_an_error_not_an_overwrite(kube, tmp_path: Path) -> None:
+    rollout, _, backend = _rollout(kube, tmp_path)
+    rollout.deploy("2", percent=10)
+    store = backend.state_store()
+    st = store.load()
+    kube.kube.fail_next[:] = [("PUT", 409)] * 3
+    with pytest.raises(
+        RolloutError, match=r"changed under each of 3 writes.*run the command again"
+    ):
+        store.save(st)

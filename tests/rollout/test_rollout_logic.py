@@ -480,14 +480,22 @@ def test_rollout_pipeline_compiles(tmp_path: Path) -> None:
     out = tmp_path / "rollout.yaml"
     compiler.Compiler().compile(rollout_pipeline, str(out))
     spec = yaml.safe_load(out.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    root = spec["root"]["dag"]["tasks"]
+    # The steps run inside an exit handler; its exit task runs whether they pass or not.
+    assert set(root) == {"exit-handler-1", "finish-rollout"}
+    finish = root["finish-rollout"]
+    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert finish["dependentTasks"] == ["exit-handler-1"]
+    assert spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"] == {
+        "producerSubtask": "finish-rollout",
+        "outputParameterKey": "champion_version",
+    }
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert set(tasks) == {"deploy-canary", "analyze-canary", "promote-or-rollback"}
-    assert (
-        tasks["promote-or-rollback"]["inputs"]["parameters"]["decision"]["taskOutputParameter"][
-            "producerTask"
-        ]
-        == "analyze-canary"
-    )
+    # The exit task acts only on the rollout the run's deploy step records as its own.
+    run_id = {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert tasks["deploy-canary"]["inputs"]["parameters"]["run_id"] == run_id
+    assert finish["inputs"]["parameters"]["run_id"] == run_id
     # Both later steps act on the canary this run's deploy made, not on whichever is there.
     for name in ("analyze-canary", "promote-or-rollback"):
         source = tasks[name]["inputs"]["parameters"]["canary_version"]["taskOutputParameter"]
@@ -568,6 +576,60 @@ def test_the_pipeline_steps_leave_a_canary_a_person_deployed_meanwhile(
     assert backend.calls[-1] == ("deploy", "1", "3", 10)  # no step, no rollback of v3
     with pytest.raises(RolloutError, match="now version 3, not 2"):
         rollout.set_traffic(50, expected="2")
+
+
+def test_the_exit_handler_finishes_only_what_its_own_run_left(tmp_path: Path, monkeypatch) -> None:
+    """A pipeline run whose analysis step failed past its retries (or was cancelled) left its
+    canary at a share nobody watched. The exit task rolls back the run's own canary, leaves a
+    canary held on purpose and anybody else's rollout alone, and finishes an unrecorded
+    promotion; the pipeline's output is the champion after it."""
+    import components.finish_rollout as finish_mod
+    import serving.rollout as rollout_pkg
+
+    def finish(rollout: Rollout, run_id: str = "run-1") -> tuple[str, str]:
+        monkeypatch.setattr(rollout_pkg, "open_rollout", lambda *a, **k: rollout)
+        monkeypatch.setattr(
+            "serving.rollout.cli.configs_from_dict", lambda config: (None, rollout.cfg)
+        )
+        return tuple(finish_mod.run_finish_rollout({}, "", "local", run_id))  # type: ignore[return-value]
+
+    # The run's canary, mid-way: rolled back, with the reason.
+    rollout, registry, backend = _machine(tmp_path / "a", ScriptedSource())
+    rollout.deploy("2", percent=10, owner="run-1")
+    rollout.set_traffic(25)
+    assert finish(rollout, "run-2") == ("not_owner", "1")  # another run's exit task
+    assert backend.calls[-1] == ("traffic", 25)
+    assert finish(rollout) == ("rolled_back", "1")
+    st = rollout.store.load()
+    assert st.phase == "rolled_back" and backend.calls[-1] == ("rollback",)
+    assert "pipeline run run-1 ended before its decision" in st.history[-1]["reason"]
+    assert registry.events[-1][:2] == ("rollback", "2")
+    assert finish(rollout) == ("nothing", "1")  # a finished rollout: nothing more
+
+    # A person's deploy after the run: not the run's to touch.
+    registry.versions["3"] = "/m3"
+    rollout.deploy("3", percent=10)
+    assert finish(rollout) == ("not_owner", "1") and rollout.store.load().canary == "3"
+
+    # Held on purpose (on_insufficient_traffic: hold): stays for a person.
+    held, _, held_backend = _machine(
+        tmp_path / "b", ScriptedSource(per_poll=0), max_step_wait_s=0.2,
+        on_insufficient_traffic="hold",
+    )  # fmt: skip
+    held.deploy("2", percent=10, owner="run-1")
+    with pytest.raises(RolloutError, match="holds its traffic"):
+        held.analyze(auto_promote=False)
+    assert finish(held) == ("held", "1")
+    assert held.store.load().phase == "canary" and held_backend.calls[-1][0] == "deploy"
+
+    # The promotion moved traffic, the registry failed: the alias follows what serves.
+    backend = RecordingBackend()
+    flaky = FlakyRegistry({"1": "/m1", "2": "/m2"}, champion_version="1", challenger="2")
+    promoted = Rollout(backend, flaky, RolloutConfig(), tmp_path / "c" / "s.json")
+    promoted.deploy("2", percent=10, owner="run-1")
+    with pytest.raises(RolloutError, match="serves all the traffic"):
+        promoted.promote()
+    assert finish(promoted) == ("promoted", "2") and flaky.champion_version == "2"
 
 
 def test_a_canary_left_at_zero_percent_is_rolled_back_not_watched(tmp_path: Path) -> None:
