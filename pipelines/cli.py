@@ -337,6 +337,7 @@ def _register_commands() -> None:
     from serving.rollout import cli as rollout
 
     app.command(name="deploy")(rollout.deploy)
+    app.command(name="watch")(rollout.watch)
     app.command(name="promote")(rollout.promote)
     app.command(name="rollback")(rollout.rollback)
     app.command(name="status")(rollout.status)

@@ -1,4 +1,4 @@
-"""``aicrush deploy | promote | rollback | status | stop``: typer command functions over the rollout.
+"""``aicrush deploy | watch | promote | rollback | status | stop``: typer command functions over the rollout.
 
 The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)``, ...). Each takes
 ``--backend local|kubernetes``, ``--config`` (the aicrush YAML; its ``rollout:`` section holds
@@ -142,27 +142,57 @@ def deploy(
         for line in _endpoint_lines(r.status().get("serving") or {}, r.registry.model_name):
             typer.echo(line)
         if watch and st.phase == "canary":
-            typer.echo(
-                f"analysis: steps {', '.join(map(str, r.cfg.steps))} %, at least "
-                f"{r.cfg.interval_s:g}s each, metrics every {r.cfg.poll_s:g}s"
-            )
-            try:
-                st = r.analyze(progress=lambda a: typer.echo(_progress_line(a)))
-            except KeyboardInterrupt:
-                _interrupted(r)
-            if st.phase == "rolled_back":
-                reason = next(
-                    (e.get("reason") for e in reversed(st.history) if e["event"] == "rollback"),
-                    "",
-                )
-                typer.echo(f"rolled back: stable {_v(st.stable)} serves all traffic; {reason}")
-                raise typer.Exit(code=2)
-            typer.echo(f"analysis finished: {st.phase} (stable {_v(st.stable)})")
+            _watch(r)
         elif not watch and st.phase == "canary":
-            typer.echo("not watching: `aicrush promote` or `aicrush rollback` decides")
+            typer.echo("not watching: `aicrush watch` analyses it, or `aicrush promote` / "
+                       "`aicrush rollback` decides")  # fmt: skip
     except VersionNotFound as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
+    except (RolloutError, ValueError) as err:
+        _fail(err)
+
+
+def _watch(r: Rollout) -> None:
+    """Run the analysis from the canary's current step, one line a poll; exit 2 on a rollback."""
+    typer.echo(
+        f"analysis: steps {', '.join(map(str, r.cfg.steps))} %, at least "
+        f"{r.cfg.interval_s:g}s each, metrics every {r.cfg.poll_s:g}s"
+    )
+    try:
+        st = r.analyze(progress=lambda a: typer.echo(_progress_line(a)))
+    except KeyboardInterrupt:
+        _interrupted(r)
+    if st.phase == "rolled_back":
+        reason = next(
+            (e.get("reason") for e in reversed(st.history) if e["event"] == "rollback"), ""
+        )
+        typer.echo(f"rolled back: stable {_v(st.stable)} serves all traffic; {reason}")
+        raise typer.Exit(code=2)
+    typer.echo(f"analysis finished: {st.phase} (stable {_v(st.stable)})")
+
+
+def watch(backend: BackendChoice = BACKEND, config: Path = CONFIG, state_dir: Path = STATE) -> None:
+    """Watch the canary in progress again: after Ctrl-C, `aicrush deploy --no-watch`, or a
+    pipeline run that held it.
+
+    The analysis goes on from the canary's current share through the rest of rollout.steps (the
+    step it is at starts anew: its metrics window begins now), then promotes, or rolls back at
+    the first failed check (exit 2, with the reason), as `aicrush deploy` does. Exits 1 when no
+    canary is in progress.
+    """
+    try:
+        r = _open(backend, config, state_dir)
+        st = r.store.load()
+        if st.phase != "canary":
+            raise RolloutError(
+                f"no canary in progress on the {backend.value} backend (phase {st.phase}); "
+                "start one with `aicrush deploy --version N`"
+            )
+        typer.echo(
+            f"{backend.value}: stable {_v(st.stable)}, canary {_v(st.canary)} at {st.percent} %"
+        )
+        _watch(r)
     except (RolloutError, ValueError) as err:
         _fail(err)
 
@@ -174,7 +204,8 @@ def _interrupted(r: Rollout) -> None:
     if st.phase == "canary":
         where = (
             f"canary {_v(st.canary)} keeps {st.percent} % of the traffic next to stable "
-            f"{_v(st.stable)}, unwatched; decide with `aicrush promote` or `aicrush rollback`"
+            f"{_v(st.stable)}, unwatched; `aicrush watch` goes on with the analysis, or "
+            "`aicrush promote` / `aicrush rollback` decides"
         )
     else:
         where = f"phase {st.phase}, stable {_v(st.stable)}"

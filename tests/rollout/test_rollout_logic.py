@@ -769,5 +769,39 @@ def test_ctrl_c_while_watching_says_where_the_canary_was_left(
     r = CliRunner().invoke(app, ["deploy"])
     assert r.exit_code == 130, r.output
     assert "interrupted: the analysis stopped; canary v2 keeps 25 % of the traffic" in r.output
-    assert "`aicrush promote` or `aicrush rollback`" in r.output
+    assert "`aicrush watch` goes on with the analysis" in r.output
     assert rollout.status()["canary_percent"] == 25
+
+
+def test_watch_goes_on_with_the_analysis_of_a_canary_left_unwatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After Ctrl-C or `deploy --no-watch` only promote or rollback could decide: nothing
+    analysed the canary again. `aicrush watch` goes on from its current step."""
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.rollout import cli
+
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource(), steps=(10, 25, 100))
+    monkeypatch.setattr(cli, "_open", lambda *a: rollout)
+    app = typer.Typer()
+    app.command("deploy")(cli.deploy)
+    app.command("watch")(cli.watch)
+    runner = CliRunner()
+    r = runner.invoke(app, ["deploy", "--no-watch"])
+    assert r.exit_code == 0 and "`aicrush watch` analyses it" in r.output, r.output
+    rollout.set_traffic(25)  # where an interrupted analysis left it
+    r = runner.invoke(app, ["watch"])
+    assert r.exit_code == 0, r.output
+    assert "canary v2 at 25 %" in r.output and "analysis finished: promoted (stable v2)" in r.output
+    assert [c for c in backend.calls if c[0] == "traffic"] == [("traffic", 25), ("traffic", 100)]
+    assert registry.champion_version == "2"
+    r = runner.invoke(app, ["watch"])
+    assert r.exit_code == 1 and "no canary in progress" in r.output
+
+    bad, _, _ = _machine(tmp_path / "bad", ScriptedSource(error_rate=0.05))
+    monkeypatch.setattr(cli, "_open", lambda *a: bad)
+    bad.deploy()
+    r = runner.invoke(app, ["watch"])
+    assert r.exit_code == 2 and "rolled back: stable v1 serves all traffic" in r.output
