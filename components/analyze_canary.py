@@ -9,7 +9,12 @@ from components import pipeline_component
 
 
 def run_analyze_canary(
-    config: dict[str, Any], state_dir: str, backend: str, analysis: Any, canary_version: str = ""
+    config: dict[str, Any],
+    state_dir: str,
+    backend: str,
+    analysis: Any,
+    canary_version: str = "",
+    run_id: str = "",
 ) -> str:
     """Protocol glue: run the analysis (no automatic promotion), log the last verdict, return the decision.
 
@@ -18,7 +23,8 @@ def run_analyze_canary(
     ``rollout.on_insufficient_traffic`` is ``hold``: the canary keeps its share for a person) or
     "none" (no canary in progress, e.g. the first champion was deployed), or "changed" (the
     canary in progress is not ``canary_version``, the one this run deployed: a person rolled it
-    back and deployed another meanwhile; nothing is changed).
+    back and deployed another meanwhile, or took it over from run ``run_id``; nothing is
+    changed).
     """
     from serving.rollout import CanaryChanged, CanaryHeld, RolloutError, open_rollout
     from serving.rollout.cli import configs_from_dict
@@ -26,7 +32,9 @@ def run_analyze_canary(
     cfg, rollout_cfg = configs_from_dict(config)
     rollout = open_rollout(backend, cfg, rollout_cfg, state_dir or None)
     try:
-        st = rollout.analyze(auto_promote=False, expected=canary_version or None)
+        st = rollout.analyze(
+            auto_promote=False, expected=canary_version or None, owner=run_id or None
+        )
     except CanaryChanged as err:
         analysis.metadata["decision"] = "changed"
         analysis.metadata["reason"] = str(err)
@@ -69,6 +77,7 @@ def analyze_canary(
     backend: str,
     analysis: Output[Metrics],
     canary_version: str = "",
+    run_id: str = "",
 ) -> str:
     """Watch the canary through ``rollout.steps``: 5xx rate, p99 latency, agreement vs the champion.
 
@@ -81,6 +90,7 @@ def analyze_canary(
         analysis: the last window's checks (error_rate, p99_latency_s, ...) as metrics.
         canary_version: the canary this run deployed (deploy_canary's output); "" for whichever
             is in progress.
+        run_id: the KFP run's id; a canary a person took over from this run is left alone.
     Returns:
         "promote", "rolled_back", "held" (``rollout.on_insufficient_traffic: hold`` and no
         verdict in time), "changed" (another canary is in progress now) or "none" (nothing to
@@ -88,4 +98,4 @@ def analyze_canary(
     """
     from components.analyze_canary import run_analyze_canary
 
-    return run_analyze_canary(config, state_dir, backend, analysis, canary_version)
+    return run_analyze_canary(config, state_dir, backend, analysis, canary_version, run_id)

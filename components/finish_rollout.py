@@ -40,11 +40,11 @@ def finish_rollout(config: dict, state_dir: str, backend: str, run_id: str) -> N
 ):  # type: ignore[valid-type]
     """Exit handler of the rollout pipeline: runs after its steps, whether they passed or not.
 
-    Acts only on the rollout that run ``run_id`` started (``deploy_canary`` records it): its
-    canary still in progress (a step failed, was killed past its retries, or the run was
-    cancelled) is rolled back; a rollback or promotion it left unrecorded is finished; a canary
+    Acts only on the rollout that run ``run_id`` started (``deploy_canary`` records it) and
+    nobody took over: its canary still in progress (a step failed or was killed past its
+    retries) is rolled back; a rollback or promotion it left unrecorded is finished; a canary
     the analysis held on purpose stays. It reads the rollout's state, not the run's status, so
-    it works on every KFP backend.
+    it works on every KFP backend. KFP does not start it for a cancelled run (docs/rollout.md).
 
     Args:
         config: the validated aicrush config (JSON dict).

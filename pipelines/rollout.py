@@ -65,8 +65,9 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
         Returns:
             the champion's version when the rollout ends.
         """
-        # The exit handler runs after the steps, whether they passed or not: a run that fails
-        # or is cancelled mid-way leaves no canary at a share nobody watches (finish_rollout).
+        # The exit handler runs after the steps, whether they passed or not: a run whose step
+        # fails leaves no canary at a share nobody watches (finish_rollout). KFP does not start
+        # it for a cancelled run: `aicrush rollback` or `aicrush watch --take-over` then.
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         finish = finish_rollout(config=config, state_dir=state_dir, backend=backend, run_id=run_id)
         with dsl.ExitHandler(finish, name="rollout"):
@@ -85,6 +86,7 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
                 state_dir=state_dir,
                 backend=backend,
                 canary_version=deployed.outputs["canary_version"],
+                run_id=run_id,
             )
             # A killed or evicted analysis pod starts again from the canary's current step (the
             # state lives beside the InferenceService), instead of leaving it at its share
@@ -96,7 +98,10 @@ def build_rollout_pipeline(cfg: AicrushConfig | None = None) -> Callable[..., An
                 backend=backend,
                 decision=analysis.outputs["Output"],
                 canary_version=deployed.outputs["canary_version"],
+                run_id=run_id,
             )
+        # Idempotent: a transient API error in it is retried rather than leaving the canary.
+        finish.set_retry(num_retries=2, backoff_duration="30s")
         for task in (deployed, analysis, final, finish):
             task.set_caching_options(False)  # the registry and the cluster change between runs
             use_mlflow_server(task, cfg)

@@ -172,14 +172,26 @@ def _watch(r: Rollout) -> None:
     typer.echo(f"analysis finished: {st.phase} (stable {_v(st.stable)})")
 
 
-def watch(backend: BackendChoice = BACKEND, config: Path = CONFIG, state_dir: Path = STATE) -> None:
+def watch(
+    take_over: bool = typer.Option(
+        False,
+        "--take-over",
+        help="Watch a canary a pipeline run deployed whose analysis may still be running (its "
+        "retries); the run's steps and exit handler leave it alone from then on.",
+    ),
+    backend: BackendChoice = BACKEND,
+    config: Path = CONFIG,
+    state_dir: Path = STATE,
+) -> None:
     """Watch the canary in progress again: after Ctrl-C, `aicrush deploy --no-watch`, or a
-    pipeline run that held it.
+    pipeline run that held it or whose steps failed.
 
     The analysis goes on from the canary's current share through the rest of rollout.steps (the
     step it is at starts anew: its metrics window begins now), then promotes, or rolls back at
-    the first failed check (exit 2, with the reason), as `aicrush deploy` does. Exits 1 when no
-    canary is in progress.
+    the first failed check (exit 2, with the reason), as `aicrush deploy` does. A canary a
+    pipeline run deployed becomes yours (its run's exit handler no longer touches it); unless the
+    run held it, that takes --take-over, since the run's own analysis may still be stepping it.
+    Exits 1 when no canary is in progress.
     """
     try:
         r = _open(backend, config, state_dir)
@@ -188,6 +200,17 @@ def watch(backend: BackendChoice = BACKEND, config: Path = CONFIG, state_dir: Pa
             raise RolloutError(
                 f"no canary in progress on the {backend.value} backend (phase {st.phase}); "
                 "start one with `aicrush deploy --version N`"
+            )
+        if st.owner is not None:
+            if not st.held and not take_over:
+                raise RolloutError(
+                    f"canary v{st.canary} belongs to pipeline run {st.owner}, whose analysis may "
+                    "still be running (a retry); check the run in the Kubeflow Pipelines UI, "
+                    "then `aicrush watch --take-over` makes it yours"
+                )
+            st = r.take_over()
+            typer.echo(
+                f"took canary v{st.canary} over from pipeline run {st.history[-1]['previous_owner']}"
             )
         typer.echo(
             f"{backend.value}: stable {_v(st.stable)}, canary {_v(st.canary)} at {st.percent} %"

@@ -666,7 +666,6 @@ class InferenceServiceStateStore:
             last_analysis=record.get("last_analysis"),
             history=list(record.get("history") or []),
             updated_at=float(record.get("updated_at") or 0.0),
-            owner=record.get("owner") or None,
         )
 
     def save(self, state: RolloutState) -> None:

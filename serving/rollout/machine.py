@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -123,17 +123,42 @@ class RolloutState:
     last_analysis: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = 0.0
-    #: Who started the current rollout: the KFP run id of the pipeline whose deploy step made
-    #: the canary (None for a CLI deploy). The pipeline's exit handler acts on its own only.
-    owner: str | None = None
+
+    # What follows is read from the history's events, which survive a concurrent writer (the
+    # Kubernetes store merges both writers' events on a 409), not from fields a stale write
+    # could put back.
+
+    @property
+    def owner(self) -> str | None:
+        """Who the rollout belongs to: the ``owner`` of its last deploy (or take-over) event, the
+        id of the KFP run whose deploy step made it, or None for a person (the CLI). The
+        pipeline's exit handler acts on its own run's rollout only."""
+        for e in reversed(self.history):
+            if e["event"] in OWNER_EVENTS:
+                return e.get("owner")
+        return None
+
+    def since_deploy(self) -> list[dict[str, Any]]:
+        """The events since the rollout in progress was deployed (its last deploy event)."""
+        for i in range(len(self.history) - 1, -1, -1):
+            if self.history[i]["event"] in ("deploy", "initial_deploy"):
+                return self.history[i + 1 :]
+        return list(self.history)
 
     @property
     def rollback_unrecorded(self) -> bool:
         """Rolled back by the backend (phase ``rolled_back``) without the machine's own record of
-        it (its last event is not a rollback): a kill or timeout came in between."""
-        return self.phase == "rolled_back" and (
-            not self.history or self.history[-1]["event"] != "rollback"
+        it (no rollback event since the deploy): a kill or timeout came in between."""
+        return self.phase == "rolled_back" and not any(
+            e["event"] == "rollback" for e in self.since_deploy()
         )
+
+    @property
+    def held(self) -> bool:
+        """A canary the analysis held on purpose (``on_insufficient_traffic: hold``) that nothing
+        has moved or taken over since."""
+        moves = [e["event"] for e in self.since_deploy() if e["event"] in MOVE_EVENTS]
+        return self.phase == "canary" and bool(moves) and moves[-1] == "held"
 
     def event(self, kind: str, **data: Any) -> None:
         self.history.append({"time": time.time(), "event": kind, **data})
@@ -142,6 +167,12 @@ class RolloutState:
 
 #: Events kept in ``RolloutState.history``.
 HISTORY_EVENTS = 200
+#: Events that give a rollout its owner (``RolloutState.owner``): ``deploying`` is written
+#: before a pipeline's deploy changes the backend, so a deploy step killed or failing right
+#: after its change still leaves the canary to its run's exit handler.
+OWNER_EVENTS = ("deploying", "deploy", "initial_deploy", "take_over")
+#: Events after which a held canary is no longer held.
+MOVE_EVENTS = ("traffic", "held", "take_over", "rollback", "promote")
 
 
 def fit_json_list(items: list[Any], max_chars: int) -> str:
@@ -177,7 +208,9 @@ class FileStateStore:
     def load(self) -> RolloutState:
         if not self.path.is_file():
             return RolloutState(self.backend)
-        return RolloutState(**json.loads(self.path.read_text()))
+        known = {f.name for f in fields(RolloutState)}
+        data = json.loads(self.path.read_text())
+        return RolloutState(**{k: v for k, v in data.items() if k in known})
 
     def save(self, state: RolloutState) -> None:
         state.updated_at = time.time()
@@ -217,8 +250,8 @@ class Rollout:
         """Start a canary of ``version`` (default: alias ``challenger``) at ``percent`` % (default: first step).
 
         With no champion yet, the version is deployed as the stable one at 100 % and becomes champion.
-        ``owner``: the KFP run id of a pipeline's deploy step (kept in the state for
-        :meth:`recover`); None for a person's deploy.
+        ``owner``: the KFP run id of a pipeline's deploy step (recorded in the deploy events
+        for :meth:`recover`, before the backend changes); None for a person's deploy.
         """
         st = self.store.load()
         if st.phase == "canary":
@@ -231,13 +264,15 @@ class Rollout:
             raise RolloutError(f"canary percent must be in 1..100, got {percent}")
         canary = self.registry.resolve(version)
         champion, _ = self._finish_promotion(st)
+        if owner is not None:  # before the change: a step killed after it leaves a known owner
+            st.event("deploying", version=canary.version, owner=owner)
+            self.store.save(st)
         if champion is None:
             log.info("no champion yet: deploying version %s as the stable version", canary.version)
             self.backend.deploy(canary, None, 0)
             self.registry.record_promotion(canary.version, None)
             st.phase, st.stable, st.canary, st.percent = "promoted", canary.version, None, 0
-            st.owner = owner
-            st.event("initial_deploy", version=canary.version)
+            st.event("initial_deploy", version=canary.version, owner=owner)
             self.store.save(st)
             return st
         if champion.version == canary.version:
@@ -252,16 +287,21 @@ class Rollout:
             percent,
             None,
         )
-        st.owner = owner
-        st.event("deploy", stable=champion.version, canary=canary.version, percent=percent)
+        st.event(
+            "deploy", stable=champion.version, canary=canary.version, percent=percent, owner=owner
+        )
         self.store.save(st)
         self._tag(self.registry.record_traffic, canary.version, percent, "canary")
         return st
 
-    def set_traffic(self, percent: int, expected: str | None = None) -> RolloutState:
+    def set_traffic(
+        self, percent: int, expected: str | None = None, owner: str | None = None
+    ) -> RolloutState:
         """The canary to ``percent`` %. ``expected``: the canary version the caller means (an
-        analysis, a pipeline step); another one in progress raises :class:`RolloutError`."""
-        st = self._require_canary(expected)
+        analysis, a pipeline step); another one in progress raises :class:`RolloutError`.
+        ``owner``: the pipeline run the caller acts for; a canary that is no longer that run's
+        (taken over by a person) raises :class:`CanaryChanged`."""
+        st = self._require_canary(expected, owner)
         self.backend.set_traffic(percent, canary=st.canary)
         st.percent = percent
         st.event("traffic", canary=st.canary, percent=percent)
@@ -313,16 +353,17 @@ class Rollout:
         return st
 
     def recover(self, owner: str, reason: str) -> str:
-        """Finish what pipeline run ``owner`` left when it failed or was cancelled (the rollout
+        """Finish what pipeline run ``owner`` left when one of its steps failed (the rollout
         pipeline's exit handler), so that no failure leaves a half-shifted traffic split:
 
-        - its canary still in progress: rolled back (``reason`` recorded), unless the analysis
-          held it on purpose (``rollout.on_insufficient_traffic: hold``): it stays for a person;
+        - its canary still in progress: rolled back (``reason`` recorded), also one at 100 %
+          whose promotion step failed (a failed run never promotes), unless the analysis held
+          it on purpose (``rollout.on_insufficient_traffic: hold``): it stays for a person;
         - its rollback that landed unrecorded, or its promotion whose registry step failed:
           finished, as :meth:`rollback` and :meth:`promote` would on a retry.
 
-        A rollout that ``owner`` did not start (a person's deploy since, another run's) is left
-        alone. Returns what was done: "rolled_back", "promoted", "held", "not_owner" or
+        A rollout that ``owner`` did not start, or that a person took over (``aicrush watch``),
+        is left alone. Returns what was done: "rolled_back", "promoted", "held", "not_owner" or
         "nothing". Raises what :meth:`rollback` or the registry raise; the state then says what
         is left, and ``aicrush rollback`` / ``aicrush promote`` finish it.
         """
@@ -330,7 +371,7 @@ class Rollout:
         if not owner or st.owner != owner:
             return "not_owner"
         if st.phase == "canary":
-            if st.history and st.history[-1]["event"] == "held":
+            if st.held:
                 return "held"
             self.rollback(reason=reason, expected=st.canary)
             return "rolled_back"
@@ -338,6 +379,15 @@ class Rollout:
             self.rollback(reason=reason)
             return "rolled_back"
         return "promoted" if self._finish_promotion(st)[1] else "nothing"
+
+    def take_over(self) -> RolloutState:
+        """Make the canary in progress a person's (``aicrush watch --take-over``): its pipeline
+        run's analysis and exit handler leave it alone from then on (event ``take_over``,
+        owner None). Raises :class:`RolloutError` when no canary is in progress."""
+        st = self._require_canary()
+        st.event("take_over", canary=st.canary, previous_owner=st.owner, owner=None)
+        self.store.save(st)
+        return st
 
     def stop(self) -> RolloutState:
         """Stop the backend's processes (the local proxy and model servers); the registry is left
@@ -386,6 +436,7 @@ class Rollout:
         auto_promote: bool = True,
         progress: Callable[[dict[str, Any]], None] | None = None,
         expected: str | None = None,
+        owner: str | None = None,
     ) -> RolloutState:
         """Watch the canary step by step; promote after the last step passes, roll back on a failed check.
 
@@ -397,7 +448,7 @@ class Rollout:
         poll of having enough evidence. ``progress`` gets every poll's verdict (the dict stored as
         ``last_analysis``: ``percent``, ``elapsed_s``, ``outcome``, ``reason``, ...).
         """
-        st = self._require_canary(expected)
+        st = self._require_canary(expected, owner)
         stable, canary = str(st.stable), str(st.canary)
         if st.percent == 0:
             # Only a rollback moves a canary to 0 % (its traffic patch landed, its second patch
@@ -409,7 +460,7 @@ class Rollout:
         t = self.cfg.thresholds
         for percent in steps:
             if percent != st.percent:
-                st = self.set_traffic(percent, expected=canary)
+                st = self.set_traffic(percent, expected=canary, owner=owner)
             started = time.time()
             try:
                 source.window([stable, canary], since=started)  # baseline scrape for this step
@@ -492,9 +543,7 @@ class Rollout:
         if self.cfg.on_insufficient_traffic == "rollback":
             return self.rollback(reason=why, expected=canary)
         st = self.store.load()
-        st.event(
-            "held", canary=canary, percent=percent, reason=why
-        )  # held on purpose: see recover()
+        st.event("held", canary=canary, percent=percent, reason=why)  # RolloutState.held
         self.store.save(st)
         raise CanaryHeld(why + "; the canary holds its traffic; promote or roll back by hand")
 
@@ -509,11 +558,15 @@ class Rollout:
         self.store.save(st)
         return st.last_analysis
 
-    def _require_canary(self, expected: str | None = None) -> RolloutState:
-        """The state with a canary in progress; with ``expected``, that canary's version.
+    def _require_canary(
+        self, expected: str | None = None, owner: str | None = None
+    ) -> RolloutState:
+        """The state with a canary in progress; with ``expected``, that canary's version; with
+        ``owner``, a canary that pipeline run's deploy made and nobody took over.
 
         Raises :class:`RolloutError` ("no canary in progress"), or :class:`CanaryChanged` when
-        another version is the canary now (a person rolled back and deployed another one).
+        another version is the canary now (a person rolled back and deployed another one) or
+        the canary is no longer ``owner``'s (``aicrush watch --take-over``).
         """
         st = self.store.load()
         if st.phase != "canary" or st.canary is None:
@@ -525,5 +578,10 @@ class Rollout:
             raise CanaryChanged(
                 f"the canary on the {self.backend.name} backend is now version {st.canary}, not "
                 f"{expected}: it changed meanwhile; nothing was changed, see `aicrush status`"
+            )
+        if owner is not None and st.owner != owner:
+            raise CanaryChanged(
+                f"canary version {st.canary} is no longer pipeline run {owner}'s (a person took "
+                "it over with `aicrush watch --take-over`): this run leaves it as it is"
             )
         return st

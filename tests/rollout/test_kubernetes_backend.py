@@ -504,8 +504,10 @@ def test_a_state_written_meanwhile_keeps_its_events(kube, tmp_path: Path) -> Non
     assert ("traffic", "the analysis' own event") in events
     assert [e["time"] for e in record["history"]] == sorted(e["time"] for e in record["history"])
     assert record["last_analysis"] == {"outcome": "wait", "percent": 10}
-    # What serves decides the phase: the person's rollback holds.
+    # What serves decides the phase: the person's rollback holds, and reads as recorded though
+    # the analysis' event landed after it (a retried analysis must not record it again).
     assert person.status()["phase"] == "rolled_back" and person.status()["canary"] is None
+    assert not person.store.load().rollback_unrecorded
     assert kube.kube.invalid == []
 
 
@@ -519,3 +521,55 @@ def test_a_state_that_keeps_changing_is_an_error_not_an_overwrite(kube, tmp_path
         RolloutError, match=r"changed under each of 3 writes.*run the command again"
     ):
         store.save(st)
+
+
+def test_the_exit_handler_owner_survives_a_stale_write_and_a_failed_deploy_save(
+    kube, tmp_path: Path
+) -> None:
+    """Review findings. (1) Run A's analysis saved a state it loaded before a person rolled back
+    and deployed v3: the merge kept run A's owner field, and A's exit handler rolled back the
+    person's canary. (2) The same merge put the analysis' event after the person's rollback,
+    which then read as unrecorded. (3) A deploy step whose state save failed after the backend
+    change left a canary with no owner, which the exit handler ignored. The owner and the
+    rollback's record now come from the events since the last deploy."""
+    registry = MemoryRegistry(dict(VERSIONS), champion_version="1")
+    run_a, _, backend = _rollout(kube, tmp_path / "pod", registry=registry)
+    run_a.deploy("2", percent=10, owner="run-a")
+    store = backend.state_store()
+    stale = store.load()
+    person, _, _ = _rollout(kube, tmp_path / "cli", registry=registry)
+    person.rollback(reason="a person")
+    person.deploy("3", percent=10)
+    stale.event("traffic", canary="2", percent=25)  # the analysis' own event, saved late
+    store.save(stale)
+    st = person.store.load()
+    assert st.canary == "3" and st.owner is None  # the person's deploy owns it
+    fresh, _, _ = _rollout(kube, tmp_path / "exit", registry=registry)
+    assert fresh.recover("run-a", reason="run A failed") == "not_owner"
+    assert person.store.load().canary == "3"
+    person.rollback(reason="a person again")
+    merged = person.store.load()
+    assert merged.phase == "rolled_back" and not merged.rollback_unrecorded
+
+    class SecondSaveFails:
+        def __init__(self, inner) -> None:
+            self.inner, self.saves = inner, 0
+
+        def load(self):
+            return self.inner.load()
+
+        def save(self, state) -> None:
+            self.saves += 1
+            if self.saves == 2:
+                raise RolloutError("saving the rollout state failed: HTTP 500")
+            self.inner.save(state)
+
+    failing = Rollout(backend, registry, RolloutConfig(namespace="ml", ready_poll_s=0.05),
+                      SecondSaveFails(backend.state_store()))  # fmt: skip
+    with pytest.raises(RolloutError, match="HTTP 500"):
+        failing.deploy("3", percent=10, owner="run-b")  # the patch landed, its record did not
+    exit_task, _, _ = _rollout(kube, tmp_path / "exit-b", registry=registry)
+    assert exit_task.store.load().canary == "3"
+    assert exit_task.recover("run-b", reason="run B failed") == "rolled_back"
+    assert backend.get()["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert registry.champion_version == "1" and kube.kube.invalid == []

@@ -805,3 +805,60 @@ def test_watch_goes_on_with_the_analysis_of_a_canary_left_unwatched(
     bad.deploy()
     r = runner.invoke(app, ["watch"])
     assert r.exit_code == 2 and "rolled back: stable v1 serves all traffic" in r.output
+
+
+def test_watch_takes_a_pipeline_runs_canary_over_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's canary may still be analysed by the run (a retry): watch refuses it without
+    --take-over, or two analyses would step one canary. Taken over, the run's analysis, its last
+    step and its exit handler leave it alone. A canary the run held is a person's to watch."""
+    import typer
+    from typer.testing import CliRunner
+
+    import components.promote_or_rollback as final_mod
+    import serving.rollout as rollout_pkg
+    from serving.rollout import cli
+    from serving.rollout.machine import CanaryChanged
+
+    rollout, registry, backend = _machine(tmp_path, ScriptedSource(), steps=(10, 25, 100))
+    monkeypatch.setattr(cli, "_open", lambda *a: rollout)
+    app = typer.Typer()
+    app.command("watch")(cli.watch)
+    app.command("status")(cli.status)
+    runner = CliRunner()
+    rollout.deploy("2", percent=10, owner="run-1")
+    r = runner.invoke(app, ["watch"])
+    assert r.exit_code == 1 and "belongs to pipeline run run-1" in r.output, r.output
+    assert "--take-over" in r.output and backend.calls[-1][0] == "deploy"
+
+    # Taken over (the person's watch, interrupted here at once): the run's steps leave it.
+    st = rollout.take_over()
+    assert st.owner is None and st.history[-1]["previous_owner"] == "run-1"
+    with pytest.raises(CanaryChanged, match="no longer pipeline run run-1's"):
+        rollout.analyze(expected="2", owner="run-1")
+    monkeypatch.setattr(rollout_pkg, "open_rollout", lambda *a, **k: rollout)
+    monkeypatch.setattr("serving.rollout.cli.configs_from_dict", lambda config: (None, rollout.cfg))
+    assert final_mod.run_promote_or_rollback({}, "", "local", "promote", "2", "run-1") == "1"
+    assert rollout.recover("run-1", reason="run failed") == "not_owner"
+    assert rollout.store.load().phase == "canary" and backend.calls[-1][0] == "deploy"
+    r = runner.invoke(app, ["watch"])  # a person's canary now: no flag needed
+    assert r.exit_code == 0 and "analysis finished: promoted" in r.output, r.output
+    assert registry.champion_version == "2"
+
+    # --take-over on a run's canary in progress; a held one needs no flag.
+    registry.versions["3"] = "/m3"
+    rollout.deploy("3", percent=10, owner="run-2")
+    r = runner.invoke(app, ["watch", "--take-over"])
+    assert r.exit_code == 0 and "took canary v3 over from pipeline run run-2" in r.output
+    held, _, _ = _machine(
+        tmp_path / "held", ScriptedSource(per_poll=0), max_step_wait_s=0.2,
+        on_insufficient_traffic="hold",
+    )  # fmt: skip
+    held.deploy("2", percent=10, owner="run-3")
+    with pytest.raises(RolloutError, match="holds its traffic"):
+        held.analyze(auto_promote=False, owner="run-3")
+    monkeypatch.setattr(cli, "_open", lambda *a: held)
+    r = runner.invoke(app, ["watch"])
+    assert "took canary v2 over from pipeline run run-3" in r.output, r.output
+    assert held.recover("run-3", reason="late exit task") == "not_owner"
