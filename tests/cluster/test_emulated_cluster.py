@@ -454,7 +454,9 @@ def test_rollout_pipeline_on_an_emulated_cluster(cluster: dict, tmp_path: Path) 
             "outcome": "rolled_back", "champion_version": v2
         }, logs  # fmt: skip
         state = _rollout_state(c)
-        assert state["phase"] == "rolled_back" and state["owner"]
+        deploys = [e for e in state["history"] if e["event"] in ("deploying", "deploy")]
+        assert state["phase"] == "rolled_back" and deploys[-1]["owner"]
+        assert [e["event"] for e in deploys[-2:]] == ["deploying", "deploy"]
         assert "ended before its decision" in state["history"][-1]["reason"]
         isvc = c["kube"].kube.get(NAMESPACE, MODEL)
         assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0 and _champion(c) == v2
