@@ -26,7 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from serving.metrics import ServingMetrics
-from serving.rollout.metrics_source import PrometheusMetricsSource
+from serving.rollout.metrics_source import LATENCY, PREDICTIONS, REQUESTS, PrometheusMetricsSource
 from tests.cluster.emulator import start_prometheus
 
 pytestmark = [
@@ -230,3 +230,40 @@ def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
             prom.wait()
         for e in exporters:
             e.close()
+
+
+def test_the_model_server_starts_its_series_at_zero(random_model_dir, tmp_path) -> None:
+    """Our own server does not wait for the first request: a canary's first 5xx then moves a
+    series Prometheus already holds at 0, so ``increase()`` in alerts and dashboards sees it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.model_factory import DEFAULT_LABELS
+    from tests.serving import MODEL_NAME, MODEL_VERSION, running_server
+
+    Key = tuple[str, frozenset[tuple[str, str]]]
+
+    def key(name: str, **labels: str) -> Key:
+        return name, frozenset(dict(labels, model=MODEL_NAME, version=MODEL_VERSION).items())
+
+    def samples(url: str) -> dict[Key, float]:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    with running_server(random_model_dir, tmp_path) as server:
+        before = samples(server.url)
+        for protocol in ("v1", "v2"):
+            for status in ("200", "500", "503"):
+                assert before.get(key(REQUESTS, protocol=protocol, status=status)) == 0
+            assert before.get(key(f"{LATENCY}_bucket", protocol=protocol, le="+Inf")) == 0
+        assert before.get(key(REQUESTS, protocol="grpc", status="INTERNAL")) == 0
+        predictions = {lb: before.get(key(PREDICTIONS, label=lb)) for lb in DEFAULT_LABELS}
+        assert predictions == dict.fromkeys(DEFAULT_LABELS, 0)
+
+        r = httpx.post(f"{server.url}/v1/models/{MODEL_NAME}:predict", json={"instances": ["x=1"]})
+        assert r.status_code == 200, r.text
+        ok = key(REQUESTS, protocol="v1", status="200")
+        assert (before[ok], samples(server.url)[ok]) == (0, 1)
