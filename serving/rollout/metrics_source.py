@@ -8,8 +8,9 @@ local proxy's mirrored requests.
 - :class:`ScrapeMetricsSource` (local): scrapes ``/metrics`` endpoints and differences counters
   between scrapes. The local backend points it at its proxy, which records every request it
   forwards under those names (a crashed server cannot count its own failures; the proxy can).
-- :class:`PrometheusMetricsSource` (cluster): ``increase(...[window])`` through the Prometheus
-  HTTP API. Given the version -> Knative revision map (the Kubernetes backend reads it from the
+- :class:`PrometheusMetricsSource` (cluster): each counter's exact increase over the window
+  (:func:`counter_increase`, young series counted from zero) through the Prometheus HTTP API.
+  Given the version -> Knative revision map (the Kubernetes backend reads it from the
   InferenceService status), requests, 5xx and latency come from the series Knative's
   queue-proxy exports per revision (``revision_request_count{response_code_class}``,
   ``revision_request_latencies`` in milliseconds): the queue-proxy answers 502/503 for a model
@@ -71,8 +72,8 @@ class Counters:
 
     @property
     def error_rate(self) -> float:
-        """5xx share, at most 1 (Prometheus' ``increase()`` extrapolates each series on its own,
-        so errors can come out a little above requests)."""
+        """5xx share, at most 1 (counts read at different moments, or extrapolated by a source
+        that uses ``increase()``, can put errors a little above requests)."""
         return min(1.0, self.errors / self.requests) if self.requests else 0.0
 
     def quantile(self, q: float) -> float:
