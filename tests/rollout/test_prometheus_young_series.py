@@ -172,7 +172,7 @@ def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
         # The window starts once those values are a few scrapes old.
         time.sleep(3)
         since = time.time()
-        time.sleep(1.5)
+        time.sleep(1.5)  # a scrape reads the values a little after its timestamp
 
         # (b) older than the window: 3 successes and 2 errors more.
         for _ in range(3):
