@@ -219,6 +219,7 @@ class TextClassifierModel(Model):
         self.max_length = int(meta.get("max_length", 256))
         self.version = str(self.version or meta.get("version") or meta.get("model_version") or "1")
         metrics = serving_metrics()
+        metrics.start_series(self.name, self.version, self.labels)  # at 0 before any request
         batch_hist = metrics.batch_size.labels(self.name, self.version)
 
         def forward(texts: list[str]) -> tuple[np.ndarray, list[int]]:

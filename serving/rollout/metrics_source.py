@@ -8,8 +8,9 @@ local proxy's mirrored requests.
 - :class:`ScrapeMetricsSource` (local): scrapes ``/metrics`` endpoints and differences counters
   between scrapes. The local backend points it at its proxy, which records every request it
   forwards under those names (a crashed server cannot count its own failures; the proxy can).
-- :class:`PrometheusMetricsSource` (cluster): ``increase(...[window])`` through the Prometheus
-  HTTP API. Given the version -> Knative revision map (the Kubernetes backend reads it from the
+- :class:`PrometheusMetricsSource` (cluster): each counter's exact increase over the window
+  (:func:`counter_increase`, young series counted from zero) through the Prometheus HTTP API.
+  Given the version -> Knative revision map (the Kubernetes backend reads it from the
   InferenceService status), requests, 5xx and latency come from the series Knative's
   queue-proxy exports per revision (``revision_request_count{response_code_class}``,
   ``revision_request_latencies`` in milliseconds): the queue-proxy answers 502/503 for a model
@@ -71,8 +72,8 @@ class Counters:
 
     @property
     def error_rate(self) -> float:
-        """5xx share, at most 1 (Prometheus' ``increase()`` extrapolates each series on its own,
-        so errors can come out a little above requests)."""
+        """5xx share, at most 1 (counts read at different moments, or extrapolated by a source
+        that uses ``increase()``, can put errors a little above requests)."""
         return min(1.0, self.errors / self.requests) if self.requests else 0.0
 
     def quantile(self, q: float) -> float:
@@ -182,8 +183,37 @@ def _add(a: Counters, b: Counters) -> Counters:
     )
 
 
+def counter_increase(series: str, by: str, range_s: int, step_s: int) -> str:
+    """PromQL for the exact increase of the counter ``series`` (a selector) over the last
+    ``range_s`` seconds, summed by the labels ``by`` (e.g. ``"version, le"``).
+
+    The rule is Prometheus' own counter semantics applied step by step, with one difference: a
+    series that has no value a step earlier counts from zero. At each step (every ``step_s``
+    seconds of the subquery) a series adds its growth since the previous step; a series whose
+    value dropped (a reset: its process restarted) or that had no value a step earlier (born in
+    the window, or back after a failed scrape) adds its whole value. ``sum_over_time`` adds
+    the steps up; nothing is extrapolated, so the result is a whole number of events.
+
+    Why not ``increase(series[range])``: it reads a series from its first sample on, and a
+    labelled series (``status="500"``, ``response_code_class="5xx"``) is born at its first
+    increment, so its first scrape already shows 1 and those events are never counted
+    (prometheus/prometheus#1673, #17824: "working as designed"); it also extrapolates to the
+    window's edges (5 events read as 6.25). Prometheus >= 2.50 can ingest a zero sample at each
+    series' created timestamp (``--enable-feature=created-timestamp-zero-ingestion``, with a
+    scrape protocol that carries it) and then ``increase()`` sees the first events too; this
+    query needs no such setting.
+
+    Exact when ``step_s`` is at most the scrape interval: with longer steps, growth inside one
+    step just before a reset is lost. The subquery evaluates ``range_s / step_s`` steps.
+    """
+    growth = f"({series} - {series} offset {step_s}s) >= 0"
+    per_step = f"sum by ({by}) (({growth}) or {series})"
+    return f"sum_over_time(({per_step})[{range_s}s:{step_s}s])"
+
+
 class PrometheusMetricsSource:
-    """The Prometheus HTTP API (``/api/v1/query``): ``increase()`` of each family over the window."""
+    """The Prometheus HTTP API (``/api/v1/query``): the exact increase of each family over the
+    window (:func:`counter_increase`), young series counted from zero."""
 
     def __init__(
         self,
@@ -192,40 +222,54 @@ class PrometheusMetricsSource:
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
         revisions: Callable[[], Mapping[str, str]] | None = None,
+        step_s: int = 1,
     ):
         """``revisions``: returns version -> Knative revision name; with it, requests, errors and
-        latency come from the queue-proxy's per-revision series instead of the model servers'."""
+        latency come from the queue-proxy's per-revision series instead of the model servers'.
+        ``step_s``: the step of the counting subquery, at most Prometheus' scrape interval for
+        exact counts (1 s suits any interval; a 600 s window is then 600 steps)."""
+        if step_s < 1:
+            raise ValueError(f"step_s must be a whole number of seconds >= 1, got {step_s}")
         self.base_url = base_url.rstrip("/")
         self.selector = selector  # e.g. 'namespace="aicrush"'; ANDed into every query
         self.timeout_s = timeout_s
         self.client = client or httpx.Client(timeout=timeout_s)
         self.revisions = revisions
+        self.step_s = step_s
 
     def queries(self, versions: list[str], range_s: int) -> dict[str, str]:
         sel = f'version=~"{"|".join(versions)}"' + (f",{self.selector}" if self.selector else "")
-        r = f"[{range_s}s]"
+
+        def inc(series: str, by: str) -> str:
+            return counter_increase(series, by, range_s, self.step_s)
+
         return {
-            "requests": f"sum by (version) (increase({REQUESTS}{{{sel}}}{r}))",
-            "errors": f'sum by (version) (increase({REQUESTS}{{{sel},status=~"5.."}}{r}))',
-            "buckets": f"sum by (version, le) (increase({LATENCY}_bucket{{{sel}}}{r}))",
-            "labels": f"sum by (version, label) (increase({PREDICTIONS}{{{sel}}}{r}))",
+            "requests": inc(f"{REQUESTS}{{{sel}}}", "version"),
+            "errors": inc(f'{REQUESTS}{{{sel},status=~"5.."}}', "version"),
+            "buckets": inc(f"{LATENCY}_bucket{{{sel}}}", "version, le"),
+            "labels": inc(f"{PREDICTIONS}{{{sel}}}", "version, label"),
         }
 
     def revision_queries(self, revisions: list[str], range_s: int) -> dict[str, str]:
         sel = f'revision_name=~"{"|".join(revisions)}"' + (
             f",{self.selector}" if self.selector else ""
         )
-        r = f"[{range_s}s]"
+
+        def inc(series: str, by: str) -> str:
+            return counter_increase(series, by, range_s, self.step_s)
+
         return {
-            "requests": f"sum by (revision_name) (increase({REVISION_REQUESTS}{{{sel}}}{r}))",
-            "errors": f"sum by (revision_name) (increase({REVISION_REQUESTS}"
-            f'{{{sel},response_code_class="5xx"}}{r}))',
-            "buckets": f"sum by (revision_name, le) "
-            f"(increase({REVISION_LATENCY_MS}_bucket{{{sel}}}{r}))",
+            "requests": inc(f"{REVISION_REQUESTS}{{{sel}}}", "revision_name"),
+            "errors": inc(
+                f'{REVISION_REQUESTS}{{{sel},response_code_class="5xx"}}', "revision_name"
+            ),
+            "buckets": inc(f"{REVISION_LATENCY_MS}_bucket{{{sel}}}", "revision_name, le"),
         }
 
-    def _query(self, promql: str) -> list[dict]:
-        r = self.client.get(f"{self.base_url}/api/v1/query", params={"query": promql})
+    def _query(self, promql: str, at: float | None = None) -> list[dict]:
+        """Rows of an instant query, evaluated at ``at`` (epoch seconds; Prometheus' now if None)."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        r = self.client.get(f"{self.base_url}/api/v1/query", params=params)
         r.raise_for_status()
         body = r.json()
         if body.get("status") != "success":
@@ -235,8 +279,13 @@ class PrometheusMetricsSource:
         return list(body["data"]["result"])
 
     def window(self, versions: Iterable[str], since: float) -> Snapshot:
+        """Counts from ``since`` to the last whole step (at most ``step_s`` ago), the window
+        rounded out to whole steps: the subquery's steps fall on multiples of ``step_s``, so the
+        queries are evaluated at one, and all at the same one."""
         versions = [str(v) for v in versions]
-        range_s = max(1, math.ceil(time.time() - since))
+        step = self.step_s
+        at = math.floor(time.time() / step) * step
+        range_s = step * max(1, math.ceil((at - since) / step))
         out: Snapshot = {v: Counters() for v in versions}
         queries = self.queries(versions, range_s)
         if self.revisions is not None:
@@ -254,9 +303,10 @@ class PrometheusMetricsSource:
                 out,
                 self.revision_queries(list(version_of), range_s),
                 lambda labels: version_of.get(labels.get("revision_name", ""), ""),
+                at,
                 bucket_scale=1 / 1000.0,
             )
-        self._fill(out, queries, lambda labels: labels.get("version", ""))
+        self._fill(out, queries, lambda labels: labels.get("version", ""), at)
         return out
 
     def _fill(
@@ -264,11 +314,12 @@ class PrometheusMetricsSource:
         out: Snapshot,
         queries: dict[str, str],
         version_of: Callable[[dict[str, str]], str],
+        at: float,
         bucket_scale: float = 1.0,
     ) -> None:
-        """Run ``queries`` (kind -> PromQL) and add each row to the Counters of its version."""
+        """Run ``queries`` (kind -> PromQL) at ``at`` and add each row to its version's Counters."""
         for kind, promql in queries.items():
-            for row in self._query(promql):
+            for row in self._query(promql, at):
                 labels, value = row["metric"], float(row["value"][1])
                 c = out.get(version_of(labels))
                 if c is None or math.isnan(value):

@@ -191,7 +191,7 @@ def test_prometheus_source_queries_and_parses() -> None:
     assert w["2"].requests == 100 and w["2"].errors == 3 and w["2"].buckets[float("inf")] == 100
     assert w["1"].labels == {"Python": 7}
     assert len(seen) == 4 and all(
-        'version=~"1|2"' in q and ("[60s]" in q or "[61s]" in q) for q in seen
+        'version=~"1|2"' in q and ("[60s:1s]" in q or "[61s:1s]" in q) for q in seen
     )
 
 
@@ -676,7 +676,7 @@ def test_prometheus_source_reads_errors_and_latency_per_knative_revision() -> No
     def handler(request: httpx.Request) -> httpx.Response:
         q = request.url.params["query"]
         seen.append(q)
-        if q.startswith("sum by (revision_name, le)"):
+        if "sum by (revision_name, le)" in q:
             result = [
                 {"metric": {"revision_name": "langid-predictor-00002", "le": le}, "value": [0, n]}
                 for le, n in (("50", "30"), ("1000", "40"), ("+Inf", "40"))
