@@ -183,16 +183,23 @@ def _add(a: Counters, b: Counters) -> Counters:
     )
 
 
+#: How far back (seconds) a step looks for a series' previous value: a series absent for longer
+#: (no scrape succeeded meanwhile) counts again from zero. Prometheus' default lookback delta.
+COUNTER_LOOKBACK_S = 300
+
+
 def counter_increase(series: str, by: str, range_s: int, step_s: int) -> str:
     """PromQL for the exact increase of the counter ``series`` (a selector) over the last
     ``range_s`` seconds, summed by the labels ``by`` (e.g. ``"version, le"``).
 
     The rule is Prometheus' own counter semantics applied step by step, with one difference: a
-    series that has no value a step earlier counts from zero. At each step (every ``step_s``
-    seconds of the subquery) a series adds its growth since the previous step; a series whose
-    value dropped (a reset: its process restarted) or that had no value a step earlier (born in
-    the window, or back after a failed scrape) adds its whole value. ``sum_over_time`` adds
-    the steps up; nothing is extrapolated, so the result is a whole number of events.
+    series that had no value before counts from zero. At each step (every ``step_s`` seconds
+    of the subquery) a series adds its growth since its last value before the step (within
+    :data:`COUNTER_LOOKBACK_S`, so a failed scrape, whose staleness markers hide a series for a
+    moment, does not count it twice); a series whose value dropped (a reset: its process
+    restarted) or that had no value in the lookback (born in the window) adds its whole value.
+    ``sum_over_time`` adds the steps up; nothing is extrapolated, so the result is a whole
+    number of events.
 
     Why not ``increase(series[range])``: it reads a series from its first sample on, and a
     labelled series (``status="500"``, ``response_code_class="5xx"``) is born at its first
@@ -206,7 +213,8 @@ def counter_increase(series: str, by: str, range_s: int, step_s: int) -> str:
     Exact when ``step_s`` is at most the scrape interval: with longer steps, growth inside one
     step just before a reset is lost. The subquery evaluates ``range_s / step_s`` steps.
     """
-    growth = f"({series} - {series} offset {step_s}s) >= 0"
+    previous = f"last_over_time({series}[{COUNTER_LOOKBACK_S}s] offset {step_s}s)"
+    growth = f"({series} - {previous}) >= 0"
     per_step = f"sum by ({by}) (({growth}) or {series})"
     return f"sum_over_time(({per_step})[{range_s}s:{step_s}s])"
 

@@ -154,8 +154,8 @@ def _down(url: str, exporter: Exporter) -> Callable[[], bool]:
 
 
 def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
-    pod, restarted, reset = Exporter(), Exporter(), Exporter()
-    exporters = [pod, restarted, reset]
+    pod, restarted, reset, flaky = Exporter(), Exporter(), Exporter(), Exporter()
+    exporters = [pod, restarted, reset, flaky]
     prom, url, _ = start_prometheus(tmp_path / "prometheus", [e.target for e in exporters])
     try:
         # Before the window: version 1 (the stable one) has served on `pod`; versions 3 and 4
@@ -168,6 +168,7 @@ def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
         for _ in range(7):
             restarted.request("3", 200, 0.003)
             reset.request("4", 200, 0.003)
+            flaky.request("5", 200, 0.003)
         _wait_for("the exporters' first values", _scraped(url, exporters))
         # The window starts once those values are a few scrapes old.
         time.sleep(3)
@@ -199,6 +200,17 @@ def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
         restarted.down = False
         restarted.request("3", 200, 0.003)
         restarted.request("3", 500, 0.003)
+        # (d) a failed scrape without a restart (a timeout): Prometheus marks the series stale
+        # for a moment; when they are back at 9 and then 11, only the 4 of the window count.
+        flaky.request("5", 200, 0.003)
+        flaky.request("5", 200, 0.003)
+        _wait_for("the flaky pod's first requests", _scraped(url, [flaky]))
+        flaky.down = True
+        _wait_for("the flaky pod down", _down(url, flaky))
+        flaky.down = False
+        _wait_for("the flaky pod back", _scraped(url, [flaky]))
+        flaky.request("5", 200, 0.003)
+        flaky.request("5", 500, 0.003)
         with reset.lock:  # a restart between two scrapes: the next one sees 9 drop to 1
             reset.restart()
             reset.request("4", 200, 0.003)
@@ -206,10 +218,10 @@ def test_counts_young_old_and_reset_series_exactly(tmp_path) -> None:
         _wait_for("the last requests", _scraped(url, exporters))
         time.sleep(1.5)  # the last values are a whole step old
 
-        versions = ["1", "2", "3", "4"]
+        versions = ["1", "2", "3", "4", "5"]
         got = PrometheusMetricsSource(url).window(versions, since)
         by_version = {v: (c.requests, c.errors) for v, c in got.items()}
-        assert by_version == {"1": (5, 2), "2": (7, 3), "3": (4, 1), "4": (4, 1)}
+        assert by_version == {"1": (5, 2), "2": (7, 3), "3": (4, 1), "4": (4, 1), "5": (4, 1)}
         assert got["2"].labels == {"C": 4} and got["1"].labels == {"Python": 3}
         le_5ms, le_250ms = 0.005, 0.25
         assert (got["2"].buckets[le_5ms], got["2"].buckets[le_250ms]) == (4, 7)
