@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ import httpx
 log = logging.getLogger(__name__)
 
 REQUESTS = "aicrush_requests_total"
+#: The ``status`` values of ``REQUESTS`` that are server errors (a PromQL / Python regex, whole
+#: value): REST 5xx, and gRPC ``INTERNAL`` (the model server's only gRPC server-error status;
+#: ``INVALID_ARGUMENT`` and ``NOT_FOUND`` are the client's). The alert rules and the dashboard use
+#: the same set.
+SERVER_ERROR_STATUS = "5..|INTERNAL"
 LATENCY = "aicrush_request_duration_seconds"
 PREDICTIONS = "aicrush_predictions_total"
 MIRRORED = "aicrush_rollout_mirrored_total"
@@ -120,7 +126,7 @@ def parse_metrics(text: str) -> Snapshot:
             c = out.setdefault(version, Counters())
             if s.name == REQUESTS:
                 c.requests += s.value
-                if str(s.labels.get("status", "")).startswith("5"):
+                if re.fullmatch(SERVER_ERROR_STATUS, str(s.labels.get("status", ""))):
                     c.errors += s.value
             elif s.name == LATENCY + "_bucket":
                 le = float(s.labels["le"])
@@ -253,7 +259,7 @@ class PrometheusMetricsSource:
 
         return {
             "requests": inc(f"{REQUESTS}{{{sel}}}", "version"),
-            "errors": inc(f'{REQUESTS}{{{sel},status=~"5.."}}', "version"),
+            "errors": inc(f'{REQUESTS}{{{sel},status=~"{SERVER_ERROR_STATUS}"}}', "version"),
             "buckets": inc(f"{LATENCY}_bucket{{{sel}}}", "version, le"),
             "labels": inc(f"{PREDICTIONS}{{{sel}}}", "version, label"),
         }

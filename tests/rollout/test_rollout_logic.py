@@ -862,3 +862,18 @@ def test_watch_takes_a_pipeline_runs_canary_over_only_when_asked(
     r = runner.invoke(app, ["watch"])
     assert "took canary v2 over from pipeline run run-3" in r.output, r.output
     assert held.recover("run-3", reason="late exit task") == "not_owner"
+
+
+def test_grpc_server_errors_count_as_errors() -> None:
+    """The model server counts gRPC requests with gRPC status names: INTERNAL never matched
+    the analysis' status=~"5.." (and gRPC's OK counted as a failure in the error-rate alert)."""
+    text = (
+        'aicrush_requests_total{model="m",version="2",protocol="grpc",status="OK"} 97\n'
+        'aicrush_requests_total{model="m",version="2",protocol="grpc",status="INTERNAL"} 3\n'
+        'aicrush_requests_total{model="m",version="2",protocol="grpc",status="INVALID_ARGUMENT"} 4\n'
+        'aicrush_requests_total{model="m",version="2",protocol="v1",status="503"} 1\n'
+    )
+    c = parse_metrics(text)["2"]
+    assert (c.requests, c.errors) == (105, 4)
+    errors = PrometheusMetricsSource("http://p").queries(["2"], 60)["errors"]
+    assert 'status=~"5..|INTERNAL"' in errors
