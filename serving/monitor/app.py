@@ -90,6 +90,8 @@ def create_app(
     def healthz() -> dict:
         return {
             "status": "ok",
+            # model -> the version events without one count for (it follows the champion)
+            "default_versions": dict(monitor.default_versions),
             "references": [
                 {
                     "model": m,

@@ -28,6 +28,10 @@ DEFAULT_MODEL = DEFAULT_MODEL_NAME
 #: A URL (gs://, s3://, http://), also after pathlib folded its "//" into "/".
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
+#: How often ``aicrush monitor`` re-resolves the champion (an alias --version, or none) by
+#: default: one registry call a minute; a promotion reaches events without a version within it.
+DEFAULT_VERSION_REFRESH_S = 60.0
+
 #: --version of drift and monitor: the registry resolves it as serve does (aicrush.registry.find_version).
 VersionOpt = Annotated[
     str | None,
@@ -338,6 +342,15 @@ def monitor_command(
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="largest POST body accepted; larger ones get 413")
     ] = 16 * 1024 * 1024,  # serving.monitor.app.DEFAULT_MAX_BODY_BYTES
+    version_refresh_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="with --reference mlflow and --version an alias or not given: re-resolve it "
+            "this often (s), so events without a version follow the champion after a "
+            "promotion; 0: resolve once at start",
+        ),
+    ] = DEFAULT_VERSION_REFRESH_S,
 ) -> None:
     """Serve the drift monitor: CloudEvents in on POST /, /metrics, /healthz, /reports."""
     import uvicorn
@@ -345,11 +358,14 @@ def monitor_command(
     from aicrush.state import state_dir as resolve_state
     from serving.monitor.app import create_app
 
+    log_service_events()
     uri = registry_uri(tracking_uri, state_dir)
     monitor = build_monitor(
         reference=reference,
         model=model,
         version=registered_version(reference, model, version, uri),
+        selector=version,
+        version_refresh_s=version_refresh_s,
         state_dir=resolve_state(state_dir) / "monitor",
         window_rows=window_rows,
         min_rows=min_rows,
@@ -370,6 +386,18 @@ def monitor_command(
         monitor.close()
 
 
+def log_service_events() -> None:
+    """The monitor's own log lines (``serving.monitor.*``: a champion that moved, a reference
+    that could not be loaded, a report not written) on stderr from INFO up, beside uvicorn's;
+    without it Python shows only warnings, and the INFO line of a promotion would be lost."""
+    logger = logging.getLogger("serving.monitor")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def build_monitor(
     *,
     reference: str,
@@ -388,8 +416,15 @@ def build_monitor(
     retrain_interval_s: float = 21600.0,
     tracking_uri: str | None = None,
     background: bool = True,
+    selector: str | None = None,
+    version_refresh_s: float = 0.0,
 ):  # -> Monitor (import kept lazy)
-    """Validate the options and build the :class:`~serving.monitor.service.Monitor`."""
+    """Validate the options and build the :class:`~serving.monitor.service.Monitor`.
+
+    ``version`` is the version number events without one belong to at start; ``selector`` what
+    the user asked for (``--version``: None, an alias or a number). With ``--reference mlflow``,
+    a selector that is not a number (None: champion, else challenger, else the latest) is
+    re-resolved every ``version_refresh_s`` seconds (0: never) and those events follow it."""
     from serving.monitor.retrain import (
         RetrainPolicy,
         RetrainTrigger,
@@ -413,6 +448,7 @@ def build_monitor(
         reports=reports,
         report_on=report_on,  # type: ignore[arg-type]
         background=background,
+        follow_every_s=version_refresh_s,
     )
     hook = None
     if retrain == "embedded":
@@ -428,7 +464,17 @@ def build_monitor(
 
             return load_reference("mlflow", model_name, model_version, tracking_uri=tracking_uri)
 
-    return Monitor(config, references=[ref], retrain=trigger, reference_loader=loader)
+    follow = None
+    if reference == "mlflow" and not (selector or "").isdigit() and version_refresh_s > 0:
+        from aicrush.registry import find_version
+
+        def resolve() -> str:  # the rule the command started with, asked again
+            return str(find_version(tracking_uri or "", model, selector).version)
+
+        follow = {model: resolve}
+    return Monitor(
+        config, references=[ref], retrain=trigger, reference_loader=loader, follow=follow
+    )
 
 
 def registry_uri(tracking_uri: str | None, state_dir: Path | None) -> str:

@@ -24,11 +24,13 @@ too close to the 0.5 line.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.file_features import FEATURE_NAMES
@@ -203,6 +205,16 @@ def build_report(
     cols = list(settings.columns)
     cur = Dataset.from_pandas(current[cols].copy(), data_definition=definition)
     ref = Dataset.from_pandas(reference[cols].copy(), data_definition=definition)
+    # The preset's drift table correlates every pair of numerical columns with np.corrcoef
+    # (evidently.legacy.calculations.data_drift.get_drift_for_columns). A column with one value
+    # (a window of Python files has no tab-indented line: tab_indent_ratio is 0 in every row)
+    # makes that 0/0: its correlation is undefined, and NaN, shown empty, is the right entry (the
+    # one Evidently's per-column path gets from pandas' DataFrame.corr, without a word). Its
+    # drift test is defined all the same (the Wasserstein distance is normed by the reference's
+    # spread, floored at 0.001). numpy would print "invalid value encountered in divide" for it:
+    # that case, and only that one, is expected here.
+    constant = constant_columns(current, numerical) + constant_columns(reference, numerical)
+    expected_nan = np.errstate(invalid="ignore") if constant else contextlib.nullcontext()
     preset = DataDriftPreset(
         columns=cols,
         num_method=settings.num_method,
@@ -211,7 +223,13 @@ def build_report(
         cat_threshold=settings.cat_threshold,
         drift_share=settings.drift_share,
     )
-    return Report([preset]).run(cur, ref)
+    with expected_nan:
+        return Report([preset]).run(cur, ref)
+
+
+def constant_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The ``columns`` of ``frame`` that hold a single value in every row (NaN aside)."""
+    return [c for c in columns if frame[c].nunique(dropna=True) <= 1]
 
 
 def report_share_drifted(snapshot: Any) -> float:

@@ -12,7 +12,9 @@ HTTP binding), which the local model server's logger uses to send many inference
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -61,27 +63,27 @@ class InferenceEvent:
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
     """Decode one CloudEvent (binary or structured mode of the CloudEvents HTTP binding, read by
-    the ``cloudevents`` library) carrying a KServe request or response; EventError with the
-    reason when it is not one."""
+    the ``cloudevents`` library) carrying a KServe request or response; EventError naming the
+    field and what is wrong with it when it is not one (:func:`check_attributes`,
+    :func:`structured_data`, :func:`decode_json`)."""
     from cloudevents.exceptions import GenericException
     from cloudevents.http import from_http
 
     lower = {k.lower(): v for k, v in headers.items()}
     content_type = str(lower.get("content-type", ""))
-    if not content_type.startswith(STRUCTURED_CONTENT_TYPE) and any(
+    binary = not content_type.startswith(STRUCTURED_CONTENT_TYPE) and any(
         k.startswith("ce-") for k in lower
-    ):
-        # Binary mode: the library reports a missing attribute as "no specversion"; name it.
-        for required in REQUIRED_ATTRIBUTES:
-            if not lower.get(f"ce-{required}"):
-                raise EventError(
-                    f"CloudEvent lacks the '{required}' attribute (ce-{required} header)"
-                )
+    )
+    if not binary:  # structured mode: the body is the event, a JSON object
+        return _structured_event(_envelope_of(body, content_type), body)
+    # Binary mode: attributes in ce-* headers (strings by construction), the body is the data.
+    check_attributes({k[3:]: v for k, v in lower.items() if k.startswith("ce-")}, "ce-{} header")
     try:
-        event = from_http(dict(lower), body)
+        event = from_http(dict(lower), body, data_unmarshaller=_as_is)
     except GenericException as exc:
-        raise EventError(f"not a CloudEvent (HTTP binding, binary or structured): {exc}") from None
-    return _event(dict(event.get_attributes()), event.get_data())
+        raise EventError(f"not a CloudEvent (HTTP binding, binary mode): {exc}") from None
+    data = decode_json(body, "the event body (binary mode)", content_type or None)
+    return _event(dict(event.get_attributes()), data, "the body")
 
 
 def parse_events(headers: Mapping[str, str], body: bytes) -> list[InferenceEvent]:
@@ -113,40 +115,213 @@ def is_batch(headers: Mapping[str, str]) -> bool:
 
 def parse_batch(body: bytes) -> list[InferenceEvent]:
     """Decode a batched-mode body (a JSON array of structured CloudEvents), all or nothing; each
-    element is read by the ``cloudevents`` library's structured-mode parser."""
-    from cloudevents.exceptions import GenericException
-    from cloudevents.http import from_json
-
+    element is checked as a structured event is, and read by the ``cloudevents`` library's
+    structured-mode parser. EventError names the index of the first bad event."""
     try:
         envelopes = json.loads(body)
+    except RecursionError:
+        raise EventError("CloudEvents batch is JSON nested too deeply to read") from None
     except ValueError as exc:
         raise EventError(f"CloudEvents batch is not JSON: {exc}") from None
     if not isinstance(envelopes, list):
-        raise EventError("a CloudEvents batch must be a JSON array of events")
+        raise EventError(
+            f"a CloudEvents batch must be a JSON array of events, got {_json_type(envelopes)}"
+        )
     events = []
     for i, envelope in enumerate(envelopes):
-        if not isinstance(envelope, dict):
-            raise EventError(f"batch event {i}: a structured CloudEvent must be a JSON object")
         try:
-            event = from_json(json.dumps(envelope))
-            events.append(_event(dict(event.get_attributes()), event.get_data()))
-        except GenericException as exc:
-            raise EventError(f"batch event {i}: not a CloudEvent: {exc}") from None
+            events.append(_structured_event(envelope, None))
         except EventError as exc:
             raise EventError(f"batch event {i}: {exc}") from None
     return events
 
 
-def _event(attrs: Mapping[str, Any], data: Any) -> InferenceEvent:
-    for required in REQUIRED_ATTRIBUTES:
-        if not attrs.get(required):
-            raise EventError(f"CloudEvent lacks the '{required}' attribute (ce-{required} header)")
+# The attributes CloudEvents 1.0 defines (https://github.com/cloudevents/spec, "Context
+# Attributes"): all strings in the JSON format; time an RFC 3339 timestamp, datacontenttype an
+# RFC 2046 media type.
+OPTIONAL_ATTRIBUTES = ("datacontenttype", "dataschema", "subject", "time")
+#: The extensions the monitor reads (model name, version, endpoint): strings, or integers.
+READ_EXTENSIONS = ("inferenceservicename", "modelname", "modelversion", "endpoint")
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+\s*(;.*)?", re.ASCII | re.DOTALL)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+
+
+def _json_type(value: Any) -> str:
+    """A JSON value's type, as a sender reads it (object, array, string, number, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_attributes(attrs: Mapping[str, Any], where: str = '"{}" in the JSON event') -> None:
+    """Raise EventError naming the first attribute that is missing, of the wrong type or
+    malformed: ``id``, ``source``, ``type`` and ``specversion`` (required, non-empty strings;
+    specversion "1.0"), ``time`` (RFC 3339), ``datacontenttype`` (a media type), the other
+    CloudEvents attributes (strings) and the extensions the monitor reads (strings or integers).
+    ``where`` spells an attribute's place in the message (``ce-{} header`` in binary mode)."""
+    for name in REQUIRED_ATTRIBUTES:
+        value = attrs.get(name)
+        if value is None or value == "":
+            raise EventError(
+                f"CloudEvent lacks the '{name}' attribute ({where.format(name)}): it is required"
+            )
+    for name in (*REQUIRED_ATTRIBUTES, *OPTIONAL_ATTRIBUTES):
+        value = attrs.get(name)
+        if value is not None and not isinstance(value, str):
+            raise EventError(
+                f"CloudEvent attribute '{name}' must be a string, got {_json_type(value)}"
+            )
+    if attrs["specversion"] != SPEC_VERSION:
+        raise EventError(
+            f"CloudEvent specversion {attrs['specversion']!r} is not supported: send "
+            f"{SPEC_VERSION!r} (KServe's logger and aicrush's payload logger do)"
+        )
     if attrs["type"] not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise EventError(
             f"unexpected CloudEvent type {attrs['type']!r}: want {REQUEST_TYPE} or {RESPONSE_TYPE}"
         )
-    if isinstance(data, bytes | str):
-        data = _json_body(data.encode() if isinstance(data, str) else data)
+    time_ = attrs.get("time")
+    if time_ is not None and not _RFC3339.fullmatch(time_):
+        raise EventError(
+            f"CloudEvent attribute 'time' must be an RFC 3339 timestamp such as "
+            f"2026-01-31T12:00:00Z, got {time_!r:.60}"
+        )
+    media = attrs.get("datacontenttype")
+    if media is not None and not _MEDIA_TYPE.fullmatch(media):
+        raise EventError(
+            f"CloudEvent attribute 'datacontenttype' must be a media type such as "
+            f"application/json, got {media!r:.60}"
+        )
+    for name in READ_EXTENSIONS:
+        _attribute(attrs, name)
+
+
+def _envelope_of(body: bytes, content_type: str) -> Any:
+    """The JSON object of a structured-mode event, or EventError saying why the body is not one."""
+    hint = "" if content_type.startswith(STRUCTURED_CONTENT_TYPE) else (
+        " (no ce-* headers, so not binary mode either)"
+    )  # fmt: skip
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise EventError(f"structured CloudEvent is JSON nested too deeply to read{hint}") from None
+    except UnicodeDecodeError as exc:
+        raise EventError(
+            f"structured CloudEvent is not UTF-8 text (byte {exc.start}: {exc.reason}){hint}"
+        ) from None
+    except ValueError as exc:
+        raise EventError(
+            f"not a CloudEvent: the body of a structured CloudEvent must be a JSON object "
+            f"({exc}){hint}"
+        ) from None
+
+
+def _structured_event(envelope: Any, raw: bytes | None) -> InferenceEvent:
+    """One structured-mode event (alone, or an element of a batch): checked field by field,
+    then read by the ``cloudevents`` library; ``raw`` is its JSON text when at hand."""
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import from_json
+
+    if not isinstance(envelope, dict):
+        raise EventError(
+            f"not a CloudEvent: a structured CloudEvent is a JSON object, got "
+            f"{_json_type(envelope)}"
+        )
+    if "specversion" not in envelope and not any(n in envelope for n in REQUIRED_ATTRIBUTES):
+        raise EventError(
+            "not a CloudEvent: no ce-* headers (binary mode) and no CloudEvents attributes "
+            "(specversion, id, source, type) in the JSON body (structured mode)"
+        )
+    check_attributes(envelope)
+    data, field_ = structured_data(envelope)
+    try:
+        event = from_json(raw if raw is not None else json.dumps(envelope), _as_is)
+    except GenericException as exc:
+        raise EventError(f"not a CloudEvent (structured mode): {exc}") from None
+    return _event(dict(event.get_attributes()), data, field_)
+
+
+def structured_data(envelope: Mapping[str, Any]) -> tuple[Any, str]:
+    """The logged body of a structured event and the member that carried it (``data`` or
+    ``data_base64``). ``data`` is the JSON value itself (or a string holding JSON);
+    ``data_base64`` the body's bytes in base64 (RFC 4648), which must hold UTF-8 JSON.
+
+    Raises EventError naming the member: both or neither present, ``data`` null, ``data_base64``
+    not a string, not base64, empty, not UTF-8 or not JSON once decoded.
+    """
+    media = envelope.get("datacontenttype")
+    if "data" in envelope and "data_base64" in envelope:
+        raise EventError("the event carries both 'data' and 'data_base64': send one of them")
+    if "data_base64" in envelope:
+        encoded = envelope["data_base64"]
+        if not isinstance(encoded, str):
+            raise EventError(
+                f"'data_base64' must be a base64 string, got {_json_type(encoded)}: put a JSON "
+                "body in 'data', or its bytes base64-encoded in 'data_base64'"
+            )
+        if not _BASE64.fullmatch(encoded) or len(encoded) % 4:
+            bad = next(
+                (c for c in encoded if not (c.isascii() and c.isalnum()) and c not in "+/="), None
+            )
+            what = (
+                f"character {bad!r} is not in the base64 alphabet (A-Z, a-z, 0-9, +, /)"
+                if bad is not None
+                else f"its length, {len(encoded)}, is not a multiple of 4 or '=' is misplaced"
+            )
+            raise EventError(f"'data_base64' is not valid base64: {what}")
+        decoded = base64.b64decode(encoded, validate=True)
+        return decode_json(decoded, "'data_base64' (decoded)", media), "data_base64"
+    if "data" not in envelope:
+        raise EventError(
+            "the event carries no data: put the logged request or response body in 'data' "
+            "(JSON) or 'data_base64'"
+        )
+    data = envelope["data"]
+    if data is None:
+        raise EventError("'data' is null: it must hold the logged request or response body")
+    if isinstance(data, str):  # JSON sent as a string (double-encoded), or a non-JSON body
+        return decode_json(data.encode(), "'data' (a string)", media), "data"
+    return data, "data"
+
+
+def decode_json(raw: bytes, what: str, content_type: str | None) -> Any:
+    """``raw`` read as UTF-8 JSON; EventError naming ``what`` and the problem otherwise (empty,
+    not UTF-8, not JSON, nested too deeply). ``content_type`` is named when it is not JSON."""
+    if not raw:
+        raise EventError(f"{what} is empty: it must hold the logged request or response body")
+    said = (
+        f" (content type {content_type!r:.60})"
+        if content_type and "json" not in content_type
+        else ""
+    )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EventError(
+            f"{what} is not UTF-8 text (byte {exc.start}: {exc.reason}){said}"
+        ) from None
+    except RecursionError:
+        raise EventError(f"{what} is JSON nested too deeply to read") from None
+    except ValueError as exc:
+        raise EventError(
+            f"{what} is not JSON ({exc}){said}: the monitor reads the JSON bodies of V1 and V2 "
+            "requests and responses"
+        ) from None
+
+
+def _as_is(data: Any) -> Any:
+    """The ``cloudevents`` library's data unmarshaller: none (the data was read and checked
+    already; the library only reads the attributes)."""
+    return data
+
+
+def _event(attrs: Mapping[str, Any], data: Any, carrier: str) -> InferenceEvent:
     model = _attribute(attrs, "inferenceservicename") or _attribute(attrs, "modelname") or "unknown"
     event = InferenceEvent(
         id=str(attrs["id"]),
@@ -162,28 +337,21 @@ def _event(attrs: Mapping[str, Any], data: Any) -> InferenceEvent:
             return replace(event, texts=tuple(request_texts(data)))
         return replace(event, predictions=tuple(response_labels(data)))
     except EventError as exc:
-        raise EventError(f"{what} event {event.id}: {exc}") from None
+        where = carrier if carrier == "the body" else f"'{carrier}'"
+        raise EventError(f"{what} event {event.id} ({where}): {exc}") from None
 
 
 def _attribute(attrs: Mapping[str, Any], name: str) -> str | None:
     """An extension attribute as a string (None when absent or empty). A structured event's
-    JSON can carry any value there; CloudEvents allows strings, integers and booleans, and an
-    object or a list (which would break the metric labels and the window keys) is a 400."""
+    JSON can carry any value there; the monitor reads these as names, so a string or an integer
+    (CloudEvents' types in JSON) is one, and an object, a list, a fractional number or a
+    boolean (which would break the metric labels and the window keys) is a 400."""
     value = attrs.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, dict | list | float):
-        raise EventError(
-            f"CloudEvent attribute '{name}' must be a string, got {type(value).__name__}"
-        )
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise EventError(f"CloudEvent attribute '{name}' must be a string, got {_json_type(value)}")
     return str(value)
-
-
-def _json_body(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except ValueError as exc:
-        raise EventError(f"event data is not JSON: {exc}") from None
 
 
 def request_texts(data: Any) -> list[str]:

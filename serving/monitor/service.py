@@ -178,6 +178,9 @@ class MonitorConfig:
     pair_ttl_s: float = 120.0
     warm_up: bool = True
     featurize_chunk: int = 250
+    #: How often the tick re-resolves the version that events without one belong to, for the
+    #: models given a ``follow`` resolver (the champion alias moves on promotion); 0: never.
+    follow_every_s: float = 60.0
 
 
 #: (model, version) pairs whose failed reference loads are remembered (and not retried for a
@@ -195,9 +198,15 @@ class Monitor:
         retrain: RetrainTrigger | None = None,
         registry: CollectorRegistry | None = None,
         reference_loader: Callable[[str, str], Reference] | None = None,
+        follow: Mapping[str, Callable[[], str]] | None = None,
     ):
         """``reference_loader(model, version)``: loads the reference of a version the monitor
-        sees events for but has none of (in a rollout, the canary's); None: known versions only."""
+        sees events for but has none of (in a rollout, the canary's); None: known versions only.
+
+        ``follow``: model -> a function returning the version its events without a version
+        belong to now (the champion alias, re-resolved in the registry). The tick calls it every
+        ``config.follow_every_s`` (:meth:`follow_versions`); None: the versions of
+        ``references`` stay the defaults until a restart."""
         self.config = config
         self.reference_loader = reference_loader
         self._load_failed: dict[tuple[str, str], float] = {}  # key -> when; retried after a minute
@@ -223,6 +232,12 @@ class Monitor:
         for ref in references or []:
             self._install(ref, persist=True)
             self.default_versions[ref.model_name] = ref.model_version
+        self.follow = dict(follow or {})
+        self._followed_at: float | None = None  # the tick's clock at the last re-resolution
+        self._following: threading.Thread | None = None
+        self._follow_failing: set[str] = set()  # models whose re-resolution fails (logged once)
+        self._follow_no_reference: set[tuple[str, str]] = set()  # (logged once each)
+        self._closed = False
         if config.warm_up:  # Evidently and Feast import lazily in seconds; pay it before traffic
             import evidently.legacy.calculations.stattests  # noqa: F401
 
@@ -252,9 +267,10 @@ class Monitor:
 
     def route(self, model: str, version: str | None) -> tuple[str, str] | None:
         """The (model, version) whose reference applies. An event without a version (KServe's
-        own logger) goes to the version the monitor was started for (``references``: the
-        champion's), else to the model's only reference, else to the last one loaded; never to a
-        canary's reference loaded on the way, nor to one a previous run left in the state."""
+        own logger) goes to the model's default version: the one the monitor was started for
+        (``references``: the champion's), or where ``follow`` last found the champion, else to
+        the model's only reference, else to the last one loaded; never to a canary's reference
+        loaded on the way, nor to one a previous run left in the state."""
         if version is not None:
             if (model, version) not in self.references:
                 self._load_reference(model, version)
@@ -364,8 +380,10 @@ class Monitor:
         self.metrics.open_rows.labels(*key).set(len(window))
 
     def tick(self, now: float | None = None) -> None:
-        """Close windows that are old enough (time windows) and expire unpaired halves; the
-        service calls this periodically."""
+        """Close windows that are old enough (time windows), expire unpaired halves and, every
+        ``config.follow_every_s``, re-resolve the followed versions (:meth:`follow_versions`,
+        on a thread of its own in background mode: a slow registry does not hold the tick up);
+        the service calls this periodically."""
         with self._lock:
             expired = self.pairer.expire(now)
             if expired:
@@ -374,6 +392,82 @@ class Monitor:
             for key in list(self.windows):
                 self._close_full(key, now)
                 self.metrics.open_rows.labels(*key).set(len(self.windows[key]))
+        clock = time.time() if now is None else now
+        every = self.config.follow_every_s
+        if not self.follow or every <= 0:
+            return
+        if self._followed_at is None:  # the versions were resolved at start: count from here
+            self._followed_at = clock
+            return
+        if clock - self._followed_at < every:
+            return
+        if self._following is not None and self._following.is_alive():
+            return  # the last one still waits for the registry
+        self._followed_at = clock
+        if self.config.background:
+            self._following = threading.Thread(
+                target=self.follow_versions, name="follow-versions", daemon=True
+            )
+            self._following.start()
+        else:
+            self.follow_versions()
+
+    def follow_versions(self) -> None:
+        """Re-resolve, for each followed model, the version its events without a version
+        belong to (``follow``); when it moved (a promotion moved the champion alias), load that
+        version's reference if the monitor has none yet, and route later events without a
+        version to it. A registry that cannot be reached, or a new version without a reference,
+        keeps the last version; each is logged once (and once more when it is over), not per
+        event nor per try."""
+        for model, resolve in list(self.follow.items()):
+            current = self.default_versions.get(model)
+            try:
+                version = str(resolve())
+            except Exception as err:
+                if model not in self._follow_failing:
+                    self._follow_failing.add(model)
+                    log.warning(
+                        "cannot re-resolve which version of %s events without a version belong "
+                        "to (%s: %s); they stay on version %s until the registry answers",
+                        model, type(err).__name__, err, current,
+                    )  # fmt: skip
+                continue
+            if model in self._follow_failing:
+                self._follow_failing.discard(model)
+                log.info("the registry answers again: %s events without a version -> version %s",
+                         model, version)  # fmt: skip
+            if version == current:
+                continue
+            key = (model, version)
+            if key not in self.references:
+                try:
+                    if self.reference_loader is None:
+                        raise LookupError(
+                            "the monitor has no reference loader (--reference mlflow)"
+                        )
+                    ref = self.reference_loader(model, version)
+                except Exception as err:
+                    if key not in self._follow_no_reference:
+                        self._follow_no_reference.add(key)
+                        log.warning(
+                            "%s moved to version %s, which has no reference (%s: %s); events "
+                            "without a version stay on version %s",
+                            model, version, type(err).__name__, err, current,
+                        )  # fmt: skip
+                    continue
+                with self._lock:
+                    if self._closed:
+                        return
+                    if key not in self.references:
+                        self._install(ref, persist=True)
+            with self._lock:
+                if self._closed:
+                    return
+                self.default_versions[model] = version
+            log.info(
+                "%s moved from version %s to %s: events without a version now count for %s",
+                model, current, version, version,
+            )  # fmt: skip
 
     def _close_full(self, key: tuple[str, str], now: float | None) -> None:
         window = self.windows[key]
@@ -483,6 +577,8 @@ class Monitor:
             m.column_drifted.labels(*key, col.column).set(int(col.drifted))
 
     def close(self) -> None:
+        with self._lock:  # a re-resolution still waiting for the registry installs nothing now
+            self._closed = True
         if self._worker is not None:
             self._jobs.put(None)
             self._worker.join(timeout=30)

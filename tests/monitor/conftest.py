@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def runtime_warnings_raise() -> Iterator[None]:
+    """Every RuntimeWarning (numpy's "invalid value encountered in divide", ...) raises.
+
+    ``python -W error::RuntimeWarning`` is not enough: Feast's modules run
+    ``warnings.simplefilter("once", RuntimeWarning)`` when imported, which puts their filter first.
+    So the libraries are imported before the filter goes in, and the test fails if one was
+    imported later all the same (the filter would no longer be the one that applies).
+    """
+    import evidently.presets  # noqa: F401
+
+    from serving.monitor.cli import quiet_libraries
+    from serving.monitor.features import features_of
+
+    quiet_libraries()
+    features_of(["import what the feature path imports"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield
+        applies = next(f for f in warnings.filters if issubclass(RuntimeWarning, f[2]))
+        assert applies[0] == "error", f"a library import replaced the error filter: {applies}"

@@ -4,6 +4,7 @@ reason (never 500)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -247,7 +248,12 @@ MALFORMED = [
     ("binary-not-utf8", BINARY, b"\xff\xfe{" + bytes(range(128, 256)), "not"),
     ("batch-not-utf8", BATCH, b"[\xff\xfe\x80]", "not"),
     ("structured-deep", STRUCTURED, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    ("binary-deep", BINARY, b"[" * 100_000 + b"]" * 100_000, "maximum recursion depth"),
+    (
+        "binary-deep",
+        BINARY,
+        b"[" * 100_000 + b"]" * 100_000,
+        "body (binary mode) is JSON nested too",
+    ),
     ("batch-deep", BATCH, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     # A structured event's JSON may put any value in an extension attribute: an object or a
     # list there is the client's mistake (it once broke the metric labels: a 500).
@@ -255,13 +261,13 @@ MALFORMED = [
         "structured-version-an-object",
         STRUCTURED,
         _structured("modelversion", {"v": 1}),
-        "attribute 'modelversion' must be a string, got dict",
+        "attribute 'modelversion' must be a string, got object",
     ),
     (
         "batch-version-a-list",
         BATCH,
         b"[" + _structured("modelversion", [3]) + b"]",
-        "batch event 0: CloudEvent attribute 'modelversion' must be a string, got list",
+        "batch event 0: CloudEvent attribute 'modelversion' must be a string, got array",
     ),
     (
         "structured-model-a-list",
@@ -269,7 +275,7 @@ MALFORMED = [
         _structured("data", {"instances": ["a"]}).replace(
             b'"inferenceservicename": "' + MODEL.encode() + b'"', b'"inferenceservicename": [1]'
         ),
-        "attribute 'inferenceservicename' must be a string, got list",
+        "attribute 'inferenceservicename' must be a string, got array",
     ),
     (
         "structured-deep-data",
@@ -291,6 +297,243 @@ def test_malformed_events_get_400_with_the_reason(monitor, headers, body, messag
     assert r.status_code == 400, r.text
     assert message in r.json()["error"], r.json()
     assert len(monitor.pairer) == 0 and _texts(monitor) == []
+
+
+def _event(**fields) -> dict:
+    """A structured request event; a field given as ... is left out."""
+    event = {
+        "specversion": "1.0",
+        "id": "f-1",
+        "type": REQ,
+        "source": "http://s/",
+        "inferenceservicename": MODEL,
+        "data": {"instances": ["print(1)"]},
+    }
+    event.update(fields)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _as_structured(event: dict) -> tuple[dict, bytes]:
+    return STRUCTURED, json.dumps(event).encode()
+
+
+def _as_batch(event: dict) -> tuple[dict, bytes]:
+    return BATCH, json.dumps([_event(id="ok-0"), event]).encode()
+
+
+def _binary(body: bytes, **headers: str) -> tuple[dict, bytes]:
+    return {**BINARY, **headers}, body
+
+
+# Every field of an event that can be malformed, in the modes that carry it: the 400 names the
+# field (first string) and the problem (second). "%%%not-base64" once decoded to nothing and was
+# answered "request body is neither V1 ... got null".
+NO_DATA = {"data": ...}
+FIELD_ERRORS = [
+    # data_base64: a string, base64 (RFC 4648), then UTF-8 JSON of the expected shape
+    (
+        "b64-not-base64",
+        _event(**NO_DATA, data_base64="%%%not-base64"),
+        "'data_base64'",
+        "character '%' is not in the base64 alphabet",
+    ),
+    (
+        "b64-url-safe",
+        _event(**NO_DATA, data_base64="ab-_"),
+        "'data_base64'",
+        "character '-' is not in the base64 alphabet",
+    ),
+    (
+        "b64-bad-padding",
+        _event(**NO_DATA, data_base64="abc"),
+        "'data_base64'",
+        "not a multiple of 4",
+    ),
+    (
+        "b64-a-number",
+        _event(**NO_DATA, data_base64=12),
+        "'data_base64'",
+        "must be a base64 string, got number",
+    ),
+    (
+        "b64-null",
+        _event(**NO_DATA, data_base64=None),
+        "'data_base64'",
+        "must be a base64 string, got null",
+    ),
+    (
+        "b64-an-object",
+        _event(**NO_DATA, data_base64={"instances": []}),
+        "'data_base64'",
+        "got object",
+    ),
+    ("b64-empty", _event(**NO_DATA, data_base64=""), "'data_base64'", "is empty"),
+    (
+        "b64-not-utf8",
+        _event(**NO_DATA, data_base64=_b64(b"\xff\xfe{")),
+        "'data_base64'",
+        "not UTF-8",
+    ),
+    ("b64-not-json", _event(**NO_DATA, data_base64=_b64(b"{nope")), "'data_base64'", "is not JSON"),
+    (
+        "b64-wrong-shape",
+        _event(**NO_DATA, data_base64=_b64(b'{"text": "a"}')),
+        "('data_base64')",
+        "neither V1 {'instances': [...]} nor V2",
+    ),
+    (
+        "b64-and-data",
+        _event(data_base64=_b64(b'{"instances": ["a"]}')),
+        "'data' and 'data_base64'",
+        "send one of them",
+    ),
+    # data: present, not null, JSON (a string must hold JSON), the expected shape
+    ("data-missing", _event(**NO_DATA), "'data'", "carries no data"),
+    ("data-null", _event(data=None), "'data'", "is null"),
+    ("data-a-string-not-json", _event(data="print(1)"), "'data'", "is not JSON"),
+    ("data-an-array", _event(data=["print(1)"]), "('data')", "got array"),
+    (
+        "data-wrong-shape-response",
+        _event(type=RESP, data={"labels": ["C"]}),
+        "('data')",
+        "neither V1 {'predictions': [...]}",
+    ),
+    # datacontenttype: a string and a media type; named when the data does not read as JSON
+    (
+        "datacontenttype-a-number",
+        _event(datacontenttype=3),
+        "'datacontenttype'",
+        "must be a string, got number",
+    ),
+    (
+        "datacontenttype-not-a-media-type",
+        _event(datacontenttype="json"),
+        "'datacontenttype'",
+        "must be a media type",
+    ),
+    (
+        "datacontenttype-xml-data",
+        _event(datacontenttype="application/xml", data="<a/>"),
+        "'application/xml'",
+        "is not JSON",
+    ),
+    # required attributes: present, non-empty strings; specversion 1.0; type one of the two
+    ("id-missing", _event(id=...), "'id'", "lacks"),
+    ("id-empty", _event(id=""), "'id'", "lacks"),
+    ("id-a-number", _event(id=7), "'id'", "must be a string, got number"),
+    ("source-an-object", _event(source={"uri": "x"}), "'source'", "must be a string, got object"),
+    ("type-a-number", _event(type=1), "'type'", "must be a string, got number"),
+    (
+        "type-unknown",
+        _event(type="com.example.other"),
+        "type 'com.example.other'",
+        "want org.kubeflow",
+    ),
+    ("specversion-missing", _event(specversion=...), "'specversion'", "lacks"),
+    (
+        "specversion-a-number",
+        _event(specversion=1.0),
+        "'specversion'",
+        "must be a string, got number",
+    ),
+    ("specversion-0.3", _event(specversion="0.3"), "specversion '0.3'", "not supported"),
+    # optional attributes and the extensions the monitor reads
+    ("time-not-rfc3339", _event(time="yesterday"), "'time'", "RFC 3339"),
+    ("time-a-number", _event(time=1700000000), "'time'", "must be a string, got number"),
+    ("subject-an-array", _event(subject=["a"]), "'subject'", "must be a string, got array"),
+    (
+        "modelversion-a-boolean",
+        _event(modelversion=True),
+        "'modelversion'",
+        "must be a string, got boolean",
+    ),
+    ("endpoint-a-fraction", _event(endpoint=1.5), "'endpoint'", "must be a string, got number"),
+]
+
+
+@pytest.mark.parametrize("mode", [_as_structured, _as_batch], ids=["structured", "batch"])
+@pytest.mark.parametrize(
+    ("event", "field", "problem"), [f[1:] for f in FIELD_ERRORS], ids=[f[0] for f in FIELD_ERRORS]
+)
+def test_a_malformed_field_gets_400_naming_field_and_problem(monitor, mode, event, field, problem):
+    client = TestClient(create_app(monitor), raise_server_exceptions=False)
+    headers, body = mode(event)
+    r = client.post("/", headers=headers, content=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert field in error and problem in error, error
+    assert "got null" not in error or "null" in json.dumps(event), error
+    if mode is _as_batch:
+        assert error.startswith("batch event 1: "), error
+    assert len(monitor.pairer) == 0 and _texts(monitor) == []
+
+
+BINARY_FIELD_ERRORS = [
+    ("body-empty", _binary(b""), "event body", "is empty"),
+    (
+        "body-not-json",
+        _binary(b"<a/>", **{"content-type": "application/xml"}),
+        "event body",
+        "is not JSON",
+    ),
+    (
+        "body-not-json-names-content-type",
+        _binary(b"<a/>", **{"content-type": "application/xml"}),
+        "'application/xml'",
+        "is not JSON",
+    ),
+    ("body-wrong-shape", _binary(b'{"text": "a"}'), "(the body)", "neither V1"),
+    ("ce-id-empty", _binary(b"{}", **{"ce-id": ""}), "ce-id header", "lacks"),
+    (
+        "ce-specversion-0.3",
+        _binary(b"{}", **{"ce-specversion": "0.3"}),
+        "specversion '0.3'",
+        "not supported",
+    ),
+    ("ce-time-not-rfc3339", _binary(b"{}", **{"ce-time": "now"}), "'time'", "RFC 3339"),
+    ("ce-type-unknown", _binary(b"{}", **{"ce-type": "x"}), "type 'x'", "want org.kubeflow"),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field", "problem"),
+    [f[1:] for f in BINARY_FIELD_ERRORS],
+    ids=[f[0] for f in BINARY_FIELD_ERRORS],
+)
+def test_a_malformed_binary_event_gets_400_naming_field_and_problem(
+    monitor, request_, field, problem
+):
+    client = TestClient(create_app(monitor), raise_server_exceptions=False)
+    headers, body = request_
+    r = client.post("/", headers=headers, content=body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"] and problem in r.json()["error"], r.json()
+
+
+def test_well_formed_variants_are_read(monitor):
+    """What the checks must let through: base64 data, JSON sent as a string, the Go SDK's
+    nanosecond times (KServe's logger) and offsets, a media type with parameters, and a binary
+    event whose content type is what curl -d sends (KServe's logger passes the client's on)."""
+    client = TestClient(create_app(monitor))
+    accepted = [
+        _as_structured(_event(id="a", **NO_DATA, data_base64=_b64(b'{"instances": ["b64"]}'))),
+        _as_structured(_event(id="b", data='{"instances": ["string"]}')),
+        _as_structured(_event(id="c", time="2026-12-01T07:14:35.123456789Z")),
+        _as_structured(_event(id="d", time="2026-12-01T09:14:35+02:00")),
+        _as_structured(_event(id="e", datacontenttype="application/json; charset=utf-8")),
+        _binary(
+            b'{"instances": ["curl"]}',
+            **{"ce-id": "f", "content-type": "application/x-www-form-urlencoded"},
+        ),
+    ]
+    for headers, body in accepted:
+        r = client.post("/", headers=headers, content=body)
+        assert r.status_code == 202, r.text
+    assert len(monitor.pairer) == len(accepted)
 
 
 def test_an_integer_model_version_in_structured_json_is_the_same_version(monitor):

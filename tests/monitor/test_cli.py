@@ -187,3 +187,49 @@ def test_a_registry_that_is_down_is_not_a_bad_reference_option() -> None:
     assert not _unreachable(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
     assert not _unreachable(MlflowException("anything else"))
     assert not _unreachable(ValueError("not a Parquet file"))
+
+
+def _python_only_requests(tmp_path, pool, rows: int = 250):
+    """A normal day of a Python shop: Python files only, none indented with tabs, so the
+    window's tab_indent_ratio has one value (0) in every row."""
+    python = pool[(pool["prediction"] == "Python") & (pool["tab_indent_ratio"] == 0)]
+    sample = python.sample(rows, replace=True, random_state=7)
+    requests = tmp_path / "python.jsonl"
+    with requests.open("w") as f:
+        for start in range(0, rows, 10):
+            chunk = sample.iloc[start : start + 10]
+            line = {
+                "instances": [{"text": t} for t in chunk["text"]],
+                "predictions": [{"label": p, "score": 1.0} for p in chunk["prediction"]],
+            }
+            f.write(json.dumps(line) + "\n")
+    return requests
+
+
+def test_drift_on_a_window_with_a_constant_column_raises_no_runtime_warning(
+    runtime_warnings_raise, tmp_path, split, reference
+):
+    """The newcomer's run: `aicrush drift` on a Python-only file printed numpy's "invalid value
+    encountered in divide" (Evidently's correlation of a column with one value). With
+    RuntimeWarning an error, the same path gives its verdict and its report."""
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(reference.parquet)
+    out = tmp_path / "report.html"
+    requests = _python_only_requests(tmp_path, split[1])
+    result = CliRunner().invoke(
+        app, [str(requests), "--reference", str(ref_path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.output.startswith(("DRIFT", "no drift")), result.output
+    assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["n_rows"] == 250
+
+
+def test_aicrush_drift_prints_no_library_warning(tmp_path, split, reference):
+    """What the user sees, in a process of its own: the verdict line, no RuntimeWarning."""
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(reference.parquet)
+    requests = _python_only_requests(tmp_path, split[1])
+    result = _aicrush_drift(tmp_path, str(requests), "--reference", str(ref_path))
+    assert result.returncode == 0, result.stdout
+    assert "Warning" not in result.stdout, result.stdout
+    assert result.stdout.startswith(("DRIFT", "no drift")), result.stdout

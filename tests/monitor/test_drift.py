@@ -129,3 +129,33 @@ def test_fast_path_matches_evidently_preset(tmp_path, split, reference: Referenc
 def test_missing_columns_say_what_is_needed(split, reference: Reference):
     with pytest.raises(ValueError, match="FEATURE_NAMES"):
         analyze_window(split[1].drop(columns=["prediction"]), reference.frame)
+
+
+@pytest.mark.parametrize(
+    ("case", "window_value", "reference_value", "drifts"),
+    [
+        ("one value in the window", 0.0, None, False),
+        ("one value in the reference", None, 0.0, True),
+        ("the same value on both sides", 0.0, 0.0, False),
+        ("another value on each side", 0.5, 0.0, True),
+    ],
+)
+def test_a_column_with_one_value_is_tested_without_a_numpy_warning(
+    runtime_warnings_raise, split, reference, case, window_value, reference_value, drifts
+):
+    """A column with zero variance (a window of Python files has no tab-indented line) is a normal
+    window: both the fast path and Evidently's preset test it, with RuntimeWarning an error.
+
+    Evidently's drift table correlates the numerical columns with np.corrcoef, a 0/0 for such a
+    column; its drift test is defined (Wasserstein normed by the reference's spread, floored)."""
+    _, pool = split
+    window = pool.sample(300, replace=True, random_state=5).reset_index(drop=True)
+    ref = reference.frame.copy()
+    if window_value is not None:
+        window["tab_indent_ratio"] = window_value
+    if reference_value is not None:
+        ref["tab_indent_ratio"] = reference_value
+    result = analyze_window(window, ref)
+    column = next(c for c in result.columns if c.column == "tab_indent_ratio")
+    assert column.drifted is drifts, (case, column)
+    assert report_share_drifted(build_report(window, ref)) == pytest.approx(result.share_drifted)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from aicrush.rollout_config import RolloutConfig
 from serving.rollout.local import default_fetcher
 from serving.rollout.machine import ModelRef, Rollout, RolloutError
-from serving.rollout.processes import free_port
 from serving.rollout.registry import MlflowRolloutRegistry
+from tests.mlflow_server import mlflow_server as start_mlflow_server
 
 pytestmark = pytest.mark.integration
 MODEL = "aicrush-code-language"
@@ -50,46 +47,8 @@ class RecordingBackend:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(root / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (
-                root / "server.log"
-            ).read_text()[-3000:]
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.url
 
 
 def _register(url: str, folders: list[Path], model: str = MODEL) -> list[str]:
