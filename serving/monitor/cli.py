@@ -468,8 +468,12 @@ def build_monitor(
     if reference == "mlflow" and not (selector or "").isdigit() and version_refresh_s > 0:
         from aicrush.registry import find_version
 
-        def resolve() -> str:  # the rule the command started with, asked again
-            return str(find_version(tracking_uri or "", model, selector).version)
+        def resolve() -> str:
+            # The alias it was given, or the champion: what serves. Not the start-up rule for no
+            # --version (champion, else challenger, else latest): a training run moves the
+            # challenger to a version nothing serves yet. No champion yet: the resolution fails
+            # and the monitor stays on the version it started with (logged once).
+            return str(find_version(tracking_uri or "", model, selector or "champion").version)
 
         follow = {model: resolve}
     return Monitor(

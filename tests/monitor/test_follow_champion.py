@@ -70,6 +70,28 @@ def test_versionless_events_follow_the_champion_alias(
 
         v1, v2 = _register_versions(server.url, reference, tmp_path, 2)
         registry = mlflow.MlflowClient(server.url)
+        # No champion yet: the monitor starts on the challenger (v1). A training run then moves
+        # the challenger to v2, which nothing serves: versionless events stay on v1.
+        registry.set_registered_model_alias(MODEL, "challenger", v1)
+        early = build_monitor(
+            reference="mlflow",
+            model=MODEL,
+            version=registered_version("mlflow", MODEL, None, server.url),
+            selector=None,
+            version_refresh_s=30,
+            state_dir=tmp_path / "early",
+            tracking_uri=server.url,
+            background=False,
+        )
+        try:
+            early.tick(now=0)
+            registry.set_registered_model_alias(MODEL, "challenger", v2)
+            early.tick(now=30)
+            _versionless_inference(early, "challenger-moved")
+            assert early.default_versions[MODEL] == v1
+            assert (_counted(early, v1), _counted(early, v2)) == (1, 0)
+        finally:
+            early.close()
         registry.set_registered_model_alias(MODEL, "champion", v1)
         monitor = build_monitor(
             reference="mlflow",
