@@ -428,7 +428,7 @@ class Monitor:
                     self._follow_failing.add(model)
                     log.warning(
                         "cannot re-resolve which version of %s events without a version belong "
-                        "to (%s: %s); they stay on version %s until the registry answers",
+                        "to (%s: %s); they stay on version %s until the registry names one",
                         model, type(err).__name__, err, current,
                     )  # fmt: skip
                 continue
