@@ -109,6 +109,15 @@ class RolloutConfig(_Strict):
         default="http://prometheus-operated.monitoring.svc.cluster.local:9090",
         description="Prometheus HTTP API base URL (Kubernetes backend).",
     )
+    prometheus_step_s: int = Field(
+        default=1,
+        ge=1,
+        le=300,
+        description="Step (seconds) of the analysis' counting subquery (docs/rollout.md, "
+        "'Counting in Prometheus'): counts are exact when it is at most the scrape interval; "
+        "each query evaluates window / step steps per matching series, so with many series "
+        "set it to the scrape interval.",
+    )
     drift_monitor_url: str = Field(
         default="",
         description="The drift monitor's ingest URL, where the model servers send their payload "

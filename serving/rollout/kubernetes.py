@@ -558,7 +558,10 @@ class KubernetesBackend:
         requests a crashing model server never answers); predicted labels from the model
         servers' own series."""
         return PrometheusMetricsSource(
-            self.cfg.prometheus_url, selector=self.prometheus_selector, revisions=self.revisions
+            self.cfg.prometheus_url,
+            selector=self.prometheus_selector,
+            revisions=self.revisions,
+            step_s=self.cfg.prometheus_step_s,
         )
 
     def drift_verdict(self) -> PrometheusDriftVerdict:

@@ -219,9 +219,13 @@ def counter_increase(series: str, by: str, range_s: int, step_s: int) -> str:
     Exact when ``step_s`` is at most the scrape interval: with longer steps, growth inside one
     step just before a reset is lost. The subquery evaluates ``range_s / step_s`` steps.
     """
+    # Both sides look back as far: with the bare selector, Prometheus' own lookback (5 minutes
+    # by default, --query.lookback-delta) would decide how long a series without a staleness
+    # marker still has a current value, and a longer one than ours counted it whole every step.
+    current = f"last_over_time({series}[{COUNTER_LOOKBACK_S}s])"
     previous = f"last_over_time({series}[{COUNTER_LOOKBACK_S}s] offset {step_s}s)"
-    growth = f"({series} - {previous}) >= 0"
-    per_step = f"sum by ({by}) (({growth}) or {series})"
+    growth = f"({current} - {previous}) >= 0"
+    per_step = f"sum by ({by}) (({growth}) or {current})"
     return f"sum_over_time(({per_step})[{range_s}s:{step_s}s])"
 
 

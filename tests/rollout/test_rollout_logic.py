@@ -877,3 +877,18 @@ def test_grpc_server_errors_count_as_errors() -> None:
     assert (c.requests, c.errors) == (105, 4)
     errors = PrometheusMetricsSource("http://p").queries(["2"], 60)["errors"]
     assert 'status=~"5..|INTERNAL"' in errors
+
+
+def test_counter_increase_looks_back_as_far_on_both_sides() -> None:
+    """A review found the current value read through Prometheus' own lookback and the previous
+    one through 300 s: with --query.lookback-delta=10m a series gone without a staleness marker
+    counted whole at every step (16,030 for 14 requests). Both sides now use last_over_time."""
+    from serving.rollout.metrics_source import counter_increase
+
+    q = counter_increase('m{a="1"}', "version", 60, 15)
+    cur, prev = 'last_over_time(m{a="1"}[300s])', 'last_over_time(m{a="1"}[300s] offset 15s)'
+    assert q == f"sum_over_time((sum by (version) ((({cur} - {prev}) >= 0) or {cur}))[60s:15s])"
+    cfg = RolloutConfig(prometheus_step_s=15)
+    assert cfg.prometheus_step_s == 15
+    with pytest.raises(ValidationError):
+        RolloutConfig(prometheus_step_s=0)
