@@ -55,6 +55,21 @@ def _versionless_inference(monitor, event_id: str) -> None:
         monitor.ingest(dict(headers), body)
 
 
+def _monitor(url: str, selector: str | None, state_dir: Path):
+    """The monitor as `aicrush monitor --reference mlflow [--version SELECTOR]
+    --version-refresh-s 30` builds it (in the foreground: the tick resolves inline)."""
+    return build_monitor(
+        reference="mlflow",
+        model=MODEL,
+        version=registered_version("mlflow", MODEL, selector, url),
+        selector=selector,
+        version_refresh_s=30,
+        state_dir=state_dir,
+        tracking_uri=url,
+        background=False,
+    )
+
+
 def _counted(monitor, version: str) -> float:
     value = monitor.registry.get_sample_value(
         "aicrush_monitor_records_total", {"model": MODEL, "version": version}
@@ -73,16 +88,7 @@ def test_versionless_events_follow_the_champion_alias(
         # No champion yet: the monitor starts on the challenger (v1). A training run then moves
         # the challenger to v2, which nothing serves: versionless events stay on v1.
         registry.set_registered_model_alias(MODEL, "challenger", v1)
-        early = build_monitor(
-            reference="mlflow",
-            model=MODEL,
-            version=registered_version("mlflow", MODEL, None, server.url),
-            selector=None,
-            version_refresh_s=30,
-            state_dir=tmp_path / "early",
-            tracking_uri=server.url,
-            background=False,
-        )
+        early = _monitor(server.url, None, tmp_path / "early")
         try:
             early.tick(now=0)
             registry.set_registered_model_alias(MODEL, "challenger", v2)
@@ -93,16 +99,7 @@ def test_versionless_events_follow_the_champion_alias(
         finally:
             early.close()
         registry.set_registered_model_alias(MODEL, "champion", v1)
-        monitor = build_monitor(
-            reference="mlflow",
-            model=MODEL,
-            version=registered_version("mlflow", MODEL, None, server.url),  # as `monitor` does
-            selector=None,
-            version_refresh_s=30,
-            state_dir=tmp_path / "state",
-            tracking_uri=server.url,
-            background=False,
-        )
+        monitor = _monitor(server.url, None, tmp_path / "state")
         try:
             start = 1_000.0  # the tick's clock
             monitor.tick(now=start)
@@ -122,16 +119,7 @@ def test_versionless_events_follow_the_champion_alias(
             assert (_counted(monitor, v1), _counted(monitor, v2)) == (2, 1)
 
             # --version 1 (a number) means that version: it is not followed.
-            pinned = build_monitor(
-                reference="mlflow",
-                model=MODEL,
-                version=registered_version("mlflow", MODEL, v1, server.url),
-                selector=v1,
-                version_refresh_s=30,
-                state_dir=tmp_path / "pinned",
-                tracking_uri=server.url,
-                background=False,
-            )
+            pinned = _monitor(server.url, v1, tmp_path / "pinned")
             pinned.tick(now=start + 30)
             assert pinned.follow == {} and pinned.default_versions[MODEL] == v1
             pinned.close()

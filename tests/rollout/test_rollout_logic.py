@@ -578,6 +578,18 @@ def test_the_pipeline_steps_leave_a_canary_a_person_deployed_meanwhile(
         rollout.set_traffic(50, expected="2")
 
 
+def _held_canary(tmp_path: Path, owner: str) -> tuple[Rollout, MemoryRegistry, RecordingBackend]:
+    """Version 2 deployed by pipeline run ``owner`` and held by its analysis (no traffic within
+    max_step_wait_s, ``on_insufficient_traffic: hold``)."""
+    rollout, registry, backend = _machine(
+        tmp_path, ScriptedSource(per_poll=0), max_step_wait_s=0.2, on_insufficient_traffic="hold"
+    )
+    rollout.deploy("2", percent=10, owner=owner)
+    with pytest.raises(RolloutError, match="holds its traffic"):
+        rollout.analyze(auto_promote=False, owner=owner)
+    return rollout, registry, backend
+
+
 def test_the_exit_handler_finishes_only_what_its_own_run_left(tmp_path: Path, monkeypatch) -> None:
     """A pipeline run whose analysis step failed past its retries (or was cancelled) left its
     canary at a share nobody watched. The exit task rolls back the run's own canary, leaves a
@@ -612,13 +624,7 @@ def test_the_exit_handler_finishes_only_what_its_own_run_left(tmp_path: Path, mo
     assert finish(rollout) == ("not_owner", "1") and rollout.store.load().canary == "3"
 
     # Held on purpose (on_insufficient_traffic: hold): stays for a person.
-    held, _, held_backend = _machine(
-        tmp_path / "b", ScriptedSource(per_poll=0), max_step_wait_s=0.2,
-        on_insufficient_traffic="hold",
-    )  # fmt: skip
-    held.deploy("2", percent=10, owner="run-1")
-    with pytest.raises(RolloutError, match="holds its traffic"):
-        held.analyze(auto_promote=False)
+    held, _, held_backend = _held_canary(tmp_path / "b", owner="run-1")
     assert finish(held) == ("held", "1")
     assert held.store.load().phase == "canary" and held_backend.calls[-1][0] == "deploy"
 
@@ -851,13 +857,7 @@ def test_watch_takes_a_pipeline_runs_canary_over_only_when_asked(
     rollout.deploy("3", percent=10, owner="run-2")
     r = runner.invoke(app, ["watch", "--take-over"])
     assert r.exit_code == 0 and "took canary v3 over from pipeline run run-2" in r.output
-    held, _, _ = _machine(
-        tmp_path / "held", ScriptedSource(per_poll=0), max_step_wait_s=0.2,
-        on_insufficient_traffic="hold",
-    )  # fmt: skip
-    held.deploy("2", percent=10, owner="run-3")
-    with pytest.raises(RolloutError, match="holds its traffic"):
-        held.analyze(auto_promote=False, owner="run-3")
+    held, _, _ = _held_canary(tmp_path / "held", owner="run-3")
     monkeypatch.setattr(cli, "_open", lambda *a: held)
     r = runner.invoke(app, ["watch"])
     assert "took canary v2 over from pipeline run run-3" in r.output, r.output
