@@ -62,7 +62,12 @@ def default_fetcher(ref: ModelRef) -> Path:
 
 
 def _bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether the proxy could listen on ``port``. With SO_REUSEADDR, as uvicorn binds it: the
+    TIME_WAIT sockets that connections closed by the stopped proxy leave for a minute do not
+    count as in use (without it, every `aicrush stop` soon after traffic moved the endpoint),
+    while a socket listening on the port still does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -82,3 +82,24 @@ def test_stop_stops_the_proxy_before_the_servers_behind_it(tmp_path: Path, monke
     monkeypatch.setattr(local, "stop", lambda pid, *a, **k: stopped.append(pid))
     backend.shutdown()
     assert stopped[0] == 100 and set(stopped[1:]) == {201, 202}
+
+
+def test_stop_right_after_traffic_keeps_the_endpoint(tmp_path: Path) -> None:
+    """Connections the proxy closed itself (clients sending `Connection: close`, as urllib
+    does) leave TIME_WAIT sockets on its port after `aicrush stop`. The proxy binds that port
+    again (uvicorn sets SO_REUSEADDR), so the endpoint must not move; a newcomer's trial saw it
+    move on every stop/deploy within a minute of traffic."""
+    backend, rollout = _rollout(tmp_path)
+    try:
+        rollout.deploy(percent=10)
+        endpoint = backend.url
+        for _ in range(5):
+            with httpx.Client(headers={"connection": "close"}) as client:
+                r = client.post(f"{endpoint}/v1/models/aicrush:predict", json={"instances": ["x"]})
+                assert r.status_code == 200
+        rollout.stop()
+        rollout.deploy(percent=10)
+        assert backend.url == endpoint
+        assert _predict(endpoint) == 200
+    finally:
+        backend.shutdown()
