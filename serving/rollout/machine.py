@@ -275,6 +275,16 @@ class Rollout:
             st.event("initial_deploy", version=canary.version, owner=owner)
             self.store.save(st)
             return st
+        if champion.version == canary.version and st.phase == "idle":
+            # Nothing serves (after `aicrush stop`, or a state folder new to this registry): the
+            # champion serves again, alone. `aicrush status` says "start it with `aicrush
+            # deploy`", and the challenger is often the champion itself after a promotion.
+            log.info("nothing serves: deploying the champion, version %s, again", champion.version)
+            self.backend.deploy(champion, None, 0)
+            st.phase, st.stable, st.canary, st.percent = "promoted", champion.version, None, 0
+            st.event("initial_deploy", version=champion.version, owner=owner, restart=True)
+            self.store.save(st)
+            return st
         if champion.version == canary.version:
             raise RolloutError(
                 f"version {canary.version} is already the champion; register a new version first"

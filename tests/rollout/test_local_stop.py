@@ -7,10 +7,11 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
 from aicrush.rollout_config import RolloutConfig
 from serving.rollout.local import LocalBackend
-from serving.rollout.machine import Rollout
+from serving.rollout.machine import Rollout, RolloutError
 from tests.rollout.fakes import MemoryRegistry, make_launcher
 
 
@@ -101,5 +102,35 @@ def test_stop_right_after_traffic_keeps_the_endpoint(tmp_path: Path) -> None:
         rollout.deploy(percent=10)
         assert backend.url == endpoint
         assert _predict(endpoint) == 200
+    finally:
+        backend.shutdown()
+
+
+def test_deploy_after_stop_serves_the_champion_again_when_it_is_the_challenger(
+    tmp_path: Path,
+) -> None:
+    """After a promotion the challenger alias names the champion; `aicrush stop`, then the
+    `aicrush deploy` that `aicrush status` suggests must serve the champion again rather than
+    answer "already the champion; register a new version first" (nothing could restart it)."""
+    folders = {"1": str(tmp_path), "2": str(tmp_path)}
+    backend = LocalBackend(
+        tmp_path / "rollout",
+        model_name="aicrush",
+        launcher=make_launcher({"1": ("ok", 0.0), "2": ("ok", 0.0)}),
+        fetcher=lambda ref: Path(ref.uri),
+    )
+    registry = MemoryRegistry(folders, champion_version="2", challenger="2")
+    rollout = Rollout(backend, registry, RolloutConfig(), tmp_path / "rollout" / "state-local.json")
+    try:
+        rollout.deploy("1", percent=10)  # a canary of the older version, then rolled back
+        rollout.rollback(reason="test")
+        endpoint = backend.url
+        rollout.stop()
+        st = rollout.deploy()  # the challenger, which is the champion
+        assert (st.phase, st.stable, st.canary) == ("promoted", "2", None)
+        assert backend.url == endpoint and _predict(endpoint) == 200
+        assert registry.champion().version == "2"
+        with pytest.raises(RolloutError, match="already the champion"):
+            rollout.deploy()  # serving now: the old answer stands
     finally:
         backend.shutdown()
