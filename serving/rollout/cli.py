@@ -134,7 +134,15 @@ def deploy(
     """
     try:
         r = _open(backend, config, state_dir)
-        st = r.deploy(version, canary)
+        try:
+            st = r.deploy(version, canary)
+        except KeyboardInterrupt:  # while the servers start: say so rather than exit silently
+            typer.echo(
+                "\ninterrupted while deploying: the model servers it was starting are stopped; "
+                "`aicrush status` shows what serves now, `aicrush deploy` starts again",
+                err=True,
+            )
+            raise typer.Exit(code=130) from None
         typer.echo(
             f"{backend.value}: stable {_v(st.stable)}"
             + (f", canary {_v(st.canary)} at {st.percent} %" if st.canary else "")
@@ -320,6 +328,13 @@ def status(
             lines.append(
                 "traffic   "
                 + ", ".join(f"{t['revision']} {t['percent']} %" for t in serving["traffic"])
+            )
+        elif serving.get("routes") and not serving["routes"].get("stable"):
+            # A proxy whose servers were stopped or never started (Ctrl-C in a deploy): it
+            # answers every request with 503, which "stable 100 %" hid.
+            lines.append(
+                "traffic   none: no model server behind the proxy (it answers 503); "
+                "`aicrush deploy` starts them"
             )
         elif serving.get("routes"):
             routes = serving["routes"]

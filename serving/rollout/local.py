@@ -126,13 +126,18 @@ class LocalBackend:
         proc = spawn(cmd, self.state_dir / "logs" / "proxy.log")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while not self._healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc.pid)
-                raise RolloutError(
-                    f"the rollout proxy did not start on port {port}; see {self.state_dir / 'logs' / 'proxy.log'}"
-                )
-            time.sleep(0.1)
+        try:
+            while not self._healthy(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RolloutError(
+                        f"the rollout proxy did not start on port {port}; see {self.state_dir / 'logs' / 'proxy.log'}"
+                    )
+                time.sleep(0.1)
+        except BaseException:
+            # Not recorded yet: a proxy left running here (Ctrl-C while it started) held the
+            # port unknown to `aicrush stop`, and the next deploy moved the endpoint.
+            stop(proc.pid)
+            raise
         procs.proxy_port, procs.proxy_pid = port, proc.pid
         procs.save(self._file)
         if procs.stable and alive(procs.stable.pid):  # a restarted proxy gets its routes back

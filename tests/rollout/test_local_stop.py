@@ -134,3 +134,33 @@ def test_deploy_after_stop_serves_the_champion_again_when_it_is_the_challenger(
             rollout.deploy()  # serving now: the old answer stands
     finally:
         backend.shutdown()
+
+
+def test_ctrl_c_while_the_proxy_starts_leaves_no_proxy_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy is recorded once it answers; Ctrl-C before that left it running, unknown to
+    `aicrush stop` ("nothing was running"), on the endpoint's port (a newcomer's trial)."""
+    from serving.rollout import local
+    from serving.rollout.processes import alive
+
+    backend, rollout = _rollout(tmp_path)
+    spawned: list[int] = []
+    real_spawn = local.spawn
+
+    def spawn(*args, **kwargs):
+        proc = real_spawn(*args, **kwargs)
+        spawned.append(proc.pid)
+        return proc
+
+    def interrupted(url: str) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "spawn", spawn)
+    monkeypatch.setattr(LocalBackend, "_healthy", staticmethod(interrupted))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rollout.deploy(percent=10)
+        assert len(spawned) == 1 and not alive(spawned[0])
+    finally:
+        backend.shutdown()

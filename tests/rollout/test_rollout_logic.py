@@ -892,3 +892,37 @@ def test_counter_increase_looks_back_as_far_on_both_sides() -> None:
     assert cfg.prometheus_step_s == 15
     with pytest.raises(ValidationError):
         RolloutConfig(prometheus_step_s=0)
+
+
+def test_ctrl_c_while_the_servers_start_says_so_and_status_shows_no_traffic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in `aicrush deploy` before the analysis (the model servers loading) exited 130
+    without a word, and `aicrush status` then showed "traffic stable 100 %" for a proxy with no
+    server behind it, answering 503 (a newcomer's trial)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from serving.rollout import cli
+
+    rollout, _, backend = _machine(tmp_path, ScriptedSource())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend, "deploy", interrupted)
+    monkeypatch.setattr(cli, "_open", lambda *a: rollout)
+    app = typer.Typer()
+    app.command("deploy")(cli.deploy)
+    app.command("status")(cli.status)
+    r = CliRunner().invoke(app, ["deploy"])
+    assert r.exit_code == 130, r.output
+    assert "interrupted while deploying" in r.output and "`aicrush status`" in r.output
+
+    routes = {"stable": None, "canary": None, "percent": 0, "inflight": {}}
+    serving = {"running": True, "endpoint": "http://127.0.0.1:1", "routes": routes}
+    monkeypatch.setattr(backend, "status", lambda: serving, raising=False)
+    r = CliRunner().invoke(app, ["status"])
+    assert r.exit_code == 0, r.output
+    assert "traffic   none: no model server behind the proxy" in r.output
+    assert "stable 100 %" not in r.output
