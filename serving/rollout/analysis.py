@@ -19,8 +19,9 @@ from aicrush.rollout_config import ThresholdsConfig
 from serving.rollout.metrics_source import Counters
 
 Outcome = Literal["pass", "fail", "wait"]
-#: Optional drift hook: version -> True (drifted), False (no drift) or None (no monitor / no verdict).
-DriftVerdict = Callable[[str], "bool | None"]
+#: Optional drift hook: (version, since) -> True (drifted), False (no drift) or None (no monitor,
+#: or no window of that version analysed at or after ``since``, epoch seconds; None: any window).
+DriftVerdict = Callable[[str, "float | None"], "bool | None"]
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,13 @@ def judge(
     *,
     canary_version: str = "",
     drift: DriftVerdict | None = None,
+    drift_since: float | None = None,
 ) -> Verdict:
     """Judge one window of canary vs stable.
+
+    ``drift_since``: the canary's deploy time (epoch seconds); the drift check counts only a
+    monitor window of the canary's version analysed since then, not one left from an earlier
+    deployment of the same version.
 
     Below ``min_requests`` canary requests the window is not evidence (``wait``), except for
     errors: five or more 5xx that already break ``max_error_rate`` fail it at once. Nothing else
@@ -179,15 +185,16 @@ def judge(
     if drift is None:
         unmeasured.append("drift: rollout.drift_gate is off")
     elif canary_version:
-        drifted = drift(canary_version)
+        drifted = drift(canary_version, drift_since)
         if drifted is not None:
             checks.append(
                 Check("drift", 1.0 if drifted else 0.0, 0.0, not drifted, "drift monitor verdict")
             )
         else:
             unmeasured.append(
-                f"drift: the drift monitor has no verdict on version {canary_version} yet "
-                "(no closed window, or the monitor is unreachable)"
+                f"drift: the drift monitor has no verdict on version {canary_version} "
+                + ("since its deploy " if drift_since is not None else "")
+                + "yet (no window closed, or the monitor is unreachable)"
             )
     failed = [c for c in checks if not c.ok]
     return Verdict(

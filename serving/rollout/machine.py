@@ -138,6 +138,14 @@ class RolloutState:
                 return e.get("owner")
         return None
 
+    @property
+    def deployed_at(self) -> float | None:
+        """When the rollout in progress was deployed (its last deploy event), epoch seconds."""
+        for e in reversed(self.history):
+            if e["event"] in ("deploy", "initial_deploy"):
+                return float(e["time"])
+        return None
+
     def since_deploy(self) -> list[dict[str, Any]]:
         """The events since the rollout in progress was deployed (its last deploy event)."""
         for i in range(len(self.history) - 1, -1, -1):
@@ -466,6 +474,8 @@ class Rollout:
             # comes; finish the rollback.
             return self.rollback(reason="finishing a rollback left at 0 %", expected=canary)
         source = self.backend.metrics_source()
+        # The drift check reads only monitor windows analysed since this canary was deployed.
+        deployed_at = st.deployed_at
         steps = [st.percent] + [p for p in self.cfg.steps if p > st.percent]
         t = self.cfg.thresholds
         for percent in steps:
@@ -491,7 +501,12 @@ class Rollout:
                         )
                     continue
                 verdict = judge(
-                    window[stable], window[canary], t, canary_version=canary, drift=self.drift
+                    window[stable],
+                    window[canary],
+                    t,
+                    canary_version=canary,
+                    drift=self.drift,
+                    drift_since=deployed_at,
                 )
                 elapsed = time.time() - started
                 record = self._record(verdict, percent, elapsed)

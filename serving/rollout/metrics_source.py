@@ -50,6 +50,8 @@ REVISION_REQUESTS = "revision_request_count"
 REVISION_LATENCY_MS = "revision_request_latencies"
 #: The drift monitor's verdict on the last closed window of a (model, version): 1 drifted, 0 not.
 DATASET_DRIFT = "aicrush_drift_dataset_drift"
+#: When the monitor analysed that window (Unix seconds).
+LAST_WINDOW = "aicrush_drift_last_window_timestamp_seconds"
 
 
 @dataclass
@@ -360,7 +362,9 @@ class ScrapeDriftVerdict:
         self.model = model
         self.timeout_s = timeout_s
 
-    def __call__(self, version: str) -> bool | None:
+    def __call__(self, version: str, since: float | None = None) -> bool | None:
+        """The verdict of ``version``'s last window, None without one analysed at or after
+        ``since`` (epoch seconds; None: any), without enough data, or with the monitor down."""
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
@@ -369,16 +373,24 @@ class ScrapeDriftVerdict:
         except httpx.HTTPError as exc:
             log.warning("drift monitor %s unreachable (%s): no drift check", self.metrics_url, exc)
             return None
+        drift, analysed = math.nan, None
         for family in text_string_to_metric_families(r.text):
             for s in family.samples:
-                if (
-                    s.name == DATASET_DRIFT
-                    and s.labels.get("model") == self.model
-                    and s.labels.get("version") == str(version)
-                ):
-                    # NaN: the monitor's window had too little data to judge: no check.
-                    return None if math.isnan(s.value) else s.value >= 1.0
+                if s.labels.get("model") != self.model or s.labels.get("version") != str(version):
+                    continue
+                if s.name == DATASET_DRIFT:
+                    drift = s.value
+                elif s.name == LAST_WINDOW:
+                    analysed = s.value
+        return _verdict(drift, analysed, since)
+
+
+def _verdict(drift: float, analysed: float | None, since: float | None) -> bool | None:
+    """NaN (the window had too little data to judge), no window, or one analysed before
+    ``since``: no verdict."""
+    if math.isnan(drift) or (since is not None and (analysed is None or analysed < since)):
         return None
+    return drift >= 1.0
 
 
 class PrometheusDriftVerdict:
@@ -396,14 +408,20 @@ class PrometheusDriftVerdict:
         self.prometheus = PrometheusMetricsSource(base_url, selector, timeout_s, client)
         self.model = model
 
-    def query(self, version: str) -> str:
+    def query(self, version: str, family: str = DATASET_DRIFT) -> str:
         selector = self.prometheus.selector
         sel = f'model="{self.model}",version="{version}"' + (f",{selector}" if selector else "")
-        return f"max({DATASET_DRIFT}{{{sel}}})"
+        return f"max({family}{{{sel}}})"
 
-    def __call__(self, version: str) -> bool | None:
+    def __call__(self, version: str, since: float | None = None) -> bool | None:
+        """As :meth:`ScrapeDriftVerdict.__call__`, through Prometheus."""
         try:
             rows = self.prometheus._query(self.query(str(version)))
+            stamps = (
+                self.prometheus._query(self.query(str(version), LAST_WINDOW))
+                if since is not None and rows
+                else []
+            )
         except (httpx.HTTPError, ValueError, RuntimeError) as exc:
             log.warning(
                 "Prometheus %s: drift query failed (%s): no drift check",
@@ -413,5 +431,5 @@ class PrometheusDriftVerdict:
             return None
         if not rows:
             return None
-        value = float(rows[0]["value"][1])
-        return None if math.isnan(value) else value >= 1.0
+        analysed = float(stamps[0]["value"][1]) if stamps else None
+        return _verdict(float(rows[0]["value"][1]), analysed, since)

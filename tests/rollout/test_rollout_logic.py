@@ -89,7 +89,7 @@ def test_judge_passes_fails_and_waits() -> None:
     strict = ThresholdsConfig(min_requests=20, min_latency_samples=20, max_label_distance=0.3)
     v = judge(_counters(100, labels={"Python": 100}), _counters(50, labels={"C": 50}), strict)
     assert v.outcome == "fail" and "label_distance" in v.reason
-    drift = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda v: True)
+    drift = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda v, since: True)
     assert drift.outcome == "fail" and "last closed window of version 2 drifted" in drift.reason
 
 
@@ -288,7 +288,9 @@ def test_analysis_rolls_back_on_errors_and_holds_without_autopromote(tmp_path: P
 def test_drifted_canary_is_rolled_back_and_no_verdict_does_not_block(tmp_path: Path) -> None:
     rollout, registry, backend = _machine(tmp_path, ScriptedSource())
     asked: list[str] = []
-    rollout.drift = lambda version: asked.append(version) or True  # the monitor says: drifted
+    rollout.drift = lambda version, since: (
+        asked.append(version) or True
+    )  # the monitor says: drifted
     rollout.deploy()
     st = rollout.analyze()
     assert st.phase == "rolled_back" and registry.champion_version == "1"
@@ -296,7 +298,7 @@ def test_drifted_canary_is_rolled_back_and_no_verdict_does_not_block(tmp_path: P
     assert set(asked) == {"2"}  # only the canary is judged
 
     rollout2, registry2, _ = _machine(tmp_path / "b", ScriptedSource())
-    rollout2.drift = lambda version: None  # monitor present, no closed window yet
+    rollout2.drift = lambda version, since: None  # monitor present, no closed window yet
     rollout2.deploy()
     assert rollout2.analyze().phase == "promoted" and registry2.champion_version == "2"
 
@@ -368,6 +370,49 @@ def test_scrape_drift_verdict_reads_nan_as_no_check(monkeypatch: pytest.MonkeyPa
     verdict = ScrapeDriftVerdict("http://monitor/metrics", "m")
     assert verdict("2") is None and verdict("3") is True and verdict("4") is False
     assert verdict("5") is None
+
+
+def test_a_drift_verdict_from_before_the_deploy_is_no_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Newcomer trial: v1's last window had drifted; v1 deployed again as a canary was rolled
+    back 6 s later on that old window while its own traffic sat in the open one (and a drifting
+    canary could pass on an old 'no drift'). Only a window analysed since the deploy counts,
+    read from the monitor's /metrics (local) and through Prometheus (cluster)."""
+    from serving.rollout import metrics_source
+    from serving.rollout.metrics_source import PrometheusDriftVerdict, ScrapeDriftVerdict
+
+    text = (
+        'aicrush_drift_dataset_drift{model="m",version="1"} 1.0\n'
+        'aicrush_drift_last_window_timestamp_seconds{model="m",version="1"} 1000.0\n'
+    )
+    monkeypatch.setattr(
+        metrics_source.httpx,
+        "get",
+        lambda url, timeout: httpx.Response(200, text=text, request=httpx.Request("GET", url)),
+    )
+    scrape = ScrapeDriftVerdict("http://monitor/metrics", "m")
+    assert scrape("1") is True and scrape("1", 900.0) is True and scrape("1", 1100.0) is None
+
+    def prometheus(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        value = "1000" if "last_window_timestamp" in q else "1"
+        row = {"metric": {}, "value": [0, value]}
+        body = {"status": "success", "data": {"resultType": "vector", "result": [row]}}
+        return httpx.Response(200, json=body)
+
+    client = httpx.Client(transport=httpx.MockTransport(prometheus))
+    via_prometheus = PrometheusDriftVerdict("http://p", "m", client=client)
+    assert via_prometheus("1", 900.0) is True and via_prometheus("1", 1100.0) is None
+
+    # The analysis asks with the canary's deploy time.
+    rollout, registry, _ = _machine(tmp_path, ScriptedSource())
+    asked: list[float | None] = []
+    rollout.drift = lambda version, since: asked.append(since) or None
+    st = rollout.deploy()
+    rollout.analyze()
+    assert asked and set(asked) == {st.deployed_at} and st.deployed_at is not None
+    assert registry.champion_version == "2"
 
 
 class FlakyRegistry(MemoryRegistry):
@@ -727,7 +772,7 @@ def test_analysis_reports_what_it_could_not_measure() -> None:
     t = ThresholdsConfig(
         min_requests=20, min_latency_samples=20, min_agreement=0.9, max_label_distance=0.5
     )
-    v = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda _: None)
+    v = judge(_counters(100), _counters(50), t, canary_version="2", drift=lambda _v, _since: None)
     assert v.outcome == "pass"
     names = [m.split(":")[0] for m in v.not_measured]
     assert names == ["agreement", "drift"] and "Knative does not" in v.not_measured[0]
@@ -738,7 +783,9 @@ def test_analysis_reports_what_it_could_not_measure() -> None:
     assert no_gate.not_measured == ("drift: rollout.drift_gate is off",)
     mirrored = _counters(50)
     mirrored.mirrored, mirrored.agreed = 20, 19
-    measured = judge(_counters(100), mirrored, t, canary_version="2", drift=lambda _: False)
+    measured = judge(
+        _counters(100), mirrored, t, canary_version="2", drift=lambda _v, _since: False
+    )
     assert measured.not_measured == () and {c.name for c in measured.checks} >= {
         "agreement",
         "drift",
