@@ -146,6 +146,11 @@ def deploy(
         typer.echo(
             f"{backend.value}: stable {_v(st.stable)}"
             + (f", canary {_v(st.canary)} at {st.percent} %" if st.canary else "")
+            + (
+                " (the champion: it serves all the traffic)"
+                if st.history and st.history[-1]["event"] == "initial_deploy"
+                else ""
+            )
         )
         for line in _endpoint_lines(r.status().get("serving") or {}, r.registry.model_name):
             typer.echo(line)

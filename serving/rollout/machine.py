@@ -23,7 +23,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -219,6 +220,34 @@ class FileStateStore:
         known = {f.name for f in fields(RolloutState)}
         data = json.loads(self.path.read_text())
         return RolloutState(**{k: v for k, v in data.items() if k in known})
+
+    @contextmanager
+    def analysis_lock(self) -> Iterator[None]:
+        """Held while an analysis watches the canary (``flock`` on ``<state>.analysis.lock``,
+        released when the process ends however it ends). A second analysis of the same
+        rollout, which would step the canary under the first, raises :class:`RolloutError`."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path.with_suffix(".analysis.lock")
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RolloutError(
+                    f"the canary is already being watched (process {holder}: an `aicrush "
+                    "deploy` or `aicrush watch`); stop that one (Ctrl-C) first, or let it finish"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def save(self, state: RolloutState) -> None:
         state.updated_at = time.time()
@@ -466,6 +495,20 @@ class Rollout:
         poll of having enough evidence. ``progress`` gets every poll's verdict (the dict stored as
         ``last_analysis``: ``percent``, ``elapsed_s``, ``outcome``, ``reason``, ...).
         """
+        # One analysis at a time where the store can lock (the local backend's state file): a
+        # second `aicrush watch` would step the same canary under the first.
+        lock = getattr(self.store, "analysis_lock", None)
+        with lock() if lock is not None else nullcontext():
+            return self._analyze(stop, auto_promote, progress, expected, owner)
+
+    def _analyze(
+        self,
+        stop: threading.Event | None,
+        auto_promote: bool,
+        progress: Callable[[dict[str, Any]], None] | None,
+        expected: str | None,
+        owner: str | None,
+    ) -> RolloutState:
         st = self._require_canary(expected, owner)
         stable, canary = str(st.stable), str(st.canary)
         if st.percent == 0:
@@ -493,8 +536,14 @@ class Rollout:
                 try:
                     window = source.window([stable, canary], since=started)
                 except Exception as err:  # a missed scrape is retried on the next poll...
-                    log.warning("reading metrics failed: %s", err)
                     elapsed = time.time() - started
+                    log.warning(
+                        "reading metrics at %s %% failed (%.0fs into the step, retried every "
+                        "%gs until %gs): %s", percent, elapsed, self.cfg.poll_s,
+                        self.cfg.max_step_wait_s, err,
+                    )  # fmt: skip
+                    # Servers stopped or the canary rolled back from another shell: say so now.
+                    self._still_in_progress(self.store.load(), canary, owner)
                     if elapsed >= self.cfg.max_step_wait_s:  # ...until the step's time is up
                         return self._out_of_time(
                             percent, f"metrics unreadable ({err})", elapsed, canary
@@ -509,7 +558,7 @@ class Rollout:
                     drift_since=deployed_at,
                 )
                 elapsed = time.time() - started
-                record = self._record(verdict, percent, elapsed)
+                record = self._record(verdict, percent, elapsed, canary, owner)
                 if progress is not None:
                     progress(record)
                 if verdict.outcome == "fail":
@@ -572,8 +621,34 @@ class Rollout:
         self.store.save(st)
         raise CanaryHeld(why + "; the canary holds its traffic; promote or roll back by hand")
 
-    def _record(self, verdict: Verdict, percent: int, elapsed: float) -> dict[str, Any]:
+    def _still_in_progress(self, st: RolloutState, canary: str, owner: str | None) -> None:
+        """Raise :class:`CanaryChanged` when ``canary`` is no longer the canary in progress
+        (another command rolled it back, promoted it, stopped the servers or deployed another)
+        or no longer ``owner``'s: the analysis stops instead of judging what is gone."""
+        if st.phase != "canary" or str(st.canary) != canary:
+            if st.phase == "canary":
+                what = f"replaced by version {st.canary}"
+            else:
+                done = {"rolled_back": "rolled back", "promoted": "promoted", "idle": "stopped"}
+                what = done.get(st.phase, f"left in phase {st.phase}")
+            raise CanaryChanged(
+                f"canary version {canary} was {what} by another command meanwhile: the analysis "
+                "stops (`aicrush status` shows the rollout)"
+            )
+        if owner is not None and st.owner != owner:
+            self._require_canary(canary, owner)  # raises the take-over's CanaryChanged
+
+    def _record(
+        self,
+        verdict: Verdict,
+        percent: int,
+        elapsed: float,
+        canary: str | None = None,
+        owner: str | None = None,
+    ) -> dict[str, Any]:
         st = self.store.load()
+        if canary is not None:
+            self._still_in_progress(st, canary, owner)
         st.last_analysis = {
             "time": time.time(),
             "percent": percent,

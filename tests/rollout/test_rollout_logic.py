@@ -4,6 +4,7 @@ the Prometheus source (mocked HTTP), the compiled rollout pipeline and the CLI c
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -973,3 +974,55 @@ def test_ctrl_c_while_the_servers_start_says_so_and_status_shows_no_traffic(
     assert r.exit_code == 0, r.output
     assert "traffic   none: no model server behind the proxy" in r.output
     assert "stable 100 %" not in r.output
+
+
+def test_a_watch_stops_when_another_command_changes_the_canary_and_one_watch_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """Newcomer trial: a watching deploy printed 'pass' lines for a canary another shell had
+    rolled back, and polled a stopped backend for 10 minutes; two `aicrush watch` at once
+    stepped one canary in turn. The analysis now stops at the first poll that finds its canary
+    gone, and the local state allows one analysis at a time."""
+    from serving.rollout.machine import CanaryChanged
+
+    class RolledBackMeanwhile(ScriptedSource):
+        def window(self, versions, since):
+            if self.n == 2:  # another shell: `aicrush rollback`
+                other = Rollout(RecordingBackend(), registry, rollout.cfg, tmp_path / "s.json")
+                other.rollback(reason="a person")
+            return super().window(versions, since)
+
+    rollout, registry, _ = _machine(tmp_path, RolledBackMeanwhile(per_poll=1))
+    rollout.deploy()
+    with pytest.raises(CanaryChanged, match="canary version 2 was rolled back by another command"):
+        rollout.analyze()
+
+    class StoppedMeanwhile(FailingSource):
+        def window(self, versions, since):
+            st = stopped.store.load()
+            st.phase, st.canary, st.percent = "idle", None, 0  # `aicrush stop`
+            stopped.store.save(st)
+            return super().window(versions, since)
+
+    stopped, _, _ = _machine(tmp_path / "stop", StoppedMeanwhile())
+    stopped.deploy()
+    with pytest.raises(CanaryChanged, match="was stopped by another command"):
+        stopped.analyze()
+
+    import threading
+
+    first, _, _ = _machine(tmp_path / "two", ScriptedSource(per_poll=0))
+    first.deploy()
+    done = threading.Event()
+    watching = threading.Thread(target=lambda: first.analyze(stop=done), daemon=True)
+    first.sleep = lambda s: time.sleep(0.01)
+    watching.start()
+    try:
+        time.sleep(0.2)
+        second = Rollout(RecordingBackend(), first.registry, first.cfg, tmp_path / "two" / "s.json")
+        with pytest.raises(RolloutError, match=r"already being watched \(process \d+"):
+            second.analyze()
+    finally:
+        done.set()
+        watching.join(10)
+    assert not watching.is_alive()
