@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -553,9 +553,16 @@ class Monitor:
     def _export(self, key: tuple[str, str], result: DriftResult) -> None:
         m = self.metrics
         m.window_rows.labels(*key).set(result.n_rows)
-        m.last_window.labels(*key).set(time.time())
         m.enough_data.labels(*key).set(int(result.enough_data))
         self.last_results[key] = result
+        try:
+            self._export_verdict(m, key, result)
+        finally:
+            # Last: a scrape that sees this window's time sees its verdict too (the canary
+            # analysis counts only windows analysed since the canary's deploy).
+            m.last_window.labels(*key).set(time.time())
+
+    def _export_verdict(self, m: Any, key: tuple[str, str], result: DriftResult) -> None:
         if not result.enough_data:
             # No verdict: the gauges say NaN (alert rules and the canary analysis compare them
             # with 1 or a threshold, which NaN never meets), the run of drifted windows holds.

@@ -137,9 +137,14 @@ def deploy(
         try:
             st = r.deploy(version, canary)
         except KeyboardInterrupt:  # while the servers start: say so rather than exit silently
+            started = (
+                "the model servers it was starting are stopped"
+                if backend is BackendChoice.local
+                else "the InferenceService may already have taken the change"
+            )
             typer.echo(
-                "\ninterrupted while deploying: the model servers it was starting are stopped; "
-                "`aicrush status` shows what serves now, `aicrush deploy` starts again",
+                f"\ninterrupted while deploying: {started}; `aicrush status` shows what serves "
+                "now, `aicrush rollback` or `aicrush deploy` goes on from there",
                 err=True,
             )
             raise typer.Exit(code=130) from None

@@ -236,7 +236,7 @@ class LocalBackend:
         old = [s for s in (procs.stable if need_stable else None, procs.canary) if s]
         try:
             self._put_routes(procs, new_stable, new_canary, percent if canary else 0)
-        except Exception:
+        except BaseException:  # Ctrl-C too: no server left running unrecorded
             for s in (new_stable if need_stable else None, new_canary):
                 if s:
                     stop(s.pid)

@@ -180,6 +180,9 @@ HISTORY_EVENTS = 200
 #: before a pipeline's deploy changes the backend, so a deploy step killed or failing right
 #: after its change still leaves the canary to its run's exit handler.
 OWNER_EVENTS = ("deploying", "deploy", "initial_deploy", "take_over")
+#: Seconds beyond one ``poll_s`` a second analysis waits for the first to stop (a metrics read
+#: can take that long before the first notices its canary changed).
+ANALYSIS_LOCK_GRACE_S = 15.0
 #: Events after which a held canary is no longer held.
 MOVE_EVENTS = ("traffic", "held", "take_over", "rollback", "promote")
 
@@ -222,24 +225,33 @@ class FileStateStore:
         return RolloutState(**{k: v for k, v in data.items() if k in known})
 
     @contextmanager
-    def analysis_lock(self) -> Iterator[None]:
+    def analysis_lock(self, wait_s: float = 0.0) -> Iterator[None]:
         """Held while an analysis watches the canary (``flock`` on ``<state>.analysis.lock``,
         released when the process ends however it ends). A second analysis of the same
-        rollout, which would step the canary under the first, raises :class:`RolloutError`."""
+        rollout, which would step the canary under the first, waits up to ``wait_s`` (an
+        analysis whose canary was rolled back, replaced or taken over stops at its next poll),
+        then raises :class:`RolloutError`."""
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         path = self.path.with_suffix(".analysis.lock")
+        deadline = time.monotonic() + wait_s
         with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise RolloutError(
-                    f"the canary is already being watched (process {holder}: an `aicrush "
-                    "deploy` or `aicrush watch`); stop that one (Ctrl-C) first, or let it finish"
-                ) from None
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    raise RolloutError(
+                        f"the canary is already being watched (process {holder}: an `aicrush "
+                        "deploy`, `aicrush watch` or a pipeline's analysis step); stop that "
+                        "one first, or let it finish"
+                    ) from None
             f.seek(0)
             f.truncate()
             f.write(str(os.getpid()))
@@ -497,8 +509,13 @@ class Rollout:
         """
         # One analysis at a time where the store can lock (the local backend's state file): a
         # second `aicrush watch` would step the same canary under the first.
+        # The canary must be the caller's before it waits for the lock (a run whose canary a
+        # person took over gets CanaryChanged, not a lock error). The wait covers an analysis
+        # that stops at its next poll because its canary changed.
+        self._require_canary(expected, owner)
         lock = getattr(self.store, "analysis_lock", None)
-        with lock() if lock is not None else nullcontext():
+        wait_s = self.cfg.poll_s + ANALYSIS_LOCK_GRACE_S
+        with lock(wait_s) if lock is not None else nullcontext():
             return self._analyze(stop, auto_promote, progress, expected, owner)
 
     def _analyze(
@@ -543,7 +560,14 @@ class Rollout:
                         self.cfg.max_step_wait_s, err,
                     )  # fmt: skip
                     # Servers stopped or the canary rolled back from another shell: say so now.
-                    self._still_in_progress(self.store.load(), canary, owner)
+                    # The state itself unreadable (the API server down too) is retried as the
+                    # metrics are.
+                    try:
+                        current = self.store.load()
+                    except Exception as load_err:
+                        log.warning("reading the rollout state failed: %s", load_err)
+                    else:
+                        self._still_in_progress(current, canary, owner)
                     if elapsed >= self.cfg.max_step_wait_s:  # ...until the step's time is up
                         return self._out_of_time(
                             percent, f"metrics unreadable ({err})", elapsed, canary

@@ -977,7 +977,7 @@ def test_ctrl_c_while_the_servers_start_says_so_and_status_shows_no_traffic(
 
 
 def test_a_watch_stops_when_another_command_changes_the_canary_and_one_watch_at_a_time(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Newcomer trial: a watching deploy printed 'pass' lines for a canary another shell had
     rolled back, and polled a stopped backend for 10 minutes; two `aicrush watch` at once
@@ -1011,6 +1011,9 @@ def test_a_watch_stops_when_another_command_changes_the_canary_and_one_watch_at_
 
     import threading
 
+    from serving.rollout import machine
+
+    monkeypatch.setattr(machine, "ANALYSIS_LOCK_GRACE_S", 0.3)  # the second waits this long
     first, _, _ = _machine(tmp_path / "two", ScriptedSource(per_poll=0))
     first.deploy()
     done = threading.Event()
@@ -1026,3 +1029,63 @@ def test_a_watch_stops_when_another_command_changes_the_canary_and_one_watch_at_
         done.set()
         watching.join(10)
     assert not watching.is_alive()
+
+
+def test_a_take_over_waits_for_the_runs_analysis_to_stop_and_an_api_blip_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review findings. `aicrush watch --take-over` while the run's analysis held the lock
+    exited at once, and the run's analysis then stopped: nobody watched the canary. The second
+    analysis now waits for the first to notice the take-over at its next poll. And a state read
+    that failed beside a failed metrics read (the API server down) ended the analysis at once;
+    it is retried like the metrics."""
+    import threading
+
+    from serving.rollout.machine import CanaryChanged
+
+    rollout, _, _ = _machine(tmp_path, ScriptedSource(per_poll=0))
+    rollout.sleep = lambda s: time.sleep(0.02)
+    rollout.deploy("2", percent=10, owner="run-1")
+    outcome: list[BaseException] = []
+
+    def run_analysis() -> None:
+        try:
+            rollout.analyze(auto_promote=False, owner="run-1")
+        except BaseException as err:  # the test reads it
+            outcome.append(err)
+
+    pipeline = threading.Thread(target=run_analysis, daemon=True)
+    pipeline.start()
+    time.sleep(0.2)
+    person_backend = RecordingBackend()
+    person_backend.metrics_source = lambda: ScriptedSource(per_poll=0)  # type: ignore[method-assign]
+    person = Rollout(person_backend, rollout.registry, rollout.cfg, tmp_path / "s.json",
+                     sleep=lambda s: time.sleep(0.02))  # fmt: skip
+    person.take_over()
+    done = threading.Event()
+    threading.Timer(1.0, done.set).start()
+    st = person.analyze(stop=done)  # waited for the lock, then watched
+    pipeline.join(10)
+    assert outcome and isinstance(outcome[0], CanaryChanged), outcome
+    assert st.phase == "canary" and st.owner is None
+
+    class BlipStore:
+        """The state store of a backend whose API answers 503 once, beside a failed scrape."""
+
+        def __init__(self, inner) -> None:
+            self.inner, self.loads = inner, 0
+
+        def load(self):
+            self.loads += 1
+            if self.loads == 3:
+                raise RolloutError("reading the rollout state failed: HTTP 503")
+            return self.inner.load()
+
+        def save(self, state) -> None:
+            self.inner.save(state)
+
+    blip, _, _ = _machine(tmp_path / "blip", FailingSource(), max_step_wait_s=0.2)
+    blip.deploy()
+    blip.store = BlipStore(blip.store)
+    st = blip.analyze()
+    assert st.phase == "rolled_back" and "metrics unreadable" in st.history[-1]["reason"]
