@@ -449,8 +449,9 @@ class Rollout:
         return st
 
     def stop(self) -> RolloutState:
-        """Stop the backend's processes (the local proxy and model servers); the registry is left
-        as it is, so a canary in progress is neither promoted nor rolled back (phase ``idle``).
+        """Stop the backend's processes (the local proxy and model servers). A canary in progress
+        is neither promoted nor rolled back (phase ``idle``): the aliases stay, and its version is
+        tagged ``rollout.outcome=stopped``, ``rollout.traffic=0``.
 
         Raises :class:`RolloutError` for a backend without processes of its own (Kubernetes).
         """
@@ -462,9 +463,14 @@ class Rollout:
             )
         shutdown()
         st = self.store.load()
-        st.event("stop", stable=st.stable, canary=st.canary)
+        canary = st.canary
+        st.event("stop", stable=st.stable, canary=canary)
         st.phase, st.canary, st.percent = "idle", None, 0
         self.store.save(st)
+        if canary is not None:
+            # Its tags said "canary at N %" while nothing served it; a later deploy of it starts
+            # a new deployment (a new rollout.deployed_at).
+            self._tag(self.registry.record_traffic, canary, 0, "stopped")
         return st
 
     def status(self) -> dict[str, Any]:

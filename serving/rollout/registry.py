@@ -2,7 +2,7 @@
 
 The alias ``champion`` names the version serving the stable traffic; it moves only after the
 backend serves the promoted version at 100 %. Each version deployed as a canary carries tags:
-``rollout.outcome`` (canary / promoted / rolled_back / replaced), ``rollout.traffic`` (percent),
+``rollout.outcome`` (canary / promoted / rolled_back / replaced / stopped), ``rollout.traffic`` (percent),
 ``rollout.deployed_at`` / ``rollout.updated_at`` (UTC ISO time), ``rollout.rollback_reason``, and
 ``rollout.history`` (the last events as JSON, with time, backend, traffic and outcome of each).
 """

@@ -43,7 +43,10 @@ def test_stop_then_deploy_keeps_the_endpoint(tmp_path: Path) -> None:
         status = rollout.status()
         assert status["phase"] == "idle" and status["serving"]["running"] is False
         assert status["serving"]["endpoint"] is None
+        # The stopped canary's tags no longer say it serves 10 %.
+        assert rollout.registry.events[-1] == ("traffic", "2", 0, "stopped")
         rollout.stop()  # twice: nothing to stop, no error
+        assert rollout.registry.events[-1] == ("traffic", "2", 0, "stopped")  # not tagged again
         rollout.deploy(percent=10)
         assert backend.url == endpoint
         assert _predict(endpoint) == 200
