@@ -355,8 +355,11 @@ def status(
             )
     a = s.get("last_analysis")
     if a:
+        # Named by its canary: after a rollback, a promotion or `aicrush stop` it is the last
+        # rollout's analysis, not one of what serves now.
+        of = f"{_v(a['canary'])}: " if a.get("canary") else ""
         lines.append(
-            f"analysis  {a['outcome']} at {a['percent']} % after {a['elapsed_s']}s"
+            f"analysis  {of}{a['outcome']} at {a['percent']} % after {a['elapsed_s']}s"
             + (f": {a['reason']}" if a.get("reason") else "")
         )
     sys.stdout.write("\n".join(lines) + "\n")

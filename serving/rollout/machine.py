@@ -681,6 +681,7 @@ class Rollout:
             self._still_in_progress(st, canary, owner)
         st.last_analysis = {
             "time": time.time(),
+            "canary": canary,
             "percent": percent,
             "elapsed_s": round(elapsed, 2),
             **verdict.to_dict(),

@@ -842,6 +842,7 @@ def test_watch_goes_on_with_the_analysis_of_a_canary_left_unwatched(
     app = typer.Typer()
     app.command("deploy")(cli.deploy)
     app.command("watch")(cli.watch)
+    app.command("status")(cli.status)
     runner = CliRunner()
     r = runner.invoke(app, ["deploy", "--no-watch"])
     assert r.exit_code == 0 and "`aicrush watch` analyses it" in r.output, r.output
@@ -851,6 +852,9 @@ def test_watch_goes_on_with_the_analysis_of_a_canary_left_unwatched(
     assert "canary v2 at 25 %" in r.output and "analysis finished: promoted (stable v2)" in r.output
     assert [c for c in backend.calls if c[0] == "traffic"] == [("traffic", 25), ("traffic", 100)]
     assert registry.champion_version == "2"
+    # The last analysis is named by its canary (after the promotion nothing is a canary).
+    r = runner.invoke(app, ["status"])
+    assert "analysis  v2: pass at 100 %" in r.output, r.output
     r = runner.invoke(app, ["watch"])
     assert r.exit_code == 1 and "no canary in progress" in r.output
 
