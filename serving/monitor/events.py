@@ -24,6 +24,9 @@ from typing import Any
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 SPEC_VERSION = "1.0"
+#: The CloudEvents versions read: 1.0, and 0.3 (older SDKs and event sources still send it;
+#: the cloudevents library parses both).
+SPEC_VERSIONS = (SPEC_VERSION, "0.3")
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 REQUIRED_ATTRIBUTES = ("id", "type", "source", "specversion")
@@ -137,9 +140,11 @@ def parse_batch(body: bytes) -> list[InferenceEvent]:
 
 
 # The attributes CloudEvents 1.0 defines (https://github.com/cloudevents/spec, "Context
-# Attributes"): all strings in the JSON format; time an RFC 3339 timestamp, datacontenttype an
-# RFC 2046 media type.
-OPTIONAL_ATTRIBUTES = ("datacontenttype", "dataschema", "subject", "time")
+# Attributes"), and 0.3's schemaurl and datacontentencoding: all strings in the JSON format; time
+# an RFC 3339 timestamp, datacontenttype an RFC 2046 media type.
+OPTIONAL_ATTRIBUTES = (
+    "datacontenttype", "dataschema", "subject", "time", "schemaurl", "datacontentencoding"
+)  # fmt: skip
 #: The extensions the monitor reads (model name, version, endpoint): strings, or integers.
 READ_EXTENSIONS = ("inferenceservicename", "modelname", "modelversion", "endpoint")
 _RFC3339 = re.compile(
@@ -162,7 +167,7 @@ def _json_type(value: Any) -> str:
 def check_attributes(attrs: Mapping[str, Any], where: str = '"{}" in the JSON event') -> None:
     """Raise EventError naming the first attribute that is missing, of the wrong type or
     malformed: ``id``, ``source``, ``type`` and ``specversion`` (required, non-empty strings;
-    specversion "1.0"), ``time`` (RFC 3339), ``datacontenttype`` (a media type), the other
+    specversion "1.0" or "0.3"), ``time`` (RFC 3339), ``datacontenttype`` (a media type), the other
     CloudEvents attributes (strings) and the extensions the monitor reads (strings or integers).
     ``where`` spells an attribute's place in the message (``ce-{} header`` in binary mode)."""
     for name in REQUIRED_ATTRIBUTES:
@@ -177,10 +182,16 @@ def check_attributes(attrs: Mapping[str, Any], where: str = '"{}" in the JSON ev
             raise EventError(
                 f"CloudEvent attribute '{name}' must be a string, got {_json_type(value)}"
             )
-    if attrs["specversion"] != SPEC_VERSION:
+    if attrs["specversion"] not in SPEC_VERSIONS:
         raise EventError(
             f"CloudEvent specversion {attrs['specversion']!r} is not supported: send "
-            f"{SPEC_VERSION!r} (KServe's logger and aicrush's payload logger do)"
+            f"{SPEC_VERSION!r} (KServe's logger and aicrush's payload logger do) or '0.3'"
+        )
+    encoding = attrs.get("datacontentencoding")
+    if encoding is not None and encoding.lower() != "base64":
+        raise EventError(
+            f"CloudEvent attribute 'datacontentencoding' (CloudEvents 0.3) must be 'base64', "
+            f"got {encoding!r:.60}: send the body as JSON in 'data' without it"
         )
     if attrs["type"] not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise EventError(
@@ -250,7 +261,8 @@ def _structured_event(envelope: Any, raw: bytes | None) -> InferenceEvent:
 def structured_data(envelope: Mapping[str, Any]) -> tuple[Any, str]:
     """The logged body of a structured event and the member that carried it (``data`` or
     ``data_base64``). ``data`` is the JSON value itself (or a string holding JSON);
-    ``data_base64`` the body's bytes in base64 (RFC 4648), which must hold UTF-8 JSON.
+    ``data_base64`` the body's bytes in base64 (RFC 4648), which must hold UTF-8 JSON; so is
+    ``data`` under CloudEvents 0.3's ``"datacontentencoding": "base64"``.
 
     Raises EventError naming the member: both or neither present, ``data`` null, ``data_base64``
     not a string, not base64, empty, not UTF-8 or not JSON once decoded.
@@ -259,24 +271,12 @@ def structured_data(envelope: Mapping[str, Any]) -> tuple[Any, str]:
     if "data" in envelope and "data_base64" in envelope:
         raise EventError("the event carries both 'data' and 'data_base64': send one of them")
     if "data_base64" in envelope:
-        encoded = envelope["data_base64"]
-        if not isinstance(encoded, str):
-            raise EventError(
-                f"'data_base64' must be a base64 string, got {_json_type(encoded)}: put a JSON "
-                "body in 'data', or its bytes base64-encoded in 'data_base64'"
-            )
-        if not _BASE64.fullmatch(encoded) or len(encoded) % 4:
-            bad = next(
-                (c for c in encoded if not (c.isascii() and c.isalnum()) and c not in "+/="), None
-            )
-            what = (
-                f"character {bad!r} is not in the base64 alphabet (A-Z, a-z, 0-9, +, /)"
-                if bad is not None
-                else f"its length, {len(encoded)}, is not a multiple of 4 or '=' is misplaced"
-            )
-            raise EventError(f"'data_base64' is not valid base64: {what}")
-        decoded = base64.b64decode(encoded, validate=True)
-        return decode_json(decoded, "'data_base64' (decoded)", media), "data_base64"
+        return _base64_json(envelope["data_base64"], "data_base64", media), "data_base64"
+    if envelope.get("datacontentencoding") is not None and "data" in envelope:
+        # CloudEvents 0.3, JSON format: 'data' is a base64 string (check_attributes allows only
+        # the encoding "base64").
+        why = " (datacontentencoding base64)"
+        return _base64_json(envelope["data"], "data", media, why), "data"
     if "data" not in envelope:
         raise EventError(
             "the event carries no data: put the logged request or response body in 'data' "
@@ -288,6 +288,28 @@ def structured_data(envelope: Mapping[str, Any]) -> tuple[Any, str]:
     if isinstance(data, str):  # JSON sent as a string (double-encoded), or a non-JSON body
         return decode_json(data.encode(), "'data' (a string)", media), "data"
     return data, "data"
+
+
+def _base64_json(encoded: Any, member: str, media: str | None, why: str = "") -> Any:
+    """The JSON body ``member`` carries in base64 (RFC 4648, checked strictly); EventError
+    naming ``member`` and the problem otherwise."""
+    if not isinstance(encoded, str):
+        raise EventError(
+            f"'{member}'{why} must be a base64 string, got {_json_type(encoded)}: put a JSON "
+            "body in 'data', or its bytes base64-encoded in 'data_base64'"
+        )
+    if not _BASE64.fullmatch(encoded) or len(encoded) % 4:
+        bad = next(
+            (c for c in encoded if not (c.isascii() and c.isalnum()) and c not in "+/="), None
+        )
+        what = (
+            f"character {bad!r} is not in the base64 alphabet (A-Z, a-z, 0-9, +, /)"
+            if bad is not None
+            else f"its length, {len(encoded)}, is not a multiple of 4 or '=' is misplaced"
+        )
+        raise EventError(f"'{member}'{why} is not valid base64: {what}")
+    decoded = base64.b64decode(encoded, validate=True)
+    return decode_json(decoded, f"'{member}' (decoded)", media)
 
 
 def decode_json(raw: bytes, what: str, content_type: str | None) -> Any:

@@ -440,7 +440,26 @@ FIELD_ERRORS = [
         "'specversion'",
         "must be a string, got number",
     ),
-    ("specversion-0.3", _event(specversion="0.3"), "specversion '0.3'", "not supported"),
+    ("specversion-0.2", _event(specversion="0.2"), "specversion '0.2'", "not supported"),
+    # CloudEvents 0.3's datacontentencoding: only base64, and then 'data' is a base64 string
+    (
+        "encoding-not-base64",
+        _event(specversion="0.3", datacontentencoding="gzip"),
+        "'datacontentencoding'",
+        "must be 'base64', got 'gzip'",
+    ),
+    (
+        "encoding-base64-data-an-object",
+        _event(specversion="0.3", datacontentencoding="base64"),
+        "'data' (datacontentencoding base64)",
+        "must be a base64 string, got object",
+    ),
+    (
+        "encoding-base64-data-not-base64",
+        _event(specversion="0.3", datacontentencoding="base64", data="{}"),
+        "'data' (datacontentencoding base64)",
+        "character '{' is not in the base64 alphabet",
+    ),
     # optional attributes and the extensions the monitor reads
     ("time-not-rfc3339", _event(time="yesterday"), "'time'", "RFC 3339"),
     ("time-a-number", _event(time=1700000000), "'time'", "must be a string, got number"),
@@ -489,9 +508,9 @@ BINARY_FIELD_ERRORS = [
     ("body-wrong-shape", _binary(b'{"text": "a"}'), "(the body)", "neither V1"),
     ("ce-id-empty", _binary(b"{}", **{"ce-id": ""}), "ce-id header", "lacks"),
     (
-        "ce-specversion-0.3",
-        _binary(b"{}", **{"ce-specversion": "0.3"}),
-        "specversion '0.3'",
+        "ce-specversion-2.0",
+        _binary(b"{}", **{"ce-specversion": "2.0"}),
+        "specversion '2.0'",
         "not supported",
     ),
     ("ce-time-not-rfc3339", _binary(b"{}", **{"ce-time": "now"}), "'time'", "RFC 3339"),
@@ -529,6 +548,24 @@ def test_well_formed_variants_are_read(monitor):
             b'{"instances": ["curl"]}',
             **{"ce-id": "f", "content-type": "application/x-www-form-urlencoded"},
         ),
+        # CloudEvents 0.3 (older SDKs and sources): base64 data as the 0.3 JSON format writes
+        # it, and as the Python SDK writes it (data_base64), JSON data, binary mode.
+        _as_structured(
+            _event(
+                id="g",
+                specversion="0.3",
+                datacontentencoding="base64",
+                schemaurl="http://s/schema",
+                data=_b64(b'{"instances": ["v03"]}'),
+            )
+        ),
+        _as_structured(
+            _event(
+                id="h", specversion="0.3", **NO_DATA, data_base64=_b64(b'{"instances": ["sdk"]}')
+            )
+        ),
+        _as_structured(_event(id="i", specversion="0.3")),
+        _binary(b'{"instances": ["v03"]}', **{"ce-id": "j", "ce-specversion": "0.3"}),
     ]
     for headers, body in accepted:
         r = client.post("/", headers=headers, content=body)
