@@ -128,9 +128,42 @@ class FeaturesConfig(StrictModel):
 
     project: str = "aicrush"
     repo_path: str = Field(default="", description="Feast repo folder. Empty: <state>/feast.")
+    registry_path: str = Field(
+        default="",
+        description="Feast registry (the project's entities, views and services). Empty: "
+        "data/registry.db in the repo folder. In the cluster a gs:// object (e.g. "
+        "gs://PROJECT_ID-aicrush/feast/registry.db, where the cluster's Feast server reads it): "
+        "the engineer_features pod's disk is gone after the step.",
+    )
     online_store: Literal["sqlite", "redis"] = "sqlite"
-    redis_connection_string: str = "localhost:6379"
+    redis_connection_string: str = Field(
+        default="localhost:6379",
+        description="Feast's Redis connection string (host:port[,password=...][,ssl=true]). "
+        "${NAME} is read from the step's environment when Feast loads its config, so a "
+        "password stays out of the config: ...:6379,password=${REDIS_PASSWORD}.",
+    )
+    redis_secret_name: str = Field(
+        default="aicrush-redis",
+        description="Cluster, online_store redis: the Kubernetes Secret whose key 'password' the "
+        "engineer_features task gets as $REDIS_PASSWORD (in the namespace the pipeline's pods "
+        "run in). Empty: none.",
+    )
     materialize: bool = True
+
+    @model_validator(mode="after")
+    def _registry_path_is_local_or_gcs(self) -> FeaturesConfig:
+        path = self.registry_path
+        if "://" in path and not path.startswith("gs://"):
+            raise ValueError(
+                f"features.registry_path {path!r}: use a gs:// object (e.g. "
+                "gs://BUCKET/feast/registry.db) or a local path"
+            )
+        if path.startswith("gs://") and (path.rstrip("/") == "gs:" or path.endswith("/")
+                                         or "/" not in path[5:]):  # fmt: skip
+            raise ValueError(
+                f"features.registry_path {path!r} names no object: use gs://BUCKET/PATH/registry.db"
+            )
+        return self
 
 
 class DistributedConfig(StrictModel):

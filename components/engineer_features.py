@@ -104,11 +104,15 @@ def engineer(
     rows = feast_store.feature_rows(clean["sha256"].tolist(), clean["text"].tolist(), event_time)
     say(f"computed {len(FEATURE_NAMES)} features of {len(rows)} distinct files")
 
+    feast_store.check_environment(cfg)
     repo = feast_store.prepare_repo(feast_store.repo_path_for(cfg, state_dir), cfg)
     feast_store.write_offline_source(repo, rows)
     store = feast_store.open_store(repo)
     feast_store.apply_definitions(store)
-    say(f"applied Feast project {cfg.project!r} in {repo}")
+    say(
+        f"applied Feast project {cfg.project!r} in {repo}"
+        + (f" (registry {cfg.registry_path})" if cfg.registry_path else "")
+    )
     if cfg.materialize:
         feast_store.materialize(
             store, event_time - timedelta(seconds=1), event_time + timedelta(seconds=1)

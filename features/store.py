@@ -12,7 +12,9 @@ round trip per request, and no second copy of the feature code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +23,7 @@ import pandas as pd
 import yaml
 
 from aicrush.config import FeaturesConfig
+from aicrush.errors import DataError
 from features.file_features import FEATURE_NAMES, compute_file_features
 
 if TYPE_CHECKING:
@@ -45,13 +48,42 @@ def repo_path_for(cfg: FeaturesConfig, state_dir: Path) -> Path:
     )
 
 
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
 def render_store_yaml(cfg: FeaturesConfig) -> dict:
-    """``feature_store.yaml`` for this config: the packaged template, project and online store set."""
+    """``feature_store.yaml`` for this config: the packaged template with the project, the
+    registry (``features.registry_path``, e.g. a ``gs://`` object) and the online store set."""
     conf = yaml.safe_load(_TEMPLATE.read_text())
     conf["project"] = cfg.project
+    if cfg.registry_path:
+        conf["registry"] = {"registry_type": "file", "path": cfg.registry_path}
     if cfg.online_store == "redis":
         conf["online_store"] = {"type": "redis", "connection_string": cfg.redis_connection_string}
     return conf
+
+
+def check_environment(cfg: FeaturesConfig, environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`~aicrush.errors.DataError` when the Redis connection string refers to an
+    environment variable (``${REDIS_PASSWORD}``) that is not set: Feast expands such references
+    with :func:`os.path.expandvars`, which leaves an unset one as it is, and Redis then answers
+    with an authentication error that names neither the variable nor the setting."""
+    if cfg.online_store != "redis":
+        return
+    environ = os.environ if environ is None else environ
+    unset = [
+        a or b
+        for a, b in _ENV_REFERENCE.findall(cfg.redis_connection_string)
+        if (a or b) not in environ
+    ]
+    if unset:
+        raise DataError(
+            f"features.redis_connection_string refers to ${{{unset[0]}}}, which is not set in "
+            f"this step's environment. In the cluster the pipeline sets $REDIS_PASSWORD from the "
+            f"Secret named by features.redis_secret_name "
+            f"({cfg.redis_secret_name or 'empty: none'}; key 'password'); elsewhere export "
+            f"{unset[0]} before the run"
+        )
 
 
 def prepare_repo(repo_path: Path, cfg: FeaturesConfig) -> Path:

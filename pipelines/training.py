@@ -96,6 +96,17 @@ def build_training_pipeline(
         features = engineer_features(
             config=config, state_dir=state_dir, clean=validate.outputs["clean"]
         )
+        feast = cfg.features
+        if (
+            feast.online_store == "redis"
+            and feast.redis_secret_name
+            and ("REDIS_PASSWORD" in feast.redis_connection_string)
+        ):  # the connection string's ${REDIS_PASSWORD}, from a Secret, never a parameter
+            kubernetes.use_secret_as_env(
+                features,
+                secret_name=feast.redis_secret_name,
+                secret_key_to_env={"password": "REDIS_PASSWORD"},
+            )
         train = train_model(
             config=config,
             features=features.outputs["features"],

@@ -165,3 +165,31 @@ def test_single_gpu_training_still_trains_in_its_own_pod(compiled: list[dict]):
     assert "run_id" in spec["root"]["dag"]["tasks"]["train-model"]["inputs"]["parameters"]
     resources = _executor_of(spec, "train-model")["container"]["resources"]
     assert resources["accelerator"]["resourceCount"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("connection", "mounted"),
+    [("aicrush-redis:6379,password=${REDIS_PASSWORD}", True), ("aicrush-redis:6379", False)],
+)
+def test_feast_step_gets_the_redis_password_from_a_secret(
+    tmp_path: Path, connection: str, mounted: bool
+):
+    """The cluster's Redis requires a password (manifests/base/redis.yaml): the connection
+    string's ${REDIS_PASSWORD} comes from the Secret, mounted only when it is referred to (a
+    missing Secret would keep the pod from starting)."""
+    cfg = build_config(
+        {"features": {"online_store": "redis", "redis_connection_string": connection}}
+    )
+    spec, *platform = _load(compile_training_pipeline(tmp_path / "p.yaml", cfg))
+    executors = (
+        platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if platform else {}
+    )
+    executor = spec["root"]["dag"]["tasks"]["engineer-features"]["componentRef"]["name"].replace(
+        "comp-", "exec-"
+    )
+    secrets = executors.get(executor, {}).get("secretAsEnv", [])
+    if mounted:
+        assert secrets[0]["secretName"] == "aicrush-redis"
+        assert secrets[0]["keyToEnv"] == [{"secretKey": "password", "envVar": "REDIS_PASSWORD"}]
+    else:
+        assert secrets == []
