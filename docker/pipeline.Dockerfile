@@ -23,6 +23,13 @@ COPY serving serving
 RUN pip install --no-deps . && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
+# git: ingest_sources clones git sources (components/sources/git.py); the slim image has none.
+# Unpinned (DL3008): the base image's tag fixes the Debian release, whose security updates
+# replace a pinned version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 aicrush \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/aicrush aicrush \
     # KFP's launcher stages artifacts under these roots; a non-root step must be able to write.

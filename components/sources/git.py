@@ -37,7 +37,20 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
     dest = Path(tempfile.mkdtemp(prefix="git-", dir=ctx.workdir)) / name
     cmd = ["git", "clone", "--depth", "1", "--quiet", url, str(dest)]
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=1800, check=False
+        )
+    except FileNotFoundError:
+        raise DataError(
+            f"cannot clone {source!r}: the git command is not installed here (the pipeline "
+            "image installs it; elsewhere install git, e.g. apt-get install git)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise DataError(
+            f"git clone of {source!r} did not finish in 30 minutes: check the URL, or clone it "
+            "yourself and pass the folder as a source"
+        ) from None
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-3:]
         raise DataError(

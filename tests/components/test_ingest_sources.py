@@ -207,6 +207,17 @@ def test_git_repository_shallow_clone(tmp_path: Path, state_dir: Path) -> None:
         ingest(IngestConfig(sources=(str(tmp_path / "nothing.git"),)), tmp_path / "o2", state_dir)
 
 
+def test_git_source_without_git_installed_fails_clearly(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slim image without git raised FileNotFoundError from subprocess (a traceback)."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(DataError, match="the git command is not installed here"):
+        ingest(
+            IngestConfig(sources=("https://example.com/org/repo.git",)), tmp_path / "o", state_dir
+        )
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_labelled_table(tmp_path: Path, state_dir: Path, suffix: str) -> None:
     frame = pd.DataFrame(
