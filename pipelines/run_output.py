@@ -8,8 +8,9 @@ the run's log file; the terminal gets
 - ``ingest-sources      ok      3.2 s`` when a step finishes (parsed from kfp.local's lines),
 - the lines a step marks with :func:`aicrush.progress.report` (and, on a terminal, the transient
   :func:`aicrush.progress.status` lines, overwritten in place),
-- for a failed step, its one-line cause (the last ``SomeError: message`` line it printed; the
-  project's errors name the setting to change) and where the full log is.
+- for a failed step, its one-line cause (the final line of the last Python traceback it printed,
+  ``ArrowInvalid: message`` or ``KeyboardInterrupt``, else its last ``SomeError: message`` line;
+  the project's errors name the setting to change) and where the full log is.
 
 With ``verbose`` every line is echoed as well (the old behaviour).
 """
@@ -29,8 +30,15 @@ from aicrush.progress import PROGRESS_MARK, STATUS_MARK
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _FINISH = re.compile(r"Task '([^']+)' finished with status (\w+)")
-# "ValueError: ...", "aicrush.errors.DataError: ...", "RuntimeError: ..." as a traceback ends.
+# An error line outside a traceback: "ValueError: ...", "aicrush.errors.DataError: ...".
 _ERROR = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Exit)):\s+(.+)$")
+# A traceback's header; "Exception Group Traceback" is how Python 3.11+ starts an ExceptionGroup.
+_TRACEBACK = re.compile(r"^(?:Exception Group )?Traceback \(most recent call last\):$")
+# The line that ends a traceback (traceback.format_exception_only): "module.Class: message",
+# "Class: message", or the bare class when the message is empty ("KeyboardInterrupt").
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?::\s?(.*))?$")
+# ExceptionGroup tracebacks draw a box: "  + Exception Group Traceback", "  | ValueError: x".
+_BOX = re.compile(r"^(\s*)[+|] ")
 
 
 @dataclass
@@ -63,6 +71,7 @@ class RunOutput(io.TextIOBase):
         self.steps: list[StepRecord] = []
         self._buffer = ""
         self._transient = False  # a status line is on the terminal, to be overwritten
+        self._traceback_indent: int | None = None  # inside a traceback: its header's indent
 
     # -- stream protocol ------------------------------------------------------------------
 
@@ -105,6 +114,7 @@ class RunOutput(io.TextIOBase):
             self._show(raw)
         if m := _START.search(text):
             self.steps.append(StepRecord(m[1], time.monotonic()))
+            self._traceback_indent = None
             return
         if m := _FINISH.search(text):
             step = self.current
@@ -123,8 +133,34 @@ class RunOutput(io.TextIOBase):
                 self._terminal.flush()
                 self._transient = True
             return
-        if step is not None and (m := _ERROR.match(text)):
+        if step is None:
+            return
+        unboxed = _BOX.sub(lambda m: m[1] + "  ", line)
+        if (error := self._traceback_line(unboxed)) is not None:
+            if error:
+                step.errors.append(error)
+        elif m := _ERROR.match(unboxed.strip()):
             step.errors.append(f"{m[1]}: {m[2]}")
+
+    def _traceback_line(self, line: str) -> str | None:
+        """Follow a traceback by indentation (kfp.local indents a step's lines by 4): frames
+        are indented deeper than the header, the exception line as deep. Returns the cause when
+        ``line`` ends a traceback ("Class: message" or "Class"), "" for any other line of one,
+        None for a line outside tracebacks."""
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if _TRACEBACK.match(text):
+            self._traceback_indent = indent
+            return ""
+        if self._traceback_indent is None:
+            return None
+        if not text or indent > self._traceback_indent:
+            return ""  # a frame, its source line or the ^^^ markers
+        self._traceback_indent = None
+        m = _EXCEPTION.match(text)
+        if m is None:
+            return ""  # a line of some other output: the traceback was cut short
+        return f"{m[1]}: {m[2]}" if m[2] else m[1]
 
     def _finish(self, step: StepRecord, status: str) -> None:
         step.seconds = time.monotonic() - step.started

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from aicrush.progress import PROGRESS_MARK, STATUS_MARK
 from pipelines.run_output import RunOutput
 
@@ -79,3 +81,82 @@ def test_verbose_shows_everything(tmp_path: Path) -> None:
     out.write(_kfp_lines("ingest-sources", ["INFO noise"], "SUCCESS"))
     out.close()
     assert "INFO noise" in terminal.getvalue() and "Executing task" in terminal.getvalue()
+
+
+def _traceback_of(code: str) -> list[str]:
+    """The lines a step that runs ``code`` prints (stderr into stdout, as kfp.local pipes it)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0 and "Traceback" in done.stderr, done.stderr
+    return done.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        # A corrupt input file: a dotted module and a class not ending in Error.
+        (
+            "import pyarrow.parquet as pq, sys; open('x.parquet', 'w').write('not parquet');"
+            " pq.read_table('x.parquet')",
+            "ArrowInvalid: Could not open Parquet input source",
+        ),
+        ("import json; json.loads('{')", "JSONDecodeError: Expecting property name"),
+        (
+            "from aicrush.errors import DataError; raise DataError('add data')",
+            "DataError: add data",
+        ),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),  # no message
+        ("class Boom(Exception): pass\nraise Boom()", "Boom"),
+        ("import pyarrow.lib as pl; raise pl.ArrowInvalid()", "ArrowInvalid"),
+        ("e = ValueError('bad value'); e.add_note('a note'); raise e", "ValueError: bad value"),
+        ("raise OSError(28, 'No space left on device')", "OSError: [Errno 28] No space left"),
+        ("raise ValueError('first line\\nsecond line')", "ValueError: first line"),
+        # Chained: the last traceback's exception is the cause.
+        (
+            "try:\n    {}['k']\nexcept KeyError:\n    raise RuntimeError('lookup failed')",
+            "RuntimeError: lookup failed",
+        ),
+        ("def f():\n    return 1 / 0\nf()", "ZeroDivisionError: division by zero"),
+        (
+            "raise ExceptionGroup('several', [ValueError('inner one')])",
+            "ValueError: inner one",
+        ),
+    ],
+)
+def test_the_cause_is_the_last_line_of_any_real_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, cause: str
+) -> None:
+    """A step that failed on a corrupt .parquet (pyarrow.lib.ArrowInvalid) was reported as
+    'failed without an error message': only names ending in Error/Exception were recognised."""
+    monkeypatch.chdir(tmp_path)
+    out = RunOutput(tmp_path / "run.log", io.StringIO())
+    out.write(_kfp_lines("ingest-sources", ["INFO: reading", *_traceback_of(code)], status=None))
+    step = out.fail_current()
+    out.close()
+    assert step is not None and step.cause.startswith(cause), step.cause
+
+
+def test_a_traceback_cut_short_and_frames_that_look_like_errors(tmp_path: Path) -> None:
+    """Source lines of frames ("raise Boom: x" is never at the header's depth) are not causes;
+    a line of other output after a header does not swallow the next traceback."""
+    out = RunOutput(tmp_path / "run.log", io.StringIO())
+    body = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 3, in <module>',
+        "    Failure: not the exception",
+        "Epoch 1 of 3",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 9, in <module>',
+        "    raise",
+        "    ^^^^^",
+        "pyarrow.lib.ArrowNotImplementedError",
+        "note: an exception note",
+    ]
+    out.write(_kfp_lines("train-model", body, status=None))
+    step = out.fail_current()
+    out.close()
+    assert step is not None and step.cause == "ArrowNotImplementedError"
