@@ -591,6 +591,34 @@ def show_training_progress(info: dict[str, Any]) -> None:
         status(line)
 
 
+def _check_artifact_store(cfg: Any, artifact_uri: str, checkpoint_dir: str) -> None:
+    """In a cluster whose pipeline root is not GCS (MinIO, S3): refuse a distributed config,
+    whose request holds no GPU for this pod, and say that a retry starts from step 0.
+
+    Raises:
+        DataError: ``train.distributed`` needs a TrainJob and the artifacts are not in ``gs://``.
+    """
+    from aicrush.errors import DataError
+    from components.trainjob import needs_trainjob
+
+    scheme = artifact_uri.partition("://")[0] if "://" in artifact_uri else ""
+    if not scheme or scheme == "gs":
+        return
+    if needs_trainjob(cfg):
+        raise DataError(
+            f"train.distributed asks for a Kubeflow Trainer TrainJob, whose nodes exchange the "
+            f"run's files through GCS, but this run's artifacts are in {scheme}:// "
+            f"({artifact_uri}); submit with `aicrush submit --pipeline-root gs://BUCKET/PREFIX` "
+            "or set train.distributed to one GPU on one node (docs/distributed-training.md)"
+        )
+    if not checkpoint_dir:
+        log.warning(
+            "the run's artifacts are in %s://, which checkpoints are not mirrored to: a retried "
+            "pod trains from step 0; submit with --pipeline-root gs://BUCKET/PREFIX to resume",
+            scheme,
+        )
+
+
 def run_train_step(
     config: dict[str, Any],
     features: Any,
@@ -610,8 +638,10 @@ def run_train_step(
     from components.trainjob import run_trainjob_step, uses_trainjob
 
     cfg = config_from_dict(config)
-    if uses_trainjob(cfg, getattr(features, "uri", "")):
+    artifact_uri = str(getattr(features, "uri", ""))
+    if uses_trainjob(cfg, artifact_uri):
         return run_trainjob_step(cfg, features, model, metrics, checkpoint_dir, run_id)
+    _check_artifact_store(cfg, artifact_uri, checkpoint_dir)
     # A URL (gs://...) is mirrored from a local folder; in the cluster the default is a prefix in
     # the pipeline's artifact store, since a pod's own disk dies with it (see checkpoint_sync).
     remote = checkpoint_dir if "://" in checkpoint_dir else ""

@@ -292,6 +292,23 @@ def submit(
             help="Rollout pipeline: the registered version to roll out (default: alias challenger).",
         ),
     ] = None,
+    pipeline_root: Annotated[
+        str | None,
+        typer.Option(
+            "--pipeline-root",
+            help="Where the run's artifacts go, e.g. gs://BUCKET/pipeline-root. Default: the "
+            "cluster's (kfp-launcher ConfigMap; MinIO in a standalone install). A TrainJob "
+            "(train.distributed) and checkpoint resume on retry need gs://.",
+        ),
+    ] = None,
+    service_account: Annotated[
+        str | None,
+        typer.Option(
+            "--service-account",
+            help="Kubernetes service account of the run's pods. Default: the profile's "
+            "default-editor (multi-user) or pipeline-runner.",
+        ),
+    ] = None,
     source: SourceOpt = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
@@ -300,13 +317,20 @@ def submit(
 
     Authentication: kfp.Client's own (KF_PIPELINES_SA_TOKEN_PATH, or a token from your
     kubeconfig/ID provider). Sources must be reachable from the cluster (gs:// or git URLs).
+    The run's artifacts must be in GCS (`--pipeline-root gs://...` or the cluster's default)
+    for a distributed TrainJob and for a retried training pod to resume from its checkpoints.
     """
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
     if model_version is not None and pipeline is not PipelineChoice.rollout:
         raise typer.BadParameter("--model-version applies to --pipeline rollout only")
-    from pipelines.submit import submit_pipeline
+    from pipelines.submit import check_pipeline_root, submit_pipeline
 
+    if pipeline_root is not None:
+        try:
+            check_pipeline_root(pipeline_root, cfg, pipeline.value)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--pipeline-root") from None
     arguments = {"model_version": model_version} if model_version else {}
     try:
         sub = submit_pipeline(
@@ -317,6 +341,8 @@ def submit(
             run_name=run_name,
             namespace=namespace,
             arguments=arguments,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
         )
     except Exception as err:  # the KFP client raises many types; the user needs the message
         typer.echo(f"error: could not submit to {host}: {err}", err=True)

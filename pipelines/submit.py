@@ -29,9 +29,23 @@ def submit_pipeline(
     existing_token: str | None = None,
     arguments: dict[str, Any] | None = None,
     client: Any = None,
+    pipeline_root: str | None = None,
+    service_account: str | None = None,
 ) -> Submission:
     """Compile ``pipeline`` for ``cfg`` and create a run through ``kfp.Client`` with the config
-    as its ``config`` parameter (plus ``arguments``, e.g. ``model_version`` for the rollout)."""
+    as its ``config`` parameter (plus ``arguments``, e.g. ``model_version`` for the rollout).
+
+    pipeline_root: where the run's artifacts go (``gs://bucket/prefix``); None keeps the
+    cluster's default (the ``kfp-launcher`` ConfigMap's ``defaultPipelineRoot``, MinIO in a
+    standalone install). service_account: the Kubernetes service account the run's pods use
+    (None: the profile's ``default-editor``).
+
+    Raises:
+        ValueError: ``pipeline_root`` is not a ``gs://`` URI while ``train.distributed`` asks for
+            a Kubeflow Trainer TrainJob, whose nodes exchange the run's files through GCS.
+    """
+    if pipeline_root is not None:
+        check_pipeline_root(pipeline_root, cfg, pipeline)
     if client is None:
         import kfp
 
@@ -44,6 +58,8 @@ def submit_pipeline(
             run_name=run_name,
             experiment_name=experiment,
             namespace=namespace,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
         )
     return Submission(
         run_id=run.run_id,
@@ -51,6 +67,25 @@ def submit_pipeline(
         experiment=experiment,
         pipeline=pipeline,
     )
+
+
+def check_pipeline_root(root: str, cfg: AicrushConfig, pipeline: PipelineName) -> None:
+    """Refuse a ``--pipeline-root`` the run could not work with (see :func:`submit_pipeline`).
+
+    Raises:
+        ValueError: not ``scheme://bucket[/prefix]``, or not ``gs://`` for a TrainJob.
+    """
+    from components.trainjob import needs_trainjob
+
+    scheme, sep, rest = root.partition("://")
+    if not sep or not scheme or not rest.strip("/"):
+        raise ValueError(f"{root!r} is not a URI with a bucket, e.g. gs://my-bucket/pipeline-root")
+    if pipeline == "training" and scheme != "gs" and needs_trainjob(cfg):
+        raise ValueError(
+            f"{root!r}: train.distributed asks for a Kubeflow Trainer TrainJob, "
+            "whose nodes read the features and write the model through GCS; give a gs:// root "
+            "or train on one GPU (docs/distributed-training.md)"
+        )
 
 
 def submit_training_pipeline(

@@ -492,3 +492,34 @@ def test_retain_freed_memory_keeps_freed_buffers_and_respects_a_chosen_allocator
     assert applied == "True" and float(dropped) < 1.0
     applied, dropped = run("retain", MALLOC_TRIM_THRESHOLD_="131072")
     assert applied == "False"
+
+
+def test_a_trainjob_config_with_artifacts_outside_gcs_fails_before_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A standalone KFP keeps artifacts in MinIO: the distributed task requests no GPU for its
+    own pod and no TrainJob can read minio://, so the step stops with what to change."""
+    from aicrush.config import build_config
+    from aicrush.errors import DataError
+    from components.train_model import run_train_step
+
+    class Artifact:
+        def __init__(self, uri: str, path: str):
+            self.uri, self.path, self.metadata = uri, path, {}
+
+    features = Artifact("minio://mlpipeline/v2/artifacts/p/run/engineer-features/features", "")
+    model = Artifact("minio://mlpipeline/v2/artifacts/p/run/train-model/model", "")
+    cfg = build_config({"train": {"distributed": {"processes_per_node": 2}}}).to_dict()
+    with pytest.raises(DataError, match=r"artifacts are in minio://.*--pipeline-root gs://"):
+        run_train_step(cfg, features, model, None)
+
+    from components.train_model import _check_artifact_store
+
+    one_gpu = build_config({})
+    with caplog.at_level("WARNING"):
+        _check_artifact_store(one_gpu, features.uri, "")
+    assert "a retried pod trains from step 0" in caplog.text
+    caplog.clear()
+    _check_artifact_store(one_gpu, str(tmp_path), "")  # a local run: nothing to say
+    _check_artifact_store(one_gpu, "gs://b/r/engineer-features/features", "")
+    assert caplog.text == ""

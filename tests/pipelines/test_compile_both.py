@@ -81,6 +81,53 @@ def test_submit_sends_the_rollout_with_its_arguments(tmp_path: Path) -> None:
     assert set(client.arguments) <= declared
 
 
+def test_submit_passes_pipeline_root_and_service_account() -> None:
+    from pipelines.submit import submit_pipeline
+
+    class Client:  # kfp.Client's create_run_from_pipeline_package takes both (kfp 2.17)
+        def create_run_from_pipeline_package(self, package, arguments, **kwargs):
+            self.kwargs = kwargs
+            return type("Run", (), {"run_id": "r-2"})()
+
+    client = Client()
+    submit_pipeline(
+        "training",
+        build_config(),
+        "http://kfp",
+        client=client,
+        pipeline_root="gs://b/pipeline-root",
+        service_account="aicrush-runner",
+    )
+    assert client.kwargs["pipeline_root"] == "gs://b/pipeline-root"
+    assert client.kwargs["service_account"] == "aicrush-runner"
+
+
+@pytest.mark.parametrize(
+    ("root", "said"),
+    [
+        ("pipeline-root", "not a URI with a bucket"),
+        ("gs://", "not a URI with a bucket"),
+        ("minio://mlpipeline/v2/artifacts", "give a gs:// root"),
+    ],
+)
+def test_submit_refuses_a_pipeline_root_the_run_cannot_use(root: str, said: str) -> None:
+    """A TrainJob's nodes exchange files through GCS: a MinIO root is refused before the
+    cluster sees the run (the step would train on the CPU of a pod that requests no GPU)."""
+    distributed = ["--config", str(_distributed_config())]
+    result = runner.invoke(
+        app, ["submit", "--host", "http://127.0.0.1:9", "--pipeline-root", root, *distributed]
+    )
+    assert result.exit_code == 2 and said in " ".join(result.output.replace("│", " ").split())
+
+
+def _distributed_config() -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "distributed.yaml"
+    path.write_text("train:\n  distributed:\n    processes_per_node: 2\n")
+    return path
+
+
 def test_model_version_is_for_the_rollout_only() -> None:
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9", "--model-version", "3"])
     assert result.exit_code != 0 and "--pipeline rollout only" in result.output
