@@ -488,11 +488,13 @@ def run_evaluate_step(
     metrics: Any,
     confusion: Any,
     model_card: Any,
+    predictions: Any,
 ) -> GateOutputs:
     """The body of the ``evaluate_model`` component: evaluate, log artifacts, return the gate.
 
-    The model card is written to ``model_card.path``; the test predictions to
-    ``predictions.parquet`` beside it (its path is in ``model_card.metadata["predictions"]``).
+    The model card is written to ``model_card.path``; the test predictions, as Parquet, to
+    ``predictions.path``: an output of its own, since in the cluster only an output's own path
+    is uploaded to the artifact store (a file beside it dies with the pod).
     """
     from aicrush.config import config_from_dict
 
@@ -520,9 +522,10 @@ def run_evaluate_step(
     card = Path(model_card.path)
     card.parent.mkdir(parents=True, exist_ok=True)
     card.write_text(render_model_card(result))
-    predictions_path = card.parent / PREDICTIONS_FILE
-    result.predictions.to_parquet(predictions_path, index=False)
-    model_card.metadata["predictions"] = str(predictions_path)
+    table = Path(predictions.path)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    result.predictions.to_parquet(table, index=False)
+    predictions.metadata.update({"format": "parquet", "rows": len(result.predictions)})
     return GateOutputs(result.passed, result.reason, float(result.metrics["macro_f1"]))
 
 
@@ -540,6 +543,7 @@ def evaluate_model(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     model_card: Output[HTML],
+    predictions: Output[Dataset],
 ) -> NamedTuple(  # type: ignore[valid-type]
     "Outputs", [("passed", bool), ("reason", str), ("macro_f1", float)]
 ):
@@ -552,8 +556,12 @@ def evaluate_model(
     metrics: accuracy, macro-F1, macro precision/recall (the champion's prefixed champion_; the linear
     baseline's, fitted on the train split, prefixed baseline_: accuracy, macro_f1, fit_seconds).
     confusion: the test confusion matrix. model_card: the HTML model card.
+    predictions: the test split's predictions, a Parquet file (repository, path, label,
+    prediction, score, baseline_prediction).
     Returns passed (the gate), reason (in words) and the challenger's macro_f1.
     """
     from components.evaluate_model import run_evaluate_step
 
-    return run_evaluate_step(config, model, features, champion_uri, metrics, confusion, model_card)
+    return run_evaluate_step(
+        config, model, features, champion_uri, metrics, confusion, model_card, predictions
+    )

@@ -182,7 +182,7 @@ def summarize(run_dir: Path, outcome: dict[str, Any], tracking_uri: str, wall: f
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
     metrics = {k: v for k, v in logged.items() if not k.startswith("baseline_")}
-    predictions_path = run_dir / "evaluate-model" / "predictions.parquet"
+    predictions_path = run_dir / "evaluate-model" / "predictions"  # the output, as Parquet
     reports = {
         "data_report": _as_html(run_dir / "validate-dataset" / "report"),
         "model_card": _as_html(run_dir / "evaluate-model" / "model_card"),

@@ -271,14 +271,24 @@ def test_component_glue_with_kfp_artifacts(
         ClassificationMetrics(uri=str(eval_task / "confusion")),
     )
     card = HTML(uri=str(eval_task / "model_card"))
+    predictions = Dataset(uri=str(eval_task / "predictions"))
     outputs = run_evaluate_step(
-        config, model, features, str(random_model_dir), out_metrics, confusion, card
+        config, model, features, str(random_model_dir), out_metrics, confusion, card, predictions
     )
     assert isinstance(outputs.passed, bool) and outputs.reason and 0.0 <= outputs.macro_f1 <= 1.0
     assert "champion_macro_f1" in out_metrics.metadata and "macro_f1" in out_metrics.metadata
     assert len(confusion.metadata["confusionMatrix"]["rows"]) == 5
     assert "<html>" in Path(card.path).read_text()
-    assert Path(card.metadata["predictions"]).is_file()
+    # its own output: in the cluster a file beside the card would not be uploaded
+    table = pd.read_parquet(predictions.path)
+    assert predictions.metadata["rows"] == len(table) > 0
+    assert {"label", "prediction", "baseline_prediction"} <= set(table.columns)
+    assert {p.name for p in eval_task.iterdir()} <= {
+        "confusion",
+        "metrics",
+        "model_card",
+        "predictions",
+    }
 
     assert set(train_model.component_spec.inputs) == {
         "config",
@@ -287,6 +297,7 @@ def test_component_glue_with_kfp_artifacts(
         "run_id",
     }
     assert set(evaluate_model.component_spec.outputs) >= {
+        "predictions",
         "metrics",
         "confusion",
         "model_card",
