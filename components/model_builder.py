@@ -10,6 +10,7 @@
   or a Hugging Face hub id.
 """
 
+import os
 import re
 import string
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aicrush.config import TrainConfig
+from aicrush.errors import DataError
 from aicrush.text_window import CHARS_PER_TOKEN, CROP_SPAN, CROPS, window_texts
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -122,6 +124,23 @@ def resolve_base_model(base_model: str, download_dir: Path) -> str:
     return base_model  # a hub id (needs network or a populated HF cache)
 
 
+def hub_model_error(base_model: str, err: BaseException) -> str:
+    """What to do when ``train.base_model`` is a Hugging Face Hub id that did not load."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    why = (
+        "HF_HUB_OFFLINE is set (the aicrush images set it; clusters often have no egress)"
+        if offline
+        else first
+    )
+    return (
+        f"train.base_model {base_model!r} is not a local folder and did not load from the "
+        f"Hugging Face Hub: {why}. Copy the model folder to your bucket (e.g. `hf download "
+        f"{base_model} --local-dir m && gcloud storage cp -r m gs://BUCKET/models/NAME`) and set "
+        "train.base_model to that gs:// folder, or give a local folder"
+    )
+
+
 def download_gcs_folder(uri: str, dest: Path) -> Path:
     """Download every object under ``gs://bucket/prefix`` into ``dest`` (a model folder)."""
     from components.object_store import download_folder
@@ -213,14 +232,19 @@ def build_model_and_tokenizer(
             cfg.max_length,
         )
     source = resolve_base_model(cfg.base_model, work_dir / "base_model")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id=label2id,
-        ignore_mismatched_sizes=True,
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            ignore_mismatched_sizes=True,
+        )
+    except OSError as err:  # transformers' error for a folder or hub id it cannot load
+        if source != cfg.base_model:  # minilm, a folder, a downloaded gs:// folder: as it is
+            raise
+        raise DataError(hub_model_error(cfg.base_model, err)) from err
     limits = [cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length)]
     if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
         limits.append(tokenizer.model_max_length)

@@ -117,3 +117,25 @@ def test_vocabulary_counting_splits_words_as_the_tokenizer_does() -> None:
         normal = backend.normalizer.normalize_str(text)
         expected = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(normal)]
         assert re.findall(_PRE_TOKEN_PATTERN, normal) == expected
+
+
+def test_unreachable_hub_id_says_to_use_a_bucket_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The images set HF_HUB_OFFLINE=1: a hub id fails in the cluster with a DataError saying
+    what to do, not transformers' OSError traceback."""
+    from aicrush.errors import DataError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = TrainConfig(base_model="no-such-org/no-such-model")
+    with pytest.raises(DataError, match=r"HF_HUB_OFFLINE is set.*gs://BUCKET/models"):
+        build_model_and_tokenizer(cfg, ["a", "b"], ["x"], tmp_path)
+
+
+def test_a_broken_local_model_folder_keeps_transformers_error(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises((OSError, ValueError)) as info:
+        build_model_and_tokenizer(TrainConfig(base_model=str(folder)), ["a"], ["x"], tmp_path)
+    assert "HF_HUB_OFFLINE" not in str(info.value)
