@@ -7,11 +7,19 @@ being silently ignored. Presets (``tiny``, ``minilm``) are partial configs merge
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aicrush.rollout_config import RolloutConfig
 
@@ -46,8 +54,8 @@ class IngestConfig(StrictModel):
     )
     extra_extensions: dict[str, str] = Field(
         default_factory=dict,
-        description="Extension (with dot, lowercase) -> language, merged over the built-in table; "
-        "map an extension to '' to ignore it.",
+        description="Extension (with its leading dot: '.tpl') or exact file name ('Jenkinsfile') "
+        "-> language, merged over the built-in table; map one to '' to ignore those files.",
     )
     max_file_bytes: int = Field(
         default=200_000, gt=0, description="Files larger are skipped at ingest."
@@ -80,6 +88,37 @@ class IngestConfig(StrictModel):
         "source root is one repository (files above that level belong to the source's own one).",
     )
     seed: int = 0
+
+    @field_validator("extra_extensions")
+    @classmethod
+    def _extension_keys(cls, table: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for key in table:
+            where = f"key {key!r}"
+            if not key.strip() or key != key.strip() or key.strip(".") == "":
+                raise ValueError(f"{where} names no extension or file name")
+            if "/" in key or "\\" in key:
+                raise ValueError(
+                    f"{where}: only a file's name is matched, not its folder; write "
+                    f"{key.replace(chr(92), '/').rsplit('/', 1)[-1]!r}"
+                )
+            if not key.startswith(".") and _LOOKS_LIKE_EXTENSION.fullmatch(key):
+                raise ValueError(
+                    f"{where} has no leading dot, so it would match only files named exactly "
+                    f"{key!r}; write '.{key}' for the extension"
+                )
+            if key.startswith(".") and (other := seen.get(key.lower())) is not None:
+                raise ValueError(
+                    f"{where} and {other!r} are the same extension (matched lowercased); keep one"
+                )
+            seen[key.lower()] = key
+        return table
+
+
+# A key of ingest.extra_extensions without a dot that is short and lowercase ('py', 'tpl', 'c++')
+# is an extension missing its dot, not a file name: real extension-less names are longer or
+# capitalised ('Jenkinsfile', 'makefile', 'BUILD').
+_LOOKS_LIKE_EXTENSION = re.compile(r"[a-z0-9+#_-]{1,5}")
 
 
 class ValidateConfig(StrictModel):
@@ -554,11 +593,51 @@ class ConfigError(ValueError):
     """A config that does not validate; the message names each bad key."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last one
+    silently, so the first setting a user wrote would do nothing."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_unique_keys(node, (), set())
+        return super().construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+    if id(node) in seen:  # an alias of a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and key.tag != "tag:yaml.org,2002:merge":
+                if name in lines:
+                    dotted = "".join(
+                        f"[{part!r}]" if "." in part or not part else f".{part}"
+                        for part in (*path, name)
+                    ).lstrip(".")
+                    raise _DuplicateKey(
+                        f"key {dotted} appears twice (lines {lines[name]} and "
+                        f"{key.start_mark.line + 1}); keep one"
+                    )
+                lines[name] = key.start_mark.line + 1
+            _check_unique_keys(value, (*path, name or "?"), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, (*path, str(i)), seen)
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
+        if e["type"] == "value_error":  # our validators' messages, without pydantic's prefix
+            msg = str(e.get("ctx", {}).get("error", msg))
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see `aicrush run --help` and README)"
         lines.append(f"  {key}: {msg}")
@@ -594,10 +673,28 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        if p.is_dir():
+            raise ConfigError(
+                f"config file {p} is a folder; pass the YAML file in it (--config {p}/FILE.yaml)"
+            )
+        if not p.exists():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            raw = p.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"config file {p} cannot be read: {err.strerror or err}") from None
+        try:
+            text = raw.decode("utf-8-sig")  # a byte order mark, as some editors write, is fine
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text (byte 0x{raw[err.start]:02x} on line "
+                f"{line}); save it as UTF-8"
+            ) from None
+        try:
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader
+        except _DuplicateKey as err:
+            raise ConfigError(f"config file {p}: {err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):

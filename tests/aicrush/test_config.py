@@ -61,6 +61,8 @@ def test_config_is_frozen():
         ("fractions.yaml", "val_fraction + validate.test_fraction must be below 0.8"),
         ("not_mapping.yaml", "must hold a mapping"),
         ("heads.yaml", "hidden_size must be divisible by train.num_heads"),
+        ("duplicate_key.yaml", "key train.epochs appears twice"),
+        ("extension_without_dot.yaml", "ingest.extra_extensions: key 'tpl' has no leading dot"),
     ],
 )
 def test_invalid_configs_name_the_key(name: str, message: str):
@@ -164,3 +166,88 @@ def test_no_float_setting_of_any_section_takes_inf():
         node[key[-1]] = float("inf")
         with pytest.raises(ConfigError, match=re.escape(".".join(key))):
             build_config(doc)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # The later value used to win silently.
+        (
+            b"train:\n  epochs: 1\n  batch_size: 8\n  epochs: 3\n",
+            "key train.epochs appears twice (lines 2 and 4)",
+        ),
+        (b"train: {}\nvalidate: {}\ntrain: {}\n", "key train appears twice (lines 1 and 3)"),
+        (
+            b"ingest:\n  extra_extensions:\n    .h: C\n    .h: C++\n",
+            r"key ingest.extra_extensions['.h'] appears twice (lines 3 and 4)",
+        ),
+        # A file saved as Latin-1 / UTF-16 used to crash with UnicodeDecodeError.
+        (
+            b"train:\n  epochs: 1\n# caf\xe9\n",
+            "is not UTF-8 text (byte 0xe9 on line 3); save it as UTF-8",
+        ),
+        ("train:\n  epochs: 1\n".encode("utf-16"), "is not UTF-8 text (byte 0xff on line 1)"),
+    ],
+)
+def test_unreadable_or_ambiguous_config_files_name_the_file_and_the_fix(
+    tmp_path: Path, content: bytes, message: str
+):
+    path = tmp_path / "aicrush.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_yaml_features_that_repeat_no_key_still_load(tmp_path: Path):
+    """Anchors, aliases and merge keys are not duplicates; a byte order mark is fine."""
+    path = tmp_path / "aicrush.yaml"
+    # A merge key ("<<") whose values a key of the same mapping overrides, as YAML intends.
+    path.write_bytes("\ufefftrain:\n  <<: {epochs: 1.0, batch_size: 4}\n  epochs: 2.0\n".encode())
+    cfg = load_config(path)
+    assert (cfg.train.epochs, cfg.train.batch_size) == (2.0, 4)
+
+
+def test_a_folder_as_config_file_says_it_is_a_folder(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"is a folder; pass the YAML file in it") as err:
+        load_config(tmp_path)
+    assert "not found" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "tpl",
+            "key 'tpl' has no leading dot, so it would match only files named exactly 'tpl'; write '.tpl'",
+        ),
+        ("py", "write '.py' for the extension"),
+        ("c++", "write '.c++' for the extension"),
+        ("src/Makefile", "only a file's name is matched, not its folder; write 'Makefile'"),
+        (".", "names no extension or file name"),
+        (" .py", "names no extension or file name"),
+    ],
+)
+def test_extra_extensions_keys_are_checked(key: str, message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        build_config({"ingest": {"extra_extensions": {key: "Jinja"}}})
+    assert "ingest.extra_extensions: key " in str(err.value)
+
+
+def test_extra_extensions_file_names_and_dotted_keys_pass():
+    table = {".tpl": "Jinja", ".cmake.in": "CMake", "Jenkinsfile": "Groovy", "makefile": "Make"}
+    assert build_config({"ingest": {"extra_extensions": table}}).ingest.extra_extensions == table
+    with pytest.raises(ConfigError, match=r"'.PY' and '.py' are the same extension"):
+        build_config({"ingest": {"extra_extensions": {".py": "A", ".PY": "B"}}})
+
+
+def test_the_cli_prints_config_file_errors_without_a_traceback(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    (tmp_path / "latin1.yaml").write_bytes(b"preset: tiny # caf\xe9\n")
+    for config, message in ((tmp_path, "is a folder"), (tmp_path / "latin1.yaml", "not UTF-8")):
+        result = CliRunner().invoke(app, ["run", "--config", str(config)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
