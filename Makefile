@@ -34,7 +34,7 @@ test: install ## Install, then check the layers contract and run the test suite 
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-cluster
-test-cluster: install ## The emulated cluster: the compiled rollout pipeline, each task an isolated process (minutes)
+test-cluster: install ## The emulated cluster: the compiled rollout and training pipelines, each task an isolated process (minutes)
 	$(BIN)/python -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
 
 .PHONY: test-fast

@@ -9,15 +9,18 @@ Outputs come back through the executor output file, as KFP's launcher reads them
 for the KFP backend only (Argo, driver, launcher); what runs inside each task is the compiled
 component itself. Supported: parameter inputs from pipeline parameters, constants and upstream
 task outputs; output parameters; output artifacts (local folders standing for the pod's
-uploaded outputs); ``env`` of the container spec; nested DAGs and exit tasks
-(``dsl.ExitHandler``); the ``{{$.pipeline_job_uuid}}`` placeholder. Not supported (not used by
-the rollout pipeline): conditions, loops, retry policies, input artifacts between tasks.
+uploaded outputs); input artifacts from upstream tasks (``taskOutputArtifact``): what the
+producer's executor declared, and only its own path, is copied into an artifact store after the
+task ends, as the launcher uploads it, and a consumer reads that copy; ``env`` of the container
+spec; nested DAGs and exit tasks (``dsl.ExitHandler``); the ``{{$.pipeline_job_uuid}}``
+placeholder. Not supported (not used by the pipelines): conditions, loops, retry policies.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,7 +91,8 @@ def run_pipeline(
 
     Args:
         root: where each task gets ``<task>/work`` (cwd), ``<task>/home`` (HOME) and
-            ``<task>/outputs`` (its declared output artifacts), all empty at start.
+            ``<task>/outputs`` (its declared output artifacts), all empty at start; uploaded
+            output artifacts go to ``<root>/artifact-store/<task>/<output>``.
         env: the whole environment of each task (nothing is inherited), plus the container
             spec's ``env``.
         home_files: files written into each task's HOME (relative path -> text), e.g. the
@@ -141,16 +145,24 @@ def run_pipeline(
             if "dag" in component:  # a group (e.g. the exit handler's): its tasks, then on
                 ok = run_dag(component["dag"], values) and ok
                 continue
-            run.tasks[name] = run_task(name, component, values)
+            artifacts = {}
+            for key, source in (task.get("inputs", {}).get("artifacts") or {}).items():
+                ref = source.get("taskOutputArtifact")
+                if ref is None:
+                    raise ValueError(f"{name}.{key}: unsupported artifact input {source}")
+                artifacts[key] = run.tasks[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
+            run.tasks[name] = run_task(name, component, values, artifacts)
             if on_task_done is not None:
                 on_task_done(name, run.tasks[name])
             ok = ok and run.tasks[name].returncode == 0
         return ok
 
-    def run_task(name: str, component: dict, values: dict[str, Any]) -> TaskRun:
+    def run_task(
+        name: str, component: dict, values: dict[str, Any], inputs: dict[str, dict[str, Any]]
+    ) -> TaskRun:
         base = root / name
         proc, output_file = start_task(
-            spec, name, values, base, env, home_files, wait=True, timeout_s=timeout_s
+            spec, name, values, base, env, home_files, inputs, wait=True, timeout_s=timeout_s
         )
         outputs = base / "outputs"
         out_defs = component.get("outputDefinitions", {})
@@ -159,8 +171,16 @@ def run_pipeline(
         if output_file.is_file():
             doc = json.loads(output_file.read_text())
             produced.update(doc.get("parameterValues", {}))
-            for k, v in doc.get("artifacts", {}).items():
-                artifacts[k] = v["artifacts"][0]
+            declared = doc.get("artifacts", {})
+            for k, definition in out_defs.get("artifacts", {}).items():
+                artifact = {
+                    "name": k,
+                    "type": definition["artifactType"],
+                    "uri": str(outputs / k),
+                    "metadata": {},
+                    **(declared[k]["artifacts"][0] if k in declared else {}),
+                }
+                artifacts[k] = upload(name, k, artifact)
         for k in out_defs.get("parameters", {}):
             pfile = outputs / f"param-{k}"
             if k not in produced and pfile.is_file():
@@ -173,6 +193,18 @@ def run_pipeline(
             base / "work",
             (base / "log.txt").read_text(),
         )
+
+    def upload(task: str, key: str, artifact: dict[str, Any]) -> dict[str, Any]:
+        """What the launcher does with an output artifact: its own path (a file or a folder),
+        nothing beside it, goes to the store; the consumer's runtime artifact points there."""
+        local = Path(artifact["uri"])
+        stored = root / "artifact-store" / task / key
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        if local.is_dir():
+            shutil.copytree(local, stored)
+        elif local.is_file():
+            shutil.copyfile(local, stored)
+        return {**artifact, "uri": str(stored)}
 
     if not run_dag(spec["root"]["dag"], pipeline_inputs):
         return run
