@@ -2,13 +2,16 @@
 training worker, the TrainJob launcher and the model builder.
 
 The client is :func:`components.sources.gcs.storage_client` (Application Default Credentials,
-or anonymous against ``STORAGE_EMULATOR_HOST``).
+or anonymous against ``STORAGE_EMULATOR_HOST``). Missing or refused credentials raise
+:class:`aicrush.errors.CredentialsError` naming the ``gs://`` URI and how to provide them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from aicrush.errors import google_credentials
 
 
 def split_gs(uri: str) -> tuple[str, str]:
@@ -17,17 +20,18 @@ def split_gs(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def _client() -> Any:
+def _client(uri: str) -> Any:
     from components.sources.gcs import storage_client
 
-    return storage_client()
+    return storage_client(uri)
 
 
 def read_text(uri: str) -> str:
     """The text of a local file or a ``gs://`` object (google.api_core NotFound when absent)."""
     if uri.startswith("gs://"):
         bucket, name = split_gs(uri)
-        return str(_client().bucket(bucket).blob(name).download_as_text())
+        with google_credentials(uri):
+            return str(_client(uri).bucket(bucket).blob(name).download_as_text())
     return Path(uri).read_text()
 
 
@@ -35,9 +39,10 @@ def write_text(uri: str, text: str) -> None:
     """Write a local file (parents created) or a ``gs://`` object."""
     if uri.startswith("gs://"):
         bucket, name = split_gs(uri)
-        _client().bucket(bucket).blob(name).upload_from_string(
-            text, content_type="application/json"
-        )
+        with google_credentials(uri):
+            _client(uri).bucket(bucket).blob(name).upload_from_string(
+                text, content_type="application/json"
+            )
         return
     Path(uri).parent.mkdir(parents=True, exist_ok=True)
     Path(uri).write_text(text)
@@ -47,11 +52,12 @@ def upload_folder(folder: Path, uri: str, last: str = "") -> int:
     """Upload every file under ``folder`` to the ``gs://`` prefix ``uri`` (``last`` uploaded
     after the others); returns the number of files."""
     bucket_name, prefix = split_gs(uri)
-    bucket = _client().bucket(bucket_name)
     files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == last)
-    for path in files:
-        rel = path.relative_to(folder).as_posix()
-        bucket.blob(f"{prefix}/{rel}" if prefix else rel).upload_from_filename(str(path))
+    with google_credentials(uri):
+        bucket = _client(uri).bucket(bucket_name)
+        for path in files:
+            rel = path.relative_to(folder).as_posix()
+            bucket.blob(f"{prefix}/{rel}" if prefix else rel).upload_from_filename(str(path))
     return len(files)
 
 
@@ -62,15 +68,21 @@ def download_folder(uri: str, dest: Path, missing: str = "") -> int:
     Raises:
         FileNotFoundError: no object under the prefix (``missing`` appended: what to do).
         RuntimeError: an object failed to download (its name).
+        aicrush.errors.CredentialsError: no Google credentials, or refused ones.
     """
     from google.cloud.storage import transfer_manager
 
+    from aicrush.errors import google_credentials_error, is_credentials_error
+
     bucket_name, prefix = split_gs(uri)
     prefix = prefix + "/" if prefix else ""
-    client = _client()
-    names = [
-        b.name for b in client.list_blobs(bucket_name, prefix=prefix) if not b.name.endswith("/")
-    ]
+    client = _client(uri)
+    with google_credentials(uri):
+        names = [
+            b.name
+            for b in client.list_blobs(bucket_name, prefix=prefix)
+            if not b.name.endswith("/")
+        ]
     if not names:
         raise FileNotFoundError(f"no objects under {uri}" + (f"; {missing}" if missing else ""))
     dest.mkdir(parents=True, exist_ok=True)
@@ -86,6 +98,8 @@ def download_folder(uri: str, dest: Path, missing: str = "") -> int:
         max_workers=8,
     )
     for name, res in zip(names, results, strict=True):
+        if is_credentials_error(res):
+            raise google_credentials_error(uri, res)
         if isinstance(res, Exception):
             raise RuntimeError(f"downloading gs://{bucket_name}/{name} failed: {res}") from res
     return len(names)

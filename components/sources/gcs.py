@@ -11,7 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aicrush.errors import DataError
+from aicrush.errors import (
+    DataError,
+    google_credentials,
+    google_credentials_error,
+    is_credentials_error,
+)
 from components.sources.base import Candidate, Progress, SourceContext, repository_of
 
 PREFIX = "gs://"
@@ -28,15 +33,20 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def storage_client() -> Any:
-    """A GCS client; anonymous against an emulator (``STORAGE_EMULATOR_HOST``), else ADC."""
+def storage_client(uri: str = "") -> Any:
+    """A GCS client; anonymous against an emulator (``STORAGE_EMULATOR_HOST``), else ADC.
+
+    Raises :class:`aicrush.errors.CredentialsError` naming ``uri`` (what the client is for) and
+    the ways to provide credentials when Application Default Credentials find none.
+    """
     from google.cloud import storage
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(credentials=AnonymousCredentials(), project="aicrush-emulator")
-    return storage.Client()
+    with google_credentials(uri or "Google Cloud Storage"):
+        return storage.Client()
 
 
 def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
@@ -47,9 +57,9 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
     from google.api_core import exceptions as gexc
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    if ctx.gcs_client is None:
-        ctx.gcs_client = storage_client()
     bucket, prefix = parse_gs_uri(source)
+    if ctx.gcs_client is None:
+        ctx.gcs_client = storage_client(f"source {source}")
     root_name = f"{bucket}/{prefix}".rstrip("/")
     out = []
     try:
@@ -81,6 +91,10 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
             f"bucket {bucket!r} does not exist or is not readable (source {source}): check "
             f"ingest.sources and credentials ({type(err).__name__})"
         ) from None
+    except Exception as err:  # credentials found at first, refused when used (expired login)
+        if is_credentials_error(err):
+            raise google_credentials_error(f"source {source}", err) from None
+        raise
     return out
 
 
@@ -170,6 +184,8 @@ def download_objects(
         cache.save()
         if failed:
             uri, err = failed[0]
+            if is_credentials_error(err):
+                raise google_credentials_error(uri, err)
             raise DataError(
                 f"{len(failed)} of {len(todo)} GCS downloads failed (first: {uri}: {err}); "
                 "re-run to retry them (finished downloads are cached)"
