@@ -138,6 +138,26 @@ def select_candidates(
     return kept
 
 
+def skipped_text(skipped: Counter[str], cfg: IngestConfig, duplicates: list[str]) -> str:
+    """``20 over_repository_cap (ingest.max_files_per_repository is 10 ...); 3 too_large ...``:
+    every reason with its count and the setting that decides it, largest first."""
+    hints = {
+        "over_repository_cap": f"ingest.max_files_per_repository is {cfg.max_files_per_repository}"
+        " per repository and language: raise it to keep them",
+        "over_max_files": f"ingest.max_files is {cfg.max_files}",
+        "too_large": f"over ingest.max_file_bytes, {cfg.max_file_bytes}",
+        "duplicate_path": "(repository, path) named by an earlier row or source, the first "
+        f"kept: {', '.join(duplicates[:3])}" + (", ..." if len(duplicates) > 3 else ""),
+        "unlabelled": "file types without a language; ingest.extra_extensions maps them",
+        "secret": "manifest.json secret_paths names them",
+    }
+    return "; ".join(
+        f"{n} {reason}" + (f" ({hints[reason]})" if reason in hints else "")
+        for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+        if n
+    )
+
+
 def _read(c: Candidate) -> bytes | None:
     if c.data is not None:
         return c.data
@@ -215,9 +235,11 @@ def ingest(
 
         # One file per (repository, path): the first source that names it wins.
         unique: dict[tuple[str, str], Candidate] = {}
+        duplicates: list[str] = []
         for c in candidates:
             if (c.repository, c.path) in unique:
                 skipped["duplicate_path"] += 1
+                duplicates.append(f"{c.repository}/{c.path}")
             else:
                 unique[(c.repository, c.path)] = c
         n_candidates = len(unique)
@@ -269,11 +291,15 @@ def ingest(
             cache.save()
 
     n_files = len(columns["path"])
+    left_out = skipped_text(skipped, cfg, duplicates)
     if n_files == 0:
         raise DataError(
             f"no file of {', '.join(map(describe, sources))} passed the ingest caps "
-            f"({dict(skipped)}): raise ingest.max_file_bytes or check ingest.sources"
+            f"({left_out}): raise ingest.max_file_bytes or check ingest.sources"
         )
+    if left_out:
+        n = sum(skipped.values())
+        ctx.note(f"ingest: left out {n} file{'s' if n > 1 else ''}: {left_out}")
     pq.write_table(
         pa.table(columns, schema=FILES_SCHEMA), out_dir / "files.parquet", compression="snappy"
     )
@@ -300,6 +326,8 @@ def ingest(
         "downloaded_bytes": int(pypi.get("download_bytes", 0)),
         "download_seconds": float(pypi.get("download_seconds", 0.0)),
         "skipped": dict(sorted(skipped.items())),
+        # What the console warned about the data (files left out, and why).
+        "notes": ctx.notes,
         "secret_scan_version": SECRET_SCAN_VERSION,
         "secret_paths": sorted(secret_paths),
         "caps": {

@@ -40,7 +40,8 @@ class SourceContext:
     """Settings and shared state of one ingest, handed to every source kind.
 
     ``skipped`` counts files left out, by reason; ``stats`` collects per-kind figures that go into
-    ``manifest.json`` (e.g. the ``pypi`` kind's archive sizes and download time).
+    ``manifest.json`` (e.g. the ``pypi`` kind's archive sizes and download time); ``notes`` are
+    the warnings said on the console, kept for ``manifest.json`` too (see :meth:`note`).
     """
 
     table: LanguageTable
@@ -53,6 +54,12 @@ class SourceContext:
     skipped: Counter[str] = field(default_factory=Counter)
     stats: dict[str, Any] = field(default_factory=dict)
     gcs_client: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        """Say a warning about the data on the console and keep it for the manifest."""
+        self.progress(message)
+        self.notes.append(message)
 
 
 def repository_of(root_name: str, rel: str, depth: int) -> tuple[str, str]:

@@ -156,6 +156,22 @@ def test_errors_name_source_and_setting(tmp_path: Path, state_dir: Path) -> None
         ingest(IngestConfig(sources=(str(big),), max_file_bytes=10), tmp_path / "o3", state_dir)
 
 
+def test_caps_name_their_setting_on_the_console(tmp_path: Path, state_dir: Path) -> None:
+    src = tmp_path / "proj"
+    for i in range(12):
+        write(src, f"m{i:02d}.py", PY + f"# {i}\n")
+    write(src, "big.js", "x = 1;\n" * 1000)
+    said: list[str] = []
+    cfg = IngestConfig(sources=(str(src),), max_files_per_repository=5, max_file_bytes=1000)
+    result = ingest(cfg, tmp_path / "out", state_dir, progress=said.append)
+    assert result.n_files == 5
+    line = next(s for s in said if "left out" in s)
+    assert line.startswith("ingest: left out 8 files: 7 over_repository_cap")
+    assert "ingest.max_files_per_repository is 5 per repository and language" in line
+    assert "1 too_large (over ingest.max_file_bytes, 1000)" in line
+    assert json.loads(result.manifest_path.read_text())["notes"] == [line]
+
+
 # ----------------------------------------------------------------------------- default environment
 
 
