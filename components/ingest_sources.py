@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -96,12 +97,16 @@ def _rank(seed: int, c: Candidate) -> bytes:
     return hashlib.blake2b(f"{seed}\0{c.repository}\0{c.path}".encode(), digest_size=8).digest()
 
 
-def _size_of(c: Candidate) -> int | None:
+def _size_of(c: Candidate) -> int | str:
+    """The size of a candidate, or why it cannot be read (a skip reason)."""
     if c.size is None:
         try:
-            c.size = os.stat(c.location).st_size
+            info = os.stat(c.location)
         except OSError:
-            return None
+            return "unreadable"
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever
+            return "not_regular_file"
+        c.size = info.st_size
     return c.size
 
 
@@ -123,8 +128,8 @@ def select_candidates(
                 skipped["over_repository_cap"] += len(group) - i
                 break
             size = _size_of(c)
-            if size is None:
-                skipped["unreadable"] += 1
+            if isinstance(size, str):
+                skipped[size] += 1
             elif size > cfg.max_file_bytes:
                 skipped["too_large"] += 1
             else:
@@ -149,6 +154,8 @@ def skipped_text(skipped: Counter[str], cfg: IngestConfig, duplicates: list[str]
         "duplicate_path": "(repository, path) named by an earlier row or source, the first "
         f"kept: {', '.join(duplicates[:3])}" + (", ..." if len(duplicates) > 3 else ""),
         "unlabelled": "file types without a language; ingest.extra_extensions maps them",
+        "symlink": "symbolic links are not followed",
+        "not_regular_file": "FIFOs, sockets, devices",
         "secret": "manifest.json secret_paths names them",
     }
     return "; ".join(
@@ -162,8 +169,10 @@ def _read(c: Candidate) -> bytes | None:
     if c.data is not None:
         return c.data
     try:
-        with open(c.location, "rb") as fh:
-            return fh.read()
+        # Non-blocking: a file replaced by a FIFO since it was listed must not hang the read.
+        fd = os.open(c.location, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except OSError:
         return None
 

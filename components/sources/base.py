@@ -4,6 +4,7 @@ source is read with, and the folder walk."""
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,18 +73,38 @@ def repository_of(root_name: str, rel: str, depth: int) -> tuple[str, str]:
     return "/".join(parts[:depth]), "/".join(parts[depth:])
 
 
-def walk(root: Path) -> Iterator[tuple[str, str]]:
-    """(relative posix path, absolute path) of regular files under root, sorted, no hidden dirs."""
+def walk(root: Path, skipped: Counter[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(relative posix path, absolute path) of regular files under root, sorted, no hidden dirs.
+
+    Symbolic links and other non-regular files (FIFOs, sockets, devices: opening a FIFO waits for
+    a writer forever) are left out and counted in ``skipped`` as ``symlink`` and
+    ``not_regular_file``.
+    """
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
         base = Path(dirpath)
         rel_dir = base.relative_to(root).as_posix()
         for name in sorted(filenames):
             full = base / name
-            if full.is_symlink():
+            reason = non_regular_reason(full)
+            if reason:
+                if skipped is not None:
+                    skipped[reason] += 1
                 continue
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             yield rel, str(full)
+
+
+def non_regular_reason(path: str | Path) -> str:
+    """Why ``path`` is not read: ``symlink``, ``not_regular_file`` (FIFO, socket, device) or
+    ``unreadable`` (gone, no permission); the empty string for a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "unreadable"
+    if stat.S_ISREG(mode):
+        return ""
+    return "symlink" if stat.S_ISLNK(mode) else "not_regular_file"
 
 
 def skip_dir(name: str) -> bool:

@@ -11,9 +11,9 @@ def folder_candidates(
     root: Path, repo_name: str, ctx: SourceContext, depth: int
 ) -> list[Candidate]:
     """Labelled files under ``root``, cut into repositories at ``depth`` (0: one repository);
-    unlabelled ones are counted in ``ctx.skipped``."""
+    unlabelled files, links and other non-regular files are counted in ``ctx.skipped``."""
     out = []
-    for rel, full in walk(root):
+    for rel, full in walk(root, ctx.skipped):
         language = ctx.table.language_of(rel)
         if language is None:
             ctx.skipped["unlabelled"] += 1

@@ -156,6 +156,39 @@ def test_errors_name_source_and_setting(tmp_path: Path, state_dir: Path) -> None
         ingest(IngestConfig(sources=(str(big),), max_file_bytes=10), tmp_path / "o3", state_dir)
 
 
+@pytest.mark.timeout(60)
+def test_fifos_sockets_and_links_are_skipped_and_counted(tmp_path: Path, state_dir: Path) -> None:
+    """A FIFO in a source folder hung ingest forever (open waits for a writer)."""
+    import socket
+    import threading
+
+    src = tmp_path / "proj"
+    write(src, "ok.py", PY)
+    fifo = src / "pipe.py"
+    os.mkfifo(fifo)
+    # Before the fix ingest opened the FIFO; this writer lets that open return (so the test
+    # fails instead of hanging) and is released at the end when nothing opened it.
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    writer.start()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "s.py"))
+    (src / "link.py").symlink_to(src / "ok.py")
+    said: list[str] = []
+    try:
+        result = ingest(
+            IngestConfig(sources=(str(src),)), tmp_path / "out", state_dir, progress=said.append
+        )
+    finally:
+        sock.close()
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # releases the writer
+        writer.join(5)
+    assert read_files(tmp_path / "out")["path"].tolist() == ["ok.py"]
+    assert result.skipped == {"not_regular_file": 2, "symlink": 1}
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest["skipped"] == {"not_regular_file": 2, "symlink": 1}
+    assert any("2 not_regular_file (FIFOs, sockets, devices)" in s for s in said)
+
+
 def test_caps_name_their_setting_on_the_console(tmp_path: Path, state_dir: Path) -> None:
     src = tmp_path / "proj"
     for i in range(12):
