@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from aicrush.config import IngestConfig
 from aicrush.errors import DataError
-from components.languages import LanguageTable
+from components.languages import EXTENSIONS, FILE_NAMES, LanguageTable
 from components.sources import (
     DEFAULT_SOURCES,
     ENVIRONMENT_SOURCE,
@@ -143,6 +143,40 @@ def select_candidates(
     return kept
 
 
+def unify_label_case(candidates: Iterable[Candidate], table: LanguageTable) -> Counter[str]:
+    """Give labels that differ from a language of the table only in case the table's spelling
+    (``python`` -> ``Python``), so they are one class; returns files relabelled, by
+    ``"python -> Python"``. Raises :class:`DataError` for other labels spelled in several cases.
+    """
+    canonical: dict[str, str] = {}
+    for name in (*EXTENSIONS.values(), *FILE_NAMES.values(), *table.languages()):
+        if name:
+            canonical.setdefault(name.casefold(), name)  # built-in spellings first
+    mapped: Counter[str] = Counter()
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    example: dict[str, str] = {}
+    for c in candidates:
+        name = canonical.get(c.language.casefold(), c.language)
+        if name != c.language:
+            mapped[f"{c.language} -> {name}"] += 1
+            c.language = name
+        spellings[name.casefold()][name] += 1
+        example.setdefault(name, f"{c.repository}/{c.path}")
+    clashes = [counts for counts in spellings.values() if len(counts) > 1]
+    if clashes:
+        named = "; ".join(
+            " vs ".join(
+                f"{label!r} ({n} files, e.g. {example[label]})" for label, n in sorted(c.items())
+            )
+            for c in clashes[:3]
+        )
+        raise DataError(
+            f"{len(clashes)} label(s) are spelled in several cases: {named}. They would be "
+            "separate classes: write one spelling in the labelled table (ingest.sources)"
+        )
+    return mapped
+
+
 def skipped_text(skipped: Counter[str], cfg: IngestConfig, duplicates: list[str]) -> str:
     """``20 over_repository_cap (ingest.max_files_per_repository is 10 ...); 3 too_large ...``:
     every reason with its count and the setting that decides it, largest first."""
@@ -154,6 +188,7 @@ def skipped_text(skipped: Counter[str], cfg: IngestConfig, duplicates: list[str]
         "duplicate_path": "(repository, path) named by an earlier row or source, the first "
         f"kept: {', '.join(duplicates[:3])}" + (", ..." if len(duplicates) > 3 else ""),
         "unlabelled": "file types without a language; ingest.extra_extensions maps them",
+        "unlabelled_row": "table rows without a language",
         "symlink": "symbolic links are not followed",
         "not_regular_file": "FIFOs, sockets, devices",
         "secret": "manifest.json secret_paths names them",
@@ -241,6 +276,13 @@ def ingest(
                 )
             say(f"ingest: {len(found)} labelled candidate files in {describe(source)}")
             candidates.extend(found)
+
+        relabelled = unify_label_case(candidates, ctx.table)
+        if relabelled:
+            ctx.note(
+                f"ingest: {sum(relabelled.values())} labels took the language table's spelling: "
+                + ", ".join(f"{k} ({n})" for k, n in sorted(relabelled.items()))
+            )
 
         # One file per (repository, path): the first source that names it wins.
         unique: dict[tuple[str, str], Candidate] = {}
@@ -335,7 +377,7 @@ def ingest(
         "downloaded_bytes": int(pypi.get("download_bytes", 0)),
         "download_seconds": float(pypi.get("download_seconds", 0.0)),
         "skipped": dict(sorted(skipped.items())),
-        # What the console warned about the data (files left out, and why).
+        # What the console warned about the data: bad table rows, relabelled spellings, caps.
         "notes": ctx.notes,
         "secret_scan_version": SECRET_SCAN_VERSION,
         "secret_paths": sorted(secret_paths),

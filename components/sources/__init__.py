@@ -7,7 +7,7 @@
 | ``gs://bucket/prefix`` | Google Cloud Storage | :mod:`.gcs` |
 | ``python-environment`` | this Python environment | :mod:`.environment` |
 | a URL, ``*.git`` or a folder holding ``.git`` | git repository | :mod:`.git` |
-| ``*.parquet`` / ``*.csv`` | labelled table | :mod:`.table` |
+| ``*.parquet`` / ``*.csv`` (any case) | labelled table | :mod:`.table` |
 | a folder | local folder | :mod:`.folder` |
 
 No source at all means :data:`DEFAULT_SOURCES` (the pinned default corpus). :func:`kind_of` decides
@@ -23,6 +23,7 @@ from components.sources.base import Candidate, Progress, SourceContext
 from components.sources.environment import ENVIRONMENT_SOURCE
 from components.sources.git import is_git_source
 from components.sources.pypi import DEFAULT_SOURCE
+from components.sources.table import is_table
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -54,7 +55,7 @@ def kind_of(source: str) -> str:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"source {source!r} does not exist: check ingest.sources")
-    if path.is_file() and path.suffix in (".parquet", ".csv"):
+    if path.is_file() and is_table(path):
         return "table"
     if path.is_dir():
         return "folder"

@@ -1,40 +1,180 @@
-"""A labelled table: ``.parquet``/``.csv`` with ``text`` and ``language`` columns (optional
-``repository`` and ``path``). Rows carry their text; nothing is read from disk later."""
+"""A labelled table: ``.parquet``/``.csv`` (any case) with ``text`` and ``language`` columns
+(optional ``repository`` and ``path``). Rows carry their text; nothing is read from disk later.
+
+The table is checked before any row is used; messages name example rows (counted from 0, header
+excluded, as in the ``row-NNNNNNN`` paths of a table without a ``path`` column):
+
+- a file that does not parse as CSV or Parquet, a missing column, an empty or null ``repository``
+  or ``path``, a ``text`` that is not a string (bytes are taken as the file's raw content) and a
+  ``language`` that is not a name (a number: label codes need mapping to names) are a
+  :class:`DataError`;
+- rows with a null or empty ``language`` are left out, counted as ``unlabelled_row`` and reported.
+
+A CSV is read with every field as a string, as written: an empty field is an empty text, ``NA`` or
+``null`` in a text stay text (in ``language``, ``repository`` and ``path`` they mean missing, as R
+writes them), and a label made of digits is a number. A leading ``/`` of a ``path`` is dropped,
+so a path is always relative to its repository.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aicrush.errors import DataError
 from components.sources.base import Candidate, SourceContext
 
 SUFFIXES = (".parquet", ".csv")
+#: Example rows named in a message.
+EXAMPLES = 5
+#: How a CSV may write a missing language, repository or path.
+NA_SPELLINGS = ("", "NA", "N/A", "#N/A", "NaN", "nan", "null", "NULL", "None", "<NA>")
+
+
+def is_table(path: Path) -> bool:
+    """A ``.parquet`` or ``.csv`` file (the suffix in any case)."""
+    return path.suffix.lower() in SUFFIXES
+
+
+def _read(path: Path) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    parquet = path.suffix.lower() == ".parquet"
+    try:
+        if parquet:
+            return pd.read_parquet(path)
+        # Strings as written (pandas' default reads "1" as 1 and "null" as NaN); only the names
+        # take NA spellings (R writes NA for a missing value) as missing, never a file's text.
+        names = {column: list(NA_SPELLINGS) for column in ("language", "repository", "path")}
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=names)
+    except (ValueError, OSError, pa.ArrowException) as err:  # ParserError, ArrowInvalid, ...
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+        raise DataError(
+            f"cannot read labelled table {str(path)!r} as {'Parquet' if parquet else 'CSV'} "
+            f"({type(err).__name__}: {detail}): re-export it"
+            + ("" if parquet else " (a header row, then one row per file)")
+            + " or remove it from ingest.sources"
+        ) from None
+
+
+def rows_text(rows: list[int]) -> str:
+    """``1 row (3)`` / ``12 rows (0, 4, 9, 10, 11, ...)``: at most :data:`EXAMPLES` named."""
+    named = ", ".join(str(r) for r in rows[:EXAMPLES]) + (", ..." if len(rows) > EXAMPLES else "")
+    return f"{len(rows)} row{'s' if len(rows) > 1 else ''} ({named})"
+
+
+def _is_null(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, arrays: not a scalar, not null
+        return False
+
+
+def _kinds(bad: dict[str, list[int]]) -> str:
+    """``int in 3 rows (0, 1, 2), null in 1 row (5)``, the most frequent first."""
+    return ", ".join(
+        f"{kind} in {rows_text(rows)}"
+        for kind, rows in sorted(bad.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    )
+
+
+def _text_kind(value: Any) -> str:
+    if isinstance(value, str | bytes):
+        return ""
+    return "null" if _is_null(value) else type(value).__name__
+
+
+def _label_kind(value: Any) -> str:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return "empty"
+        return "number" if value.replace(".", "", 1).isdigit() else ""
+    if _is_null(value):
+        return "null"
+    return type(value).__name__
+
+
+def _blank_key(value: Any) -> bool:
+    return _is_null(value) or not str(value).strip().strip("/")
 
 
 def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
-    """One candidate per row with a language. Raises :class:`DataError` on missing columns."""
-    import pandas as pd
-
+    """One candidate per row with a language. Raises :class:`DataError` on a table that cannot
+    be read, missing columns, empty keys, non-string texts and labels that are not names."""
     path = Path(source).expanduser()
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    name = repr(str(path))
+    frame = _read(path)
     missing = [c for c in ("text", "language") if c not in frame.columns]
     if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
         raise DataError(
-            f"labelled table {str(path)!r} lacks column(s) {', '.join(missing)}; it needs 'text' "
-            "and 'language' (optional 'repository', 'path'): fix the table or ingest.sources"
+            f"labelled table {name} lacks column(s) {', '.join(missing)} (it has: {found}); it "
+            "needs 'text' and 'language' (optional 'repository', 'path'): rename the columns or "
+            "fix ingest.sources"
         )
-    repos = frame["repository"] if "repository" in frame.columns else [path.stem] * len(frame)
+    n = len(frame)
+    repos = frame["repository"].tolist() if "repository" in frame.columns else [path.stem] * n
     paths = (
-        frame["path"] if "path" in frame.columns else [f"row-{i:07d}" for i in range(len(frame))]
+        frame["path"].tolist() if "path" in frame.columns else [f"row-{i:07d}" for i in range(n)]
     )
-    out = []
-    for text, language, repository, rel in zip(
-        frame["text"], frame["language"], repos, paths, strict=True
-    ):
-        language = str(language).strip() if isinstance(language, str) else ""
-        if not language:
-            ctx.skipped["unlabelled"] += 1
+    texts, labels = frame["text"].tolist(), frame["language"].tolist()
+
+    empty_keys: dict[str, list[int]] = {}
+    for column, values in (("repository", repos), ("path", paths)):
+        rows = [i for i, v in enumerate(values) if _blank_key(v)]
+        if rows:
+            empty_keys[column] = rows
+    if empty_keys:
+        what = "; ".join(
+            f"empty or null {column} in {rows_text(rows)}" for column, rows in empty_keys.items()
+        )
+        raise DataError(
+            f"labelled table {name}: {what}. Each row needs a repository and a path (they name "
+            "the file and decide the split): fill them, or leave the column out (rows are then "
+            "named row-NNNNNNN in one repository)"
+        )
+
+    bad_text: dict[str, list[int]] = {}
+    bad_label: dict[str, list[int]] = {}
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        if kind := _text_kind(text):
+            bad_text.setdefault(kind, []).append(i)
+        if kind := _label_kind(label):
+            bad_label.setdefault(kind, []).append(i)
+    if bad_text:
+        raise DataError(
+            f"labelled table {name}: column 'text' must hold each file's content as a string; "
+            f"found {_kinds(bad_text)}: fix the table"
+        )
+    not_names = {k: v for k, v in bad_label.items() if k not in ("null", "empty")}
+    if not_names:
+        raise DataError(
+            f"labelled table {name}: column 'language' must hold language names such as Python "
+            f"(docs/languages.md); found {_kinds(not_names)}: map label codes to names in the table"
+        )
+
+    out: list[Candidate] = []
+    for text, label, repository, rel in zip(texts, labels, repos, paths, strict=True):
+        if _label_kind(label):
+            ctx.skipped["unlabelled_row"] += 1
             continue
-        data = text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else b""
-        out.append(Candidate(str(repository), str(rel), language, size=len(data), data=data))
+        data = text if isinstance(text, bytes) else text.encode("utf-8", errors="surrogatepass")
+        # No leading or trailing "/": messages join them as repository/path.
+        repo, key = str(repository).strip().strip("/"), str(rel).strip().lstrip("/")
+        out.append(Candidate(repo, key, label.strip(), size=len(data), data=data))
+    if bad_label:
+        n_bad = sum(len(rows) for rows in bad_label.values())
+        ctx.note(
+            f"ingest: {source}: left out {n_bad} row{'s' if n_bad > 1 else ''} without a language: "
+            f"{_kinds(bad_label)}"
+        )
+    if not out:
+        raise DataError(
+            f"labelled table {name} has no row with a language ({n} rows): fill its 'language' "
+            "column with language names such as Python"
+        )
     return out

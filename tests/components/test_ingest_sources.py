@@ -285,7 +285,7 @@ def test_labelled_table(tmp_path: Path, state_dir: Path, suffix: str) -> None:
     files = read_files(tmp_path / "out")
     assert set(files["path"]) == {"row-0000000", "row-0000001"}
     manifest = json.loads(result.manifest_path.read_text())
-    assert manifest["skipped"] == {"too_large": 1, "unlabelled": 1}
+    assert manifest["skipped"] == {"too_large": 1, "unlabelled_row": 1}
 
     bad = tmp_path / f"bad{suffix}"
     frame[["text"]].to_parquet(bad) if suffix == ".parquet" else frame[["text"]].to_csv(
