@@ -580,9 +580,15 @@ def _looks_like_path(spec: str) -> bool:
 def packages_of(spec: str) -> list[PinnedPackage] | Path:
     """What ``pypi:SPEC`` names: pinned packages, or a folder of archives.
 
-    Raises :class:`DataError` for an unpinned or ranged requirement, a bad line of a
-    ``pypi:FILE`` and a ``pypi:FILE``/``pypi:FOLDER`` that does not exist. Reads no network.
+    Raises :class:`DataError` for an empty ``pypi:``, an unpinned or ranged requirement, a bad
+    line of a ``pypi:FILE``, a ``pypi:FILE`` that pins nothing and a ``pypi:FILE``/
+    ``pypi:FOLDER`` that does not exist or holds no archive. Reads no network.
     """
+    if not spec:  # Path("") is the working directory: it would be read as pypi:FOLDER
+        raise DataError(
+            "pypi: names no package: write pypi:NAME==VERSION, pypi:FILE of such lines, "
+            "pypi:FOLDER of downloaded archives or pypi:default in ingest.sources"
+        )
     if spec == DEFAULT_LIST:
         return default_corpus()
     path = Path(spec).expanduser()
@@ -592,9 +598,20 @@ def packages_of(spec: str) -> list[PinnedPackage] | Path:
             "NAME==VERSION lines, pypi:FOLDER of downloaded archives or pypi:NAME==VERSION"
         )
     if "==" not in spec and path.is_dir():
+        if not any(p.name.endswith(ARCHIVE_SUFFIXES) for p in path.iterdir() if p.is_file()):
+            raise DataError(
+                f"pypi:{spec}: the folder {path.resolve()} holds no package archive "
+                f"({', '.join(ARCHIVE_SUFFIXES)}): download them there or fix ingest.sources"
+            )
         return path
     if "==" not in spec and path.is_file():
-        return read_pinned_list(path.read_text(), str(path))
+        pinned = read_pinned_list(path.read_text(), str(path))
+        if not pinned:
+            raise DataError(
+                f"pypi:{spec}: the file {path.resolve()} pins no package: add NAME==VERSION "
+                "lines or fix ingest.sources"
+            )
+        return pinned
     return [parse_pin(spec)]
 
 

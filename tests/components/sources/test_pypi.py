@@ -126,6 +126,21 @@ def test_unpinned_requirements_are_refused(spec: str, index_folder: Path, state_
         ingest(cfg_for(index_folder, f"pypi:{spec}"), state_dir / "o", state_dir)
 
 
+def test_a_source_naming_no_package_is_refused(tmp_path: Path, state_dir: Path) -> None:
+    """``pypi:`` read the working directory as a folder of archives and failed much later."""
+    (tmp_path / "empty.txt").write_text("# nothing pinned yet\n")
+    (tmp_path / "no-archives").mkdir()
+    cases = {
+        "pypi:": r"^pypi: names no package: write pypi:NAME==VERSION",
+        "pypi: ": r"^pypi: names no package",
+        f"pypi:{tmp_path / 'empty.txt'}": r"empty\.txt pins no package: add NAME==VERSION lines",
+        f"pypi:{tmp_path / 'no-archives'}": r"no-archives holds no package archive",
+    }
+    for source, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            ingest(IngestConfig(sources=(source,)), tmp_path / "o", state_dir)
+
+
 def test_folder_of_archives_holds_sdists_and_wheels(tmp_path: Path, state_dir: Path) -> None:
     folder = tmp_path / "downloads"
     make_sdist(folder, "alpha", "1.0", {"alpha/__init__.py": PY})
