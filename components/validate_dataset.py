@@ -151,6 +151,26 @@ def _clean(
     return frame
 
 
+def dropped_text(dropped: dict[str, int], cfg: ValidateConfig) -> str:
+    """``near_empty: 5 (fewer non-blank lines than validate.min_nonblank_lines, 3), ...``: each
+    reason with its count and the setting (or cause) behind it."""
+    settings = {
+        "size_out_of_bounds": f"outside validate.min_bytes {cfg.min_bytes} .. validate.max_bytes "
+        f"{cfg.max_bytes}",
+        "near_empty": f"fewer non-blank lines than validate.min_nonblank_lines, "
+        f"{cfg.min_nonblank_lines}",
+        "undecodable": "not UTF-8",
+        "binary": "NUL bytes",
+        "duplicate": "same content as a kept file",
+        "small_class": f"classes under validate.min_files_per_class, {cfg.min_files_per_class}",
+        "single_repository_class": "validate.single_repository_class_action is drop",
+    }
+    return ", ".join(
+        f"{reason}: {n}" + (f" ({settings[reason]})" if reason in settings else "")
+        for reason, n in sorted(dropped.items())
+    )
+
+
 def _downsample(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationReport) -> pd.DataFrame:
     counts = frame["language"].value_counts()
     big = counts[counts > cfg.max_files_per_class]
@@ -188,7 +208,8 @@ def _check_classes(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationR
     classes = sorted(frame["language"].unique())
     if len(classes) < cfg.min_classes:
         kept = ", ".join(classes) or "none"
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.dropped.items())) or "none"
+        reasons = dropped_text(report.dropped, cfg) or "none"
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(report.ingest_skipped.items()))
         small = ", ".join(f"{k} {v}" for k, v in report.small_classes.items())
         need = (
             f" Languages with fewer than validate.min_files_per_class ({cfg.min_files_per_class}) "
@@ -202,6 +223,7 @@ def _check_classes(frame: pd.DataFrame, cfg: ValidateConfig, report: ValidationR
         raise DataError(
             f"only {len(classes)} usable class(es) left ({kept}); validate.min_classes is "
             f"{cfg.min_classes}. Files dropped by reason: {reasons}."
+            + (f" Left out at ingest (manifest.json): {skipped}." if skipped else "")
             + (
                 need
                 or " Add data with more languages (ingest.sources) or lower "
@@ -553,9 +575,11 @@ def validate(
 
     scanned = manifest.get("secret_scan_version") == SECRET_SCAN_VERSION
     frame = _clean(files, cfg, report, scan_secrets=not scanned)
-    say(f"validate: {len(frame)} of {len(files)} files pass the checks ({report.dropped})")
+    reasons = dropped_text(report.dropped, cfg)
+    say(
+        f"validate: {len(frame)} of {len(files)} files pass the checks ({reasons or 'none dropped'})"
+    )
     if frame.empty:
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.dropped.items()))
         raise DataError(
             f"no usable file in {in_dir} ({reasons}): check ingest.sources, or validate.min_bytes, "
             "validate.max_bytes and validate.min_nonblank_lines"

@@ -202,6 +202,34 @@ def test_unusable_data_fails_clearly(tmp_path: Path) -> None:
         validate(tmp_path / "nowhere", CFG, tmp_path / "o3")
 
 
+def test_drops_name_the_setting_behind_them(tmp_path: Path) -> None:
+    """The near-empty drop did not say that validate.min_nonblank_lines decides it."""
+    rows = standard_rows()
+    rows.append(
+        {"repository": "repo0", "path": "blank", "language": "C", "text": "int x;\n" + "\n" * 80}
+    )
+    said: list[str] = []
+    validate(make_dataset(tmp_path / "raw", rows), CFG, tmp_path / "out", progress=said.append)
+    line = next(s for s in said if "pass the checks" in s)
+    assert "near_empty: 1 (fewer non-blank lines than validate.min_nonblank_lines, 3)" in line
+
+    blank = [{**r, "text": r["text"].splitlines()[0] + "\n" * 80} for r in rows_for("C", ["r"], 3)]
+    with pytest.raises(
+        DataError, match=r"near_empty: 3 \(fewer non-blank lines than validate\.min_n"
+    ):
+        validate(make_dataset(tmp_path / "blank", blank), CFG, tmp_path / "o2")
+
+
+def test_too_few_classes_names_what_ingest_left_out(tmp_path: Path) -> None:
+    """Rows dropped at ingest (e.g. duplicate keys) were missing from the class error."""
+    raw = make_dataset(tmp_path / "raw", rows_for("Python", ["r1", "r2", "r3"], 5))
+    (raw / "manifest.json").write_text(json.dumps({"skipped": {"duplicate_path": 40}}))
+    with pytest.raises(
+        DataError, match=r"Left out at ingest \(manifest\.json\): duplicate_path: 40"
+    ):
+        validate(raw, CFG, tmp_path / "out")
+
+
 def test_binary_folder_fails_at_ingest(tmp_path: Path, state_dir: Path) -> None:
     src = tmp_path / "bins"
     src.mkdir()
