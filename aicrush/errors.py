@@ -17,8 +17,8 @@ class CredentialsError(DataError):
 
 
 def google_credentials_error(uri: str, err: Exception) -> CredentialsError:
-    """The :class:`CredentialsError` for ``err`` (google.auth's DefaultCredentialsError or
-    RefreshError) met while reaching ``uri``."""
+    """The :class:`CredentialsError` for ``err`` (see :func:`is_credentials_error`) met while
+    reaching ``uri``."""
     from google.auth.exceptions import RefreshError
 
     key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
@@ -49,7 +49,9 @@ def google_credentials(uri: str) -> Iterator[None]:
 
 
 def is_credentials_error(err: BaseException) -> bool:
-    """Whether ``err`` is google.auth's DefaultCredentialsError or RefreshError."""
+    """Whether ``err`` is google.auth's DefaultCredentialsError (none found; also what an
+    anonymous client raises on a 401, as MLflow's GCS artifact store makes it when it finds
+    none) or RefreshError (refused)."""
     try:
         from google.auth import exceptions as auth
     except ImportError:  # an image without google-auth has no GCS to reach either

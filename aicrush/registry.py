@@ -13,8 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from aicrush.errors import google_credentials_error, is_credentials_error
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Version tag: "incomplete" from the version's creation until its tags are set, then "complete".
+#: A registration that stopped part-way deletes its version; one left "incomplete" (the cleanup
+#: itself failed) is never picked as "the latest" and is replaced by the retried step.
+REGISTRATION_TAG = "aicrush.registration"
+INCOMPLETE = "incomplete"
 MODEL_ARTIFACT = "model"  # the pyfunc artifact that holds the aicrush model folder
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 
@@ -100,10 +107,16 @@ def download_model(
         return None
     dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)
-    with tracking(tracking_uri):  # models:/ URIs resolve through the registry URI
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)
-        )
+    try:
+        with tracking(tracking_uri):  # models:/ URIs resolve through the registry URI
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)
+            )
+    except Exception as err:  # artifacts in gs:// and no Google credentials here
+        if is_credentials_error(err):
+            where = f"{name} version {mv.version} ({mv.source})"
+            raise google_credentials_error(where, err) from None
+        raise
     return ResolvedModel(name, str(mv.version), resolve_model_dir(local), mv.run_id or "")
 
 
@@ -135,14 +148,24 @@ def describe_registered(tracking_uri: str, name: str) -> str:
             f"no registered model {name!r} in {tracking_uri} ({there}); run `aicrush run` to "
             "train and register one, or point --state-dir / --tracking-uri at the store it used"
         )
-    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+    found = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    if not found:
+        return (
+            f"registered model {name!r} in {tracking_uri} has no versions (a registration "
+            "stopped before creating one); run `aicrush run` to register one"
+        )
+    versions = ", ".join(f"{v.version}{' (incomplete)' if _incomplete(v) else ''}" for v in found)
     aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
-    return f"versions {', '.join(map(str, versions)) or 'none'}; aliases {aliases}"
+    return f"versions {versions}; aliases {aliases}"
+
+
+def _incomplete(mv) -> bool:
+    return (mv.tags or {}).get(REGISTRATION_TAG) == INCOMPLETE
 
 
 def find_version(tracking_uri: str, name: str, selector: str | int | None = None):
     """The ModelVersion that ``selector`` names: a version number, an alias, or (None) the first
-    of :data:`DEFAULT_ALIAS_ORDER` that is set, else the latest version.
+    of :data:`DEFAULT_ALIAS_ORDER` that is set, else the latest complete version.
 
     Raises :class:`ModelVersionNotFound` naming the versions and aliases there are.
     """
@@ -167,6 +190,7 @@ def find_version(tracking_uri: str, name: str, selector: str | int | None = None
         versions = client(tracking_uri).search_model_versions(f"name='{name}'")
     except MlflowException:
         versions = []
+    versions = [v for v in versions if not _incomplete(v)]
     if not versions:
         raise ModelVersionNotFound(describe_registered(tracking_uri, name))
     return max(versions, key=lambda v: int(v.version))

@@ -10,8 +10,13 @@ with, as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a 
 input example, and registered under ``registry.model_name``.
 
 Registration is all or nothing and idempotent per pipeline run: a version is tagged with the
-run key, a retried step finds it and registers no second one, and a failure after the version was
-created deletes it again, so no version is left without its alias and tags.
+run key, a retried step finds it and registers no second one. Any failure or interruption
+(Ctrl-C included) undoes what the call registered: the version it created is deleted, and the
+registered model too when this call created it and it holds no version, so ``aicrush serve``
+never meets an empty model or a version without its alias and tags. The MLflow run stays, ended
+FAILED, as the record of the attempt. Should the cleanup fail as well (the
+registry went away), the version keeps its tag ``aicrush.registration=incomplete``: it is never
+chosen as the latest version, and the retried step deletes it and registers again.
 """
 
 import json
@@ -27,8 +32,16 @@ import pandas as pd
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
 
 from aicrush.config import AicrushConfig, ServingConfig, config_from_dict
+from aicrush.errors import google_credentials
 from aicrush.model_folder import MODEL_META_FILE
-from aicrush.registry import CHALLENGER, REFERENCE_ARTIFACT, client, tracking
+from aicrush.registry import (
+    CHALLENGER,
+    INCOMPLETE,
+    REFERENCE_ARTIFACT,
+    REGISTRATION_TAG,
+    client,
+    tracking,
+)
 from aicrush.state import artifact_root, resolve_tracking_uri
 from components import pipeline_component
 
@@ -150,16 +163,59 @@ def export_for_serving(
     return ServingExport(backend, agreement, reason)
 
 
-def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
+def _versions_of_run(c: Any, model_name: str, run_key: str) -> list[Any]:
     from mlflow.exceptions import MlflowException
 
     try:
-        found = c.search_model_versions(
-            f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'"
+        return list(
+            c.search_model_versions(f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'")
         )
     except MlflowException:
-        return None
-    return found[0] if found else None
+        return []
+
+
+def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
+    """The complete version a previous attempt of this run registered; an incomplete one (its
+    cleanup failed) is deleted here, so the retry registers it again."""
+    found = None
+    for mv in _versions_of_run(c, model_name, run_key):
+        if (mv.tags or {}).get(REGISTRATION_TAG) == INCOMPLETE:
+            c.delete_model_version(model_name, mv.version)
+        else:
+            found = mv
+    return found
+
+
+def _create_registered_model(c: Any, name: str) -> bool:
+    """Create the registered model unless it exists; True when this call created it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(name, description="aicrush programming-language classifier")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_ALREADY_EXISTS":
+            return False
+        raise
+    return True
+
+
+def _undo_registration(
+    c: Any, name: str, run_key: str, version: str | None, created_model: bool
+) -> None:
+    """Delete what a failed or interrupted registration left: its version (``version``, or with
+    none known the versions tagged with ``run_key``, whose earlier complete version would have
+    been returned before) and the registered model when this call created it and it is empty.
+    A failure here is logged, not raised: the caller re-raises the first error."""
+    try:
+        if version is not None:
+            c.delete_model_version(name, version)
+        elif run_key:
+            for mv in _versions_of_run(c, name, run_key):
+                c.delete_model_version(name, mv.version)
+        if created_model and not c.search_model_versions(f"name = '{name}'"):
+            c.delete_registered_model(name)
+    except Exception:
+        log.exception("could not undo the partial registration of %s", name)
 
 
 def _ensure_experiment(c: Any, name: str, tracking_uri: str, state: Path) -> str:
@@ -284,9 +340,6 @@ def _register(
             name, str(existing.version), existing.run_id or "", False, [CHALLENGER], tracking_uri
         )
 
-    if not c.search_registered_models(f"name = '{name}'"):
-        c.create_registered_model(name, description="aicrush programming-language classifier")
-
     experiment_id = _ensure_experiment(c, reg.experiment, tracking_uri, state)
     reference = build_reference_sample(
         model_dir, features_dir, reg.reference_rows, seed=cfg.validate_.seed
@@ -297,83 +350,95 @@ def _register(
         example, pd.DataFrame({"label": ["Python"] * len(example), "score": [0.5] * len(example)})
     )
 
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}"
-    ) as run:
-        mlflow.log_params(_flat_params(cfg))
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.log_metrics(training_metrics(model_dir))
-        log_training_curve(c, run.info.run_id, model_dir)
-        mlflow.set_tags(
-            {
-                "dataset_content_hash": str(manifest.get("content_hash", "")),
-                "sources": json.dumps(list(manifest.get("sources", [])))[:5000],
-                RUN_KEY_TAG: run_key,
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-            reference.to_parquet(ref_path, index=False)
-            mlflow.log_artifact(str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
-            (Path(tmp) / "manifest.json").write_text(
-                json.dumps(dict(manifest), indent=2, default=str)
-            )
-            mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
-        if model_card is not None and model_card.is_file():
-            # MLflow serves an artifact's content type by its extension: .html renders in the UI.
-            with tempfile.TemporaryDirectory() as tmp:
-                card_html = Path(tmp) / "model_card.html"
-                shutil.copyfile(model_card, card_html)
-                mlflow.log_artifact(str(card_html), artifact_path="model_card")
-        from serving import mlflow_pyfunc_env as pyfunc_env
-
-        with tempfile.TemporaryDirectory() as tmp:
-            # A copy: the step's input artifact stays as train_model wrote it.
-            say("exporting ONNX files for serving")
-            export = export_for_serving(
-                model_dir,
-                Path(tmp) / "model",
-                held_out_texts(features_dir, reg.reference_rows, seed=cfg.validate_.seed),
-                reference["prediction"].tolist(),
-                cfg.serving,
-                say,
-            )
-            say("logging the model to MLflow")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                artifacts={"model": str(Path(tmp) / "model")},
-                signature=signature,
-                input_example=example,
-                # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
-                pip_requirements=pyfunc_env.pip_requirements(),
-                code_paths=pyfunc_env.code_paths(),
-            )
-
-    mv = c.create_model_version(
-        name,
-        source=info.model_uri,
-        run_id=run.info.run_id,
-        tags={RUN_KEY_TAG: run_key},
-        model_id=info.model_id,
-    )
+    created_model = False
+    version: str | None = None  # set once the version exists: what a failure deletes
     try:
-        for key in ("dataset_content_hash",):
-            c.set_model_version_tag(name, mv.version, key, str(manifest.get("content_hash", "")))
-        for key, value in metrics.items():
-            c.set_model_version_tag(name, mv.version, f"metric.{key}", f"{float(value):.6f}")
-        c.set_model_version_tag(name, mv.version, "serving_backend", export.backend)
-        for key, value in export.agreement.items():
-            c.set_model_version_tag(name, mv.version, f"label_agreement.{key}", f"{value:.6f}")
-        c.set_registered_model_alias(name, CHALLENGER, mv.version)
-    except Exception:
-        # All or nothing: a version without its alias and tags is removed, and the step fails.
-        c.delete_model_version(name, mv.version)
+        with (
+            mlflow.start_run(
+                experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}"
+            ) as run,
+            google_credentials(run.info.artifact_uri),
+        ):
+            mlflow.log_params(_flat_params(cfg))
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.log_metrics(training_metrics(model_dir))
+            log_training_curve(c, run.info.run_id, model_dir)
+            mlflow.set_tags(
+                {
+                    "dataset_content_hash": str(manifest.get("content_hash", "")),
+                    "sources": json.dumps(list(manifest.get("sources", [])))[:5000],
+                    RUN_KEY_TAG: run_key,
+                }
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+                reference.to_parquet(ref_path, index=False)
+                mlflow.log_artifact(
+                    str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent)
+                )
+                (Path(tmp) / "manifest.json").write_text(
+                    json.dumps(dict(manifest), indent=2, default=str)
+                )
+                mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
+            if model_card is not None and model_card.is_file():
+                # MLflow serves an artifact's content type by its extension: .html renders in the UI.
+                with tempfile.TemporaryDirectory() as tmp:
+                    card_html = Path(tmp) / "model_card.html"
+                    shutil.copyfile(model_card, card_html)
+                    mlflow.log_artifact(str(card_html), artifact_path="model_card")
+            from serving import mlflow_pyfunc_env as pyfunc_env
+
+            with tempfile.TemporaryDirectory() as tmp:
+                # A copy: the step's input artifact stays as train_model wrote it.
+                say("exporting ONNX files for serving")
+                export = export_for_serving(
+                    model_dir,
+                    Path(tmp) / "model",
+                    held_out_texts(features_dir, reg.reference_rows, seed=cfg.validate_.seed),
+                    reference["prediction"].tolist(),
+                    cfg.serving,
+                    say,
+                )
+                say("logging the model to MLflow")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"model": str(Path(tmp) / "model")},
+                    signature=signature,
+                    input_example=example,
+                    # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
+                    pip_requirements=pyfunc_env.pip_requirements(),
+                    code_paths=pyfunc_env.code_paths(),
+                )
+            # The registered model is created only now, so an interruption during the minutes of
+            # export and upload above leaves nothing in the registry; inside the run, so that the
+            # run of a registration that fails ends FAILED.
+            created_model = _create_registered_model(c, name)
+            mv = c.create_model_version(
+                name,
+                source=info.model_uri,
+                run_id=run.info.run_id,
+                tags={RUN_KEY_TAG: run_key, REGISTRATION_TAG: INCOMPLETE},
+                model_id=info.model_id,
+            )
+            version = str(mv.version)
+            c.set_model_version_tag(
+                name, version, "dataset_content_hash", str(manifest.get("content_hash", ""))
+            )
+            for key, value in metrics.items():
+                c.set_model_version_tag(name, version, f"metric.{key}", f"{float(value):.6f}")
+            c.set_model_version_tag(name, version, "serving_backend", export.backend)
+            for key, value in export.agreement.items():
+                c.set_model_version_tag(name, version, f"label_agreement.{key}", f"{value:.6f}")
+            c.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
+            c.set_registered_model_alias(name, CHALLENGER, version)
+    except BaseException:
+        # All or nothing, Ctrl-C included: no empty registered model, no version without its
+        # alias and tags; the step fails with the first error.
+        _undo_registration(c, name, run_key, version, created_model)
         raise
-    say(f"registered {name} version {mv.version} with alias '{CHALLENGER}'")
-    return RegistrationResult(
-        name, str(mv.version), run.info.run_id, True, [CHALLENGER], tracking_uri
-    )
+    say(f"registered {name} version {version} with alias '{CHALLENGER}'")
+    return RegistrationResult(name, version, run.info.run_id, True, [CHALLENGER], tracking_uri)
 
 
 class RegisterOutputs(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -176,8 +177,12 @@ def test_failure_after_version_creation_leaves_no_version(
         _register(random_model_dir, features_dir, state_dir, run_key="flaky")
     monkeypatch.undo()
     c = client(local_tracking_uri(state_dir))
-    assert len(c.search_registered_models()) == 1  # the store is the one the step wrote to
+    # The store is the one the step wrote to: its run is there, FAILED.
+    assert [
+        r.info.status for r in c.search_runs([c.get_experiment_by_name("aicrush").experiment_id])
+    ] == ["FAILED"]
     assert c.search_model_versions("name = 'aicrush-code-language'") == []
+    assert c.search_registered_models() == []  # created by the failed call: removed with it
     # The retry then completes normally.
     assert _register(random_model_dir, features_dir, state_dir, run_key="flaky").created
 
@@ -229,3 +234,205 @@ def test_the_training_curve_lands_in_the_registered_run(
     assert history("learning_rate") == [(5, 1e-3), (10, 5e-4)]
     assert history("val_accuracy") == [(10, 0.55), (20, 0.75)]
     assert c.get_run(result.run_id).data.metrics["macro_f1"] == 0.4  # evaluation metrics stay
+
+
+# ------------------------------------------- interrupted registrations (a real tracking server)
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.url
+
+
+def _register_at(url: str, name: str, model_dir: Path, features_dir: Path, state: Path, key: str):
+    cfg = build_config({"registry": {"reference_rows": 10, "model_name": name}})
+    return register(
+        model_dir,
+        features_dir,
+        cfg,
+        run_key=key,
+        metrics={"accuracy": 0.5, "macro_f1": 0.4},
+        manifest={"content_hash": "abc123", "sources": ["/src"]},
+        state=state,
+        tracking_uri=url,
+    )
+
+
+def _interrupt(monkeypatch: pytest.MonkeyPatch, method: str, error: BaseException) -> None:
+    from mlflow import MlflowClient
+
+    def broken(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(MlflowClient, method, broken)
+
+
+@pytest.mark.parametrize(
+    ("method", "error"),
+    [
+        ("create_registered_model", KeyboardInterrupt()),  # the model itself half-made
+        ("create_model_version", KeyboardInterrupt()),  # no version yet
+        ("set_model_version_tag", KeyboardInterrupt()),  # a version without its tags
+        ("set_registered_model_alias", KeyboardInterrupt()),  # tags set, no alias
+        ("create_model_version", RuntimeError("registry went away")),
+    ],
+)
+def test_an_interrupted_first_registration_leaves_no_registered_model(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    error: BaseException,
+):
+    """Ctrl-C in register_model left an empty registered model ('versions none; aliases none'
+    in `aicrush serve`); a version without its alias and tags must not stay either."""
+    from aicrush.registry import ModelVersionNotFound, find_version
+
+    name = f"interrupted-{method.replace('_', '-')}-{type(error).__name__.lower()}"
+    _interrupt(monkeypatch, method, error)
+    with pytest.raises(type(error)):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-1")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    assert c.search_registered_models(f"name = '{name}'") == []
+    assert c.search_model_versions(f"name = '{name}'") == []
+    with pytest.raises(ModelVersionNotFound, match="no registered model"):
+        find_version(mlflow_url, name)
+    runs = c.search_runs(
+        [c.get_experiment_by_name("aicrush").experiment_id], "tags.`aicrush.run_key` = 'kfp-run-1'"
+    )
+    assert runs and {r.info.status for r in runs} <= {"FAILED", "KILLED"}
+
+
+def test_an_interrupted_registration_keeps_the_versions_there_were(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    name = "interrupted-second-version"
+    first = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-a")
+    _interrupt(monkeypatch, "set_model_version_tag", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-b")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    assert [v.version for v in c.search_model_versions(f"name = '{name}'")] == [first.version]
+    assert c.get_registered_model(name).aliases == {CHALLENGER: first.version}
+
+
+def test_a_version_whose_cleanup_failed_is_marked_skipped_and_replaced(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The registry went away during the tags and stayed away for the cleanup: the version is
+    tagged incomplete, so no default pick serves it and the retried step replaces it."""
+    from aicrush.registry import REGISTRATION_TAG, ModelVersionNotFound, find_version
+
+    name = "cleanup-failed"
+    _interrupt(monkeypatch, "set_model_version_tag", KeyboardInterrupt())
+    _interrupt(monkeypatch, "delete_model_version", ConnectionError("registry unreachable"))
+    with pytest.raises(KeyboardInterrupt):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-x")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    (left,) = c.search_model_versions(f"name = '{name}'")
+    assert left.tags[REGISTRATION_TAG] == "incomplete"
+    with pytest.raises(ModelVersionNotFound, match=r"versions 1 \(incomplete\); aliases none"):
+        find_version(mlflow_url, name)
+
+    retried = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-x")
+    assert retried.created and retried.version == "2"
+    (done,) = c.search_model_versions(f"name = '{name}'")
+    assert done.version == "2" and done.tags[REGISTRATION_TAG] == "complete"
+    assert find_version(mlflow_url, name).version == "2"
+
+
+def test_serve_explains_an_empty_registered_model(state_dir: Path):
+    """A registered model without versions (left by an older interrupted registration)."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    client(local_tracking_uri(state_dir)).create_registered_model("aicrush-code-language")
+    result = CliRunner().invoke(app, ["serve", "--state-dir", str(state_dir)])
+    assert result.exit_code == 2
+    assert "registered model 'aicrush-code-language'" in result.output
+    assert "has no versions (a registration stopped before creating one)" in result.output
+    assert "versions none" not in result.output
+
+
+# --------------------------------------------------------------- MLflow artifacts in gs://
+
+
+@pytest.fixture
+def gcs_refusing_anonymous(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A GCS endpoint that answers 401 to everything, as Google does to the anonymous requests
+    MLflow's GCS artifact store falls back to when it finds no credentials (STORAGE_EMULATOR_HOST
+    makes every google-cloud-storage client anonymous and sends it here)."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _refuse(self) -> None:
+            body = json.dumps(
+                {"error": {"code": 401, "message": "Anonymous caller does not have access."}}
+            ).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _refuse
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
+    try:
+        yield
+    finally:
+        server.shutdown()
+
+
+def test_mlflow_artifacts_in_gs_without_credentials_name_the_location_and_register_nothing(
+    random_model_dir: Path, features_dir: Path, state_dir: Path, gcs_refusing_anonymous: None
+):
+    from aicrush.errors import CredentialsError
+
+    uri = local_tracking_uri(state_dir)
+    c = client(uri)
+    c.create_experiment("aicrush", artifact_location="gs://team-mlflow/aicrush")
+    with pytest.raises(CredentialsError) as err:
+        _register(random_model_dir, features_dir, state_dir)
+    message = str(err.value)
+    # MLflow falls back to an anonymous client, whose request Google answers with 401: google.auth
+    # raised "InvalidOperation: Anonymous credentials cannot be refreshed" (a DefaultCredentialsError).
+    assert "no Google credentials found for gs://team-mlflow/aicrush/" in message
+    assert "gcloud auth application-default login" in message
+    assert c.search_registered_models() == []
+
+
+def test_downloading_a_version_in_gs_without_credentials_names_it(
+    state_dir: Path, gcs_refusing_anonymous: None
+):
+    from aicrush.errors import CredentialsError
+
+    uri = local_tracking_uri(state_dir)
+    c = client(uri)
+    c.create_registered_model("m")
+    c.create_model_version("m", source="gs://team-mlflow/aicrush/1/abc/artifacts/model")
+    with pytest.raises(CredentialsError, match=r"for m version 1 \(gs://team-mlflow/aicrush/"):
+        download_model(uri, "m", version=1, dst=state_dir / "dl")
