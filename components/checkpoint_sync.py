@@ -60,9 +60,9 @@ class _Store:
     @property
     def bucket(self) -> Any:
         if self._bucket is None:
-            from google.cloud import storage
+            from components.sources.gcs import storage_client
 
-            self._bucket = storage.Client().bucket(self.bucket_name)
+            self._bucket = storage_client(self.uri).bucket(self.bucket_name)
         return self._bucket
 
     def list(self) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from aicrush.config import DEFAULT_MODEL_NAME
+from aicrush.errors import DataError
 
 DEFAULT_REGISTERED_MODEL = DEFAULT_MODEL_NAME
 
@@ -292,7 +293,7 @@ def serve_command(
             server_options=options,
             access_log=not no_access_log,
         )
-    except (FileNotFoundError, PortInUse) as err:
+    except (FileNotFoundError, PortInUse, DataError) as err:  # DataError: e.g. no credentials
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except Exception as err:  # MLflow: unknown model, alias or version

@@ -76,7 +76,11 @@ def resolve_model_source(
     version = m["version"]
     if m["alias"]:
         version = str(client(uri).get_model_version_by_alias(m["name"], m["alias"]).version)
-    with tracking(uri):  # models:/ URIs resolve through MLflow's global registry URI
+    from aicrush.errors import google_credentials
+
+    # models:/ URIs resolve through MLflow's global registry URI; artifacts in gs:// need
+    # Google credentials, whose absence is a CredentialsError naming the URI
+    with tracking(uri), google_credentials(text):
         local = mlflow.artifacts.download_artifacts(artifact_uri=text)
     return resolve_model_dir(local), version
 

@@ -249,8 +249,11 @@ def save_report(snapshot: Any, destination: str) -> str:
         bucket_name, _, blob_name = destination[len("gs://") :].partition("/")
         if not blob_name:
             raise ValueError(f"{destination}: a gs:// report destination needs an object path")
-        blob = storage.Client().bucket(bucket_name).blob(blob_name)
-        blob.upload_from_string(html, content_type="text/html")
+        from aicrush.errors import google_credentials
+
+        with google_credentials(destination):
+            blob = storage.Client().bucket(bucket_name).blob(blob_name)
+            blob.upload_from_string(html, content_type="text/html")
         return destination
     path = Path(destination)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -436,3 +436,19 @@ def test_downloading_a_version_in_gs_without_credentials_names_it(
     c.create_model_version("m", source="gs://team-mlflow/aicrush/1/abc/artifacts/model")
     with pytest.raises(CredentialsError, match=r"for m version 1 \(gs://team-mlflow/aicrush/"):
         download_model(uri, "m", version=1, dst=state_dir / "dl")
+
+
+def test_serving_a_version_in_gs_without_credentials_names_it(
+    state_dir: Path, gcs_refusing_anonymous: None
+):
+    """`aicrush serve models:/m/1` downloads through MLflow itself: the same CredentialsError,
+    which the command prints as one line (exit 2), not a traceback."""
+    from aicrush.errors import CredentialsError
+    from serving.server import resolve_model_source
+
+    uri = local_tracking_uri(state_dir)
+    c = client(uri)
+    c.create_registered_model("m")
+    c.create_model_version("m", source="gs://team-mlflow/aicrush/1/abc/artifacts/model")
+    with pytest.raises(CredentialsError, match=r"no Google credentials found for models:/m/1"):
+        resolve_model_source("models:/m/1", tracking_uri=uri)
