@@ -113,8 +113,14 @@ class RunOutput(io.TextIOBase):
         if self.verbose:
             self._show(raw)
         if m := _START.search(text):
+            failed = [s for s in self.steps if s.name == m[1] and s.status == "FAILED"]
             self.steps.append(StepRecord(m[1], time.monotonic()))
             self._traceback_indent = None
+            if failed and not self.verbose:  # the task's retry policy (resources.train_retries)
+                self._show(
+                    f"  retrying {m[1]} (attempt {len(failed) + 1}); the last attempt failed: "
+                    f"{failed[-1].cause}"
+                )
             return
         if m := _FINISH.search(text):
             step = self.current

@@ -75,6 +75,28 @@ def test_a_failed_step_gives_its_last_error_as_the_cause(tmp_path: Path) -> None
     assert terminal.getvalue().split()[:2] == ["validate-dataset", "FAILED"]
 
 
+def test_a_retried_step_says_so_with_the_cause_of_the_failed_attempt(tmp_path: Path) -> None:
+    """kfp.local retries the train task (resources.train_retries): three FAILED lines in a row
+    read as three failures; the retry says it is one, and why the attempt before failed."""
+    terminal = io.StringIO()
+    out = RunOutput(tmp_path / "run.log", terminal)
+    failing = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "aicrush.errors.DataError: CUDA out of memory; lower train.batch_size",
+    ]
+    out.write(_kfp_lines("train-model", failing, "FAILURE"))
+    out.write(_kfp_lines("train-model", ["epoch done"], "SUCCESS"))
+    out.close()
+    lines = terminal.getvalue().splitlines()
+    assert lines[0].split()[:2] == ["train-model", "FAILED"]
+    assert lines[1] == (
+        "  retrying train-model (attempt 2); the last attempt failed: "
+        "DataError: CUDA out of memory; lower train.batch_size"
+    )
+    assert lines[2].split()[:2] == ["train-model", "ok"] and len(lines) == 3
+
+
 def test_verbose_shows_everything(tmp_path: Path) -> None:
     terminal = io.StringIO()
     out = RunOutput(tmp_path / "run.log", terminal, verbose=True)
