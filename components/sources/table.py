@@ -4,8 +4,9 @@
 The table is checked before any row is used; messages name example rows (counted from 0, header
 excluded, as in the ``row-NNNNNNN`` paths of a table without a ``path`` column):
 
-- a file that does not parse as CSV or Parquet, a missing column, an empty or null ``repository``
-  or ``path``, a ``text`` that is not a string (bytes are taken as the file's raw content) and a
+- a file that does not parse as CSV or Parquet, a CSV row with more or fewer fields than the
+  header (a comma or line break in a field not quoted), a missing column, an empty or null
+  ``repository`` or ``path``, a ``text`` that is not a string (bytes are taken as the file's raw content) and a
   ``language`` that is not a name (a number: label codes need mapping to names) are a
   :class:`DataError`;
 - rows with a null or empty ``language`` are left out, counted as ``unlabelled_row`` and reported.
@@ -18,6 +19,7 @@ so a path is always relative to its repository.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ SUFFIXES = (".parquet", ".csv")
 EXAMPLES = 5
 #: How a CSV may write a missing language, repository or path.
 NA_SPELLINGS = ("", "NA", "N/A", "#N/A", "NaN", "nan", "null", "NULL", "None", "<NA>")
+#: The columns that take :data:`NA_SPELLINGS` as missing.
+_NAMES = ("language", "repository", "path")
+#: Largest CSV field, in characters (a file's whole text is one field).
+_FIELD_SIZE_LIMIT = 2**31 - 1
 
 
 def is_table(path: Path) -> bool:
@@ -44,11 +50,10 @@ def _read(path: Path) -> Any:
     try:
         if parquet:
             return pd.read_parquet(path)
-        # Strings as written (pandas' default reads "1" as 1 and "null" as NaN); only the names
-        # take NA spellings (R writes NA for a missing value) as missing, never a file's text.
-        names = {column: list(NA_SPELLINGS) for column in ("language", "repository", "path")}
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=names)
-    except (ValueError, OSError, pa.ArrowException) as err:  # ParserError, ArrowInvalid, ...
+        return _read_csv(path)
+    except DataError:
+        raise
+    except (ValueError, OSError, csv.Error, pa.ArrowException) as err:  # ArrowInvalid, ...
         detail = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
         raise DataError(
             f"cannot read labelled table {str(path)!r} as {'Parquet' if parquet else 'CSV'} "
@@ -56,6 +61,66 @@ def _read(path: Path) -> Any:
             + ("" if parquet else " (a header row, then one row per file)")
             + " or remove it from ingest.sources"
         ) from None
+
+
+def _read_csv(path: Path) -> Any:
+    """Every field a string, as written; the names (``language``, ``repository``, ``path``) take
+    :data:`NA_SPELLINGS` as missing, never a file's text. Every row must have the header's number
+    of fields: pandas reads a first row with one field more as an index column (every column then
+    shifts by one) and pads a row with fewer, so both would be misread silently."""
+    import pandas as pd
+
+    limit = csv.field_size_limit()
+    csv.field_size_limit(_FIELD_SIZE_LIMIT)  # the default, 128 KiB, is below a large source file
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a byte order mark is fine
+            reader = csv.reader(handle, strict=True)
+            try:
+                header = next((record for record in reader if record), None)
+                if header is None:
+                    raise ValueError("the file holds no header row")
+                records: list[list[str]] = []
+                bad: dict[str, list[tuple[int, int, int]]] = {"more": [], "fewer": []}
+                line = reader.line_num
+                for record in reader:
+                    first, line = line + 1, reader.line_num
+                    if not record:  # a blank line, as pandas skips them
+                        continue
+                    if len(record) != len(header):
+                        more = len(record) > len(header)
+                        bad["more" if more else "fewer"].append((len(records), first, len(record)))
+                    records.append(record)
+            except csv.Error as err:
+                raise ValueError(f"line {reader.line_num}: {err}") from None
+    finally:
+        csv.field_size_limit(limit)
+    name = repr(str(path))
+    if bad["more"] or bad["fewer"]:
+        what = "; ".join(
+            f"{rows_text([row for row, _, _ in found])} {'has' if len(found) == 1 else 'have'} "
+            f"{kind} fields ("
+            + ", ".join(f"{n} on line {line}" for _, line, n in found[:EXAMPLES])
+            + (", ..." if len(found) > EXAMPLES else "")
+            + ")"
+            for kind, found in bad.items()
+            if found
+        )
+        raise DataError(
+            f"cannot read labelled table {name} as CSV: its header has {len(header)} fields; "
+            f'{what}. A field holding a comma or a line break must be quoted ("a, b", as csv '
+            "writers do): re-export the table with csv quoting, or as Parquet"
+        )
+    twice = sorted({c for c in header if header.count(c) > 1} & {*_NAMES, "text"})
+    if twice:
+        raise DataError(
+            f"labelled table {name}: its header names column(s) {', '.join(twice)} more than "
+            "once: rename or remove the extra ones"
+        )
+    frame = pd.DataFrame(records, columns=header, dtype=object)
+    for column in _NAMES:
+        if column in frame.columns:
+            frame[column] = [None if v in NA_SPELLINGS else v for v in frame[column]]
+    return frame
 
 
 def rows_text(rows: list[int]) -> str:

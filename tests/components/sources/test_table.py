@@ -206,3 +206,67 @@ def test_paths_are_relative_to_the_repository(tmp_path: Path, state_dir: Path) -
     run(table, tmp_path, state_dir)
     files = pd.read_parquet(tmp_path / "out" / "files.parquet")
     assert (files["repository"] + "/" + files["path"]).tolist() == ["org/r1/abs/a.py"]
+
+
+HEADER = "repository,path,text,language\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        # pandas took the first column as the index: every column shifted by one, and the damage
+        # surfaced as "rows without a language".
+        (
+            HEADER + "r1,a.py,x,y,Python\nr1,b.py,x,Python\nr1,c.py,z,Python\n",
+            "1 row (0) has more fields (5 on line 2)",
+        ),
+        (
+            HEADER + "r1,a.py,x,Python\nr1,b.py,x,y,Python\n",
+            "1 row (1) has more fields (5 on line 3)",
+        ),
+        ("text,language\nx, y,Python\n", "its header has 2 fields; 1 row (0) has more fields"),
+        # pandas padded it: a silent unlabelled row.
+        (HEADER + "r1,a.py,x,Python\nr1,b.py,x\n", "1 row (1) has fewer fields (3 on line 3)"),
+        (
+            HEADER + "r1,a.py,x,y,Python\nr1,b.py,x\nr1,c.py,z,Python\n",
+            "1 row (0) has more fields (5 on line 2); 1 row (1) has fewer fields (3 on line 3)",
+        ),
+    ],
+)
+def test_csv_rows_with_another_number_of_fields_fail_naming_them(
+    tmp_path: Path, state_dir: Path, content: str, named: str
+) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text(content)
+    with pytest.raises(DataError) as err:
+        run(table, tmp_path, state_dir)
+    message = str(err.value)
+    assert message.startswith(f"cannot read labelled table {str(table)!r} as CSV: ")
+    assert named in message
+    assert "must be quoted" in message and "as Parquet" in message
+    assert "without a language" not in message
+
+
+def test_csv_quoted_fields_blank_lines_and_large_texts_are_read(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """The reader that counts fields keeps what pandas read: quoted commas and line breaks, blank
+    lines, a byte order mark and texts over the csv module's default 128 KiB field limit."""
+    large = PY + "# " + "x" * 200_000 + "\n"
+    table = tmp_path / "t.csv"
+    pd.DataFrame(
+        {"repository": ["r1", "r1"], "path": ["a.py", "b.py"], "text": [PY, large]}
+        | {"language": ["Python", "Python"]}
+    ).to_csv(table, index=False)
+    table.write_text("\ufeff" + table.read_text() + "\n\n")
+    result = run(table, tmp_path, state_dir, max_file_bytes=300_000)
+    assert result.n_files == 2 and not result.skipped
+    files = pd.read_parquet(tmp_path / "out" / "files.parquet").set_index("path")
+    assert files.loc["a.py", "text"] == PY and files.loc["b.py", "text"] == large
+
+
+def test_csv_header_naming_a_column_twice_fails(tmp_path: Path, state_dir: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("text,language,language\nx,Python,C\n")
+    with pytest.raises(DataError, match=r"names column\(s\) language more than once"):
+        run(table, tmp_path, state_dir)
