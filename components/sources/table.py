@@ -13,8 +13,9 @@ excluded, as in the ``row-NNNNNNN`` paths of a table without a ``path`` column):
 
 A CSV is read with every field as a string, as written: an empty field is an empty text, ``NA`` or
 ``null`` in a text stay text (in ``language``, ``repository`` and ``path`` they mean missing, as R
-writes them), and a label made of digits is a number. A leading ``/`` of a ``path`` is dropped,
-so a path is always relative to its repository.
+writes them). In both formats a label that is one of :data:`NA_SPELLINGS` (what ``astype(str)``
+makes of a null) is missing, and one that ``float()`` reads (``-1``, ``2e3``, ``inf``) is a
+number. A leading ``/`` of a ``path`` is dropped, so a path is always relative to its repository.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from components.sources.base import Candidate, SourceContext
 SUFFIXES = (".parquet", ".csv")
 #: Example rows named in a message.
 EXAMPLES = 5
-#: How a CSV may write a missing language, repository or path.
+#: How a table may write a missing language (a CSV also a missing repository or path).
 NA_SPELLINGS = ("", "NA", "N/A", "#N/A", "NaN", "nan", "null", "NULL", "None", "<NA>")
 #: The columns that take :data:`NA_SPELLINGS` as missing.
 _NAMES = ("language", "repository", "path")
@@ -157,7 +158,13 @@ def _label_kind(value: Any) -> str:
         value = value.strip()
         if not value:
             return "empty"
-        return "number" if value.replace(".", "", 1).isdigit() else ""
+        if value in NA_SPELLINGS:  # what astype(str) makes of a null, in a Parquet file too
+            return "null"
+        try:
+            float(value)  # "-1", "2e3", "inf": a label code, not a name
+        except ValueError:
+            return ""
+        return "number"
     if _is_null(value):
         return "null"
     return type(value).__name__

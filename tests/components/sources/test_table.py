@@ -270,3 +270,34 @@ def test_csv_header_naming_a_column_twice_fails(tmp_path: Path, state_dir: Path)
     table.write_text("text,language,language\nx,Python,C\n")
     with pytest.raises(DataError, match=r"names column\(s\) language more than once"):
         run(table, tmp_path, state_dir)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+@pytest.mark.parametrize("code", ["-1", "2e3", "1E-3", "+7", "inf", "-Infinity", "1_000", " 12 "])
+def test_labels_that_float_reads_are_label_codes(
+    tmp_path: Path, state_dir: Path, suffix: str, code: str
+) -> None:
+    """'-1' and '2e3' became classes: only digits with at most one '.' counted as a number."""
+    table = write_table(
+        tmp_path / f"t{suffix}", {"text": [PY, PY + "#\n"], "language": ["Python", code]}
+    )
+    with pytest.raises(DataError, match=r"map label codes to names") as err:
+        run(table, tmp_path, state_dir)
+    assert "found number in 1 row (1)" in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_na_spellings_are_missing_labels_in_both_formats(
+    tmp_path: Path, state_dir: Path, suffix: str
+) -> None:
+    """In Parquet, 'None' and 'nan' (what astype(str) makes of a null) became classes."""
+    spellings = ["None", "nan", "NaN", "null", "NULL", "NA", "N/A", "#N/A", "<NA>"]
+    table = write_table(
+        tmp_path / f"t{suffix}",
+        {"text": [PY + f"# {i}\n" for i in range(10)], "language": ["Python", *spellings]},
+    )
+    said: list[str] = []
+    result = run(table, tmp_path, state_dir, said)
+    assert result.languages == {"Python": 1}
+    assert result.skipped == {"unlabelled_row": len(spellings)}
+    assert any(f"left out {len(spellings)} rows without a language" in s for s in said)
