@@ -93,10 +93,22 @@ class IngestConfig(StrictModel):
     @classmethod
     def _extension_keys(cls, table: dict[str, str]) -> dict[str, str]:
         seen: dict[str, str] = {}
-        for key in table:
+        for key, language in table.items():
             where = f"key {key!r}"
             if not key.strip() or key != key.strip() or key.strip(".") == "":
                 raise ValueError(f"{where} names no extension or file name")
+            if any(char in key for char in _GLOB_CHARACTERS):
+                hint = f"; write {key[1:]!r}" if re.fullmatch(r"\*\.[^*?\[\]]+", key) else ""
+                raise ValueError(
+                    f"{where} is a pattern: a key is an extension ('.py') or an exact file name "
+                    f"('Jenkinsfile'), not a pattern{hint}"
+                )
+            if language != language.strip():  # " " would become a class named " "
+                raise ValueError(
+                    f"{where}: value {language!r} "
+                    + ("is blank" if not language.strip() else "has leading or trailing spaces")
+                    + "; write a language name such as 'Python', or '' to ignore those files"
+                )
             if "/" in key or "\\" in key:
                 raise ValueError(
                     f"{where}: only a file's name is matched, not its folder; write "
@@ -119,6 +131,8 @@ class IngestConfig(StrictModel):
 # is an extension missing its dot, not a file name: real extension-less names are longer or
 # capitalised ('Jenkinsfile', 'makefile', 'BUILD').
 _LOOKS_LIKE_EXTENSION = re.compile(r"[a-z0-9+#_-]{1,5}")
+# fnmatch's: a key is matched as a whole name or suffix, so these would never match anything.
+_GLOB_CHARACTERS = "*?[]"
 
 
 class ValidateConfig(StrictModel):
@@ -607,7 +621,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
 
-def _check_unique_keys(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+def _check_unique_keys(node: yaml.Node, path: tuple[str | int, ...], seen: set[int]) -> None:
     if id(node) in seen:  # an alias of a node already checked
         return
     seen.add(id(node))
@@ -617,25 +631,37 @@ def _check_unique_keys(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -
             name = str(key.value) if isinstance(key, yaml.ScalarNode) else None
             if name is not None and key.tag != "tag:yaml.org,2002:merge":
                 if name in lines:
-                    dotted = "".join(
-                        f"[{part!r}]" if "." in part or not part else f".{part}"
-                        for part in (*path, name)
-                    ).lstrip(".")
                     raise _DuplicateKey(
-                        f"key {dotted} appears twice (lines {lines[name]} and "
+                        f"key {_location((*path, name))} appears twice (lines {lines[name]} and "
                         f"{key.start_mark.line + 1}); keep one"
                     )
                 lines[name] = key.start_mark.line + 1
             _check_unique_keys(value, (*path, name or "?"), seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_unique_keys(item, (*path, str(i)), seen)
+            _check_unique_keys(item, (*path, i), seen)
+
+
+def _location(parts: tuple[str | int, ...]) -> str:
+    """``ingest.extra_extensions['.py']``, ``ingest.sources[0]``: a name that is not a plain word
+    (a ``.py`` key) in brackets, so no location reads ``extra_extensions..py``."""
+    out = ""
+    for part in parts:
+        if part == "[key]":  # pydantic's mark for a dict key (rather than its value)
+            out += " (the key)"
+        elif isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][\w+#-]*", part):
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
+    return out.removeprefix(".")
 
 
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = _location(tuple(e["loc"])) or "(top level)"
         msg = e["msg"]
         if e["type"] == "value_error":  # our validators' messages, without pydantic's prefix
             msg = str(e.get("ctx", {}).get("error", msg))

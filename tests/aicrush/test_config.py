@@ -251,3 +251,63 @@ def test_the_cli_prints_config_file_errors_without_a_traceback(tmp_path: Path):
         result = CliRunner().invoke(app, ["run", "--config", str(config)])
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (" ", "key '.py': value ' ' is blank"),  # it became a class named ' '
+        ("\t", "key '.py': value '\\t' is blank"),
+        (" Python", "key '.py': value ' Python' has leading or trailing spaces"),
+        ("Python ", "key '.py': value 'Python ' has leading or trailing spaces"),
+    ],
+)
+def test_extra_extensions_values_are_a_language_or_exactly_empty(value: str, message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        build_config({"ingest": {"extra_extensions": {".py": value}}})
+    assert "ingest.extra_extensions: " in str(err.value)
+    assert "write a language name such as 'Python', or '' to ignore" in str(err.value)
+    assert build_config({"ingest": {"extra_extensions": {".py": ""}}}).ingest.extra_extensions
+
+
+@pytest.mark.parametrize(
+    ("key", "fix"),
+    [
+        ("*.py", "; write '.py'"),
+        ("?", ""),
+        ("[ch]", ""),
+        ("test_*.py", ""),
+        ("*.tar.gz", "; write '.tar.gz'"),
+    ],
+)
+def test_extra_extensions_keys_that_are_patterns_fail(key: str, fix: str):
+    """A glob key never matched anything (keys are compared as names and suffixes)."""
+    with pytest.raises(ConfigError) as err:
+        build_config({"ingest": {"extra_extensions": {key: "Python"}}})
+    assert (
+        f"ingest.extra_extensions: key {key!r} is a pattern: a key is an extension ('.py') or an "
+        "exact file name ('Jenkinsfile'), not a pattern" + fix
+    ) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "location"),
+    [
+        # It read ingest.extra_extensions..py.
+        ({"ingest": {"extra_extensions": {".py": 5}}}, "ingest.extra_extensions['.py']: "),
+        (
+            {"ingest": {"extra_extensions": {".cmake.in": 5}}},
+            "ingest.extra_extensions['.cmake.in']: ",
+        ),
+        (
+            {"ingest": {"extra_extensions": {"Jenkinsfile": 5}}},
+            "ingest.extra_extensions.Jenkinsfile: ",
+        ),
+        ({"ingest": {"sources": ["a", 5]}}, "ingest.sources[1]: "),
+        ({"train": {"epochs": "many"}}, "train.epochs: "),
+    ],
+)
+def test_error_locations_read_as_written(data: dict, location: str):
+    with pytest.raises(ConfigError) as err:
+        build_config(data)
+    assert str(err.value).startswith(f"invalid aicrush config:\n  {location}")
