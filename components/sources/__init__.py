@@ -7,8 +7,8 @@
 | ``gs://bucket/prefix`` | Google Cloud Storage | :mod:`.gcs` |
 | ``python-environment`` | this Python environment | :mod:`.environment` |
 | a URL, ``*.git`` or a folder holding ``.git`` | git repository | :mod:`.git` |
-| ``*.parquet`` / ``*.csv`` (any case) | labelled table | :mod:`.table` |
-| a folder | local folder | :mod:`.folder` |
+| ``*.parquet`` / ``*.csv`` (any case), a folder ``*.parquet`` | labelled table | :mod:`.table` |
+| any other folder | local folder | :mod:`.folder` |
 
 No source at all means :data:`DEFAULT_SOURCES` (the pinned default corpus). :func:`kind_of` decides
 the kind from the spelling alone; :func:`collect` calls that kind's module.
@@ -55,7 +55,7 @@ def kind_of(source: str) -> str:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"source {source!r} does not exist: check ingest.sources")
-    if path.is_file() and is_table(path):
+    if is_table(path):  # before folders: a partitioned Parquet dataset is a folder
         return "table"
     if path.is_dir():
         return "folder"

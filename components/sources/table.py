@@ -1,5 +1,7 @@
 """A labelled table: ``.parquet``/``.csv`` (any case) with ``text`` and ``language`` columns
-(optional ``repository`` and ``path``). Rows carry their text; nothing is read from disk later.
+(optional ``repository`` and ``path``), or a folder named ``*.parquet`` holding a partitioned
+Parquet dataset (as Spark and pyarrow write it; ``key=value`` folders become columns). Rows carry
+their text; nothing is read from disk later.
 
 The table is checked before any row is used; messages name example rows (counted from 0, header
 excluded, as in the ``row-NNNNNNN`` paths of a table without a ``path`` column):
@@ -39,8 +41,11 @@ _FIELD_SIZE_LIMIT = 2**31 - 1
 
 
 def is_table(path: Path) -> bool:
-    """A ``.parquet`` or ``.csv`` file (the suffix in any case)."""
-    return path.suffix.lower() in SUFFIXES
+    """A ``.parquet`` or ``.csv`` file, or a folder named ``*.parquet``: a partitioned dataset,
+    as Spark and pyarrow write it (``part-*.parquet`` files, maybe in ``key=value`` folders).
+    The suffix in any case."""
+    suffix = path.suffix.lower()
+    return suffix == ".parquet" if path.is_dir() else suffix in SUFFIXES
 
 
 def _read(path: Path) -> Any:
@@ -50,7 +55,13 @@ def _read(path: Path) -> Any:
     parquet = path.suffix.lower() == ".parquet"
     try:
         if parquet:
-            return pd.read_parquet(path)
+            if path.is_dir() and not any(_is_dataset_file(path, p) for p in path.rglob("*")):
+                raise DataError(
+                    f"labelled table {str(path)!r} is a folder named .parquet that holds no "
+                    "Parquet files (a partitioned dataset holds part-*.parquet files): write the "
+                    "table into it or remove it from ingest.sources"
+                )
+            return pd.read_parquet(path)  # a file, or a partitioned dataset's folder
         return _read_csv(path)
     except DataError:
         raise
@@ -62,6 +73,13 @@ def _read(path: Path) -> Any:
             + ("" if parquet else " (a header row, then one row per file)")
             + " or remove it from ingest.sources"
         ) from None
+
+
+def _is_dataset_file(root: Path, path: Path) -> bool:
+    """A file pyarrow reads in a dataset folder: neither it nor a folder above it is hidden
+    (``.part-0.parquet.crc``) or private (``_SUCCESS``, ``_metadata``)."""
+    parts = path.relative_to(root).parts
+    return path.is_file() and not any(part.startswith((".", "_")) for part in parts)
 
 
 def _read_csv(path: Path) -> Any:

@@ -295,6 +295,38 @@ def test_labelled_table(tmp_path: Path, state_dir: Path, suffix: str) -> None:
         ingest(IngestConfig(sources=(str(bad),)), tmp_path / "o2", state_dir)
 
 
+@pytest.mark.parametrize("name", ["labels.parquet", "labels.PARQUET"])
+def test_partitioned_parquet_folder_is_a_table(tmp_path: Path, state_dir: Path, name: str) -> None:
+    """A folder pdir.parquet/part-0.parquet (as Spark and pyarrow write) was taken for a source
+    folder and failed with 'holds no files with a known language'."""
+    from components.sources import kind_of
+
+    dataset = tmp_path / name
+    frame = pd.DataFrame(
+        {
+            "text": ["print(1)\n", "int main() {}\n", "print(2)\n"],
+            "language": ["Python", "C", "Python"],
+        }
+    )
+    frame.to_parquet(dataset, partition_cols=["language"])  # language=C/..., language=Python/...
+    (dataset / "_SUCCESS").write_text("")  # Spark's marker; pyarrow skips _ and . files
+    assert kind_of(str(dataset)) == "table"
+    result = ingest(IngestConfig(sources=(str(dataset),)), tmp_path / "out", state_dir)
+    assert result.languages == {"C": 1, "Python": 2}
+    assert set(read_files(tmp_path / "out")["repository"]) == {"labels"}
+
+
+def test_folders_named_like_tables(tmp_path: Path, state_dir: Path) -> None:
+    from components.sources import kind_of
+
+    write(tmp_path / "code.csv", "a.py", PY)  # only a .parquet folder is a dataset
+    assert kind_of(str(tmp_path / "code.csv")) == "folder"
+    (tmp_path / "empty.parquet").mkdir()
+    write(tmp_path / "empty.parquet", "_SUCCESS", "")
+    with pytest.raises(DataError, match=r"is a folder named \.parquet that holds no Parquet files"):
+        ingest(IngestConfig(sources=(str(tmp_path / "empty.parquet"),)), tmp_path / "o", state_dir)
+
+
 # ----------------------------------------------------------------------------- GCS (fake-gcs-server)
 
 
