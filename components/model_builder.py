@@ -111,6 +111,41 @@ def train_tokenizer(
     )
 
 
+def is_hub_id(base_model: str) -> bool:
+    """Whether ``train.base_model`` names a Hugging Face Hub model (not '', 'minilm', a
+    ``gs://`` folder or an existing local folder): loading it needs the hub or its cache."""
+    if not base_model or base_model == "minilm" or base_model.startswith("gs://"):
+        return False
+    return not Path(base_model).expanduser().is_dir()
+
+
+def hub_offline(default: str = "") -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (the images and local runs set it to 1);
+    ``default`` stands for it when it is unset."""
+    value = os.environ.get("HF_HUB_OFFLINE", default)
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_hub_model_loadable(base_model: str, offline: bool | None = None) -> None:
+    """Fail before training when ``base_model`` is a hub id that cannot load offline: the hub
+    is off (``offline``; None: HF_HUB_OFFLINE) and the local cache holds no ``config.json``
+    for it.
+
+    Raises:
+        DataError: with :func:`hub_model_error`'s advice.
+    """
+    if not is_hub_id(base_model) or not (hub_offline() if offline is None else offline):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(base_model, "config.json")
+    except ValueError as err:  # not a valid repo id either ("a b", "../x")
+        raise DataError(hub_model_error(base_model, err)) from None
+    if not isinstance(cached, str):
+        raise DataError(hub_model_error(base_model, OSError("not in the local cache")))
+
+
 def resolve_base_model(base_model: str, download_dir: Path) -> str:
     """Where ``from_pretrained`` should load ``base_model`` from ('minilm', folder, gs://, hub id)."""
     if base_model == "minilm":
@@ -127,10 +162,10 @@ def resolve_base_model(base_model: str, download_dir: Path) -> str:
 def hub_model_error(base_model: str, err: BaseException) -> str:
     """What to do when ``train.base_model`` is a Hugging Face Hub id that did not load."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
     why = (
-        "HF_HUB_OFFLINE is set (the aicrush images set it; clusters often have no egress)"
-        if offline
+        "HF_HUB_OFFLINE is set (the aicrush images and local runs set it) and the local cache "
+        "does not hold it"
+        if hub_offline()
         else first
     )
     return (

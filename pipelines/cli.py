@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -94,6 +95,39 @@ def _warn_if_no_registry(cfg) -> None:
             "http://aicrush-mlflow.aicrush.svc.cluster.local:5000, see docs/deploy-gke.md)",
             err=True,
         )
+
+
+def _warn_for_the_cluster(cfg) -> None:
+    """What a compiled pipeline would meet in the cluster's pods: sources on this machine's
+    disk, a hub model in images that run offline."""
+    from components.model_builder import is_hub_id
+    from pipelines.submit import cluster_source_problems
+
+    for problem in cluster_source_problems(cfg):
+        typer.echo(f"warning: source {problem}", err=True)
+    if is_hub_id(cfg.train.base_model):
+        typer.echo(
+            f"warning: train.base_model {cfg.train.base_model!r} is a Hugging Face Hub id; the "
+            "images run with HF_HUB_OFFLINE=1, so the train step cannot load it: copy the model "
+            "to gs://BUCKET/models/NAME and name that folder",
+            err=True,
+        )
+
+
+def _connection_refused(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a refused or unresolvable connection."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, ConnectionError) or type(err).__name__ in (
+            "NewConnectionError",
+            "MaxRetryError",
+            "NameResolutionError",
+        ):
+            return True
+        err = err.__cause__ or err.__context__ or (err.args[0] if err.args else None)
+        err = err if isinstance(err, BaseException) else None
+        seen += 1
+    return False
 
 
 def _config(config: Path | None, preset: str | None, source: list[str] | None):
@@ -263,6 +297,7 @@ def compile_(
     _warn_if_no_registry(cfg)
     from pipelines.compile import compile_pipeline
 
+    _warn_for_the_cluster(cfg)
     path = compile_pipeline(pipeline.value, output or Path(f"aicrush-{pipeline.value}.yaml"), cfg)
     typer.echo(f"wrote {path}")
 
@@ -324,13 +359,27 @@ def submit(
     _warn_if_no_registry(cfg)
     if model_version is not None and pipeline is not PipelineChoice.rollout:
         raise typer.BadParameter("--model-version applies to --pipeline rollout only")
-    from pipelines.submit import check_pipeline_root, submit_pipeline
+    from components.trainjob import needs_trainjob
+    from pipelines.submit import check_pipeline_root, cluster_source_problems, submit_pipeline
 
     if pipeline_root is not None:
         try:
             check_pipeline_root(pipeline_root, cfg, pipeline.value)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--pipeline-root") from None
+    elif pipeline is PipelineChoice.training and needs_trainjob(cfg):
+        typer.echo(
+            "warning: train.distributed launches a TrainJob, which needs the run's artifacts in "
+            "gs://; without --pipeline-root gs://BUCKET/PREFIX the cluster's default root is "
+            "used, and the train step fails if that is not GCS (MinIO in a standalone install)",
+            err=True,
+        )
+    if pipeline is PipelineChoice.training:
+        if problems := cluster_source_problems(cfg):
+            for problem in problems:
+                typer.echo(f"error: source {problem}", err=True)
+            raise typer.Exit(2)
+        _warn_for_the_cluster(cfg)
     arguments = {"model_version": model_version} if model_version else {}
     try:
         sub = submit_pipeline(
@@ -345,6 +394,16 @@ def submit(
             service_account=service_account,
         )
     except Exception as err:  # the KFP client raises many types; the user needs the message
+        if _connection_refused(err):
+            reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))
+            typer.echo(
+                f"error: cannot reach Kubeflow Pipelines at {host}"
+                f" ({reason[1].strip() if reason else type(err).__name__}): check --host, and "
+                "that the port-forward runs (kubectl -n kubeflow port-forward "
+                "svc/ml-pipeline-ui 8080:80)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
         typer.echo(f"error: could not submit to {host}: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(

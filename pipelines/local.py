@@ -343,13 +343,15 @@ def check_sources(cfg: AicrushConfig) -> None:
 
     The source dispatcher (:func:`components.sources.kind_of`) says what each source is; local
     folders, tables and git folders must exist, ``pypi:`` sources must be exact pins or name an
-    existing ``pypi:FILE`` (of exact pins) or ``pypi:FOLDER``. ``gs://`` prefixes, git URLs and
-    the packages on the index are checked by the ingest step (they need the network).
+    existing ``pypi:FILE`` (of exact pins) or ``pypi:FOLDER``, ``gs://`` prefixes must name a
+    bucket. The objects, git URLs and the packages on the index are checked by the ingest step
+    (they need the network).
     Raises :class:`aicrush.config.ConfigError` naming the source and what to give instead.
     """
     from aicrush.config import ConfigError
     from aicrush.errors import DataError
     from components.sources import kind_of
+    from components.sources.gcs import parse_gs_uri
     from components.sources.pypi import PREFIX, packages_of
 
     for source in cfg.ingest.sources:
@@ -358,9 +360,12 @@ def check_sources(cfg: AicrushConfig) -> None:
             kind = kind_of(text)
             if kind == "pypi":
                 packages_of(text.removeprefix(PREFIX).strip())
+            if kind == "gcs":
+                parse_gs_uri(text)
         except DataError as err:
-            if text.startswith(PREFIX):
-                raise ConfigError(f"{err} (--source / ingest.sources)") from None
+            if text.startswith((PREFIX, "gs://")):  # their errors say what is wrong
+                said = str(err).removesuffix(" in ingest.sources")
+                raise ConfigError(f"{said} (--source / ingest.sources)") from None
             path = Path(text).expanduser()
             what = "is of no known kind" if path.exists() else "does not exist"
             raise ConfigError(
@@ -374,15 +379,19 @@ def check_sources(cfg: AicrushConfig) -> None:
 
 def check_training(cfg: AicrushConfig) -> None:
     """Fail before the pipeline starts on a ``train.distributed`` this machine cannot run
-    (:func:`components.train_worker.check_local_distributed`), instead of after ingest,
-    validation, features and the train step's retries.
+    (:func:`components.train_worker.check_local_distributed`) or a ``train.base_model`` hub id
+    that cannot load offline (:func:`components.model_builder.check_hub_model_loadable`),
+    instead of after ingest, validation, features and the train step's retries.
     Raises :class:`aicrush.config.ConfigError` naming the setting."""
     from aicrush.config import ConfigError
+    from components.model_builder import check_hub_model_loadable, hub_offline
     from components.train_worker import check_local_distributed
 
     try:
         check_local_distributed(cfg.train.distributed)
-    except ValueError as err:
+        # local runs set HF_HUB_OFFLINE=1 unless it is set (run_pipeline_locally)
+        check_hub_model_loadable(cfg.train.base_model, offline=hub_offline(default="1"))
+    except ValueError as err:  # DataError is one
         raise ConfigError(str(err)) from None
 
 
@@ -405,12 +414,12 @@ def run_pipeline_locally(
     from aicrush.state import resolve_tracking_uri
     from pipelines.run_output import RunOutput, default_log_file
 
+    # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     check_sources(cfg)
     check_training(cfg)
     tracking_uri = resolve_tracking_uri(cfg.registry, state)
-    # The steps run as subprocesses of this one: they inherit where MLflow is and stay offline.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("FEAST_USAGE", "False")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # step lines reach the log as they happen

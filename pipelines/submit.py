@@ -47,9 +47,13 @@ def submit_pipeline(
     if pipeline_root is not None:
         check_pipeline_root(pipeline_root, cfg, pipeline)
     if client is None:
+        import warnings
+
         import kfp
 
-        client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
+        with warnings.catch_warnings():  # kfp's notice on every Client, not about this call
+            warnings.filterwarnings("ignore", message="This client only works with Kubeflow")
+            client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(pipeline, Path(tmp) / f"aicrush-{pipeline}.yaml", cfg)
         run = client.create_run_from_pipeline_package(
@@ -73,19 +77,62 @@ def check_pipeline_root(root: str, cfg: AicrushConfig, pipeline: PipelineName) -
     """Refuse a ``--pipeline-root`` the run could not work with (see :func:`submit_pipeline`).
 
     Raises:
-        ValueError: not ``scheme://bucket[/prefix]``, or not ``gs://`` for a TrainJob.
+        ValueError: not ``scheme://bucket[/prefix]`` (lowercase scheme, no spaces), or not
+            ``gs://`` for a TrainJob.
     """
     from components.trainjob import needs_trainjob
 
     scheme, sep, rest = root.partition("://")
-    if not sep or not scheme or not rest.strip("/"):
+    if root != root.strip() or " " in root:
+        raise ValueError(f"{root!r} holds spaces; write e.g. gs://my-bucket/pipeline-root")
+    if not sep or not scheme or not rest.split("/")[0]:
         raise ValueError(f"{root!r} is not a URI with a bucket, e.g. gs://my-bucket/pipeline-root")
+    if scheme != scheme.lower():
+        raise ValueError(f"{root!r}: write the scheme in lowercase ({scheme.lower()}://)")
     if pipeline == "training" and scheme != "gs" and needs_trainjob(cfg):
         raise ValueError(
             f"{root!r}: train.distributed asks for a Kubeflow Trainer TrainJob, "
             "whose nodes read the features and write the model through GCS; give a gs:// root "
             "or train on one GPU (docs/distributed-training.md)"
         )
+
+
+def cluster_source_problems(cfg: AicrushConfig) -> list[str]:
+    """What in ``ingest.sources`` a cluster's ingest pod cannot read: a path on this machine
+    (folder, table, local git repository, ``pypi:FILE``/``pypi:FOLDER``), a ``file://`` URL, a
+    ``gs://`` without a bucket. Fine: ``gs://bucket/prefix``, https/ssh git URLs,
+    ``pypi:NAME==VERSION``, ``pypi:default`` and ``python-environment`` (the image's)."""
+    from components.sources.environment import ENVIRONMENT_SOURCE
+    from components.sources.git import is_remote_git_url
+    from components.sources.pypi import DEFAULT_LIST, PREFIX
+
+    problems = []
+    for source in cfg.ingest.sources:
+        text = str(source)
+        spec = text.removeprefix(PREFIX).strip()
+        if text.startswith(PREFIX) and (spec == DEFAULT_LIST or _pins_only(spec)):
+            continue
+        if text in ("", ENVIRONMENT_SOURCE) or is_remote_git_url(text):
+            continue
+        if text.startswith("gs://"):
+            if not text.removeprefix("gs://").split("/")[0]:
+                problems.append(f"{text!r} names no bucket: write gs://bucket/prefix")
+            continue
+        problems.append(
+            f"{text!r} is read from this machine's disk, which the pipeline's pods do not see: "
+            + (
+                "list the pins themselves (pypi:NAME==VERSION) or upload the archives to gs://"
+                if text.startswith(PREFIX)
+                else "upload it (gcloud storage cp -r PATH gs://BUCKET/PREFIX) and give the "
+                "gs:// prefix, or a git URL"
+            )
+        )
+    return problems
+
+
+def _pins_only(spec: str) -> bool:
+    """``pypi:NAME==VERSION``: a pin, not a file or folder to read."""
+    return "==" in spec and not Path(spec).expanduser().exists()
 
 
 def submit_training_pipeline(

@@ -17,6 +17,11 @@ from components.sources.folder import folder_candidates
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|git@[^:]+:)")
 
 
+def is_remote_git_url(source: str) -> bool:
+    """An https/ssh/git URL (or ``git@host:path``): what a pod elsewhere can clone too."""
+    return bool(_GIT_URL.match(source)) and not source.startswith("file://")
+
+
 def is_git_source(source: str) -> bool:
     """URLs, ``*.git`` paths and local folders holding ``.git`` are cloned, not walked."""
     if _GIT_URL.match(source):

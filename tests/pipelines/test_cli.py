@@ -95,7 +95,7 @@ def test_compile_writes_yaml(tmp_path: Path):
 def test_submit_to_unreachable_host_fails_cleanly():
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9"])
     assert result.exit_code == 1
-    assert "could not submit to http://127.0.0.1:9" in result.output
+    assert "cannot reach Kubeflow Pipelines at http://127.0.0.1:9" in result.output
 
 
 @pytest.mark.parametrize(
@@ -116,4 +116,20 @@ def test_run_refuses_distributed_settings_this_machine_cannot_run_before_it_star
     result = runner.invoke(app, ["run", "--config", str(conf), "--state-dir", str(state)])
     assert result.exit_code == 2, result.output
     assert named in result.output
+    assert not (state / "pipeline_root").exists()  # refused before any step ran
+
+
+def test_run_refuses_a_hub_model_it_cannot_load_offline_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Local runs are offline (HF_HUB_OFFLINE=1 unless set): a hub id missing from the cache
+    failed the train step after ingest, validation and features, and twice more on retry."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the model is in no cache here
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("train:\n  base_model: some-org/some-model\n")
+    state = tmp_path / "state"
+    result = runner.invoke(app, ["run", "--config", str(conf), "--state-dir", str(state)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "train.base_model 'some-org/some-model'" in said and "gs://BUCKET/models" in said
     assert not (state / "pipeline_root").exists()  # refused before any step ran

@@ -120,6 +120,72 @@ def test_submit_refuses_a_pipeline_root_the_run_cannot_use(root: str, said: str)
     assert result.exit_code == 2 and said in " ".join(result.output.replace("│", " ").split())
 
 
+@pytest.mark.parametrize(
+    ("root", "said"),
+    [
+        ("gs:///x", "not a URI with a bucket"),
+        ("GS://b/p", "write the scheme in lowercase"),
+        (" gs://b/p", "holds spaces"),
+    ],
+)
+def test_pipeline_root_spelling_is_checked(root: str, said: str) -> None:
+    from pipelines.submit import check_pipeline_root
+
+    with pytest.raises(ValueError, match=said):
+        check_pipeline_root(root, build_config(), "training")
+    check_pipeline_root("gs://b/p", build_config(), "training")
+
+
+def test_submit_refuses_sources_the_cluster_pods_cannot_read(tmp_path: Path) -> None:
+    """A folder or table on this machine passed `aicrush submit` and failed in the ingest pod."""
+    from pipelines.submit import cluster_source_problems
+
+    table = tmp_path / "t.csv"
+    table.write_text("text,language\nx,Python\n")
+    pins = tmp_path / "pins.txt"
+    pins.write_text("requests==2.0.0\n")
+    fine = [
+        "gs://b/corpus",
+        "https://github.com/org/repo.git",
+        "git@github.com:org/repo.git",
+        "pypi:requests==2.0.0",
+        "pypi:default",
+        "python-environment",
+    ]
+    local = [str(tmp_path), str(table), f"pypi:{pins}", f"file://{tmp_path}", "gs://"]
+    problems = cluster_source_problems(build_config({"ingest": {"sources": fine + local}}))
+    assert len(problems) == len(local)
+    assert all(repr(s) in p for s, p in zip(local, problems, strict=True))
+    assert "names no bucket" in problems[-1] and "gcloud storage cp" in problems[0]
+
+    result = runner.invoke(
+        app, ["submit", "--host", "http://127.0.0.1:9", "--source", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "pods do not see" in result.output
+
+
+def test_submit_says_when_it_cannot_reach_kfp() -> None:
+    result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "cannot reach Kubeflow Pipelines at http://127.0.0.1:9 (Connection refused)" in (
+        result.output
+    )
+    assert "FutureWarning" not in result.output
+
+
+def test_compile_warns_of_what_the_cluster_cannot_load(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("train:\n  base_model: org/model\n")
+    result = runner.invoke(
+        app,
+        ["compile", "-o", str(tmp_path / "p.yaml"), "--config", str(conf), "--source", "."],
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "warning: source '.' is read from this machine's disk" in said
+    assert "train.base_model 'org/model' is a Hugging Face Hub id" in said
+
+
 def _distributed_config() -> Path:
     import tempfile
 

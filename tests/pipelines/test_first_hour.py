@@ -422,6 +422,7 @@ def test_every_network_source_spelling_passes_the_early_check(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pins.txt").write_text("# corpus\nlupa==2.8\n")
     (tmp_path / "archives").mkdir()
+    (tmp_path / "archives" / "lupa-2.8.tar.gz").write_bytes(b"")  # a folder of none is refused
     sources = [
         "pypi:lupa==2.8",
         "pypi:default",
