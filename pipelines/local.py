@@ -370,8 +370,8 @@ def check_sources(cfg: AicrushConfig) -> None:
             what = "is of no known kind" if path.exists() else "does not exist"
             raise ConfigError(
                 f"source {text!r} {what} (resolved to {path.resolve()}); "
-                "give an existing folder, git repository or "
-                ".parquet/.csv table, a gs://bucket/prefix, a git URL, pypi:NAME==VERSION, "
+                "give an existing folder, git repository, "
+                ".parquet/.csv table or .parquet dataset folder, a gs://bucket/prefix, a git URL, pypi:NAME==VERSION, "
                 "pypi:default, pypi:FILE, pypi:FOLDER or python-environment "
                 "(--source / ingest.sources)"
             ) from None
