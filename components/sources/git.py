@@ -14,6 +14,7 @@ from aicrush.errors import DataError
 from components.sources.base import Candidate, SourceContext
 from components.sources.folder import folder_candidates
 
+_GIT_ADVICE = ("Please make sure you have the correct access rights", "and the repository exists")
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|git@[^:]+:)")
 
 
@@ -57,7 +58,14 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
             "yourself and pass the folder as a source"
         ) from None
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
+        # git's closing advice ("Please make sure you have the correct access rights / and the
+        # repository exists.") would push out the line that says what happened (ssh's).
+        said = [
+            line.strip()
+            for line in proc.stderr.splitlines()
+            if line.strip() and not line.startswith(_GIT_ADVICE)
+        ]
+        tail = said[-3:]
         raise DataError(
             f"git clone of {source!r} failed ({'; '.join(tail) or 'exit ' + str(proc.returncode)}): "
             "check ingest.sources, the URL and access rights"

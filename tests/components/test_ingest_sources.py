@@ -256,6 +256,20 @@ def test_git_repository_shallow_clone(tmp_path: Path, state_dir: Path) -> None:
         ingest(IngestConfig(sources=(str(tmp_path / "nothing.git"),)), tmp_path / "o2", state_dir)
 
 
+def test_a_refused_ssh_clone_says_what_ssh_said(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git's two closing lines of advice pushed ssh's own line out of the three kept."""
+    ssh = tmp_path / "ssh"
+    ssh.write_text(
+        "#!/bin/sh\necho 'git@example.com: Permission denied (publickey).' >&2\nexit 255\n"
+    )
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    with pytest.raises(DataError, match=r"Permission denied \(publickey\)"):
+        ingest(IngestConfig(sources=("git@example.com:org/repo.git",)), tmp_path / "o", state_dir)
+
+
 def test_git_source_without_git_installed_fails_clearly(
     tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
