@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
 from aicrush.rollout_config import RolloutConfig
 from serving.rollout.machine import Rollout, RolloutError, VersionNotFound
@@ -43,17 +42,14 @@ STATE = typer.Option(
 
 
 def load_configs(config: Path | None) -> tuple[Any, RolloutConfig]:
-    """The aicrush config file (presets applied) and its ``rollout:`` section, validated."""
-    from aicrush.config import ConfigError
+    """The aicrush config file (presets applied) and its ``rollout:`` section, validated.
 
-    data: dict[str, Any] = {}
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file not found: {config}")
-        data = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {config} must hold a mapping at the top level")
-    return configs_from_dict(data, merged=False)
+    Read as ``aicrush run`` reads it (:func:`aicrush.config.load_config`): a folder, a file that is
+    not UTF-8 and a key given twice are a :class:`aicrush.config.ConfigError` naming the file."""
+    from aicrush.config import load_config
+
+    cfg = load_config(config)
+    return cfg, cfg.rollout
 
 
 def configs_from_dict(data: dict[str, Any], merged: bool = True) -> tuple[Any, RolloutConfig]:
@@ -74,8 +70,11 @@ def _open(backend: BackendChoice, config: Path | None, state_dir: Path | None) -
 
 
 def _fail(err: Exception) -> None:
+    """Print ``err``; exit 2 for a config file to fix (as ``aicrush run``), 1 otherwise."""
+    from aicrush.config import ConfigError
+
     typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=2 if isinstance(err, ConfigError) else 1)
 
 
 def _v(version: Any) -> str:

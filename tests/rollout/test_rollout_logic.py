@@ -64,6 +64,30 @@ def test_config_file_rollout_section_is_validated(tmp_path: Path) -> None:
         load_configs(bad)
 
 
+def test_rollout_commands_read_the_config_file_as_aicrush_run_does(tmp_path: Path) -> None:
+    """deploy/status/... read it with yaml.safe_load: a key given twice kept the later value
+    silently, a Latin-1 file printed a bare codec error, a folder said 'not found'."""
+    from typer.testing import CliRunner
+
+    from aicrush.config import ConfigError
+    from pipelines.cli import app
+    from serving.rollout.cli import load_configs
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("rollout:\n  steps: [20, 100]\n  steps: [50, 100]\n")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("# café\nrollout:\n  steps: [20, 100]\n".encode("latin-1"))
+    for path, said in (
+        (twice, r"rollout\.steps.*(line 2|lines 2).*3|given twice|twice"),
+        (latin, r"not UTF-8 text \(byte 0xe9 on line 1\)"),
+        (tmp_path, r"is a folder"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            load_configs(path)
+    result = CliRunner().invoke(app, ["status", "--config", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output, result.output
+
+
 # ---------------------------------------------------------------------------- analysis
 
 
