@@ -118,28 +118,23 @@ def test_inference_service_logs_payloads_to_the_drift_monitor(target: str) -> No
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_the_predictor_pods_are_scraped_on_the_aggregated_port(target: str) -> None:
+def test_the_predictor_pods_are_scraped(target: str) -> None:
     """kube-prometheus-stack reads PodMonitors, not the prometheus.io/* annotations KServe sets:
-    without one the canary analysis' per-revision series never reach Prometheus."""
-    import re
-
+    without one the canary analysis' per-revision series never reach Prometheus. The ports are
+    the names Knative gives every revision pod (knative.dev/serving: UserPortName "user-port",
+    the queue-proxy's "http-usermetric")."""
     objects = render(target)
     isvc = by_kind(objects, "InferenceService")["aicrush-code-language"]
     monitor = by_kind(objects, "PodMonitor")["aicrush-code-language"]["spec"]
     assert monitor["selector"]["matchLabels"] == {
         "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]
     }
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-metric-aggregation"] == "true"
-    (endpoint,) = monitor["podMetricsEndpoints"]
-    assert endpoint["port"] == "http-usermetric"  # Knative's queue-proxy: one per pod
-    (relabel,) = endpoint["relabelings"]
-    assert relabel["sourceLabels"] == ["__address__"] and relabel["targetLabel"] == "__address__"
-    for address, moved in (
-        ("10.4.0.7:9091", "10.4.0.7:9088"),
-        ("[fd00::7]:9091", "[fd00::7]:9088"),
-    ):
-        m = re.fullmatch(relabel["regex"], address)  # Prometheus anchors the regex
-        assert m is not None and relabel["replacement"].replace("${1}", m[1]) == moved
+    assert {(e["port"], e["path"]) for e in monitor["podMetricsEndpoints"]} == {
+        ("http-usermetric", "/metrics"),  # queue-proxy: revision_request_count, ...
+        ("user-port", "/metrics"),  # the model server: aicrush_* series
+    }
+    runtime = by_kind(objects, "ServingRuntime")["aicrush-serve"]
+    assert runtime["spec"]["annotations"]["prometheus.kserve.io/path"] == "/metrics"
 
 
 def test_local_overlay_scales_to_zero_and_gke_keeps_a_warm_replica() -> None:
