@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from aicrush.config import DEFAULT_MODEL_NAME
+from aicrush.errors import CredentialsError
 from serving.monitor.drift import (
     MIN_ROWS,
     PREDICTION_COLUMN,
@@ -327,6 +328,23 @@ def monitor_command(
     pipeline_package: Annotated[
         str | None, typer.Option(help="compiled pipeline YAML for --retrain cluster")
     ] = None,
+    kfp_pipeline_root: Annotated[
+        str | None,
+        typer.Option(
+            help="--retrain cluster: where the run's artifacts go (gs://BUCKET/PREFIX), as "
+            "aicrush submit --pipeline-root; default the cluster's"
+        ),
+    ] = None,
+    kfp_service_account: Annotated[
+        str | None,
+        typer.Option(
+            help="--retrain cluster: the run pods' service account (default the cluster's)"
+        ),
+    ] = None,
+    kfp_namespace: Annotated[
+        str | None,
+        typer.Option(help="--retrain cluster: the Kubeflow profile namespace (multi-user)"),
+    ] = None,
     sustained_windows: Annotated[
         int, typer.Option(help="drifted windows in a row that start a retrain")
     ] = 3,
@@ -375,6 +393,11 @@ def monitor_command(
         retrain=retrain,
         kfp_host=kfp_host,
         pipeline_package=pipeline_package,
+        kfp_options={
+            "pipeline_root": kfp_pipeline_root,
+            "service_account": kfp_service_account,
+            "namespace": kfp_namespace,
+        },
         sustained_windows=sustained_windows,
         retrain_interval_s=retrain_interval_s,
         tracking_uri=uri,
@@ -416,6 +439,7 @@ def build_monitor(
     retrain_interval_s: float = 21600.0,
     tracking_uri: str | None = None,
     background: bool = True,
+    kfp_options: dict[str, str | None] | None = None,
     selector: str | None = None,
     version_refresh_s: float = 0.0,
 ):  # -> Monitor (import kept lazy)
@@ -440,6 +464,11 @@ def build_monitor(
         raise typer.BadParameter(f"--retrain {retrain!r}: use none, embedded or cluster")
     if retrain == "cluster" and not (kfp_host and pipeline_package):
         raise typer.BadParameter("--retrain cluster needs --kfp-host and --pipeline-package")
+    root = (kfp_options or {}).get("pipeline_root")
+    if root is not None and not root.partition("://")[2].split("/")[0]:
+        raise typer.BadParameter(
+            f"--kfp-pipeline-root {root!r}: give a URI with a bucket, e.g. gs://BUCKET/pipeline-root"
+        )
     ref = _load_reference(reference, model, version, tracking_uri)
     config = MonitorConfig(
         state_dir=state_dir,
@@ -454,7 +483,7 @@ def build_monitor(
     if retrain == "embedded":
         hook = embedded_hook()
     elif retrain == "cluster":
-        hook = cluster_hook(kfp_host or "", pipeline_package or "")
+        hook = cluster_hook(kfp_host or "", pipeline_package or "", **(kfp_options or {}))
     trigger = RetrainTrigger(hook, RetrainPolicy(sustained_windows, retrain_interval_s))
     loader = None
     if reference == "mlflow":  # every version events arrive for (a canary too) gets its reference
@@ -530,6 +559,9 @@ def _load_reference(reference: str, model: str, version: str, tracking_uri: str 
         return load_reference(reference, model, version, tracking_uri=tracking_uri)
     except FileNotFoundError as err:
         raise typer.BadParameter(str(err), param_hint="--reference") from None
+    except CredentialsError as err:  # not the option's fault: one line, as `aicrush serve` says it
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     except Exception as err:  # a file that is not Parquet, a models:/ URI the registry lacks, ...
         if _unreachable(err):  # not the option's fault: the registry or the bucket is down
             raise

@@ -40,18 +40,35 @@ def cluster_hook(
     package_path: str,
     arguments: dict[str, Any] | None = None,
     experiment_name: str = "aicrush-retraining",
+    pipeline_root: str | None = None,
+    service_account: str | None = None,
+    namespace: str | None = None,
+    client_factory: Callable[..., Any] | None = None,
 ) -> RetrainHook:
-    """A hook that submits the compiled pipeline ``package_path`` to the KFP endpoint ``host``."""
+    """A hook that submits the compiled pipeline ``package_path`` to the KFP endpoint ``host``.
+
+    ``pipeline_root`` (``gs://bucket/prefix``), ``service_account`` and ``namespace`` are what
+    ``aicrush submit`` passes as ``--pipeline-root``, ``--service-account`` and ``--namespace``
+    (docs/deploy-gke.md, step 9); None keeps the cluster's defaults (a MinIO root in a standalone
+    install, where a distributed TrainJob cannot run). ``client_factory`` stands in for
+    ``kfp.Client`` (tests)."""
 
     def start(model: str, version: str, result: DriftResult) -> str:
-        import kfp
+        if client_factory is None:
+            import kfp
 
-        client = kfp.Client(host=host)
+            factory: Callable[..., Any] = kfp.Client
+        else:
+            factory = client_factory
+        client = factory(host=host, namespace=namespace)
         run = client.create_run_from_pipeline_package(
             package_path,
             arguments=dict(arguments or {}),
             run_name=f"retrain-{model}-v{version}-{int(time.time())}",
             experiment_name=experiment_name,
+            namespace=namespace,
+            pipeline_root=pipeline_root,
+            service_account=service_account,
         )
         return f"kfp run {run.run_id}"
 

@@ -59,3 +59,52 @@ def test_embedded_hook_starts_a_subprocess(tmp_path):
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "ok"
+
+
+def test_cluster_hook_submits_as_aicrush_submit_does():
+    """A retrain run went to the cluster's default root (MinIO in a standalone install) and
+    service account: the monitor passes --kfp-pipeline-root/-service-account/-namespace on."""
+    from serving.monitor.retrain import cluster_hook
+
+    made = []
+
+    class Client:  # stands in for kfp.Client (no KFP backend here)
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+
+        def create_run_from_pipeline_package(self, package, **kwargs):
+            made.append({"package": package, **kwargs})
+            return type("Run", (), {"run_id": "r-9"})()
+
+    hook = cluster_hook(
+        "http://kfp",
+        "training.yaml",
+        pipeline_root="gs://b/pipeline-root",
+        service_account="default-editor",
+        namespace="aicrush-runs",
+        client_factory=Client,
+    )
+    assert hook("m", "3", verdict(True)) == "kfp run r-9"
+    assert made[0] == {"host": "http://kfp", "namespace": "aicrush-runs"}
+    sent = made[1]
+    assert sent["package"] == "training.yaml" and sent["pipeline_root"] == "gs://b/pipeline-root"
+    assert (sent["service_account"], sent["namespace"]) == ("default-editor", "aicrush-runs")
+
+
+def test_monitor_refuses_a_pipeline_root_without_a_bucket(tmp_path):
+    import pytest
+    import typer
+
+    from serving.monitor.cli import build_monitor
+
+    with pytest.raises(typer.BadParameter, match="--kfp-pipeline-root 'gs://'"):
+        build_monitor(
+            model="m",
+            version="1",
+            reference=str(tmp_path / "ref.parquet"),
+            state_dir=tmp_path,
+            retrain="cluster",
+            kfp_host="http://kfp",
+            pipeline_package="training.yaml",
+            kfp_options={"pipeline_root": "gs://"},
+        )
