@@ -97,14 +97,14 @@ def _warn_if_no_registry(cfg) -> None:
         )
 
 
-def _warn_for_the_cluster(cfg) -> None:
+def _warn_for_the_cluster(cfg, sources: bool = True) -> None:
     """What a compiled pipeline would meet in the cluster's pods: sources on this machine's
-    disk, a hub model in images that run offline."""
+    disk (``sources``), a hub model in images that run offline."""
     from components.model_builder import is_hub_id
     from pipelines.submit import cluster_source_problems
 
-    for problem in cluster_source_problems(cfg):
-        typer.echo(f"warning: source {problem}", err=True)
+    for problem in cluster_source_problems(cfg) if sources else []:
+        typer.echo(f"warning: source {problem.message}", err=True)
     if is_hub_id(cfg.train.base_model):
         typer.echo(
             f"warning: train.base_model {cfg.train.base_model!r} is a Hugging Face Hub id; the "
@@ -375,11 +375,13 @@ def submit(
             err=True,
         )
     if pipeline is PipelineChoice.training:
-        if problems := cluster_source_problems(cfg):
-            for problem in problems:
-                typer.echo(f"error: source {problem}", err=True)
+        problems = cluster_source_problems(cfg)
+        for problem in problems:
+            kind = "error" if problem.fatal else "warning"
+            typer.echo(f"{kind}: source {problem.message}", err=True)
+        if any(p.fatal for p in problems):
             raise typer.Exit(2)
-        _warn_for_the_cluster(cfg)
+        _warn_for_the_cluster(cfg, sources=False)
     arguments = {"model_version": model_version} if model_version else {}
     try:
         sub = submit_pipeline(

@@ -97,11 +97,20 @@ def check_pipeline_root(root: str, cfg: AicrushConfig, pipeline: PipelineName) -
         )
 
 
-def cluster_source_problems(cfg: AicrushConfig) -> list[str]:
+@dataclass(frozen=True)
+class SourceProblem:
+    """A source the cluster's ingest pod may not read; ``fatal``: it certainly cannot."""
+
+    message: str
+    fatal: bool = True
+
+
+def cluster_source_problems(cfg: AicrushConfig) -> list[SourceProblem]:
     """What in ``ingest.sources`` a cluster's ingest pod cannot read: a path on this machine
     (folder, table, local git repository, ``pypi:FILE``/``pypi:FOLDER``), a ``file://`` URL, a
     ``gs://`` without a bucket. Fine: ``gs://bucket/prefix``, https/ssh git URLs,
-    ``pypi:NAME==VERSION``, ``pypi:default`` and ``python-environment`` (the image's)."""
+    ``pypi:NAME==VERSION``, ``pypi:default`` and ``python-environment`` (the image's).
+    An absolute path that does not exist here is not fatal: it may be inside a custom image."""
     from components.sources.environment import ENVIRONMENT_SOURCE
     from components.sources.git import is_remote_git_url
     from components.sources.pypi import DEFAULT_LIST, PREFIX
@@ -116,15 +125,30 @@ def cluster_source_problems(cfg: AicrushConfig) -> list[str]:
             continue
         if text.startswith("gs://"):
             if not text.removeprefix("gs://").split("/")[0]:
-                problems.append(f"{text!r} names no bucket: write gs://bucket/prefix")
+                problems.append(
+                    SourceProblem(f"{text!r} names no bucket: write gs://bucket/prefix")
+                )
+            continue
+        path = Path(spec if text.startswith(PREFIX) else text.removeprefix("file://")).expanduser()
+        if path.is_absolute() and not path.exists():
+            problems.append(
+                SourceProblem(
+                    f"{text!r} is not on this machine, so it must be in the pipeline image's own "
+                    "file system; the stock images hold no corpus (upload it to gs:// instead)",
+                    fatal=False,
+                )
+            )
             continue
         problems.append(
-            f"{text!r} is read from this machine's disk, which the pipeline's pods do not see: "
-            + (
-                "list the pins themselves (pypi:NAME==VERSION) or upload the archives to gs://"
-                if text.startswith(PREFIX)
-                else "upload it (gcloud storage cp -r PATH gs://BUCKET/PREFIX) and give the "
-                "gs:// prefix, or a git URL"
+            SourceProblem(
+                f"{text!r} is read from this machine's disk, which the pipeline's pods do not "
+                "see: "
+                + (
+                    "list the pins themselves (pypi:NAME==VERSION) or upload the archives to gs://"
+                    if text.startswith(PREFIX)
+                    else "upload it (gcloud storage cp -r PATH gs://BUCKET/PREFIX) and give the "
+                    "gs:// prefix, or a git URL"
+                )
             )
         )
     return problems

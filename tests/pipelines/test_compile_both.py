@@ -153,10 +153,13 @@ def test_submit_refuses_sources_the_cluster_pods_cannot_read(tmp_path: Path) -> 
         "python-environment",
     ]
     local = [str(tmp_path), str(table), f"pypi:{pins}", f"file://{tmp_path}", "gs://"]
-    problems = cluster_source_problems(build_config({"ingest": {"sources": fine + local}}))
-    assert len(problems) == len(local)
-    assert all(repr(s) in p for s, p in zip(local, problems, strict=True))
-    assert "names no bucket" in problems[-1] and "gcloud storage cp" in problems[0]
+    elsewhere = ["/opt/corpus-in-a-custom-image"]  # not here: maybe in the image
+    cfg = build_config({"ingest": {"sources": fine + local + elsewhere}})
+    problems = cluster_source_problems(cfg)
+    assert [p.fatal for p in problems] == [True] * len(local) + [False]
+    assert all(repr(s) in p.message for s, p in zip(local + elsewhere, problems, strict=True))
+    assert "names no bucket" in problems[4].message and "gcloud storage cp" in problems[0].message
+    assert "pipeline image's own file system" in problems[-1].message
 
     result = runner.invoke(
         app, ["submit", "--host", "http://127.0.0.1:9", "--source", str(tmp_path)]
