@@ -86,6 +86,7 @@ def run_pipeline(
     timeout_s: float = 600.0,
     on_task_done: Callable[[str, TaskRun], None] | None = None,
     run_id: str | None = None,
+    discard_pods: bool = False,
 ) -> PipelineRun:
     """Run every task of the IR at ``ir_path`` with pipeline ``arguments``.
 
@@ -99,6 +100,9 @@ def run_pipeline(
             kubeconfig standing for the pod's service account.
         on_task_done: called after each task (e.g. to inject a fault between two steps).
         run_id: the run's id (``{{$.pipeline_job_uuid}}``); a new uuid by default.
+        discard_pods: delete each task's folders (all but ``log.txt``) once it is done, as a
+            pod's disk goes with it: a later task that reads a path of an earlier one (through
+            a parameter or an artifact's metadata) then fails, as it would in a cluster.
     A failed task stops its DAG (as KFP does); a task with the trigger policy
     ``ALL_UPSTREAM_TASKS_COMPLETED`` (a ``dsl.ExitHandler``'s exit task) runs all the same.
     Tasks of nested DAGs (the exit handler's group) are in ``run.tasks`` under their own names.
@@ -154,6 +158,9 @@ def run_pipeline(
             run.tasks[name] = run_task(name, component, values, artifacts)
             if on_task_done is not None:
                 on_task_done(name, run.tasks[name])
+            if discard_pods:
+                for folder in ("work", "home", "tmp", "outputs"):
+                    shutil.rmtree(root / name / folder, ignore_errors=True)
             ok = ok and run.tasks[name].returncode == 0
         return ok
 
