@@ -477,7 +477,13 @@ def resolve_champion(champion_uri: str) -> Path | None:
         return resolve_model_dir(champion_uri)
     import mlflow.artifacts
 
-    return resolve_model_dir(mlflow.artifacts.download_artifacts(artifact_uri=champion_uri))
+    from aicrush.errors import google_credentials
+
+    # Artifacts in gs:// need Google credentials; evaluate runs before register, so this is
+    # where a run without them stops: one CredentialsError line, not google.auth's traceback.
+    with google_credentials(f"the champion {champion_uri}"):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=champion_uri)
+    return resolve_model_dir(local)
 
 
 def run_evaluate_step(

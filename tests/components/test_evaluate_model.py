@@ -17,6 +17,7 @@ from components.evaluate_model import (
     write_outputs,
 )
 from tests.components.test_train_model import make_split
+from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 from tests.model_factory import build_random_model
 
 # The random test models score near chance: tests of other behaviour switch the floors off.
@@ -229,6 +230,28 @@ def test_bad_inputs_fail_clearly(
         evaluate(tmp_path, features_dir, EvaluateConfig())
     assert resolve_champion("") is None
     assert resolve_champion(str(random_model_dir)) == random_model_dir
+
+
+def test_a_champion_in_gs_without_credentials_names_it(
+    state_dir: Path,
+    gcs_refusing_anonymous: None,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evaluate downloads the champion before register ever runs: a registry whose artifacts are
+    in gs:// and no Google credentials is one CredentialsError naming the champion (MLflow's
+    anonymous fallback raised google.auth's InvalidOperation)."""
+    from aicrush.errors import CredentialsError
+    from aicrush.registry import CHAMPION, client
+    from aicrush.state import local_tracking_uri
+
+    uri = local_tracking_uri(state_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as the pipeline gives the step
+    c = client(uri)
+    c.create_registered_model("m")
+    c.create_model_version("m", source="gs://team-mlflow/aicrush/1/abc/artifacts/model")
+    c.set_registered_model_alias("m", CHAMPION, "1")
+    with pytest.raises(CredentialsError, match=r"no Google credentials found for the champion "):
+        resolve_champion(f"models:/m@{CHAMPION}")
 
 
 def test_component_glue_with_kfp_artifacts(
