@@ -7,6 +7,7 @@
   the text window, loading a model folder and its ``aicrush.json`` metadata).
 - ``aicrush.registry``: MLflow registry access (aliases, versions, downloads).
 - ``aicrush.images``, ``aicrush.errors``: image names and the data-error type.
+- ``aicrush.gcs``: the one Google Cloud Storage client factory (emulator, credentials).
 
 Layers above it, top to bottom: ``pipelines`` -> ``components`` -> ``serving`` -> ``features`` ->
 ``aicrush``; imports only point down (the import-linter contract in pyproject.toml).

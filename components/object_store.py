@@ -1,7 +1,7 @@
 """Text files and folders in object storage (``gs://``) or on local disk, one place for the
 training worker, the TrainJob launcher and the model builder.
 
-The client is :func:`components.sources.gcs.storage_client` (Application Default Credentials,
+The client is :func:`aicrush.gcs.storage_client` (Application Default Credentials,
 or anonymous against ``STORAGE_EMULATOR_HOST``). Missing or refused credentials raise
 :class:`aicrush.errors.CredentialsError` naming the ``gs://`` URI and how to provide them.
 """
@@ -21,7 +21,7 @@ def split_gs(uri: str) -> tuple[str, str]:
 
 
 def _client(uri: str) -> Any:
-    from components.sources.gcs import storage_client
+    from aicrush.gcs import storage_client
 
     return storage_client(uri)
 

@@ -7,16 +7,11 @@ again."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from aicrush.errors import (
-    DataError,
-    google_credentials,
-    google_credentials_error,
-    is_credentials_error,
-)
+from aicrush.errors import DataError, google_credentials_error, is_credentials_error
+from aicrush.gcs import storage_client  # re-exported: components import it from here
 from components.sources.base import Candidate, Progress, SourceContext, repository_of
 
 PREFIX = "gs://"
@@ -31,22 +26,6 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
             f"source {uri!r} names no bucket: write gs://bucket/prefix in ingest.sources"
         )
     return bucket, prefix
-
-
-def storage_client(uri: str = "") -> Any:
-    """A GCS client; anonymous against an emulator (``STORAGE_EMULATOR_HOST``), else ADC.
-
-    Raises :class:`aicrush.errors.CredentialsError` naming ``uri`` (what the client is for) and
-    the ways to provide credentials when Application Default Credentials find none.
-    """
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(credentials=AnonymousCredentials(), project="aicrush-emulator")
-    with google_credentials(uri or "Google Cloud Storage"):
-        return storage.Client()
 
 
 def candidates(source: str, ctx: SourceContext) -> list[Candidate]:

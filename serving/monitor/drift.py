@@ -244,15 +244,14 @@ def save_report(snapshot: Any, destination: str) -> str:
     """Write the snapshot's HTML to a local path or a ``gs://bucket/path.html`` URI; return where."""
     html = snapshot.get_html_str(as_iframe=False)
     if destination.startswith("gs://"):
-        from google.cloud import storage
+        from aicrush.errors import google_credentials
+        from aicrush.gcs import storage_client
 
         bucket_name, _, blob_name = destination[len("gs://") :].partition("/")
         if not blob_name:
             raise ValueError(f"{destination}: a gs:// report destination needs an object path")
-        from aicrush.errors import google_credentials
-
         with google_credentials(destination):
-            blob = storage.Client().bucket(bucket_name).blob(blob_name)
+            blob = storage_client(destination).bucket(bucket_name).blob(blob_name)
             blob.upload_from_string(html, content_type="text/html")
         return destination
     path = Path(destination)

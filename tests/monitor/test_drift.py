@@ -126,6 +126,38 @@ def test_fast_path_matches_evidently_preset(tmp_path, split, reference: Referenc
     assert "<html" in Path(where).read_text()[:2000].lower()
 
 
+def test_a_gs_report_goes_through_the_shared_storage_client(monkeypatch: pytest.MonkeyPatch):
+    """The one client factory (aicrush.gcs.storage_client: the emulator's anonymous client,
+    ADC with missing credentials as a CredentialsError) uploads the report too."""
+    import aicrush.gcs
+
+    uploads: list[tuple[str, str, str, str]] = []
+
+    class Blob:
+        def __init__(self, bucket: str, name: str) -> None:
+            self.bucket, self.name = bucket, name
+
+        def upload_from_string(self, data: str, content_type: str) -> None:
+            uploads.append((self.bucket, self.name, content_type, data))
+
+    class Client:
+        def bucket(self, name: str):
+            return type("Bucket", (), {"blob": lambda _, blob: Blob(name, blob)})()
+
+    made_for: list[str] = []
+    monkeypatch.setattr(
+        aicrush.gcs, "storage_client", lambda uri="": made_for.append(uri) or Client()
+    )
+
+    class Snapshot:
+        def get_html_str(self, as_iframe: bool) -> str:
+            return "<html></html>"
+
+    where = save_report(Snapshot(), "gs://reports/aicrush/drift.html")
+    assert where == "gs://reports/aicrush/drift.html" and made_for == [where]
+    assert uploads == [("reports", "aicrush/drift.html", "text/html", "<html></html>")]
+
+
 def test_missing_columns_say_what_is_needed(split, reference: Reference):
     with pytest.raises(ValueError, match="FEATURE_NAMES"):
         analyze_window(split[1].drop(columns=["prediction"]), reference.frame)
