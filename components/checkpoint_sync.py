@@ -12,6 +12,11 @@ A checkpoint folder (``checkpoint-<step>/``, Trainer's layout) counts as complet
 :data:`COMPLETE_MARKER` exists: ``train_model`` writes it after every process has finished its
 part of the save. The mirror uploads the marker last, so a half-uploaded checkpoint is never taken
 for a resumable one; other folders (``tokenizer/``) are uploaded as they are.
+
+Missing or refused Google credentials are a :class:`~aicrush.errors.CredentialsError` naming the
+``gs://`` prefix, wherever the store is reached (list, download, upload, delete). Unlike a failed
+upload, which the next save retries, it is not transient (google.auth has already retried the
+token refresh), so the callers let it stop training.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import shutil
 import threading
 from pathlib import Path
 from typing import Any
+
+from aicrush.errors import google_credentials
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ class _Store:
     @property
     def bucket(self) -> Any:
         if self._bucket is None:
-            from components.sources.gcs import storage_client
+            from aicrush.gcs import storage_client
 
             self._bucket = storage_client(self.uri).bucket(self.bucket_name)
         return self._bucket
@@ -73,19 +80,22 @@ class _Store:
             return [
                 p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()
             ]
-        names = self.bucket.client.list_blobs(self.bucket_name, prefix=self.prefix + "/")
-        return [b.name[len(self.prefix) + 1 :] for b in names]
+        with google_credentials(self.uri):
+            names = self.bucket.client.list_blobs(self.bucket_name, prefix=self.prefix + "/")
+            return [b.name[len(self.prefix) + 1 :] for b in names]
 
     def get(self, rel: str, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if self.uri.startswith("gs://"):
-            self.bucket.blob(f"{self.prefix}/{rel}").download_to_filename(str(dst))
+            with google_credentials(self.uri):
+                self.bucket.blob(f"{self.prefix}/{rel}").download_to_filename(str(dst))
         else:
             shutil.copyfile(self.root / rel, dst)
 
     def put(self, src: Path, rel: str) -> None:
         if self.uri.startswith("gs://"):
-            self.bucket.blob(f"{self.prefix}/{rel}").upload_from_filename(str(src))
+            with google_credentials(self.uri):
+                self.bucket.blob(f"{self.prefix}/{rel}").upload_from_filename(str(src))
         else:
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, self.root / rel)
@@ -95,7 +105,7 @@ class _Store:
         if self.uri.startswith("gs://"):
             from google.api_core.exceptions import NotFound
 
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound), google_credentials(self.uri):
                 self.bucket.blob(f"{self.prefix}/{rel}").delete()
         else:
             (self.root / rel).unlink(missing_ok=True)
@@ -114,6 +124,8 @@ class CheckpointMirror:
             or a local folder.
         local_dir: the folder training writes checkpoints to (``checkpoint-*/``, ``tokenizer/``).
     Raises:
+        aicrush.errors.CredentialsError: no Google credentials for a ``gs://`` store, or
+        refused ones.
         google.api_core.exceptions.GoogleAPIError: the store cannot be read or written (a
         retried pod must not silently start from zero).
     """

@@ -79,6 +79,7 @@ import numpy as np
 import torch
 
 from aicrush.config import TrainConfig
+from aicrush.errors import CredentialsError
 from aicrush.text_window import CROPS, crop_source, model_inputs
 from components.checkpoint_sync import CheckpointMirror
 from components.model_builder import build_model_and_tokenizer
@@ -364,6 +365,8 @@ def train(
         if mirror is not None and args.process_index == 0:
             try:  # a retry in a fresh pod then starts from these weights
                 mirror.push()
+            except CredentialsError:  # no later push could send them either: stop, say why
+                raise
             except Exception as err:  # the next checkpoint's push sends them; training goes on
                 log.warning("uploading the pretrained weights to %s failed: %s", mirror.uri, err)
         pretrain_seconds = time.perf_counter() - pretrain_started

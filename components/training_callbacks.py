@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from aicrush.config import TrainConfig
+from aicrush.errors import CredentialsError
 from components.checkpoint_sync import CHECKPOINT_PREFIX, COMPLETE_MARKER
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def trainer_callbacks(**kwargs: Any) -> list[Any]:
             if self.mirror is not None:
                 try:
                     self.mirror.push()
+                except CredentialsError:  # no later save could upload either: stop, say why
+                    raise
                 except Exception as err:  # the next save uploads it again; training goes on
                     log.warning("uploading checkpoints to %s failed: %s", self.mirror.uri, err)
 

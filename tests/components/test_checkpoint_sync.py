@@ -8,9 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from aicrush.errors import CredentialsError
 from components.checkpoint_sync import COMPLETE_MARKER, CheckpointMirror, checkpoint_uri_for
 from components.train_model import train
 from tests.components.test_train_model import features_dir, tiny_cfg  # noqa: F401
+from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 
 
 def test_push_sends_complete_checkpoints_only_and_prunes_what_training_pruned(
@@ -133,3 +135,51 @@ def test_a_failed_upload_does_not_stop_training(
     assert result.metrics["steps"] == 4 and len(calls) == 3  # 2 saves + the final push
     for step in (2, 4):  # the second save's push also sent what the first one could not
         assert (store / f"checkpoint-{step}" / COMPLETE_MARKER).is_file()
+
+
+def test_a_gcs_store_without_credentials_names_the_prefix(
+    tmp_path: Path,
+    gcs_refusing_anonymous: None,  # noqa: F811
+) -> None:
+    """Listing (restore, before training) and uploading (push) without Google credentials: one
+    CredentialsError naming the prefix, not google.auth's traceback."""
+    remote = "gs://art/root/run-1/checkpoints/train_model"
+    mirror = CheckpointMirror(remote, tmp_path / "ckpt")
+    with pytest.raises(CredentialsError, match=f"no Google credentials found for {remote}:"):
+        mirror.restore()
+    (tmp_path / "ckpt" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "ckpt" / "tokenizer" / "tokenizer.json").write_text("{}")
+    with pytest.raises(CredentialsError, match=f"for {remote}: run `gcloud auth"):
+        mirror.push()
+
+
+def test_refused_credentials_stop_training_at_the_save(
+    tmp_path: Path,
+    features_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unlike a failed upload, refused credentials do not heal by the next save: training stops
+    there with the message instead of running on without a durable checkpoint."""
+    from google.auth.exceptions import RefreshError
+
+    from aicrush.errors import google_credentials_error
+
+    calls: list[int] = []
+
+    def refused_push(self: CheckpointMirror) -> int:
+        calls.append(1)
+        raise google_credentials_error(self.uri, RefreshError("Reauthentication is needed."))
+
+    monkeypatch.setattr(CheckpointMirror, "push", refused_push)
+    cfg = tiny_cfg(
+        max_steps=4, checkpoint_every_steps=2, hidden_size=32, intermediate_size=64, num_layers=1
+    )
+    with pytest.raises(CredentialsError, match="were refused"):
+        train(
+            features_dir,
+            cfg,
+            tmp_path / "m",
+            tmp_path / "ckpt",
+            checkpoint_store=str(tmp_path / "store"),
+        )
+    assert len(calls) == 1  # the first save's push; no step after it
