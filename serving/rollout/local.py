@@ -56,9 +56,12 @@ def default_fetcher(ref: ModelRef) -> Path:
         return Path(uri)
     import mlflow
 
+    from aicrush.errors import google_credentials
     from aicrush.model_folder import resolve_model_dir
 
-    return resolve_model_dir(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri))
+    with google_credentials(f"version {ref.version} ({ref.uri})"):  # artifacts in gs://
+        local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri)
+    return resolve_model_dir(local)
 
 
 def _bindable(port: int, host: str = "127.0.0.1") -> bool:
