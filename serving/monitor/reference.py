@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aicrush.errors import google_credentials
 from serving.monitor.drift import DriftSettings
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
@@ -92,9 +93,18 @@ def _load_from_mlflow(model_name: str, model_version: str, tracking_uri: str | N
         version = client.get_model_version(model_name, model_version)
     else:
         version = client.get_model_version_by_alias(model_name, model_version)
-    local = mlflow.artifacts.download_artifacts(
-        run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, tracking_uri=tracking_uri
-    )
-    data = Path(local).read_bytes()
+    if not version.run_id:
+        raise ValueError(
+            f"models:/{model_name}/{version.version} has no MLflow run, so no {REFERENCE_ARTIFACT}"
+            " (register_model logs one with each version): pass a Parquet reference"
+        )
     source = f"models:/{model_name}/{version.version} (run {version.run_id})"
+    # From the run's own artifact location, not runs:/<id>: that one turns every download error,
+    # no Google credentials for gs:// included, into "please ensure that the path is correct".
+    artifacts = client.get_run(version.run_id).info.artifact_uri.rstrip("/")
+    with google_credentials(f"{REFERENCE_ARTIFACT} of {source}"):
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{artifacts}/{REFERENCE_ARTIFACT}", tracking_uri=tracking_uri
+        )
+    data = Path(local).read_bytes()
     return Reference.from_parquet_bytes(data, model_name, str(version.version), source)

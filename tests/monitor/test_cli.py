@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from serving.monitor.cli import drift_command, read_requests
+from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 
 app = typer.Typer()
 app.command()(drift_command)
@@ -233,3 +234,29 @@ def test_aicrush_drift_prints_no_library_warning(tmp_path, split, reference):
     assert result.returncode == 0, result.stdout
     assert "Warning" not in result.stdout, result.stdout
     assert result.stdout.startswith(("DRIFT", "no drift")), result.stdout
+
+
+def test_a_reference_in_gs_without_credentials_is_one_line(
+    tmp_path,
+    state_dir,
+    gcs_refusing_anonymous,  # noqa: F811
+):
+    """Not "Invalid value for --reference" (the option is right) and not a traceback: the
+    CredentialsError's line naming the reference and the ways to provide credentials, exit 2."""
+    from aicrush.registry import client
+    from aicrush.state import local_tracking_uri
+
+    uri = local_tracking_uri(state_dir)
+    c = client(uri)
+    run = c.create_run(c.create_experiment("e", artifact_location="gs://team-mlflow/aicrush"))
+    c.create_registered_model("m")
+    c.create_model_version("m", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    requests = tmp_path / "requests.txt"
+    requests.write_text("print('hello')\n")
+    args = ["--requests", str(requests), "--model", "m", "--version", "1", "--tracking-uri", uri]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    said = "error: no Google credentials found for reference/reference.parquet of models:/m/1"
+    assert f"{said} (run {run.info.run_id}): run `gcloud auth" in result.output
+    assert "Invalid value" not in result.output
+    assert type(result.exception) is SystemExit  # typer.Exit, not an uncaught error
