@@ -21,7 +21,7 @@ import pandas as pd
 from kfp.dsl import Dataset, Input, Metrics, Output
 
 from aicrush.config import FeaturesConfig, config_from_dict
-from aicrush.errors import DataError
+from aicrush.errors import DataError, google_credentials
 from components import pipeline_component
 from features import store as feast_store
 from features.file_features import FEATURE_NAMES
@@ -108,22 +108,28 @@ def engineer(
     repo = feast_store.prepare_repo(feast_store.repo_path_for(cfg, state_dir), cfg)
     feast_store.write_offline_source(repo, rows)
     store = feast_store.open_store(repo)
-    feast_store.apply_definitions(store)
-    say(
-        f"applied Feast project {cfg.project!r} in {repo}"
-        + (f" (registry {cfg.registry_path})" if cfg.registry_path else "")
-    )
-    if cfg.materialize:
-        feast_store.materialize(
-            store, event_time - timedelta(seconds=1), event_time + timedelta(seconds=1)
+    # Feast reads and writes a gs:// registry with its own GCS client: no Google credentials
+    # there is one CredentialsError naming the setting, not google.auth's traceback.
+    with google_credentials(f"features.registry_path {cfg.registry_path}"):
+        feast_store.apply_definitions(store)
+        say(
+            f"applied Feast project {cfg.project!r} in {repo}"
+            + (f" (registry {cfg.registry_path})" if cfg.registry_path else "")
         )
-        say(f"materialized {len(rows)} rows into the {cfg.online_store} online store")
+        if cfg.materialize:
+            feast_store.materialize(
+                store, event_time - timedelta(seconds=1), event_time + timedelta(seconds=1)
+            )
+            say(f"materialized {len(rows)} rows into the {cfg.online_store} online store")
 
-    # One entity row per distinct file, re-joined to the clean rows after: Feast's file store
-    # collapses entity rows that share key and timestamp (feast-dev/feast#6787) and reorders rows.
-    file_ids = rows[feast_store.ENTITY_KEY]
-    entity_df = pd.DataFrame({feast_store.ENTITY_KEY: file_ids, feast_store.TIMESTAMP: event_time})
-    retrieved = feast_store.historical_features(store, entity_df)
+        # One entity row per distinct file, re-joined to the clean rows after: Feast's file store
+        # collapses entity rows that share key and timestamp (feast-dev/feast#6787) and reorders
+        # rows.
+        file_ids = rows[feast_store.ENTITY_KEY]
+        entity_df = pd.DataFrame(
+            {feast_store.ENTITY_KEY: file_ids, feast_store.TIMESTAMP: event_time}
+        )
+        retrieved = feast_store.historical_features(store, entity_df)
     retrieved = retrieved.drop_duplicates(feast_store.ENTITY_KEY).set_index(feast_store.ENTITY_KEY)
     joined = retrieved.reindex(clean["sha256"].to_numpy())[list(FEATURE_NAMES)]
     if joined.isna().any().any():

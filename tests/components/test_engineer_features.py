@@ -13,6 +13,7 @@ from aicrush.config import FeaturesConfig, build_config
 from aicrush.errors import DataError
 from components.engineer_features import CLEAN_COLUMNS, SPLITS, engineer
 from features.file_features import FEATURE_NAMES, compute_file_features
+from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 
 os.environ["FEAST_USAGE"] = "False"
 
@@ -113,3 +114,21 @@ def test_missing_split_fails_clearly(tmp_path: Path, state_dir: Path) -> None:
     (tmp_path / "clean").mkdir()
     with pytest.raises(DataError, match=r"train\.parquet is missing"):
         engineer(tmp_path / "clean", FeaturesConfig(), tmp_path / "out", state_dir)
+
+
+def test_a_registry_in_gs_without_credentials_names_the_setting(
+    clean_dir: Path,
+    state_dir: Path,
+    tmp_path: Path,
+    gcs_refusing_anonymous: None,  # noqa: F811
+) -> None:
+    """Feast reads the gs:// registry with its own GCS client: without Google credentials that
+    is one CredentialsError naming features.registry_path, not google.auth's InvalidOperation."""
+    from aicrush.errors import CredentialsError
+
+    cfg = FeaturesConfig(registry_path="gs://team-feast/aicrush/registry.pb")
+    with pytest.raises(
+        CredentialsError,
+        match=r"no Google credentials found for features.registry_path gs://team-feast/aicrush/",
+    ):
+        engineer(clean_dir, cfg, tmp_path / "out", state_dir)
