@@ -483,7 +483,14 @@ def build_monitor(
     if retrain == "embedded":
         hook = embedded_hook()
     elif retrain == "cluster":
-        hook = cluster_hook(kfp_host or "", pipeline_package or "", **(kfp_options or {}))
+        options = kfp_options or {}
+        hook = cluster_hook(
+            kfp_host or "",
+            pipeline_package or "",
+            pipeline_root=options.get("pipeline_root"),
+            service_account=options.get("service_account"),
+            namespace=options.get("namespace"),
+        )
     trigger = RetrainTrigger(hook, RetrainPolicy(sustained_windows, retrain_interval_s))
     loader = None
     if reference == "mlflow":  # every version events arrive for (a canary too) gets its reference
