@@ -35,9 +35,9 @@ def run_finish_rollout(
 
 
 @pipeline_component
-def finish_rollout(config: dict, state_dir: str, backend: str, run_id: str) -> NamedTuple(
+def finish_rollout(config: dict, state_dir: str, backend: str, run_id: str) -> NamedTuple(  # type: ignore[valid-type]
     "FinishOutputs", [("outcome", str), ("champion_version", str)]
-):  # type: ignore[valid-type]
+):
     """Exit handler of the rollout pipeline: runs after its steps, whether they passed or not.
 
     Acts only on the rollout that run ``run_id`` started (``deploy_canary`` records it) and

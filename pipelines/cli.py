@@ -116,17 +116,20 @@ def _warn_for_the_cluster(cfg, sources: bool = True) -> None:
 
 def _connection_refused(err: BaseException) -> bool:
     """Whether ``err`` (or what caused it) is a refused or unresolvable connection."""
-    seen = 0
-    while err is not None and seen < 10:
-        if isinstance(err, ConnectionError) or type(err).__name__ in (
+    current: BaseException | None = err
+    for _ in range(10):  # a chain of causes, not a cycle
+        if current is None:
+            return False
+        if isinstance(current, ConnectionError) or type(current).__name__ in (
             "NewConnectionError",
             "MaxRetryError",
             "NameResolutionError",
         ):
             return True
-        err = err.__cause__ or err.__context__ or (err.args[0] if err.args else None)
-        err = err if isinstance(err, BaseException) else None
-        seen += 1
+        nxt = (
+            current.__cause__ or current.__context__ or (current.args[0] if current.args else None)
+        )
+        current = nxt if isinstance(nxt, BaseException) else None
     return False
 
 
