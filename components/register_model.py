@@ -10,13 +10,18 @@ with, as a pyfunc ("models from code", see ``serving/mlflow_pyfunc.py``) with a 
 input example, and registered under ``registry.model_name``.
 
 Registration is all or nothing and idempotent per pipeline run: a version is tagged with the
-run key, a retried step finds it and registers no second one. Any failure or interruption
-(Ctrl-C included) undoes what the call registered: the version it created is deleted, and the
-registered model too when this call created it and it holds no version, so ``aicrush serve``
-never meets an empty model or a version without its alias and tags. The MLflow run stays, ended
-FAILED, as the record of the attempt. Should the cleanup fail as well (the
-registry went away), the version keeps its tag ``aicrush.registration=incomplete``: it is never
-chosen as the latest version, and the retried step deletes it and registers again.
+run key, a retried step finds it and registers no second one (a step whose lookup fails stops
+there rather than guess). A failure or interruption (Ctrl-C included) between creating the
+version and moving the alias deletes the version this call created, and only that one (its
+MLflow run is this call's own), so ``aicrush serve`` never meets a version without its alias and
+tags. Nothing else is deleted: not another attempt's version of the same run key, not a version
+that is complete with its alias (ending the MLflow run comes after, outside the cleanup), and never
+the registered model (deleting an "empty" one could take a concurrent registration's new version
+with it; ``aicrush serve`` explains a registered model without versions). The MLflow run stays,
+ended FAILED, as the record of the attempt. Should the cleanup fail as well (the registry went
+away), the version keeps its tag ``aicrush.registration=incomplete``: it is never chosen as the
+latest version, and a retried step deletes it once its MLflow run has ended (one still RUNNING may
+be another attempt mid-way: it is left alone) and registers again.
 """
 
 import json
@@ -164,58 +169,75 @@ def export_for_serving(
 
 
 def _versions_of_run(c: Any, model_name: str, run_key: str) -> list[Any]:
+    """The versions tagged with ``run_key``. A lookup that fails raises: read as "none", it would
+    register a second version of the run (a model that does not exist yet gives [])."""
     from mlflow.exceptions import MlflowException
 
     try:
         return list(
             c.search_model_versions(f"name = '{model_name}' and tag.`{RUN_KEY_TAG}` = '{run_key}'")
         )
-    except MlflowException:
-        return []
+    except MlflowException as err:
+        raise RuntimeError(
+            f"could not look up the versions run {run_key} registered in {model_name} ({err}); "
+            "nothing was registered: retry the step once the MLflow registry answers"
+        ) from err
+
+
+#: MLflow run statuses of an attempt that will write nothing more.
+ENDED_RUN_STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 
 def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
-    """The complete version a previous attempt of this run registered; an incomplete one (its
-    cleanup failed) is deleted here, so the retry registers it again."""
+    """The complete version a previous attempt of this run registered (the newest, should two
+    attempts have overlapped). An incomplete one whose MLflow run has ended (its cleanup failed) is
+    deleted, so the retry registers again; one whose run is still RUNNING may be another attempt
+    mid-way and is left alone (its tag keeps it from being served)."""
     found = None
     for mv in _versions_of_run(c, model_name, run_key):
-        if (mv.tags or {}).get(REGISTRATION_TAG) == INCOMPLETE:
+        if (mv.tags or {}).get(REGISTRATION_TAG) != INCOMPLETE:
+            if found is None or int(mv.version) > int(found.version):
+                found = mv
+            continue
+        status = c.get_run(mv.run_id).info.status if mv.run_id else "unknown"
+        if status in ENDED_RUN_STATUSES:
             c.delete_model_version(model_name, mv.version)
         else:
-            found = mv
+            log.warning(
+                "version %s of %s is incomplete and its MLflow run %s is %s (another attempt may "
+                "still be writing it): left as it is",
+                mv.version, model_name, mv.run_id, status,
+            )  # fmt: skip
     return found
 
 
-def _create_registered_model(c: Any, name: str) -> bool:
-    """Create the registered model unless it exists; True when this call created it."""
+def _ensure_registered_model(c: Any, name: str) -> None:
+    """Create the registered model unless it exists."""
     from mlflow.exceptions import MlflowException
 
     try:
         c.create_registered_model(name, description="aicrush programming-language classifier")
     except MlflowException as err:
-        if err.error_code == "RESOURCE_ALREADY_EXISTS":
-            return False
-        raise
-    return True
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
-def _undo_registration(
-    c: Any, name: str, run_key: str, version: str | None, created_model: bool
-) -> None:
-    """Delete what a failed or interrupted registration left: its version (``version``, or with
-    none known the versions tagged with ``run_key``, whose earlier complete version would have
-    been returned before) and the registered model when this call created it and it is empty.
-    A failure here is logged, not raised: the caller re-raises the first error."""
+def _delete_own_version(c: Any, name: str, run_id: str, created: Any | None) -> None:
+    """Delete the version this call created in MLflow run ``run_id``: ``created``, the
+    ModelVersion create_model_version returned, or with none returned (interrupted mid-request)
+    the one the registry holds for ``run_id``. A version of any other run is never touched, and
+    neither is the registered model. A failure here is logged, not raised: the caller re-raises
+    the first error, and the version keeps its ``incomplete`` tag."""
     try:
-        if version is not None:
-            c.delete_model_version(name, version)
-        elif run_key:
-            for mv in _versions_of_run(c, name, run_key):
+        if created is not None:
+            mine = [created]
+        else:
+            mine = list(c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
+        for mv in mine:
+            if mv.run_id == run_id:
                 c.delete_model_version(name, mv.version)
-        if created_model and not c.search_model_versions(f"name = '{name}'"):
-            c.delete_registered_model(name)
     except Exception:
-        log.exception("could not undo the partial registration of %s", name)
+        log.exception("could not delete the partial registration of %s (run %s)", name, run_id)
 
 
 def _ensure_experiment(c: Any, name: str, tracking_uri: str, state: Path) -> str:
@@ -350,78 +372,75 @@ def _register(
         example, pd.DataFrame({"label": ["Python"] * len(example), "score": [0.5] * len(example)})
     )
 
-    created_model = False
-    version: str | None = None  # set once the version exists: what a failure deletes
-    try:
-        with (
-            mlflow.start_run(
-                experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}"
-            ) as run,
-            google_credentials(run.info.artifact_uri),
-        ):
-            mlflow.log_params(_flat_params(cfg))
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-            mlflow.log_metrics(training_metrics(model_dir))
-            log_training_curve(c, run.info.run_id, model_dir)
-            mlflow.set_tags(
-                {
-                    "dataset_content_hash": str(manifest.get("content_hash", "")),
-                    "sources": json.dumps(list(manifest.get("sources", [])))[:5000],
-                    RUN_KEY_TAG: run_key,
-                }
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train-{run_key or 'adhoc'}"
+        ) as run,
+        google_credentials(run.info.artifact_uri),
+    ):
+        mlflow.log_params(_flat_params(cfg))
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_metrics(training_metrics(model_dir))
+        log_training_curve(c, run.info.run_id, model_dir)
+        mlflow.set_tags(
+            {
+                "dataset_content_hash": str(manifest.get("content_hash", "")),
+                "sources": json.dumps(list(manifest.get("sources", [])))[:5000],
+                RUN_KEY_TAG: run_key,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+            reference.to_parquet(ref_path, index=False)
+            mlflow.log_artifact(str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+            (Path(tmp) / "manifest.json").write_text(
+                json.dumps(dict(manifest), indent=2, default=str)
             )
+            mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
+        if model_card is not None and model_card.is_file():
+            # MLflow serves an artifact's content type by its extension: .html renders in the UI.
             with tempfile.TemporaryDirectory() as tmp:
-                ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-                reference.to_parquet(ref_path, index=False)
-                mlflow.log_artifact(
-                    str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent)
-                )
-                (Path(tmp) / "manifest.json").write_text(
-                    json.dumps(dict(manifest), indent=2, default=str)
-                )
-                mlflow.log_artifact(str(Path(tmp) / "manifest.json"), artifact_path="dataset")
-            if model_card is not None and model_card.is_file():
-                # MLflow serves an artifact's content type by its extension: .html renders in the UI.
-                with tempfile.TemporaryDirectory() as tmp:
-                    card_html = Path(tmp) / "model_card.html"
-                    shutil.copyfile(model_card, card_html)
-                    mlflow.log_artifact(str(card_html), artifact_path="model_card")
-            from serving import mlflow_pyfunc_env as pyfunc_env
+                card_html = Path(tmp) / "model_card.html"
+                shutil.copyfile(model_card, card_html)
+                mlflow.log_artifact(str(card_html), artifact_path="model_card")
+        from serving import mlflow_pyfunc_env as pyfunc_env
 
-            with tempfile.TemporaryDirectory() as tmp:
-                # A copy: the step's input artifact stays as train_model wrote it.
-                say("exporting ONNX files for serving")
-                export = export_for_serving(
-                    model_dir,
-                    Path(tmp) / "model",
-                    held_out_texts(features_dir, reg.reference_rows, seed=cfg.validate_.seed),
-                    reference["prediction"].tolist(),
-                    cfg.serving,
-                    say,
-                )
-                say("logging the model to MLflow")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(PYFUNC_CODE),
-                    artifacts={"model": str(Path(tmp) / "model")},
-                    signature=signature,
-                    input_example=example,
-                    # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
-                    pip_requirements=pyfunc_env.pip_requirements(),
-                    code_paths=pyfunc_env.code_paths(),
-                )
-            # The registered model is created only now, so an interruption during the minutes of
-            # export and upload above leaves nothing in the registry; inside the run, so that the
-            # run of a registration that fails ends FAILED.
-            created_model = _create_registered_model(c, name)
-            mv = c.create_model_version(
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy: the step's input artifact stays as train_model wrote it.
+            say("exporting ONNX files for serving")
+            export = export_for_serving(
+                model_dir,
+                Path(tmp) / "model",
+                held_out_texts(features_dir, reg.reference_rows, seed=cfg.validate_.seed),
+                reference["prediction"].tolist(),
+                cfg.serving,
+                say,
+            )
+            say("logging the model to MLflow")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"model": str(Path(tmp) / "model")},
+                signature=signature,
+                input_example=example,
+                # Requirements an index serves; the aicrush kernel travels as code (not on PyPI).
+                pip_requirements=pyfunc_env.pip_requirements(),
+                code_paths=pyfunc_env.code_paths(),
+            )
+        # The registered model is created only now, so an interruption during the minutes of
+        # export and upload above leaves nothing in the registry; inside the run, so that the
+        # run of a registration that fails ends FAILED.
+        _ensure_registered_model(c, name)
+        created: Any = None  # the ModelVersion this call created: the only one a failure deletes
+        try:
+            created = c.create_model_version(
                 name,
                 source=info.model_uri,
                 run_id=run.info.run_id,
                 tags={RUN_KEY_TAG: run_key, REGISTRATION_TAG: INCOMPLETE},
                 model_id=info.model_id,
             )
-            version = str(mv.version)
+            version = str(created.version)
             c.set_model_version_tag(
                 name, version, "dataset_content_hash", str(manifest.get("content_hash", ""))
             )
@@ -432,11 +451,12 @@ def _register(
                 c.set_model_version_tag(name, version, f"label_agreement.{key}", f"{value:.6f}")
             c.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
             c.set_registered_model_alias(name, CHALLENGER, version)
-    except BaseException:
-        # All or nothing, Ctrl-C included: no empty registered model, no version without its
-        # alias and tags; the step fails with the first error.
-        _undo_registration(c, name, run_key, version, created_model)
-        raise
+        except BaseException:
+            # All or nothing, Ctrl-C included: no version without its alias and tags; the step
+            # fails with the first error. The cleanup ends here, inside the run: a failure while
+            # the run ends (below) leaves the complete, aliased version as it is.
+            _delete_own_version(c, name, run.info.run_id, created)
+            raise
     say(f"registered {name} version {version} with alias '{CHALLENGER}'")
     return RegistrationResult(name, version, run.info.run_id, True, [CHALLENGER], tracking_uri)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,7 +183,8 @@ def test_failure_after_version_creation_leaves_no_version(
         r.info.status for r in c.search_runs([c.get_experiment_by_name("aicrush").experiment_id])
     ] == ["FAILED"]
     assert c.search_model_versions("name = 'aicrush-code-language'") == []
-    assert c.search_registered_models() == []  # created by the failed call: removed with it
+    # Created by the failed call, but kept: a concurrent registration may be adding its version.
+    assert [m.name for m in c.search_registered_models()] == ["aicrush-code-language"]
     # The retry then completes normally.
     assert _register(random_model_dir, features_dir, state_dir, run_key="flaky").created
 
@@ -280,7 +282,7 @@ def _interrupt(monkeypatch: pytest.MonkeyPatch, method: str, error: BaseExceptio
         ("create_model_version", RuntimeError("registry went away")),
     ],
 )
-def test_an_interrupted_first_registration_leaves_no_registered_model(
+def test_an_interrupted_first_registration_leaves_no_version(
     mlflow_url: str,
     random_model_dir: Path,
     features_dir: Path,
@@ -289,8 +291,8 @@ def test_an_interrupted_first_registration_leaves_no_registered_model(
     method: str,
     error: BaseException,
 ):
-    """Ctrl-C in register_model left an empty registered model ('versions none; aliases none'
-    in `aicrush serve`); a version without its alias and tags must not stay either."""
+    """Ctrl-C in register_model must not leave a version without its alias and tags; an empty
+    registered model is explained by `aicrush serve` (it said 'versions none; aliases none')."""
     from aicrush.registry import ModelVersionNotFound, find_version
 
     name = f"interrupted-{method.replace('_', '-')}-{type(error).__name__.lower()}"
@@ -299,9 +301,13 @@ def test_an_interrupted_first_registration_leaves_no_registered_model(
         _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-1")
     monkeypatch.undo()
     c = client(mlflow_url)
-    assert c.search_registered_models(f"name = '{name}'") == []
     assert c.search_model_versions(f"name = '{name}'") == []
-    with pytest.raises(ModelVersionNotFound, match="no registered model"):
+    # The registered model, when the call got to create it, stays (empty): deleting it could
+    # take a concurrent registration's version with it. `aicrush serve` says what happened.
+    with pytest.raises(
+        ModelVersionNotFound,
+        match="no registered model" if method == "create_registered_model" else "has no versions",
+    ):
         find_version(mlflow_url, name)
     runs = c.search_runs(
         [c.get_experiment_by_name("aicrush").experiment_id], "tags.`aicrush.run_key` = 'kfp-run-1'"
@@ -355,6 +361,190 @@ def test_a_version_whose_cleanup_failed_is_marked_skipped_and_replaced(
     (done,) = c.search_model_versions(f"name = '{name}'")
     assert done.version == "2" and done.tags[REGISTRATION_TAG] == "complete"
     assert find_version(mlflow_url, name).version == "2"
+
+
+def _other_attempt_version(url: str, name: str, run_key: str, *, complete: bool) -> str:
+    """A version registered by another attempt or run, through its own MLflow run (left RUNNING,
+    as while that attempt is still writing); returns its version number."""
+    from mlflow.exceptions import MlflowException
+
+    from aicrush.registry import REGISTRATION_TAG
+
+    c = client(url)
+    exp = c.get_experiment_by_name("aicrush")
+    exp_id = exp.experiment_id if exp is not None else c.create_experiment("aicrush")
+    run = c.create_run(exp_id, tags={RUN_KEY_TAG: run_key})
+    with contextlib.suppress(MlflowException):  # already registered
+        c.create_registered_model(name)
+    mv = c.create_model_version(
+        name,
+        source=f"runs:/{run.info.run_id}/model",
+        run_id=run.info.run_id,
+        tags={RUN_KEY_TAG: run_key, REGISTRATION_TAG: "complete" if complete else "incomplete"},
+    )
+    return str(mv.version)
+
+
+def _fail_upload(monkeypatch: pytest.MonkeyPatch, log_model) -> None:
+    """Replace the model upload (``mlflow.pyfunc.log_model``); ``mlflow.pyfunc`` is a lazy
+    loader until imported, so the real module is patched."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("mlflow.pyfunc"), "log_model", log_model)
+
+
+def test_a_retry_whose_first_lookup_fails_keeps_the_version_of_its_first_attempt(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Attempt 1 registered v1; attempt 2 (same run key) met a 503 on its first lookup and then
+    failed on the upload: the lookup's error read as "nothing registered yet" made the cleanup
+    delete v1 and its alias. The step now fails at the lookup, before registering anything."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    name = "retry-lookup-503"
+    first = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-r")
+    search = MlflowClient.search_model_versions
+    calls: list[str] = []
+
+    def unavailable_once(self, *args, **kwargs):
+        calls.append("search")
+        if len(calls) == 1:
+            raise MlflowException(
+                "API request to endpoint /api/2.0/mlflow/model-versions/search failed with "
+                "error code 503 != 200",
+                error_code=TEMPORARILY_UNAVAILABLE,
+            )
+        return search(self, *args, **kwargs)
+
+    def upload_fails(*args, **kwargs):
+        calls.append("upload")
+        raise ConnectionError("upload failed")
+
+    monkeypatch.setattr(MlflowClient, "search_model_versions", unavailable_once)
+    _fail_upload(monkeypatch, upload_fails)
+    with pytest.raises(RuntimeError, match="could not look up the versions run kfp-run-r"):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-r")
+    monkeypatch.undo()
+    assert "upload" not in calls  # nothing was logged or registered on a lookup that failed
+    c = client(mlflow_url)
+    assert [v.version for v in c.search_model_versions(f"name = '{name}'")] == [first.version]
+    assert c.get_registered_model(name).aliases == {CHALLENGER: first.version}
+
+
+def test_a_failed_attempt_deletes_no_version_another_attempt_of_its_run_registered(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Two attempts of one run key (a retried pod whose first one still runs): the one that
+    fails before creating its version deletes only what it created, not the other's version."""
+    name = "two-attempts"
+    other: list[str] = []
+
+    def upload_fails(*args, **kwargs):
+        # The other attempt completes its registration while this one uploads.
+        other.append(_other_attempt_version(mlflow_url, name, "kfp-run-t", complete=True))
+        raise ConnectionError("upload failed")
+
+    _fail_upload(monkeypatch, upload_fails)
+    with pytest.raises(ConnectionError):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-t")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    assert [v.version for v in c.search_model_versions(f"name = '{name}'")] == other == ["1"]
+
+
+def test_a_failure_when_the_run_ends_keeps_the_complete_version_and_its_alias(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Ending the MLflow run failed after the version was complete and the alias had moved:
+    the version was deleted, and the alias with it (the previous challenger was gone too)."""
+    from aicrush.registry import REGISTRATION_TAG
+
+    name = "run-end-fails"
+    first = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-a")
+    _interrupt(monkeypatch, "set_terminated", ConnectionError("registry went away"))
+    with pytest.raises(ConnectionError):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-b")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    versions = {v.version: v for v in c.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == sorted([first.version, "2"])
+    assert versions["2"].tags[REGISTRATION_TAG] == "complete"
+    assert c.get_registered_model(name).aliases == {CHALLENGER: "2"}
+    # The retried step finds the complete version and registers no other.
+    again = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "run-b")
+    assert (again.version, again.created) == ("2", False)
+
+
+def test_a_failed_registration_never_deletes_the_registered_model(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Deleting the registered model "when it has no versions" was check-then-act: a concurrent
+    registration's version created between the check and the delete went with it."""
+    from mlflow import MlflowClient
+
+    name = "concurrent-first-registrations"
+    delete = MlflowClient.delete_registered_model
+    concurrent: list[str] = []
+
+    def delete_after_a_concurrent_registration(self, *args, **kwargs):
+        concurrent.append(_other_attempt_version(mlflow_url, name, "kfp-run-other", complete=True))
+        return delete(self, *args, **kwargs)
+
+    monkeypatch.setattr(
+        MlflowClient, "delete_registered_model", delete_after_a_concurrent_registration
+    )
+    _interrupt(monkeypatch, "set_registered_model_alias", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-c")
+    monkeypatch.undo()
+    c = client(mlflow_url)
+    assert c.get_registered_model(name).name == name
+    assert [v.version for v in c.search_model_versions(f"name = '{name}'")] == concurrent
+
+
+def test_a_retry_leaves_an_incomplete_version_another_attempt_is_still_writing(
+    mlflow_url: str,
+    random_model_dir: Path,
+    features_dir: Path,
+    state_dir: Path,
+):
+    """An incomplete version of the same run key whose MLflow run is RUNNING may be another
+    attempt's, mid-way: it is skipped, not deleted; once its run has ended it is abandoned and
+    the next attempt removes it."""
+    from aicrush.registry import REGISTRATION_TAG
+
+    name = "incomplete-while-running"
+    writing = _other_attempt_version(mlflow_url, name, "kfp-run-w", complete=False)
+    retried = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-w")
+    assert retried.created and retried.version != writing
+    c = client(mlflow_url)
+    versions = {v.version: v for v in c.search_model_versions(f"name = '{name}'")}
+    assert versions[writing].tags[REGISTRATION_TAG] == "incomplete"
+    assert versions[retried.version].tags[REGISTRATION_TAG] == "complete"
+    assert c.get_registered_model(name).aliases == {CHALLENGER: retried.version}
+
+    c.set_terminated(versions[writing].run_id, "KILLED")  # that attempt's pod went away
+    again = _register_at(mlflow_url, name, random_model_dir, features_dir, state_dir, "kfp-run-w")
+    assert (again.version, again.created) == (retried.version, False)
+    assert [v.version for v in c.search_model_versions(f"name = '{name}'")] == [retried.version]
 
 
 def test_serve_explains_an_empty_registered_model(state_dir: Path):
