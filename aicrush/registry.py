@@ -152,7 +152,7 @@ def describe_registered(tracking_uri: str, name: str) -> str:
     if not found:
         return (
             f"registered model {name!r} in {tracking_uri} has no versions (a registration "
-            "stopped before creating one); run `aicrush run` to register one"
+            "stopped before completing one); run `aicrush run` to register one"
         )
     versions = ", ".join(f"{v.version}{' (incomplete)' if _incomplete(v) else ''}" for v in found)
     aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"

@@ -557,7 +557,7 @@ def test_serve_explains_an_empty_registered_model(state_dir: Path):
     result = CliRunner().invoke(app, ["serve", "--state-dir", str(state_dir)])
     assert result.exit_code == 2
     assert "registered model 'aicrush-code-language'" in result.output
-    assert "has no versions (a registration stopped before creating one)" in result.output
+    assert "has no versions (a registration stopped before completing one)" in result.output
     assert "versions none" not in result.output
 
 
