@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401  (a shared fixture)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,5 +1,5 @@
 """A GCS endpoint that refuses every request with 401, for tests of the "no Google credentials"
-paths (a copy of ``tests/components/test_register_model.py``'s fixture, shared here)."""
+paths; tests/conftest.py makes it every test's fixture."""
 
 from __future__ import annotations
 

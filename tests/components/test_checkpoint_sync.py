@@ -12,7 +12,6 @@ from aicrush.errors import CredentialsError
 from components.checkpoint_sync import COMPLETE_MARKER, CheckpointMirror, checkpoint_uri_for
 from components.train_model import train
 from tests.components.test_train_model import features_dir, tiny_cfg  # noqa: F401
-from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 
 
 def test_push_sends_complete_checkpoints_only_and_prunes_what_training_pruned(
@@ -139,7 +138,7 @@ def test_a_failed_upload_does_not_stop_training(
 
 def test_a_gcs_store_without_credentials_names_the_prefix(
     tmp_path: Path,
-    gcs_refusing_anonymous: None,  # noqa: F811
+    gcs_refusing_anonymous: None,
 ) -> None:
     """Listing (restore, before training) and uploading (push) without Google credentials: one
     CredentialsError naming the prefix, not google.auth's traceback."""

@@ -13,7 +13,6 @@ from aicrush.config import FeaturesConfig, build_config
 from aicrush.errors import DataError
 from components.engineer_features import CLEAN_COLUMNS, SPLITS, engineer
 from features.file_features import FEATURE_NAMES, compute_file_features
-from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 
 os.environ["FEAST_USAGE"] = "False"
 
@@ -120,7 +119,7 @@ def test_a_registry_in_gs_without_credentials_names_the_setting(
     clean_dir: Path,
     state_dir: Path,
     tmp_path: Path,
-    gcs_refusing_anonymous: None,  # noqa: F811
+    gcs_refusing_anonymous: None,
 ) -> None:
     """Feast reads the gs:// registry with its own GCS client: without Google credentials that
     is one CredentialsError naming features.registry_path, not google.auth's InvalidOperation."""

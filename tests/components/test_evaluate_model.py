@@ -17,7 +17,6 @@ from components.evaluate_model import (
     write_outputs,
 )
 from tests.components.test_train_model import make_split
-from tests.gcs_refusing import gcs_refusing_anonymous  # noqa: F401
 from tests.model_factory import build_random_model
 
 # The random test models score near chance: tests of other behaviour switch the floors off.
@@ -234,7 +233,7 @@ def test_bad_inputs_fail_clearly(
 
 def test_a_champion_in_gs_without_credentials_names_it(
     state_dir: Path,
-    gcs_refusing_anonymous: None,  # noqa: F811
+    gcs_refusing_anonymous: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Evaluate downloads the champion before register ever runs: a registry whose artifacts are

@@ -562,39 +562,7 @@ def test_serve_explains_an_empty_registered_model(state_dir: Path):
 
 
 # --------------------------------------------------------------- MLflow artifacts in gs://
-
-
-@pytest.fixture
-def gcs_refusing_anonymous(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A GCS endpoint that answers 401 to everything, as Google does to the anonymous requests
-    MLflow's GCS artifact store falls back to when it finds no credentials (STORAGE_EMULATOR_HOST
-    makes every google-cloud-storage client anonymous and sends it here)."""
-    import http.server
-    import threading
-
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def _refuse(self) -> None:
-            body = json.dumps(
-                {"error": {"code": 401, "message": "Anonymous caller does not have access."}}
-            ).encode()
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_PUT = _refuse
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
-    try:
-        yield
-    finally:
-        server.shutdown()
+# (the fixture gcs_refusing_anonymous: tests/gcs_refusing.py, through tests/conftest.py)
 
 
 def test_mlflow_artifacts_in_gs_without_credentials_name_the_location_and_register_nothing(
