@@ -141,6 +141,12 @@ class RolloutConfig(_Strict):
     memory_limit: str = "4Gi"
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=3, ge=1)
+    service_account: str = Field(
+        default="aicrush-serve",
+        description="Kubernetes service account of the model server pods (Kubernetes backend): "
+        "the one with read access to the registry's gs:// artifacts (Workload Identity, "
+        "manifests/base/rbac.yaml).",
+    )
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutConfig:

@@ -74,6 +74,10 @@ def logger_url(monitor_url: str, version: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
 
 
+#: The model server image's user (docker/serve.Dockerfile), as the manifests run it.
+SERVER_UID = 10001
+
+
 def build_inference_service(
     cfg: RolloutConfig,
     name: str,
@@ -89,6 +93,23 @@ def build_inference_service(
     predictor: dict[str, Any] = {
         "minReplicas": cfg.min_replicas,
         "maxReplicas": cfg.max_replicas,
+        # What the manifests' ServingRuntime and InferenceService give the model server, which a
+        # custom container replaces: the identity that reads the model's gs:// folder, the
+        # restricted Pod Security settings (the namespace enforces them), the writable /tmp and
+        # cache of a read-only root file system, probes and the offline hub
+        # (tests/rollout/test_kubernetes_backend.py compares both).
+        "serviceAccountName": cfg.service_account,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVER_UID,
+            "runAsGroup": SERVER_UID,
+            "fsGroup": SERVER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "cache", "emptyDir": {"sizeLimit": "2Gi"}},
+        ],
         # Where the model server exports its metrics (KServe's keys, as the manifests'
         # ServingRuntime sets them). With metric aggregation (below) KServe's queue-proxy
         # extension merges them with Knative's per-revision series (revision_request_count,
@@ -117,12 +138,37 @@ def build_inference_service(
                     str(HTTP_PORT),
                 ],
                 # KServe's storage initializer downloads STORAGE_URI into /mnt/models.
-                "env": [{"name": "STORAGE_URI", "value": ref.uri}],
+                "env": [
+                    {"name": "STORAGE_URI", "value": ref.uri},
+                    {"name": "HF_HUB_OFFLINE", "value": "1"},
+                ],
                 "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+                "readinessProbe": {
+                    "httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT},
+                    "periodSeconds": 10,
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": "/v2/health/live", "port": HTTP_PORT},
+                    "initialDelaySeconds": 30,
+                    "periodSeconds": 20,
+                },
                 "resources": {
                     "requests": {"cpu": cfg.cpu_request, "memory": cfg.memory_request},
                     "limits": {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit},
                 },
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": SERVER_UID,
+                    "runAsGroup": SERVER_UID,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "cache", "mountPath": "/home/aicrush/.cache"},
+                ],
             }
         ],
     }

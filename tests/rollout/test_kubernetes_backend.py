@@ -119,6 +119,32 @@ def test_bodies_validate_against_crd_and_carry_the_contract() -> None:
     assert list(validator.iter_errors(canary))
 
 
+def test_the_rollouts_container_keeps_what_the_manifests_give_the_model_server() -> None:
+    """The rollout replaces spec.predictor.model (the ServingRuntime's container) with a custom
+    container: it dropped the runtime's restricted securityContext, read-only root with its /tmp
+    and cache volumes, probes and HF_HUB_OFFLINE, and a service it created had no service
+    account (no Workload Identity to read the model's gs:// folder)."""
+    from tests.manifests import by_kind, render
+
+    objects = render("overlays/gke")
+    runtime = by_kind(objects, "ServingRuntime")["aicrush-serve"]["spec"]
+    (served,) = runtime["containers"]
+    manifest = by_kind(objects, "InferenceService")["aicrush-code-language"]["spec"]["predictor"]
+    body = build_inference_service(
+        RolloutConfig(), "aicrush-code-language", ModelRef("1", VERSIONS["1"]), IMAGE
+    )
+    predictor = body["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    for key in ("securityContext", "readinessProbe", "livenessProbe", "volumeMounts", "ports"):
+        assert container[key] == served[key], key
+    assert {e["name"]: e["value"] for e in served["env"]}.items() <= {
+        e["name"]: e.get("value") for e in container["env"]
+    }.items()
+    assert predictor["volumes"] == runtime["volumes"]
+    assert predictor["securityContext"] == manifest["securityContext"]
+    assert predictor["serviceAccountName"] == manifest["serviceAccountName"]
+
+
 def test_deploy_step_promote_rollback_call_sequence(kube, tmp_path: Path) -> None:
     rollout, registry, backend = _rollout(kube, tmp_path, champion=None)
 
