@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import urllib3
 
 from aicrush.rollout_config import RolloutConfig
 from serving.rollout.machine import Rollout, RolloutError, VersionNotFound
@@ -69,10 +70,22 @@ def _open(backend: BackendChoice, config: Path | None, state_dir: Path | None) -
     return open_rollout(backend.value, cfg, rollout_cfg, resolve_state(state_dir))
 
 
+#: What a rollout command reports in one line: its own errors, a setting to fix, and the
+#: Kubernetes API server out of reach (the kubernetes client's urllib3 gives up after retries).
+COMMAND_ERRORS = (RolloutError, ValueError, urllib3.exceptions.HTTPError)
+
+
 def _fail(err: Exception) -> None:
     """Print ``err``; exit 2 for a config file to fix (as ``aicrush run``), 1 otherwise."""
     from aicrush.config import ConfigError
 
+    if isinstance(err, urllib3.exceptions.HTTPError):
+        where = getattr(getattr(err, "pool", None), "host", None) or "the API server"
+        reason = getattr(err, "reason", None) or err
+        err = RolloutError(
+            f"cannot reach the Kubernetes API server at {where} ({reason}); check "
+            "`kubectl config current-context`, or use --backend local"
+        )
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code=2 if isinstance(err, ConfigError) else 1)
 
@@ -166,7 +179,7 @@ def deploy(
     except VersionNotFound as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
 
 
@@ -233,7 +246,7 @@ def watch(
             f"{backend.value}: stable {_v(st.stable)}, canary {_v(st.canary)} at {st.percent} %"
         )
         _watch(r)
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
 
 
@@ -262,7 +275,7 @@ def promote(
     try:
         st = _open(backend, config, state_dir).promote()
         typer.echo(f"promoted v{st.stable}: champion, 100 % of the traffic")
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
 
 
@@ -276,7 +289,7 @@ def rollback(
     try:
         st = _open(backend, config, state_dir).rollback(reason=reason)
         typer.echo(f"rolled back: v{st.stable} serves all traffic")
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
 
 
@@ -290,7 +303,7 @@ def stop(config: Path = CONFIG, state_dir: Path = STATE) -> None:
         r = _open(BackendChoice.local, config, state_dir)
         running = (r.status().get("serving") or {}).get("running")
         r.stop()
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
         return
     typer.echo(
@@ -310,7 +323,7 @@ def status(
     try:
         r = _open(backend, config, state_dir)
         s = r.status()
-    except (RolloutError, ValueError) as err:
+    except COMMAND_ERRORS as err:
         _fail(err)
         return
     if as_json:

@@ -311,7 +311,14 @@ class KubernetesBackend:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                try:
+                    config.load_kube_config()
+                except (config.ConfigException, OSError) as err:
+                    raise RolloutError(
+                        f"no Kubernetes cluster to talk to ({err}): point KUBECONFIG or "
+                        "~/.kube/config at the cluster (GKE: gcloud container clusters "
+                        "get-credentials CLUSTER --region REGION), or use --backend local"
+                    ) from None
             self.api = client.CustomObjectsApi()
         return self.api
 

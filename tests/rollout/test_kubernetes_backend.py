@@ -599,3 +599,52 @@ def test_the_exit_handler_owner_survives_a_stale_write_and_a_failed_deploy_save(
     assert exit_task.recover("run-b", reason="run B failed") == "rolled_back"
     assert backend.get()["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert registry.champion_version == "1" and kube.kube.invalid == []
+
+
+def test_kubernetes_commands_without_a_reachable_cluster_say_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """`aicrush status --backend kubernetes` with no kubeconfig, or one whose API server does
+    not answer, ended in a 64-line traceback (kubernetes' ConfigException, urllib3's
+    MaxRetryError). Run as a user runs it: the kubernetes client reads KUBECONFIG at import."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from serving.rollout.processes import free_port
+
+    def status(kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env.update(HOME=str(tmp_path), KUBECONFIG=str(kubeconfig))
+        return subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "status", "--backend", "kubernetes"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    result = status(tmp_path / "none")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "no Kubernetes cluster to talk to" in result.stderr
+
+    dead = tmp_path / "dead-config"
+    dead.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "dead", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}
+                ],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+                "current-context": "dead",
+                "users": [{"name": "u", "user": {"token": "x"}}],
+            }
+        )
+    )
+    result = status(dead)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot reach the Kubernetes API server at 127.0.0.1" in result.stderr
