@@ -12,10 +12,16 @@ KUSTOMIZATION = Path(__file__).resolve().parents[1] / "manifests" / "base" / "ku
 RUNTIMES = ("pipeline", "train", "serve", "monitor")
 
 
+def images_from_manifests() -> bool:
+    """Whether :func:`default_images` reads the manifests' ``images:`` list (a checkout)."""
+    return KUSTOMIZATION.is_file()
+
+
 @lru_cache(maxsize=1)
 def default_images() -> dict[str, str]:
-    """Runtime -> full image reference (``name:tag``). Without the manifests (a wheel install),
-    the bare image names, which users override in config (``images.pipeline``, ``images.train``)."""
+    """Runtime -> full image reference (``name:tag``). Without the manifests (a wheel install,
+    see :func:`images_from_manifests`), the bare names ``aicrush-<runtime>:latest``, which no
+    cluster can pull: compile from a checkout whose manifests name your registry."""
     images = {rt: f"aicrush-{rt}:latest" for rt in RUNTIMES}
     if not KUSTOMIZATION.is_file():
         return images

@@ -100,8 +100,17 @@ def _warn_if_no_registry(cfg) -> None:
 def _warn_for_the_cluster(cfg, sources: bool = True) -> None:
     """What a compiled pipeline would meet in the cluster's pods: sources on this machine's
     disk (``sources``), a hub model in images that run offline."""
+    from aicrush.images import KUSTOMIZATION, images_from_manifests
     from components.model_builder import is_hub_id
     from pipelines.submit import cluster_source_problems
+
+    if not images_from_manifests():
+        typer.echo(
+            f"warning: {KUSTOMIZATION} is missing (an install without the repository), so the "
+            "pipeline names the images aicrush-<runtime>:latest, which no cluster pulls: compile "
+            "from a checkout whose manifests/base/kustomization.yaml names your registry",
+            err=True,
+        )
 
     for problem in cluster_source_problems(cfg) if sources else []:
         typer.echo(f"warning: source {problem.message}", err=True)
@@ -300,8 +309,14 @@ def compile_(
     _warn_if_no_registry(cfg)
     from pipelines.compile import compile_pipeline
 
+    target = output or Path(f"aicrush-{pipeline.value}.yaml")
+    if target.suffix.lower() not in (".yaml", ".yml") or target.is_dir():
+        raise typer.BadParameter(
+            f"{target}: the KFP IR is written as one YAML file; give a path ending in .yaml",
+            param_hint="--output",
+        )
     _warn_for_the_cluster(cfg)
-    path = compile_pipeline(pipeline.value, output or Path(f"aicrush-{pipeline.value}.yaml"), cfg)
+    path = compile_pipeline(pipeline.value, target, cfg)
     typer.echo(f"wrote {path}")
 
 

@@ -189,6 +189,26 @@ def test_compile_warns_of_what_the_cluster_cannot_load(tmp_path: Path) -> None:
     assert "train.base_model 'org/model' is a Hugging Face Hub id" in said
 
 
+@pytest.mark.parametrize("name", ["out.json", "folder.yaml"])
+def test_compile_output_must_be_a_yaml_file(tmp_path: Path, name: str) -> None:
+    """kfp's ValueError (.json, a folder) ended in a traceback."""
+    (tmp_path / "folder.yaml").mkdir()
+    result = runner.invoke(app, ["compile", "-o", str(tmp_path / name)])
+    assert result.exit_code == 2 and "give a path ending in .yaml" in " ".join(
+        result.output.replace("│", " ").split()
+    )
+
+
+def test_compile_without_the_manifests_warns_of_unpullable_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel install has no manifests/: the images fall back to aicrush-<rt>:latest."""
+    monkeypatch.setattr("aicrush.images.KUSTOMIZATION", tmp_path / "missing.yaml")
+    result = runner.invoke(app, ["compile", "-o", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "which no cluster pulls" in " ".join(result.output.split())
+
+
 def _distributed_config() -> Path:
     import tempfile
 
