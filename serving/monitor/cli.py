@@ -421,6 +421,26 @@ def log_service_events() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _check_pipeline_package(path: str) -> None:
+    """Refuse at start a ``--pipeline-package`` a retrain hours later could not submit: missing,
+    not YAML, or not a compiled KFP pipeline (``aicrush compile`` writes one)."""
+    import yaml
+
+    file = Path(path)
+    what = f"--pipeline-package {path}"
+    if not file.is_file():
+        raise typer.BadParameter(f"{what}: no such file; write one with `aicrush compile -o FILE`")
+    try:
+        docs = [d for d in yaml.safe_load_all(file.read_text(encoding="utf-8")) if d]
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise typer.BadParameter(f"{what} is not YAML ({err})") from None
+    if not docs or not isinstance(docs[0], dict) or "pipelineInfo" not in docs[0]:
+        raise typer.BadParameter(
+            f"{what} is not a compiled KFP pipeline (no pipelineInfo); write one with "
+            "`aicrush compile -o FILE`"
+        )
+
+
 def build_monitor(
     *,
     reference: str,
@@ -464,11 +484,18 @@ def build_monitor(
         raise typer.BadParameter(f"--retrain {retrain!r}: use none, embedded or cluster")
     if retrain == "cluster" and not (kfp_host and pipeline_package):
         raise typer.BadParameter("--retrain cluster needs --kfp-host and --pipeline-package")
+    given = [k for k, v in (kfp_options or {}).items() if v is not None]
+    if retrain != "cluster" and (given or kfp_host or pipeline_package):
+        raise typer.BadParameter(
+            "--kfp-host, --pipeline-package and --kfp-* apply to --retrain cluster only"
+        )
     root = (kfp_options or {}).get("pipeline_root")
-    if root is not None and not root.partition("://")[2].split("/")[0]:
+    if root is not None and (root != root.strip() or not root.partition("://")[2].split("/")[0]):
         raise typer.BadParameter(
             f"--kfp-pipeline-root {root!r}: give a URI with a bucket, e.g. gs://BUCKET/pipeline-root"
         )
+    if retrain == "cluster":
+        _check_pipeline_package(str(pipeline_package))
     ref = _load_reference(reference, model, version, tracking_uri)
     config = MonitorConfig(
         state_dir=state_dir,

@@ -108,3 +108,35 @@ def test_monitor_refuses_a_pipeline_root_without_a_bucket(tmp_path):
             pipeline_package="training.yaml",
             kfp_options={"pipeline_root": "gs://"},
         )
+
+
+def test_monitor_checks_the_retrain_settings_at_start(tmp_path):
+    """A missing or broken --pipeline-package, or --kfp-* without --retrain cluster, passed at
+    start and showed up at the first retrain, hours later (or never)."""
+    import pytest
+    import typer
+
+    from serving.monitor.cli import build_monitor
+
+    def build(**kwargs):
+        return build_monitor(
+            model="m",
+            version="1",
+            reference=str(tmp_path / "ref.parquet"),
+            state_dir=tmp_path,
+            **kwargs,
+        )
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\n")
+    for package, said in (
+        (tmp_path / "none.yaml", "no such file"),
+        (broken, "is not YAML"),
+        (other, "not a compiled KFP pipeline"),
+    ):
+        with pytest.raises(typer.BadParameter, match=said):
+            build(retrain="cluster", kfp_host="http://kfp", pipeline_package=str(package))
+    with pytest.raises(typer.BadParameter, match="apply to --retrain cluster only"):
+        build(kfp_options={"pipeline_root": "gs://b/p"})
