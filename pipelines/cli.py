@@ -373,6 +373,11 @@ def submit(
     The run's artifacts must be in GCS (`--pipeline-root gs://...` or the cluster's default)
     for a distributed TrainJob and for a retried training pod to resume from its checkpoints.
     """
+    if not host.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{host!r} has no scheme: write http://{host} (a port-forward) or https://{host}",
+            param_hint="--host",
+        )
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
     if model_version is not None and pipeline is not PipelineChoice.rollout:

@@ -133,3 +133,10 @@ def test_run_refuses_a_hub_model_it_cannot_load_offline_before_it_starts(
     said = " ".join(result.output.split())
     assert "train.base_model 'some-org/some-model'" in said and "gs://BUCKET/models" in said
     assert not (state / "pipeline_root").exists()  # refused before any step ran
+
+
+def test_submit_host_needs_a_scheme():
+    """kfp guessed https for `localhost:8080` (a port-forward speaks http) with a UserWarning."""
+    result = runner.invoke(app, ["submit", "--host", "localhost:8080"])
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "write http://localhost:8080" in said
