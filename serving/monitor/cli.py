@@ -149,8 +149,9 @@ def drift_command(
         Path | None,
         typer.Option(
             "--requests",
-            help="JSONL of V1 requests/instances (with their predictions when logged), or plain "
-            "text lines (one input per line).",
+            help='JSONL of requests: V1 {"instances": [...]}, V2 (OIP) {"inputs": [...]}, single '
+            '{"text": ...} or JSON strings, with their predictions when logged; or plain text, '
+            "one input per line.",
             exists=True,
             dir_okay=False,
         ),
