@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicrush.errors import google_credentials_error, is_credentials_error
+from aicrush.errors import google_credentials
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -107,16 +107,14 @@ def download_model(
         return None
     dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)
-    try:
-        with tracking(tracking_uri):  # models:/ URIs resolve through the registry URI
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)
-            )
-    except Exception as err:  # artifacts in gs:// and no Google credentials here
-        if is_credentials_error(err):
-            where = f"{name} version {mv.version} ({mv.source})"
-            raise google_credentials_error(where, err) from None
-        raise
+    # models:/ URIs resolve through the registry URI; artifacts in gs:// need Google credentials
+    with (
+        tracking(tracking_uri),
+        google_credentials(f"{name} version {mv.version} ({mv.source})"),
+    ):
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(dst)
+        )
     return ResolvedModel(name, str(mv.version), resolve_model_dir(local), mv.run_id or "")
 
 
@@ -154,12 +152,13 @@ def describe_registered(tracking_uri: str, name: str) -> str:
             f"registered model {name!r} in {tracking_uri} has no versions (a registration "
             "stopped before completing one); run `aicrush run` to register one"
         )
-    versions = ", ".join(f"{v.version}{' (incomplete)' if _incomplete(v) else ''}" for v in found)
+    versions = ", ".join(f"{v.version}{' (incomplete)' if is_incomplete(v) else ''}" for v in found)
     aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(model.aliases.items())) or "none"
     return f"versions {versions}; aliases {aliases}"
 
 
-def _incomplete(mv) -> bool:
+def is_incomplete(mv) -> bool:
+    """Whether the ModelVersion ``mv`` is still tagged :data:`INCOMPLETE` (never served)."""
     return (mv.tags or {}).get(REGISTRATION_TAG) == INCOMPLETE
 
 
@@ -190,7 +189,7 @@ def find_version(tracking_uri: str, name: str, selector: str | int | None = None
         versions = client(tracking_uri).search_model_versions(f"name='{name}'")
     except MlflowException:
         versions = []
-    versions = [v for v in versions if not _incomplete(v)]
+    versions = [v for v in versions if not is_incomplete(v)]
     if not versions:
         raise ModelVersionNotFound(describe_registered(tracking_uri, name))
     return max(versions, key=lambda v: int(v.version))

@@ -45,6 +45,7 @@ from aicrush.registry import (
     REFERENCE_ARTIFACT,
     REGISTRATION_TAG,
     client,
+    is_incomplete,
     tracking,
 )
 from aicrush.state import artifact_root, resolve_tracking_uri
@@ -195,7 +196,7 @@ def _find_version_of_run(c: Any, model_name: str, run_key: str) -> Any | None:
     mid-way and is left alone (its tag keeps it from being served)."""
     found = None
     for mv in _versions_of_run(c, model_name, run_key):
-        if (mv.tags or {}).get(REGISTRATION_TAG) != INCOMPLETE:
+        if not is_incomplete(mv):
             if found is None or int(mv.version) > int(found.version):
                 found = mv
             continue

@@ -10,7 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aicrush.errors import DataError, google_credentials_error, is_credentials_error
+from aicrush.errors import (
+    DataError,
+    google_credentials,
+    google_credentials_error,
+    is_credentials_error,
+)
 from aicrush.gcs import storage_client  # re-exported: components import it from here
 from components.sources.base import Candidate, Progress, SourceContext, repository_of
 
@@ -41,39 +46,39 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
         ctx.gcs_client = storage_client(f"source {source}")
     root_name = f"{bucket}/{prefix}".rstrip("/")
     out = []
-    try:
-        for blob in ctx.gcs_client.list_blobs(bucket, prefix=prefix or None, retry=DEFAULT_RETRY):
-            name: str = blob.name
-            if name.endswith("/"):
-                continue
-            rel = name[len(prefix) :].lstrip("/") if prefix else name
-            if not rel or ".." in rel.split("/"):
-                ctx.skipped["unsafe_name"] += 1
-                continue
-            language = ctx.table.language_of(rel)
-            if language is None:
-                ctx.skipped["unlabelled"] += 1
-                continue
-            repository, path = repository_of(root_name, rel, ctx.repository_depth)
-            out.append(
-                Candidate(
-                    repository,
-                    path,
-                    language,
-                    size=int(blob.size or 0),
-                    uri=f"{PREFIX}{bucket}/{name}",
-                    generation=int(blob.generation or 0),
+    # Credentials found at first can be refused when used (an expired login).
+    with google_credentials(f"source {source}"):
+        try:
+            for blob in ctx.gcs_client.list_blobs(
+                bucket, prefix=prefix or None, retry=DEFAULT_RETRY
+            ):
+                name: str = blob.name
+                if name.endswith("/"):
+                    continue
+                rel = name[len(prefix) :].lstrip("/") if prefix else name
+                if not rel or ".." in rel.split("/"):
+                    ctx.skipped["unsafe_name"] += 1
+                    continue
+                language = ctx.table.language_of(rel)
+                if language is None:
+                    ctx.skipped["unlabelled"] += 1
+                    continue
+                repository, path = repository_of(root_name, rel, ctx.repository_depth)
+                out.append(
+                    Candidate(
+                        repository,
+                        path,
+                        language,
+                        size=int(blob.size or 0),
+                        uri=f"{PREFIX}{bucket}/{name}",
+                        generation=int(blob.generation or 0),
+                    )
                 )
-            )
-    except (gexc.NotFound, gexc.Forbidden) as err:
-        raise DataError(
-            f"bucket {bucket!r} does not exist or is not readable (source {source}): check "
-            f"ingest.sources and credentials ({type(err).__name__})"
-        ) from None
-    except Exception as err:  # credentials found at first, refused when used (expired login)
-        if is_credentials_error(err):
-            raise google_credentials_error(f"source {source}", err) from None
-        raise
+        except (gexc.NotFound, gexc.Forbidden) as err:
+            raise DataError(
+                f"bucket {bucket!r} does not exist or is not readable (source {source}): check "
+                f"ingest.sources and credentials ({type(err).__name__})"
+            ) from None
     return out
 
 
