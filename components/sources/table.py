@@ -247,13 +247,17 @@ def candidates(source: str, ctx: SourceContext) -> list[Candidate]:
             f"(docs/languages.md); found {_kinds(not_names)}: map label codes to names in the table"
         )
 
+    unlabelled = {i for rows in bad_label.values() for i in rows}  # null or empty: left out
+    if unlabelled:
+        ctx.skipped["unlabelled_row"] += len(unlabelled)
     out: list[Candidate] = []
-    for text, label, repository, rel in zip(texts, labels, repos, paths, strict=True):
-        if _label_kind(label):
-            ctx.skipped["unlabelled_row"] += 1
+    for i, (text, label, repository, rel) in enumerate(
+        zip(texts, labels, repos, paths, strict=True)
+    ):
+        if i in unlabelled:
             continue
         data = text if isinstance(text, bytes) else text.encode("utf-8", errors="surrogatepass")
-        # No leading or trailing "/": messages join them as repository/path.
+        # Messages join them as repository/path: no "/" at the repository's ends or the path's start.
         repo, key = str(repository).strip().strip("/"), str(rel).strip().lstrip("/")
         out.append(Candidate(repo, key, label.strip(), size=len(data), data=data))
     if bad_label:
