@@ -38,11 +38,7 @@ def mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[MlflowServer]:
     """Start ``mlflow server`` with its store and artifacts under ``root``; stop it on exit."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
+    args = [
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
@@ -54,9 +50,30 @@ def mlflow_server(root: Path, timeout_s: float = 120) -> Iterator[MlflowServer]:
         "--workers",
         "1",
     ]
+    with running_mlflow_server(args, port, root, timeout_s=timeout_s) as server:
+        yield server
+
+
+@contextmanager
+def running_mlflow_server(
+    args: list[str],
+    port: int,
+    root: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[MlflowServer]:
+    """``mlflow server ARGS`` (listening on loopback ``port``) run in ``root`` with ``env``
+    (None: this one's), its output in ``root/server.log``; yields it once ``/health`` answers
+    and stops it on exit."""
     log = root / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            env=env,
+        )
     server = MlflowServer(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + timeout_s

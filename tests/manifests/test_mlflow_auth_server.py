@@ -10,9 +10,7 @@ that what it guards is guarded: no credentials, 401; the bootstrapped admin's, 2
 from __future__ import annotations
 
 import configparser
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +18,7 @@ import pytest
 
 from serving.rollout.processes import free_port
 from tests.manifests import by_kind, render, workload_pod
+from tests.mlflow_server import running_mlflow_server
 
 pytestmark = [pytest.mark.integration]
 
@@ -66,35 +65,8 @@ def test_the_manifests_mlflow_server_starts_with_basic_auth(tmp_path: Path) -> N
     assert set(env) - {"PATH"} <= env_names  # the Deployment sets each of these
     # The Deployment's command, run by this environment's interpreter (the image's mlflow).
     assert container["command"] == ["mlflow", "server"]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+    with running_mlflow_server(args, port, tmp_path, env=env) as server:
+        search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert httpx.get(search, timeout=10).status_code == 401
         auth = ("admin", "a-long-admin-password-1")
         assert httpx.get(search, auth=auth, timeout=10).status_code == 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
