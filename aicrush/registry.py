@@ -7,7 +7,6 @@ One registered model (``registry.model_name``), versions addressed by number or 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,9 +94,18 @@ def download_model(
     name: str,
     alias: str | None = None,
     version: str | int | None = None,
-    dst: Path | None = None,
+    *,
+    dst: Path,
 ) -> ResolvedModel | None:
-    """Download a registered version (by alias or number) and return where its model folder is."""
+    """Download a registered version (by alias or number) into ``dst``; None if there is none.
+
+    ``dst`` is the caller's: it is created if missing and never removed here, so a caller that
+    only needs the model for a while passes a ``tempfile.TemporaryDirectory`` (a copy of a model
+    is hundreds of MB; a folder of its own per call would pile up in /tmp).
+
+    Returns where the model folder is inside ``dst``. Raises ``CredentialsError`` when the
+    artifacts are in gs:// and no Google credentials are found.
+    """
     import mlflow
 
     from aicrush.model_folder import resolve_model_dir
@@ -105,7 +113,6 @@ def download_model(
     mv = get_version(tracking_uri, name, alias=alias, version=version)
     if mv is None:
         return None
-    dst = dst or Path(tempfile.mkdtemp(prefix=f"aicrush-{name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)
     # models:/ URIs resolve through the registry URI; artifacts in gs:// need Google credentials
     with (

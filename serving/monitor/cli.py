@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -135,6 +136,17 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _predict(texts: list[str], model_dir: Path) -> list[str]:
+    """The labels the model folder at ``model_dir`` gives ``texts`` (BadParameter if no model)."""
+    from aicrush.model_folder import TextClassifier
+
+    try:
+        classifier = TextClassifier.from_dir(model_dir)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="--model-dir") from None
+    return [p.label for p in classifier.predict(texts)]
+
+
 def drift_command(
     requests_file: Annotated[
         Path | None,
@@ -235,16 +247,13 @@ def drift_command(
     if predictions is None and model_dir is None and reference == "mlflow":
         from aicrush.registry import download_model
 
-        resolved = download_model(uri, model, version=version)
-        model_dir = resolved.path if resolved is not None else None
-    if predictions is None and model_dir is not None:
-        from aicrush.model_folder import TextClassifier
-
-        try:
-            classifier = TextClassifier.from_dir(model_dir)
-        except FileNotFoundError as err:
-            raise typer.BadParameter(str(err), param_hint="--model-dir") from None
-        predictions = [p.label for p in classifier.predict(texts)]
+        # The copy is only needed to label these requests: removed once they are labelled.
+        with tempfile.TemporaryDirectory(prefix=f"aicrush-drift-{model}-") as tmp:
+            resolved = download_model(uri, model, version=version, dst=Path(tmp))
+            if resolved is not None:
+                predictions = _predict(texts, resolved.path)
+    elif predictions is None and model_dir is not None:
+        predictions = _predict(texts, model_dir)
     settings = DriftSettings(min_rows=min_rows)
     frame = features_of(texts)
     if predictions is None:

@@ -96,12 +96,14 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def aicrush(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``aicrush ARGS`` in ``cwd``; stdout and stderr together in ``.stdout``."""
+def aicrush(
+    cwd: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``aicrush ARGS`` in ``cwd`` (``env`` on top of the user's); stdout and stderr in ``.stdout``."""
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],
         cwd=cwd,
-        env=user_env(),
+        env={**user_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -209,11 +211,17 @@ def _requests(folder: Path) -> Path:
 def test_drift_with_requests_option_uses_the_project_store(project):
     folder, _ = project
     requests = _requests(folder)
+    tmp = folder / "tmp"
+    tmp.mkdir(exist_ok=True)
     # 40 requests: under the 200-row minimum of a verdict, so the test lowers it (docs/monitoring.md).
     result = aicrush(
-        folder, "drift", "--requests", requests.name, "--out", "drift.html", "--min-rows", "20"
-    )
+        folder, "drift", "--requests", requests.name, "--out", "drift.html", "--min-rows", "20",
+        env={"TMPDIR": str(tmp)},
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:]
+    # The registered model it downloaded to label the requests is not left behind (torch keeps
+    # its compile cache there, which is torch's business).
+    assert [str(p) for p in tmp.rglob("*") if p.name in ("MLmodel", "config.json")] == []
     assert "40 requests vs" in result.stdout and (folder / "drift.html").is_file()
     # Its output is the verdict: no library progress bars or deprecation warnings around it.
     for noise in ("Downloading artifacts", "Loading weights", "DeprecationWarning", "INFO mlflow"):
