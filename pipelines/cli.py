@@ -305,6 +305,12 @@ def compile_(
     Trainer TrainJob instead (docs/distributed-training.md).
     Upload the file in the Kubeflow dashboard or use `aicrush submit`.
     """
+    if source and pipeline is PipelineChoice.rollout:
+        raise typer.BadParameter(
+            "--source applies to --pipeline training only: the rollout pipeline deploys a "
+            "registered model version and reads no data",
+            param_hint="--source",
+        )
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
     from pipelines.compile import compile_pipeline
@@ -377,6 +383,12 @@ def submit(
         raise typer.BadParameter(
             f"{host!r} has no scheme: write http://{host} (a port-forward) or https://{host}",
             param_hint="--host",
+        )
+    if source and pipeline is PipelineChoice.rollout:
+        raise typer.BadParameter(
+            "--source applies to --pipeline training only: the rollout pipeline deploys a "
+            "registered model version and reads no data",
+            param_hint="--source",
         )
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)

@@ -222,6 +222,18 @@ def test_model_version_is_for_the_rollout_only() -> None:
     assert result.exit_code != 0 and "--pipeline rollout only" in result.output
 
 
+@pytest.mark.parametrize("command", [["compile"], ["submit", "--host", "http://127.0.0.1:9"]])
+def test_source_is_for_the_training_pipeline_only(command: list[str], tmp_path: Path) -> None:
+    """The rollout pipeline reads no data: a --source there would be silently ignored."""
+    out = ["-o", str(tmp_path / "r.yaml")] if command == ["compile"] else []
+    result = runner.invoke(
+        app, [*command, *out, "--pipeline", "rollout", "--source", "gs://bucket/code"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--source applies to --pipeline training only" in " ".join(result.output.split())
+    assert not (tmp_path / "r.yaml").exists()
+
+
 def test_train_task_is_retried(tmp_path: Path) -> None:
     spec = _docs(compile_pipeline("training", tmp_path / "t.yaml"))[0]
     policy = spec["root"]["dag"]["tasks"]["train-model"]["retryPolicy"]
