@@ -60,7 +60,10 @@ def default_fetcher(ref: ModelRef) -> Path:
     from aicrush.model_folder import resolve_model_dir
 
     with google_credentials(f"version {ref.version} ({ref.uri})"):  # artifacts in gs://
-        local = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri)
+        # mlflow-artifacts:/ URIs resolve against the registry's server, not the process's URI
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.uri, tracking_uri=ref.tracking_uri or None
+        )
     return resolve_model_dir(local)
 
 

@@ -59,10 +59,13 @@ class VersionNotFound(RolloutError):
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A registered model version and where its model folder is (local path, file:// or gs://)."""
+    """A registered model version and where its model folder is (local path, file://, gs:// or
+    an MLflow artifact URI such as ``mlflow-artifacts:/...``); ``tracking_uri``: the MLflow
+    server such a URI resolves against ("" for none)."""
 
     version: str
     uri: str
+    tracking_uri: str = ""
 
 
 class Backend(Protocol):

@@ -43,7 +43,8 @@ class MlflowRolloutRegistry:
         if self._client is None:
             import mlflow
 
-            mlflow.set_tracking_uri(self.tracking_uri)
+            # No mlflow.set_tracking_uri here: that would redirect every later MLflow call of
+            # the process. A ModelRef carries the tracking URI its download URI resolves against.
             self._client = mlflow.MlflowClient(
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
             )
@@ -52,7 +53,9 @@ class MlflowRolloutRegistry:
     def _ref(self, mv: Any) -> ModelRef:
         version = str(mv.version)
         return ModelRef(
-            version, self.client.get_model_version_download_uri(self.model_name, version)
+            version,
+            self.client.get_model_version_download_uri(self.model_name, version),
+            self.tracking_uri,
         )
 
     def _by_alias(self, alias: str) -> Any | None:

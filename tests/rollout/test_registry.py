@@ -155,3 +155,22 @@ def test_history_tag_stays_valid_json_however_long_the_events(
     assert len(value) <= HISTORY_MAX_CHARS
     history = json.loads(value)  # whole events dropped, never a cut string
     assert history[-1]["rollback_reason"].startswith("attempt 11:")
+
+
+def test_the_registry_leaves_the_process_tracking_uri_alone(
+    mlflow_server: str, random_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a rollout registry once set mlflow's process-wide tracking URI: every later MLflow
+    call of the process (an evaluate step's models:/ download, another store's registry) went to
+    this server. The download URI it hands out resolves against its own server all the same."""
+    import mlflow
+
+    [version] = _register(mlflow_server, [random_model_dir], model="scoped-model")
+    elsewhere = "http://127.0.0.1:9"  # nothing listens: a download through it would fail
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    registry = MlflowRolloutRegistry(mlflow_server, "scoped-model")
+    ref = registry.resolve(version)
+    assert mlflow.get_tracking_uri() == elsewhere
+    assert ref.uri.startswith("mlflow-artifacts:") and ref.tracking_uri == mlflow_server
+    assert (default_fetcher(ref) / "aicrush.json").is_file()
+    assert mlflow.get_tracking_uri() == elsewhere
