@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= tiny
 PYTEST_ARGS ?=
+# make test: two pytest-xdist workers, each taking whole test files, longest first
+# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS= runs the suite in one process (pytest -s works).
+TEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .DEFAULT_GOAL := help
 
@@ -31,7 +34,7 @@ demo: install ## Install, then run the whole training pipeline locally on the de
 .PHONY: test
 test: install ## Install, then check the layers contract and run the test suite (offline; real servers on loopback)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(TEST_WORKERS) $(PYTEST_ARGS)
 
 .PHONY: test-cluster
 test-cluster: install ## The emulated cluster: the compiled rollout and training pipelines, each task an isolated process (minutes)

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class TaskRun:
     artifacts: dict[str, dict[str, Any]]
     workdir: Path
     log: str
+    seconds: float = 0.0  # wall time of the task's process
 
 
 @dataclass
@@ -168,6 +170,7 @@ def run_pipeline(
         name: str, component: dict, values: dict[str, Any], inputs: dict[str, dict[str, Any]]
     ) -> TaskRun:
         base = root / name
+        started = time.monotonic()
         proc, output_file = start_task(
             spec, name, values, base, env, home_files, inputs, wait=True, timeout_s=timeout_s
         )
@@ -199,6 +202,7 @@ def run_pipeline(
             artifacts,
             base / "work",
             (base / "log.txt").read_text(),
+            time.monotonic() - started,
         )
 
     def upload(task: str, key: str, artifact: dict[str, Any]) -> dict[str, Any]:
