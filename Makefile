@@ -15,13 +15,16 @@ TEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml docker/skip_feast_mlflow_plugin.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build (see README).
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	# The same lock as the container images (docker/constraints.txt; `make constraints` renews it).
 	$(BIN)/python -m pip install --quiet -c docker/constraints.txt -e ".[dev,cluster]"
+	# Feast's MLflow plugin imports all of Feast (6-9 s) in every process that calls an MLflow
+	# server; aicrush uses no Feast MLflow data source. The images do the same.
+	$(BIN)/python docker/skip_feast_mlflow_plugin.py
 	touch $@
 
 .PHONY: install

@@ -250,3 +250,13 @@ def test_hadolint_finds_nothing(runtime: str) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("runtime", DOCKERFILES)
+def test_images_unregister_feasts_mlflow_plugin_after_installing_the_lock(runtime: str) -> None:
+    """Every image installs Feast and MLflow: the script runs after the lock's install, in the
+    build stage (docker/skip_feast_mlflow_plugin.py says why)."""
+    build = [i for s in stages(DOCKERFILES[runtime])[:-1] for i in s["body"]]
+    runs = [rest for op, rest in build if op == "RUN"]
+    lock = next(i for i, r in enumerate(runs) if "-r docker/constraints.txt" in r)
+    assert any("docker/skip_feast_mlflow_plugin.py" in r for r in runs[lock + 1 :]), runs
