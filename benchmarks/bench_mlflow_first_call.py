@@ -8,7 +8,10 @@ median wall and CPU seconds of each, and the ratio (with / without), baseline me
 same run.
 
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/bench_mlflow_first_call.py [--trials 5]``
-(about 1-2 minutes on 2 cores).
+(about 1-2 minutes on 2 cores). Prints one line per mode, then
+``RESULT without_s=... with_s=... ratio=... trials=... load=...``. Measure in an environment
+where the plugin is unregistered (``make install`` does it): with it registered, "without" loads
+it too and the ratio is near 1 (the script says so).
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import entry_points
 from pathlib import Path
-
-from tests.mlflow_server import mlflow_server
 
 PLUGIN_MODULE = "feast.infra.data_sources.mlflow.auth"
 TRIAL = """
@@ -49,9 +51,23 @@ def trial(url: str, mode: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=5, help="fresh processes per mode")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=5, help="fresh processes per mode (>= 1)")
     args = parser.parse_args()
+    if args.trials < 1:
+        parser.error("--trials must be at least 1")
+    from tests.mlflow_server import mlflow_server  # the repository root on PYTHONPATH
+
+    registered = [
+        e.value for e in entry_points(group="mlflow.request_header_provider") if e.name == "feast"
+    ]
+    if registered:
+        print(
+            f"warning: Feast's plugin is registered ({registered[0]}): 'without' loads it too; "
+            "run python docker/skip_feast_mlflow_plugin.py first"
+        )
     with tempfile.TemporaryDirectory() as tmp, mlflow_server(Path(tmp)) as server:
         runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
         for _ in range(args.trials):  # interleaved: a change in load hits both alike

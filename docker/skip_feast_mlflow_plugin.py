@@ -15,45 +15,62 @@ entry from Feast's ``entry_points.txt`` and nothing else, and does nothing when 
 there (already removed, or a Feast release without it).
 
 Usage: python docker/skip_feast_mlflow_plugin.py   (in the environment to change)
-Exit status: 0 when the entry is gone afterwards; 1 with a message when the file cannot be
-changed (a read-only site-packages).
+Exit status: 0 when the entry is gone afterwards; 1 with a one-line message when the file cannot
+be read or written (a read-only site-packages) or the entry is still registered after the edit.
+
+A later install of feast (an upgrade, ``--force-reinstall``) writes the entry again: run the
+script again after one (``make install`` only reinstalls when pyproject.toml changes).
 """
 
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import Distribution, EntryPoint, PackageNotFoundError, distribution
 from pathlib import Path
 
 GROUP = "mlflow.request_header_provider"
 NAME = "feast"
 
 
+def _entry(dist: Distribution) -> EntryPoint | None:
+    return next((e for e in dist.entry_points if e.group == GROUP and e.name == NAME), None)
+
+
+def _entry_points_file(dist: Distribution) -> Path:
+    """The distribution's entry_points.txt: from RECORD, else in ``feast-<version>.dist-info``
+    beside the package (the wheel's folder name, PEP 427)."""
+    for record in dist.files or []:
+        if record.name == "entry_points.txt" and record.parent.suffix == ".dist-info":
+            return Path(str(record.locate()))
+    path = Path(str(dist.locate_file(f"feast-{dist.version}.dist-info/entry_points.txt")))
+    if not path.is_file():
+        raise OSError(f"feast {dist.version}'s entry_points.txt is not in its RECORD nor at {path}")
+    return path
+
+
 def skip_feast_mlflow_plugin() -> str:
-    """Remove Feast's entry in GROUP; returns what was done (one line)."""
+    """Remove Feast's entry in GROUP; returns what was done (one line). Only that line changes:
+    the file is edited as bytes, line endings and encoding kept. Raises OSError when the entry
+    is still registered afterwards or the file cannot be read or written."""
     try:
         dist = distribution("feast")
     except PackageNotFoundError:
         return "feast is not installed: nothing to do"
-    entry = next((e for e in dist.entry_points if e.group == GROUP and e.name == NAME), None)
+    entry = _entry(dist)
     if entry is None:
         return f"feast {dist.version} registers no {GROUP} plugin: nothing to do"
-    record = next(
-        f
-        for f in dist.files or []
-        if f.name == "entry_points.txt" and f.parent.suffix == ".dist-info"
-    )
-    path = Path(str(record.locate()))
-    lines = path.read_text().splitlines(keepends=True)
-    kept, section = [], ""
-    for line in lines:
+    path = _entry_points_file(dist)
+    kept, section = [], b""
+    for line in path.read_bytes().splitlines(keepends=True):
         stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            section = stripped[1:-1]
-        elif section == GROUP and stripped.split("=", 1)[0].strip() == NAME:
+        if stripped.startswith(b"[") and stripped.endswith(b"]"):
+            section = stripped.strip(b"[]").strip()
+        elif section == GROUP.encode() and stripped.split(b"=", 1)[0].strip() == NAME.encode():
             continue
         kept.append(line)
-    path.write_text("".join(kept))
+    path.write_bytes(b"".join(kept))
+    if _entry(distribution("feast")) is not None:
+        raise OSError(f"{path} still registers {entry.value} after the edit; remove it by hand")
     return f"unregistered feast {dist.version}'s {GROUP} plugin ({entry.value}) in {path}"
 
 

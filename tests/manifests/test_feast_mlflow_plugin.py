@@ -43,14 +43,15 @@ def test_an_mlflow_client_call_imports_no_feast(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]", out.stdout[-2000:]
 
 
-def _fake_feast(site: Path, entry_points_txt: str) -> Path:
+def _fake_feast(site: Path, entry_points_txt: bytes, record: bool = True) -> Path:
     """A feast distribution in ``site`` (found before the real one on PYTHONPATH)."""
     info = site / "feast-0.0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: feast\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(entry_points_txt)
-    files = ["METADATA", "entry_points.txt", "RECORD"]
-    (info / "RECORD").write_text("".join(f"{info.name}/{f},,\n" for f in files))
+    (info / "entry_points.txt").write_bytes(entry_points_txt)
+    if record:
+        files = ["METADATA", "entry_points.txt", "RECORD"]
+        (info / "RECORD").write_text("".join(f"{info.name}/{f},,\n" for f in files))
     return info / "entry_points.txt"
 
 
@@ -61,19 +62,26 @@ def _run(site: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_script_removes_that_one_entry_and_is_idempotent(tmp_path: Path) -> None:
-    text = (
-        "[console_scripts]\nfeast = feast.cli.cli:cli\n\n"
-        "[mlflow.request_header_provider]\n"
-        "feast = feast.infra.data_sources.mlflow.auth:FeastMLflowHeaderProvider\n"
-        "other = other.plugin:Provider\n"
-    )
-    path = _fake_feast(tmp_path / "site", text)
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("record", [True, False], ids=["record", "no-record"])
+def test_the_script_removes_that_one_entry_and_is_idempotent(
+    tmp_path: Path, newline: bytes, record: bool
+) -> None:
+    """Only the feast line of that section goes: other lines, comments, a non-ASCII byte and the
+    line endings stay byte for byte; a distribution without RECORD is found all the same."""
+    lines = [
+        b"[console_scripts]",
+        b"feast = feast.cli.cli:cli",
+        b"# caf\xc3\xa9: a comment",
+        b"",
+        b"[mlflow.request_header_provider]",
+        b"feast = feast.infra.data_sources.mlflow.auth:FeastMLflowHeaderProvider",
+        b"other = other.plugin:Provider",
+    ]
+    path = _fake_feast(tmp_path / "site", newline.join(lines) + newline, record)
     first = _run(tmp_path / "site")
     assert first.returncode == 0 and "unregistered feast 0.0.1's" in first.stdout, first
-    assert path.read_text() == (
-        "[console_scripts]\nfeast = feast.cli.cli:cli\n\n"
-        "[mlflow.request_header_provider]\nother = other.plugin:Provider\n"
-    )
+    assert path.read_bytes() == newline.join(lines[:5] + lines[6:]) + newline
     second = _run(tmp_path / "site")
     assert second.returncode == 0 and "nothing to do" in second.stdout, second
+    assert path.read_bytes() == newline.join(lines[:5] + lines[6:]) + newline
