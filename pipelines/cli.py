@@ -97,9 +97,10 @@ def _warn_if_no_registry(cfg) -> None:
         )
 
 
-def _warn_for_the_cluster(cfg, sources: bool = True) -> None:
+def _warn_for_the_cluster(cfg, sources: bool = True, training: bool = True) -> None:
     """What a compiled pipeline would meet in the cluster's pods: sources on this machine's
-    disk (``sources``), a hub model in images that run offline."""
+    disk (``sources``), a hub model in images that run offline (both for the training pipeline
+    only: the rollout pipeline reads no data and trains nothing)."""
     from aicrush.images import KUSTOMIZATION, images_from_manifests
     from components.model_builder import is_hub_id
     from pipelines.submit import cluster_source_problems
@@ -112,6 +113,8 @@ def _warn_for_the_cluster(cfg, sources: bool = True) -> None:
             err=True,
         )
 
+    if not training:
+        return
     for problem in cluster_source_problems(cfg) if sources else []:
         typer.echo(f"warning: source {problem.message}", err=True)
     if is_hub_id(cfg.train.base_model):
@@ -303,7 +306,8 @@ def compile_(
     requests the GPU, node selector and toleration of `resources` (default: one NVIDIA L4).
     With more than one GPU in `train.distributed` it requests no GPU and launches a Kubeflow
     Trainer TrainJob instead (docs/distributed-training.md).
-    Upload the file in the Kubeflow dashboard or use `aicrush submit`.
+    Upload the file in the Kubeflow dashboard or use `aicrush submit`. `--source` applies to the
+    training pipeline only (the rollout pipeline deploys a registered version; it reads no data).
     """
     if source and pipeline is PipelineChoice.rollout:
         raise typer.BadParameter(
@@ -321,7 +325,7 @@ def compile_(
             f"{target}: the KFP IR is written as one YAML file; give a path ending in .yaml",
             param_hint="--output",
         )
-    _warn_for_the_cluster(cfg)
+    _warn_for_the_cluster(cfg, training=pipeline is PipelineChoice.training)
     path = compile_pipeline(pipeline.value, target, cfg)
     typer.echo(f"wrote {path}")
 
@@ -375,7 +379,8 @@ def submit(
     """Compile a pipeline (training or rollout) and start a run on a Kubeflow Pipelines endpoint.
 
     Authentication: kfp.Client's own (KF_PIPELINES_SA_TOKEN_PATH, or a token from your
-    kubeconfig/ID provider). Sources must be reachable from the cluster (gs:// or git URLs).
+    kubeconfig/ID provider). Sources (`--source`, training only) must be reachable from the
+    cluster (gs:// or git URLs).
     The run's artifacts must be in GCS (`--pipeline-root gs://...` or the cluster's default)
     for a distributed TrainJob and for a retried training pod to resume from its checkpoints.
     """
@@ -390,10 +395,12 @@ def submit(
             "registered model version and reads no data",
             param_hint="--source",
         )
+    if model_version is not None and pipeline is not PipelineChoice.rollout:
+        raise typer.BadParameter(
+            "--model-version applies to --pipeline rollout only", param_hint="--model-version"
+        )
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
-    if model_version is not None and pipeline is not PipelineChoice.rollout:
-        raise typer.BadParameter("--model-version applies to --pipeline rollout only")
     from components.trainjob import needs_trainjob
     from pipelines.submit import check_pipeline_root, cluster_source_problems, submit_pipeline
 

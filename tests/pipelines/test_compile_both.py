@@ -189,6 +189,18 @@ def test_compile_warns_of_what_the_cluster_cannot_load(tmp_path: Path) -> None:
     assert "train.base_model 'org/model' is a Hugging Face Hub id" in said
 
 
+def test_compiling_the_rollout_warns_of_no_training_setting(tmp_path: Path) -> None:
+    """The rollout pipeline reads no data and trains nothing: a config made for training (its
+    sources, its hub model) is no reason for a warning there."""
+    conf = tmp_path / "c.yaml"
+    conf.write_text("ingest:\n  sources: ['.']\ntrain:\n  base_model: org/model\n")
+    result = runner.invoke(
+        app, ["compile", "--pipeline", "rollout", "-o", str(tmp_path / "r.yaml"), "-c", str(conf)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "source" not in result.output and "base_model" not in result.output, result.output
+
+
 @pytest.mark.parametrize("name", ["out.json", "folder.yaml"])
 def test_compile_output_must_be_a_yaml_file(tmp_path: Path, name: str) -> None:
     """kfp's ValueError (.json, a folder) ended in a traceback."""
@@ -219,7 +231,9 @@ def _distributed_config() -> Path:
 
 def test_model_version_is_for_the_rollout_only() -> None:
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9", "--model-version", "3"])
-    assert result.exit_code != 0 and "--pipeline rollout only" in result.output
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "--model-version applies to --pipeline rollout only" in said
+    assert "tracking_uri" not in said  # refused before the config is read
 
 
 @pytest.mark.parametrize("command", [["compile"], ["submit", "--host", "http://127.0.0.1:9"]])
