@@ -111,15 +111,16 @@ def cluster_source_problems(cfg: AicrushConfig) -> list[SourceProblem]:
     ``gs://`` without a bucket. Fine: ``gs://bucket/prefix``, https/ssh git URLs,
     ``pypi:NAME==VERSION``, ``pypi:default`` and ``python-environment`` (the image's).
     An absolute path that does not exist here is not fatal: it may be inside a custom image."""
+    from aicrush.errors import DataError
     from components.sources.environment import ENVIRONMENT_SOURCE
     from components.sources.git import is_remote_git_url
-    from components.sources.pypi import DEFAULT_LIST, PREFIX
+    from components.sources.pypi import DEFAULT_LIST, PREFIX, parse_pin
 
     problems = []
     for source in cfg.ingest.sources:
         text = str(source)
         spec = text.removeprefix(PREFIX).strip()
-        if text.startswith(PREFIX) and (spec == DEFAULT_LIST or _pins_only(spec)):
+        if text.startswith(PREFIX) and spec == DEFAULT_LIST:
             continue
         if text in ("", ENVIRONMENT_SOURCE) or is_remote_git_url(text):
             continue
@@ -130,6 +131,12 @@ def cluster_source_problems(cfg: AicrushConfig) -> list[SourceProblem]:
                 )
             continue
         path = Path(spec if text.startswith(PREFIX) else text.removeprefix("file://")).expanduser()
+        if text.startswith(PREFIX) and not path.is_absolute() and not path.exists():
+            try:  # neither a file nor a folder here: the ingest step reads it as NAME==VERSION
+                parse_pin(spec)
+            except DataError as err:
+                problems.append(SourceProblem(str(err)))
+            continue
         if path.is_absolute() and not path.exists():
             problems.append(
                 SourceProblem(
@@ -152,11 +159,6 @@ def cluster_source_problems(cfg: AicrushConfig) -> list[SourceProblem]:
             )
         )
     return problems
-
-
-def _pins_only(spec: str) -> bool:
-    """``pypi:NAME==VERSION``: a pin, not a file or folder to read."""
-    return "==" in spec and not Path(spec).expanduser().exists()
 
 
 def submit_training_pipeline(

@@ -167,6 +167,16 @@ def test_submit_refuses_sources_the_cluster_pods_cannot_read(tmp_path: Path) -> 
     assert result.exit_code == 2 and "pods do not see" in result.output
 
 
+@pytest.mark.parametrize("spec", ["requests", "requests>=2", "requests==2.*"])
+def test_submit_says_an_unpinned_package_is_not_a_pin(spec: str) -> None:
+    """`pypi:requests` is no file of this machine: it is refused as `aicrush run` refuses it."""
+    from pipelines.submit import cluster_source_problems
+
+    [problem] = cluster_source_problems(build_config({"ingest": {"sources": [f"pypi:{spec}"]}}))
+    assert problem.fatal and "is not a pinned package: write NAME==VERSION" in problem.message
+    assert "this machine's disk" not in problem.message
+
+
 def test_submit_says_when_it_cannot_reach_kfp() -> None:
     result = runner.invoke(app, ["submit", "--host", "http://127.0.0.1:9"])
     assert result.exit_code == 1
