@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml docker/skip_feast_mlflow_plugin.py
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	# The same lock as the container images (docker/constraints.txt; `make constraints` renews it).
 	$(BIN)/python -m pip install --quiet -c docker/constraints.txt -e ".[dev,cluster]"
-	# Feast's MLflow plugin imports all of Feast (6-9 s) in every process that calls an MLflow
+	# Feast's MLflow plugin imports all of Feast (seconds of CPU) in every process that calls an MLflow
 	# server; aicrush uses no Feast MLflow data source. The images do the same.
 	$(BIN)/python docker/skip_feast_mlflow_plugin.py
 	touch $@

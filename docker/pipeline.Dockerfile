@@ -14,7 +14,7 @@ WORKDIR /src
 # The extra index supplies torch's CPU build of the same release (2.13.0+cpu).
 COPY docker/constraints.txt docker/constraints.txt
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r docker/constraints.txt
-# Feast's MLflow plugin would import all of Feast (6-9 s) in every process that calls an
+# Feast's MLflow plugin would import all of Feast (seconds of CPU) in every process that calls an
 # MLflow server; aicrush uses no Feast MLflow data source (docker/skip_feast_mlflow_plugin.py).
 COPY docker/skip_feast_mlflow_plugin.py docker/skip_feast_mlflow_plugin.py
 RUN python docker/skip_feast_mlflow_plugin.py

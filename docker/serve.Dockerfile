@@ -12,7 +12,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY docker/constraints.txt docker/constraints.txt
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r docker/constraints.txt
-# Feast's MLflow plugin would import all of Feast (6-9 s) in every process that calls an
+# Feast's MLflow plugin would import all of Feast (seconds of CPU) in every process that calls an
 # MLflow server; aicrush uses no Feast MLflow data source (docker/skip_feast_mlflow_plugin.py).
 COPY docker/skip_feast_mlflow_plugin.py docker/skip_feast_mlflow_plugin.py
 RUN python docker/skip_feast_mlflow_plugin.py

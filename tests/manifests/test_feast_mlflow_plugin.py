@@ -1,7 +1,7 @@
 """docker/skip_feast_mlflow_plugin.py: MLflow clients no longer import Feast on their first call.
 
 Feast registers an ``mlflow.request_header_provider`` plugin; MLflow loads every such plugin on a
-process's first call to a tracking server, and this one imports all of Feast (6-9 s of CPU: its
+process's first call to a tracking server, and this one imports all of Feast (seconds of CPU: its
 typeguard decorators compile their modules again at import). ``make install`` and the images
 unregister it."""
 
