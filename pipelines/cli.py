@@ -285,6 +285,16 @@ PipelineOpt = Annotated[
 ]
 
 
+def _refuse_source_for_the_rollout(source: list[str] | None, pipeline: PipelineChoice) -> None:
+    """--source with the rollout pipeline, which reads no data, is a usage error (not ignored)."""
+    if source and pipeline is PipelineChoice.rollout:
+        raise typer.BadParameter(
+            "--source applies to --pipeline training only: the rollout pipeline deploys a "
+            "registered model version and reads no data",
+            param_hint="--source",
+        )
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[
@@ -309,12 +319,7 @@ def compile_(
     Upload the file in the Kubeflow dashboard or use `aicrush submit`. `--source` applies to the
     training pipeline only (the rollout pipeline deploys a registered version; it reads no data).
     """
-    if source and pipeline is PipelineChoice.rollout:
-        raise typer.BadParameter(
-            "--source applies to --pipeline training only: the rollout pipeline deploys a "
-            "registered model version and reads no data",
-            param_hint="--source",
-        )
+    _refuse_source_for_the_rollout(source, pipeline)
     cfg = _config(config, preset, source)
     _warn_if_no_registry(cfg)
     from pipelines.compile import compile_pipeline
@@ -389,12 +394,7 @@ def submit(
             f"{host!r} has no scheme: write http://{host} (a port-forward) or https://{host}",
             param_hint="--host",
         )
-    if source and pipeline is PipelineChoice.rollout:
-        raise typer.BadParameter(
-            "--source applies to --pipeline training only: the rollout pipeline deploys a "
-            "registered model version and reads no data",
-            param_hint="--source",
-        )
+    _refuse_source_for_the_rollout(source, pipeline)
     if model_version is not None and pipeline is not PipelineChoice.rollout:
         raise typer.BadParameter(
             "--model-version applies to --pipeline rollout only", param_hint="--model-version"

@@ -51,6 +51,10 @@ class PipelineRun:
     def failed(self) -> list[str]:
         return [name for name, t in self.tasks.items() if t.returncode != 0]
 
+    def timings(self) -> str:
+        """Each task's wall seconds, in run order (what ``pytest -s`` prints)."""
+        return ", ".join(f"{name} {t.seconds:.1f} s" for name, t in self.tasks.items())
+
 
 def load_ir(path: Path) -> tuple[dict, dict]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]

@@ -325,7 +325,7 @@ def _run(c: dict, ir: Path, run_name: str, version: str, on_task_done=None, fail
         on_task_done=on_task_done,
     )
     logs = "\n".join(f"--- {n} ---\n{t.log[-4000:]}" for n, t in run.tasks.items())
-    print(f"\n[{run_name}] " + ", ".join(f"{n} {t.seconds:.1f} s" for n, t in run.tasks.items()))
+    print(f"\n[{run_name}] {run.timings()}")
     assert run.failed == list(failed), logs
     for task in run.tasks.values():  # nothing a later step could have read from a local disk
         assert not any(task.workdir.iterdir()), f"{task.name} wrote {list(task.workdir.iterdir())}"

@@ -49,7 +49,7 @@ def test_training_pipeline_runs_with_each_step_in_its_own_pod(tmp_path: Path) ->
             timeout_s=900,
             discard_pods=True,  # a pod's disk goes with it
         )
-        print(", ".join(f"{n} {t.seconds:.1f} s" for n, t in run.tasks.items()))  # pytest -s
+        print(run.timings())  # pytest -s
         logs = {name: task.log[-3000:] for name, task in run.tasks.items() if task.returncode}
         assert not run.failed, logs
         assert not (tmp_path / "pods" / "train-model" / "outputs").exists()  # discarded
