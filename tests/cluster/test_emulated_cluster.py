@@ -19,6 +19,7 @@ servers' payload logs, loading each version's reference from MLflow as its event
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from tests.cluster.emulator import (
     write_targets,
 )
 from tests.cluster.kfp_driver import base_env, run_pipeline
+from tests.mlflow_server import running_mlflow_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.slow]
 
@@ -150,22 +152,15 @@ def cluster(
         storage.Client(credentials=AnonymousCredentials(), project="test").create_bucket(BUCKET)
         # MLflow: a tracking server process; artifacts go straight to gs:// (as on GKE).
         port = free_port()
-        mlflow_log = root / "mlflow.log"
-        with open(mlflow_log, "wb") as log:
-            mlflow_proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "mlflow", "server",
-                    "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                    "--default-artifact-root", f"gs://{BUCKET}/mlflow",
-                    "--no-serve-artifacts",
-                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                ],
-                stdout=log, stderr=subprocess.STDOUT, cwd=root,
-            )  # fmt: skip
-        stack.append(mlflow_proc)
-        mlflow_url = f"http://127.0.0.1:{port}"
+        mlflow_args = [
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root", f"gs://{BUCKET}/mlflow",
+            "--no-serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ]  # fmt: skip
+        exits = contextlib.ExitStack()
         try:
-            _wait_http(f"{mlflow_url}/health", mlflow_proc, mlflow_log)
+            mlflow_url = exits.enter_context(running_mlflow_server(mlflow_args, port, root)).url
             same = _reference(TEXTS, random_model_dir)
             same_v2 = _reference(TEXTS, random_model_dir_v2)
             drifted = _reference(OTHER_TEXTS, random_model_dir_v2)
@@ -240,6 +235,7 @@ def cluster(
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            exits.close()
 
 
 def _register(url: str, versions_spec: list[tuple[Path, object]]) -> list[str]:
