@@ -28,7 +28,9 @@ standard library, V1 REST), in its own process. Measured in one run:
     worker with 2 intra-op threads, 2 server processes (replicas) on a core each with half the
     connections each; and the 1-CPU pod the manifests deploy: the server pinned to core 0 with
     wrk on the other cores (a pod's clients are elsewhere), with and without its access log,
-    against the in-process limit of 1 thread on core 0 (``limit_ratio_1cpu``).
+    and called over gRPC instead (KServe's gRPC server, OIP ``ModelInfer``, the same texts;
+    benchmarks/serving/grpc_load.py on the other cores), against the in-process limit of 1
+    thread on core 0 (``limit_ratio_1cpu``, ``limit_ratio_1cpu_grpc``).
 
 The in-process limit is the default backend called from as many threads as the server has batch
 workers, at its best batch size, with no HTTP.
@@ -45,11 +47,12 @@ load then falls on every server alike.
 
 Ends with one line for tools:
 ``RESULT limit_ratio=... naive_ratio=... mlserver_ratio=... onnx_speedup=... agreement=... p99_ms_c8=...
-limit_ratio_1cpu=... kserve_ceiling_1cpu=... mlserver_ratio_best=...``: after the issue's keys, the
-1-CPU pod against 1 thread's in-process limit with wrk elsewhere; the most any server on KServe's
-REST stack could reach there with its access log on (the default), from KServe's own no-op server
-on that core (``benchmarks/serving/kserve_noop_server.py``; the report prints it with the log off
-too); and our best 2-core configuration of (e) against MLServer's better one.
+limit_ratio_1cpu=... kserve_ceiling_1cpu=... mlserver_ratio_best=... limit_ratio_1cpu_grpc=...``:
+after the issue's keys, the 1-CPU pod against 1 thread's in-process limit with wrk elsewhere; the
+most any server on KServe's REST stack could reach there with its access log on (the default),
+from KServe's own no-op server on that core (``benchmarks/serving/kserve_noop_server.py``; the
+report prints it with the log off too); our best 2-core configuration of (e) against MLServer's
+better one; and the 1-CPU pod over gRPC against the same limit.
 """
 
 from __future__ import annotations
@@ -165,13 +168,31 @@ def wrk_result(stdout: str) -> dict[str, float]:
     return json.loads(line[5:])
 
 
+def grpc_cmd(target: str, concurrency: int, duration: float, cpus: str | None = None) -> list[str]:
+    """The gRPC load client (benchmarks/serving/grpc_load.py) for ``target`` (HOST:PORT), placed
+    as :func:`wrk_cmd` places wrk."""
+    cores = os.cpu_count() or 1
+    if cpus is None and cores > 2:
+        cpus = f"2-{cores - 1}"
+    pin = ["taskset", "-c", cpus] if cpus else []
+    return [*pin, sys.executable, "-m", "benchmarks.serving.grpc_load", target,
+            "--concurrency", str(concurrency), "--duration", str(duration)]  # fmt: skip
+
+
 def wrk_parallel(urls: list[str], script: Path, concurrency: int, duration: float,
-                 cpus: str | None = None) -> dict:  # fmt: skip
-    """One wrk per URL at the same time, ``concurrency`` connections in all; summed rps, worst p99."""
+                 cpus: str | None = None, grpc: bool = False) -> dict:  # fmt: skip
+    """One wrk per URL at the same time, ``concurrency`` connections in all; summed rps, worst p99.
+    ``grpc``: the URLs are gRPC HOST:PORTs, loaded by the gRPC client instead of wrk."""
     share = max(1, concurrency // len(urls))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     procs = [
         subprocess.Popen(
-            wrk_cmd(u, script, share, duration, cpus), stdout=subprocess.PIPE, text=True
+            grpc_cmd(u, share, duration, cpus)
+            if grpc
+            else wrk_cmd(u, script, share, duration, cpus),
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for u in urls
     ]
@@ -253,9 +274,10 @@ def in_process(model_dir: Path, agree_texts: list[str], load: list[str], seconds
 
 
 def our_cmd(model_dir: Path, port: int, backend: str, threads: int, cpus: str | None,
-            batch_workers: int = 0) -> list[str]:  # fmt: skip
+            batch_workers: int = 0, grpc_port: int | None = None) -> list[str]:  # fmt: skip
     cmd = [sys.executable, "-m", "serving.server", "--model_dir", str(model_dir),
-           "--model_name", "aicrush", "--http_port", str(port), "--grpc_port", str(free_port()),
+           "--model_name", "aicrush", "--http_port", str(port),
+           "--grpc_port", str(grpc_port or free_port()),
            "--host", "127.0.0.1", "--backend", backend, "--threads", str(threads),
            "--batch_workers", str(batch_workers)]  # fmt: skip
     return (["taskset", "-c", cpus] if cpus else []) + cmd
@@ -270,14 +292,15 @@ class Target:
     script: Path
     levels: tuple[int, ...] = CONCURRENCY
     wrk_cpus: str | None = None  # where wrk runs (None: wrk_cmd's default)
+    grpc: bool = False  # urls are gRPC HOST:PORTs, loaded by benchmarks/serving/grpc_load.py
 
 
 def start_ours(stack: contextlib.ExitStack, work: Path, name: str, model_dir: Path, backend: str,
                threads: int = 1, cpus: str | None = POD_CPUS, batch_workers: int = 0,
-               extra: tuple[str, ...] = ()) -> str:  # fmt: skip
+               extra: tuple[str, ...] = (), grpc_port: int | None = None) -> str:  # fmt: skip
     """Our server (``batch_workers`` 0: its default, one per CPU it may use)."""
     port = free_port()
-    cmd = our_cmd(model_dir, port, backend, threads, cpus, batch_workers) + list(extra)
+    cmd = our_cmd(model_dir, port, backend, threads, cpus, batch_workers, grpc_port) + list(extra)
     stack.enter_context(server(cmd, ready(port), work / f"{name}.log"))
     return predict_url(port)
 
@@ -303,7 +326,7 @@ def measure_rounds(
     other load falls on all servers alike); per level the median rps and the median p99.
     Each of ``limits`` (in-process forward passes, texts/s) runs in each round too: its key."""
     for t in targets.values():
-        wrk_parallel(t.urls, t.script, 8, 1.0, t.wrk_cpus)  # warm-up
+        wrk_parallel(t.urls, t.script, 8, 1.0, t.wrk_cpus, t.grpc)  # warm-up
     raw: dict[str, dict[int, list[dict]]] = {
         k: {c: [] for c in t.levels} for k, t in targets.items()
     }
@@ -313,7 +336,7 @@ def measure_rounds(
             measured[key].append(limit())
         for name, t in targets.items():
             for c in t.levels:
-                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration, t.wrk_cpus))
+                raw[name][c].append(wrk_parallel(t.urls, t.script, c, duration, t.wrk_cpus, t.grpc))
     out: dict = {}
     for name, levels in raw.items():
         out[name] = {}
@@ -558,6 +581,14 @@ def main(argv: list[str] | None = None) -> None:
                 wrk_cpus=other_cpus,
             ),
         }
+        # The same 1-CPU pod called over gRPC (KServe's gRPC server, the Open Inference
+        # Protocol's ModelInfer), the same texts, the gRPC client on the other cores.
+        grpc_port = free_port()
+        start_ours(stack, work, "one_core_grpc", model_dir, backend, cpus=ONE_CPU,
+                   grpc_port=grpc_port)  # fmt: skip
+        t["one_core_grpc"] = Target(
+            [f"127.0.0.1:{grpc_port}"], v1_lua, (32,), wrk_cpus=other_cpus, grpc=True
+        )
         # MLServer in its two ways of using a 2-core pod: inference in the server process, and
         # 2 inference worker processes (its parallel_workers); the better one is the comparator.
         for key, noop, workers in (("mlserver", False, 0), ("mlserver_pw2", False, 2),
@@ -602,7 +633,8 @@ def main(argv: list[str] | None = None) -> None:
     print("RESULT " + " ".join(fields) + f" p99_ms_c8={summary['p99_ms_c8']:.1f}"
           f" limit_ratio_1cpu={summary['limit_ratio_1cpu']:.3f}"
           f" kserve_ceiling_1cpu={summary['kserve_ceiling_1cpu']:.3f}"
-          f" mlserver_ratio_best={summary['mlserver_ratio_best']:.3f}")  # fmt: skip
+          f" mlserver_ratio_best={summary['mlserver_ratio_best']:.3f}"
+          f" limit_ratio_1cpu_grpc={summary['limit_ratio_1cpu_grpc']:.3f}")  # fmt: skip
 
 
 def best(rates: dict[str, float], threads: int = 1) -> float:
@@ -650,6 +682,7 @@ def summarize(r: dict) -> dict:
         "rps_one_core_quiet": r["one_core_quiet"][32]["rps"],
         "limit_one_cpu_texts_per_s": r["limit_one_cpu"]["texts_per_s"],
         "limit_ratio_1cpu": r["one_core"][32]["rps"] / r["limit_one_cpu"]["texts_per_s"],
+        "limit_ratio_1cpu_grpc": r["one_core_grpc"][32]["rps"] / r["limit_one_cpu"]["texts_per_s"],
         # A server that adds nothing to KServe's per-request cost (its no-op rps on the same
         # core) and batches perfectly: 1 / (1 + limit x KServe's seconds per request).
         "kserve_ceiling_1cpu": ceiling(r, "kserve_noop_one_core"),
@@ -675,6 +708,7 @@ def print_report(r: dict, s: dict) -> None:
             ("noop_aicrush", "(d) no-op aicrush"), ("noop_mlserver", "(d) no-op MLServer"),
             ("threads2", "(e) 1 worker x 2 threads"), ("replicas2", "(e) 2 processes"),
             ("one_core", "(e) 1-CPU pod"), ("one_core_quiet", "(e) 1-CPU pod, no access log"),
+            ("one_core_grpc", "(e) 1-CPU pod, gRPC"),
             ("noop_aicrush_one_core", "(d) no-op aicrush, 1 CPU"),
             ("kserve_noop_one_core", "(d) no-op KServe, 1 CPU"),
             ("kserve_noop_one_core_quiet", "(d) no-op KServe, 1 CPU, no access log")]  # fmt: skip
@@ -705,7 +739,8 @@ def print_report(r: dict, s: dict) -> None:
     print(f"  1-CPU pod (core {ONE_CPU}, {wrk_where}) / in-process limit "
           f"({s['limit_one_cpu_texts_per_s']:.0f} texts/s, 1 thread on that core) = "
           f"{s['limit_ratio_1cpu']:.2f}; with --enable_access_log false "
-          f"{s['rps_one_core_quiet'] / s['limit_one_cpu_texts_per_s']:.2f}")  # fmt: skip
+          f"{s['rps_one_core_quiet'] / s['limit_one_cpu_texts_per_s']:.2f}; over gRPC "
+          f"{s['limit_ratio_1cpu_grpc']:.2f}")  # fmt: skip
     ours, theirs = r["noop_aicrush_one_core"][32]["rps"], r["kserve_noop_one_core"][32]["rps"]
     if ours and theirs:
         print(f"    aicrush's own cost a request over KServe's (no-op servers on that core): "
