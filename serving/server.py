@@ -126,7 +126,43 @@ class ClientErrorLogFilter(logging.Filter):
 def _client_errors() -> tuple[type[BaseException], ...]:
     from kserve.errors import InvalidInput, ModelNotFound
 
-    return (InvalidInput, ModelNotFound)
+    return (InvalidInput, ModelNotFound, RepositoryChangeRefused)
+
+
+class RepositoryChangeRefused(NotImplementedError):
+    """A load or unload request of the Open Inference Protocol's model repository extension
+    (``POST /v2/repository/models/NAME/load|unload``, gRPC ``RepositoryModelLoad|Unload``).
+
+    This server serves the one model it loaded at start, so it refuses both: KServe's own
+    extension would unload the model on any unauthenticated request and leave the server
+    answering 404 to every inference while ``/v2/health/ready`` still said ready, with no way
+    back but a restart. KServe answers a ``NotImplementedError`` with HTTP 501 and gRPC
+    ``UNIMPLEMENTED``; ``reason`` is the message (KServe's gRPC interceptor reads it).
+    """
+
+    def __init__(self, model_name: str, action: str) -> None:
+        self.reason = (
+            f"{action} of model {model_name!r} refused: this server serves the model it loaded "
+            "at start and does not offer the model repository extension's load and unload; "
+            "to serve another model or version, start a server for it (or roll it out: "
+            "aicrush deploy)"
+        )
+        super().__init__(self.reason)
+
+
+def _fixed_repository_class() -> type:
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+    class FixedModelRepository(ModelRepositoryExtension):  # type: ignore[misc,valid-type]
+        """KServe's model repository extension with its index, and load and unload refused."""
+
+        async def load(self, model_name: str) -> None:
+            raise RepositoryChangeRefused(model_name, "load")
+
+        async def unload(self, model_name: str) -> None:
+            raise RepositoryChangeRefused(model_name, "unload")
+
+    return FixedModelRepository
 
 
 def install_client_error_log_filter() -> None:
@@ -197,12 +233,15 @@ def _model_server_class() -> type:
 
     class AicrushModelServer(ModelServer):  # type: ignore[misc,valid-type]
         """KServe's ``ModelServer``, started by its own ``start()``, with the REST server bound to
-        ``host`` (KServe binds all interfaces; a local ``aicrush serve`` should not)."""
+        ``host`` (KServe binds all interfaces; a local ``aicrush serve`` should not) and the
+        model repository extension's load and unload refused (:class:`RepositoryChangeRefused`)."""
 
         def __init__(self, host: str, on_ready: Callable[[], None] | None, **kwargs: Any):
             super().__init__(**kwargs)
             self.host = host
             self.on_ready = on_ready
+            # start() hands this object to the REST and gRPC servers: load and unload refused
+            self.model_repository_extension = _fixed_repository_class()(self.registered_models)
 
         def setup_event_loop(self) -> None:
             # start() calls this after creating the servers and before running them.
