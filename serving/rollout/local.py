@@ -14,6 +14,7 @@ drained its in-flight requests. ``aicrush stop`` (:meth:`LocalBackend.shutdown`)
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ from serving.rollout.processes import (
     spawn,
     stop,
 )
-from serving.rollout.proxy import CONTROL
+from serving.rollout.proxy import CONTROL, TOKEN_ENV, TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ class LocalBackend:
             "--mirror-fraction",
             str(self.mirror_fraction),
         ]
-        proc = spawn(cmd, self.state_dir / "logs" / "proxy.log")
+        # A fresh secret per proxy: only this process and local.json's owner know it.
+        token = secrets.token_urlsafe(32)
+        proc = spawn(cmd, self.state_dir / "logs" / "proxy.log", env={TOKEN_ENV: token})
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         try:
@@ -144,7 +147,7 @@ class LocalBackend:
             # port unknown to `aicrush stop`, and the next deploy moved the endpoint.
             stop(proc.pid)
             raise
-        procs.proxy_port, procs.proxy_pid = port, proc.pid
+        procs.proxy_port, procs.proxy_pid, procs.proxy_token = port, proc.pid, token
         procs.save(self._file)
         if procs.stable and alive(procs.stable.pid):  # a restarted proxy gets its routes back
             canary = procs.canary if procs.canary and alive(procs.canary.pid) else None
@@ -213,6 +216,7 @@ class LocalBackend:
         r = httpx.put(
             f"http://127.0.0.1:{procs.proxy_port}{CONTROL}/routes",
             json={"stable": route(stable), "canary": route(canary), "percent": percent},
+            headers={TOKEN_HEADER: procs.proxy_token},
             timeout=90,
         )
         r.raise_for_status()
@@ -298,7 +302,13 @@ class LocalBackend:
             "proxy_alive": alive(procs.proxy_pid),
         }
         try:
-            out["routes"] = httpx.get(f"{self.url}{CONTROL}/routes", timeout=2).json()
+            r = httpx.get(
+                f"{self.url}{CONTROL}/routes",
+                headers={TOKEN_HEADER: procs.proxy_token},
+                timeout=2,
+            )
+            r.raise_for_status()
+            out["routes"] = r.json()
         except httpx.HTTPError as err:
             out["routes"] = None
             out["error"] = f"proxy not answering: {err}"

@@ -111,6 +111,7 @@ class LocalProcesses:
     stable: ServerInfo | None = None
     canary: ServerInfo | None = None
     percent: int = 0  # the canary's share, re-applied if the proxy has to be restarted
+    proxy_token: str = ""  # the proxy's control secret (serving.rollout.proxy.TOKEN_HEADER)
 
     @classmethod
     def load(cls, path: Path) -> LocalProcesses:
@@ -123,10 +124,15 @@ class LocalProcesses:
             ServerInfo(**d["stable"]) if d.get("stable") else None,
             ServerInfo(**d["canary"]) if d.get("canary") else None,
             int(d.get("percent", 0)),
+            str(d.get("proxy_token", "")),
         )
 
     def save(self, path: Path) -> None:
+        """Write atomically, readable by the owner only: the file holds the proxy's token."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a .tmp left from before keeps its mode otherwise
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(asdict(self), indent=2))
         tmp.replace(path)

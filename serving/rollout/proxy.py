@@ -13,14 +13,23 @@ forwards (``aicrush_requests_total``, latency histogram, predicted labels, by mo
 mirrors a share of stable requests to the canary to measure agreement: the analysis reads these
 from the proxy's ``/metrics``. Control API under ``/-/rollout`` (``healthy``, ``routes``).
 
-It runs in its own process: ``python -m serving.rollout.proxy --port P`` (started by
-:class:`serving.rollout.local.LocalBackend`).
+The control API shares the port clients call, so ``routes`` (GET and PUT) answers only requests
+that carry the proxy's token in :data:`TOKEN_HEADER`; everyone else gets 403. The token is a
+random secret the starter generates and hands over in :data:`TOKEN_ENV` (the environment, not
+argv, which every local user can read in ``ps``). ``healthy`` and ``/metrics`` change nothing
+and stay open for liveness checks and scrapes.
+
+It runs in its own process: ``AICRUSH_ROLLOUT_PROXY_TOKEN=... python -m serving.rollout.proxy
+--port P`` (started by :class:`serving.rollout.local.LocalBackend`, which keeps the token in
+``local.json``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +40,10 @@ import httpx
 from serving.rollout.metrics_source import LATENCY
 
 CONTROL = "/-/rollout"
+#: The environment variable that hands the proxy its control token.
+TOKEN_ENV = "AICRUSH_ROLLOUT_PROXY_TOKEN"
+#: The request header that carries the control token to ``/-/rollout/routes``.
+TOKEN_HEADER = "x-aicrush-rollout-token"
 
 
 def _labels(body: bytes) -> list[str]:
@@ -73,11 +86,24 @@ def end_to_end_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 class SplitProxy:
     """ASGI app: forwards to the stable or the canary upstream; control API under ``/-/rollout``."""
 
-    def __init__(self, model_name: str = "", mirror_fraction: float = 0.0, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        model_name: str = "",
+        mirror_fraction: float = 0.0,
+        timeout_s: float = 60.0,
+        *,
+        control_token: str,
+    ):
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         from serving.metrics import LATENCY_BUCKETS
 
+        if not control_token:
+            raise ValueError(
+                "control_token is empty: the control API would be open to every client; pass "
+                f"the secret the rollout machinery sends in {TOKEN_HEADER}"
+            )
+        self._token = control_token.encode()
         self.model_name = model_name
         self.mirror_fraction = mirror_fraction
         self.timeout_s = timeout_s
@@ -161,7 +187,7 @@ class SplitProxy:
         path: str = scope["path"]
         version, extra = "", dict[str, str]()
         if path.startswith(CONTROL) or path == "/metrics":
-            status, payload, ctype = await self._control(scope["method"], path, body)
+            status, payload, ctype = await self._control(scope, body)
         else:
             status, payload, ctype, version, extra = await self._forward(scope, body)
         headers = [(b"content-type", ctype.encode())]
@@ -261,13 +287,31 @@ class SplitProxy:
         finally:
             self.inflight[url] -= 1
 
-    async def _control(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+    def _authorized(self, scope: dict) -> bool:
+        """Whether the request carries the control token (compared in constant time)."""
+        sent = [v for k, v in scope["headers"] if k.lower() == TOKEN_HEADER.encode()]
+        return len(sent) == 1 and hmac.compare_digest(sent[0], self._token)
+
+    async def _control(self, scope: dict, body: bytes) -> tuple[int, bytes, str]:
         from prometheus_client import generate_latest
 
+        method, path = scope["method"], scope["path"]
         if path == "/metrics":
             return 200, generate_latest(self.registry), "text/plain; version=0.0.4"
         if path == f"{CONTROL}/healthy":
             return 200, b'{"healthy": true}', "application/json"
+        if path == f"{CONTROL}/routes" and not self._authorized(scope):
+            return (
+                403,
+                json.dumps(
+                    {
+                        "error": f"the rollout control API needs the {TOKEN_HEADER} header of the "
+                        "aicrush process that started this proxy; change traffic with `aicrush "
+                        "deploy`, `aicrush promote` or `aicrush rollback`"
+                    }
+                ).encode(),
+                "application/json",
+            )
         if path == f"{CONTROL}/routes" and method == "GET":
             return (
                 200,
@@ -297,11 +341,13 @@ class SplitProxy:
         return 404, b'{"error": "unknown control path"}', "application/json"
 
 
-def run_proxy(port: int, model_name: str, mirror_fraction: float, host: str = "127.0.0.1") -> None:
+def run_proxy(
+    port: int, model_name: str, mirror_fraction: float, control_token: str, host: str = "127.0.0.1"
+) -> None:
     import uvicorn
 
     uvicorn.run(
-        SplitProxy(model_name, mirror_fraction),
+        SplitProxy(model_name, mirror_fraction, control_token=control_token),
         host=host,
         port=port,
         log_level="warning",
@@ -322,7 +368,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-name", default="")
     parser.add_argument("--mirror-fraction", type=float, default=0.0)
     args = parser.parse_args(argv)
-    run_proxy(args.port, args.model_name, args.mirror_fraction, host=args.host)
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise SystemExit(
+            f"{parser.prog}: {TOKEN_ENV} is not set: the control API needs a secret; set it to a "
+            f"random string and send it in the {TOKEN_HEADER} header (LocalBackend does both)"
+        )
+    run_proxy(args.port, args.model_name, args.mirror_fraction, token, host=args.host)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_proxy_forwards_every_end_to_end_header_both_ways() -> None:
             },
         )
 
-    proxy = SplitProxy(model_name="m")
+    proxy = SplitProxy(model_name="m", control_token="t")
     proxy._client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
     proxy.routes = {
         "stable": {"url": "http://stable", "version": "1"},
