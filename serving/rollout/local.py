@@ -213,14 +213,18 @@ class LocalBackend:
         def route(s: ServerInfo | None) -> dict[str, str] | None:
             return {"version": s.version, "url": s.url} if s else None
 
+        percent = percent if canary else 0  # e.g. a restarted proxy whose canary died meanwhile
         r = httpx.put(
             f"http://127.0.0.1:{procs.proxy_port}{CONTROL}/routes",
             json={"stable": route(stable), "canary": route(canary), "percent": percent},
             headers={TOKEN_HEADER: procs.proxy_token},
             timeout=90,
         )
-        r.raise_for_status()
-        procs.percent = percent if canary else 0
+        if r.status_code != 200:
+            raise RolloutError(
+                f"the rollout proxy refused the new routes ({r.status_code}): {r.text[:500]}"
+            )
+        procs.percent = percent
         if not r.json().get("drained", True):
             log.warning(
                 "in-flight requests to a retired server did not finish within the drain timeout"

@@ -31,11 +31,13 @@ import hmac
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from serving.rollout.metrics_source import LATENCY
 
@@ -44,6 +46,59 @@ CONTROL = "/-/rollout"
 TOKEN_ENV = "AICRUSH_ROLLOUT_PROXY_TOKEN"
 #: The request header that carries the control token to ``/-/rollout/routes``.
 TOKEN_HEADER = "x-aicrush-rollout-token"
+
+
+#: An upstream is an origin, nothing more: the request path is appended to it.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+
+
+class Route(BaseModel):
+    """One upstream of a routes update: the model version it serves and its origin URL."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    version: str = Field(min_length=1)
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _origin(cls, url: str) -> str:
+        m = _ORIGIN.fullmatch(url)
+        if m is None or not 0 < int(m.group(2)) < 65536:
+            raise ValueError(
+                f"must be http(s)://HOST:PORT with no path, query or credentials, got {url[:100]!r}"
+            )
+        return url
+
+
+class RoutesUpdate(BaseModel):
+    """The body of ``PUT /-/rollout/routes``: all of it is checked before any of it is applied."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    stable: Route
+    canary: Route | None
+    percent: int = Field(ge=0, le=100, description="the canary's share of requests")
+    drain_timeout_s: float = Field(default=60.0, ge=0, le=600)
+
+    @field_validator("percent")
+    @classmethod
+    def _no_share_without_canary(cls, percent: int, info: ValidationInfo) -> int:
+        if percent and "canary" in info.data and info.data["canary"] is None:
+            raise ValueError(f"must be 0 without a canary, got {percent}")
+        return percent
+
+
+def _validation_error(err: ValidationError) -> str:
+    """One line naming every bad field (``stable.url: ...``; ``body`` for the document itself)."""
+    reasons = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            model = RoutesUpdate if len(e["loc"]) == 1 else Route
+            msg = f"unknown field; allowed: {', '.join(model.model_fields)}"
+        reasons.append(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {msg}")
+    return "; ".join(reasons)
 
 
 def _labels(body: bytes) -> list[str]:
@@ -319,17 +374,20 @@ class SplitProxy:
                 "application/json",
             )
         if path == f"{CONTROL}/routes" and method == "PUT":
-            new = json.loads(body)
+            try:
+                new = RoutesUpdate.model_validate_json(body)
+            except ValidationError as err:
+                return (
+                    400,
+                    json.dumps({"error": f"invalid routes: {_validation_error(err)}"}).encode(),
+                    "application/json",
+                )
             old_urls = {r["url"] for r in (self.routes["stable"], self.routes["canary"]) if r}
-            self.routes = {
-                "stable": new.get("stable"),
-                "canary": new.get("canary"),
-                "percent": int(new.get("percent", 0)),
-            }
+            self.routes = new.model_dump(include={"stable", "canary", "percent"})
             self._acc = 0
             new_urls = {r["url"] for r in (self.routes["stable"], self.routes["canary"]) if r}
             retired = old_urls - new_urls
-            deadline = time.monotonic() + float(new.get("drain_timeout_s", 60))
+            deadline = time.monotonic() + new.drain_timeout_s
             while any(self.inflight.get(u, 0) for u in retired) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             drained = not any(self.inflight.get(u, 0) for u in retired)
@@ -338,6 +396,8 @@ class SplitProxy:
                 json.dumps({"routes": self.routes, "drained": drained}).encode(),
                 "application/json",
             )
+        if path == f"{CONTROL}/routes":
+            return 405, b'{"error": "use GET or PUT on the routes"}', "application/json"
         return 404, b'{"error": "unknown control path"}', "application/json"
 
 

@@ -95,6 +95,123 @@ def test_a_proxy_needs_a_token() -> None:
             main(["--port", "1"])
 
 
+def _stable(**change: object) -> dict:
+    return {**ROUTES, "stable": {**ROUTES["stable"], **change}}
+
+
+def _canary(**change: object) -> dict:
+    return {**ROUTES, "canary": {**ROUTES["canary"], **change}}
+
+
+def _without(key: str) -> dict:
+    return {k: v for k, v in ROUTES.items() if k != key}
+
+
+BAD_URLS = [
+    "ftp://127.0.0.1:9001",  # not http(s)
+    "127.0.0.1:9001",  # no scheme
+    "http://127.0.0.1",  # no port
+    "http://:9001",  # no host
+    "http://127.0.0.1:0",
+    "http://127.0.0.1:65536",
+    "http://127.0.0.1:port",
+    "http://127.0.0.1:9001/v1",  # a path: requests would go to /v1/v1/...
+    "http://127.0.0.1:9001/",
+    "http://127.0.0.1:9001?x=1",
+    "http://127.0.0.1:9001#x",
+    "http://user:pw@127.0.0.1:9001",
+    "http://127.0.0.1 :9001",
+    "",
+]
+
+#: (request body, the field its 400 must name): every kind of malformed routes body.
+BAD_BODIES: list[tuple[bytes, str]] = [
+    (b"garbage", "body"),
+    (b"", "body"),
+    (b"\xff\xfe", "body"),
+    (b'{"stable":', "body"),
+    (b"[]", "body"),
+    (b'"routes"', "body"),
+    (b"null", "body"),
+    (b"{}", "stable"),
+    (json.dumps(_without("stable")).encode(), "stable"),
+    (json.dumps(_without("canary")).encode(), "canary"),
+    (json.dumps(_without("percent")).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": "abc"}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": "10"}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": 10.5}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": True}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": None}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": -1}).encode(), "percent"),
+    (json.dumps({**ROUTES, "percent": 101}).encode(), "percent"),
+    (json.dumps({**ROUTES, "canary": None, "percent": 10}).encode(), "percent"),
+    (json.dumps({**ROUTES, "stable": None}).encode(), "stable"),
+    (json.dumps({**ROUTES, "stable": "http://127.0.0.1:9001"}).encode(), "stable"),
+    (json.dumps({**ROUTES, "canary": ["2", "http://127.0.0.1:9002"]}).encode(), "canary"),
+    (json.dumps(_stable(url=None)).encode(), "stable.url"),
+    (json.dumps(_stable(url=9001)).encode(), "stable.url"),
+    (json.dumps({**ROUTES, "stable": {"version": "1"}}).encode(), "stable.url"),
+    (json.dumps({**ROUTES, "stable": {"url": "http://127.0.0.1:9001"}}).encode(), "stable.version"),
+    (json.dumps(_stable(version="")).encode(), "stable.version"),
+    (json.dumps(_stable(version=1)).encode(), "stable.version"),
+    (json.dumps(_canary(version=None)).encode(), "canary.version"),
+    (json.dumps(_stable(weight=5)).encode(), "stable.weight"),
+    (json.dumps({**ROUTES, "percnt": 10}).encode(), "percnt"),
+    (json.dumps({**ROUTES, "drain_timeout_s": "soon"}).encode(), "drain_timeout_s"),
+    (json.dumps({**ROUTES, "drain_timeout_s": -1}).encode(), "drain_timeout_s"),
+    (json.dumps({**ROUTES, "drain_timeout_s": 1e9}).encode(), "drain_timeout_s"),
+    *[(json.dumps(_stable(url=u)).encode(), "stable.url") for u in BAD_URLS],
+    *[(json.dumps(_canary(url=u)).encode(), "canary.url") for u in BAD_URLS],
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), BAD_BODIES, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD_BODIES)]
+)
+def test_a_malformed_routes_body_is_a_400_naming_the_field_and_changes_nothing(
+    body: bytes, field: str
+) -> None:
+    """Not JSON, wrong types, percent outside 0-100, a url that is not http(s)://host:port:
+    these were 500s with a traceback, or half-applied routes (a newcomer trial)."""
+    proxy = _proxy()
+    proxy._acc = 40
+    r = _call(proxy, "PUT", f"{CONTROL}/routes", body, {TOKEN_HEADER: TOKEN})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert f"{field}:" in error, error
+    assert proxy.routes == ROUTES and proxy._acc == 40
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        ROUTES,
+        {**ROUTES, "canary": None, "percent": 0},
+        {**ROUTES, "percent": 0},
+        {**ROUTES, "percent": 100},
+        {**ROUTES, "drain_timeout_s": 0.5},
+        {**ROUTES, "drain_timeout_s": 2},
+        _stable(url="https://model.internal:8443"),
+        _stable(url="http://[::1]:9001"),
+        _stable(url="http://localhost:9001"),
+    ],
+)
+def test_a_well_formed_routes_body_is_applied(routes: dict) -> None:
+    proxy = _proxy()
+    r = _call(proxy, "PUT", f"{CONTROL}/routes", json.dumps(routes).encode(), {TOKEN_HEADER: TOKEN})
+    assert r.status_code == 200, r.text
+    expected = {k: routes[k] for k in ("stable", "canary", "percent")}
+    assert proxy.routes == expected and r.json()["routes"] == expected
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE", "PATCH"])
+def test_other_methods_on_routes_are_a_405(method: str) -> None:
+    proxy = _proxy()
+    r = _call(proxy, method, f"{CONTROL}/routes", b"{}", {TOKEN_HEADER: TOKEN})
+    assert r.status_code == 405 and "GET or PUT" in r.json()["error"]
+    assert proxy.routes == ROUTES
+
+
 @pytest.mark.integration
 def test_local_backend_keeps_the_token_to_itself(tmp_path: Path) -> None:
     """End to end: an outsider's PUT is refused and clients keep being served; the backend's
@@ -119,5 +236,36 @@ def test_local_backend_keeps_the_token_to_itself(tmp_path: Path) -> None:
         assert backend.status()["routes"]["percent"] == 50
         assert LocalProcesses.load(backend._file).proxy_token
         assert stat.S_IMODE(backend._file.stat().st_mode) == 0o600
+    finally:
+        backend.shutdown()
+
+
+@pytest.mark.integration
+def test_a_restarted_proxy_gets_its_routes_back_when_the_canary_died(tmp_path: Path) -> None:
+    """The backend re-applies the kept routes to a proxy it restarts; with the canary gone it
+    must send percent 0 (the proxy refuses a share without a canary)."""
+    from serving.rollout.processes import stop
+
+    backend = LocalBackend(
+        tmp_path / "rollout",
+        model_name="aicrush",
+        launcher=make_launcher({"1": ("ok", 0.0), "2": ("ok", 0.0)}),
+        fetcher=lambda ref: Path(ref.uri),
+    )
+    try:
+        backend.deploy(ModelRef("1", str(tmp_path)), ModelRef("2", str(tmp_path)), 10)
+        procs = LocalProcesses.load(backend._file)
+        assert procs.canary is not None
+        stop(procs.proxy_pid)
+        stop(procs.canary.pid)
+        backend.deploy(ModelRef("1", str(tmp_path)), None, 0)
+        routes = backend.status()["routes"]
+        assert routes["stable"]["version"] == "1" and routes["canary"] is None
+        assert (
+            httpx.post(
+                f"{backend.url}/v1/models/aicrush:predict", json={"instances": ["x"]}
+            ).status_code
+            == 200
+        )
     finally:
         backend.shutdown()
