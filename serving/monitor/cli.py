@@ -25,6 +25,7 @@ from serving.monitor.drift import (
     build_report,
     save_report,
 )
+from serving.monitor.events import EventError, response_labels, v1_prediction
 
 DEFAULT_MODEL = DEFAULT_MODEL_NAME
 #: A URL (gs://, s3://, http://), also after pathlib folded its "//" into "/".
@@ -54,7 +55,9 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
     as plain text, one input per line.
 
     Raises :class:`typer.BadParameter` (exit 2) naming the file and the line for bytes that are not
-    UTF-8, a line that is not JSON (or nested too deeply) and a request of no known layout.
+    UTF-8, a line that is not JSON (or nested too deeply), a request of no known layout and a
+    logged prediction that is not what the model server returns (a label, or ``{"label": ...,
+    "score": ...}``; one per input), read by the monitor's own reader of logged responses.
     """
     from kserve.errors import InvalidInput
 
@@ -99,9 +102,17 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
             except InvalidInput as exc:
                 raise typer.BadParameter(f"{path}:{number}: {exc}") from None
             texts.extend(batch)
-            preds = item.get("predictions")
-            if isinstance(preds, list) and len(preds) == len(batch):
-                predictions.extend(p["label"] if isinstance(p, dict) else str(p) for p in preds)
+            if "predictions" in item:  # the logged response: read as the monitor reads one
+                try:
+                    labels = response_labels({"predictions": item["predictions"]})
+                except EventError as exc:
+                    raise typer.BadParameter(f"{path}:{number}: {exc}") from None
+                if len(labels) != len(batch):
+                    raise typer.BadParameter(
+                        f"{path}:{number}: {len(labels)} prediction(s) for {len(batch)} "
+                        "input(s): a logged response has one prediction per input"
+                    )
+                predictions.extend(label for label, _ in labels)
             else:
                 complete = False
         elif isinstance(item, dict) and "text" in item:
@@ -111,7 +122,10 @@ def read_requests(path: Path) -> tuple[list[str], list[str] | None]:
                 )
             texts.append(item["text"])
             if "prediction" in item:
-                predictions.append(str(item["prediction"]))
+                try:
+                    predictions.append(v1_prediction(item["prediction"], "prediction")[0])
+                except EventError as exc:
+                    raise typer.BadParameter(f"{path}:{number}: {exc}") from None
             else:
                 complete = False
         else:

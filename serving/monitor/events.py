@@ -390,12 +390,34 @@ def request_texts(data: Any) -> list[str]:
         raise EventError(str(exc)) from None
 
 
-def _score(value: Any, where: str) -> float:
+def _score(value: Any, where: str, expected: str = "") -> float:
     if value is None:
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EventError(f"{where} must be a number, got {type(value).__name__}")
+        raise EventError(f"{where} must be a number, got {_json_type(value)}{expected}")
     return float(value)
+
+
+#: A V1 prediction as the model server returns it (named in every error about one).
+PREDICTION_SHAPE = 'a label string or {"label": "...", "score": ...}'
+
+
+def v1_prediction(value: Any, where: str) -> tuple[str, float]:
+    """(label, score) of one V1 prediction as the model server returns it: ``{"label": str,
+    "score": number}`` (the score may be absent or null) or a bare label string. EventError
+    naming ``where`` (``predictions[3]``), what it holds and what was expected otherwise: a
+    null, a number, a list, an object without a string label."""
+    expected = f": expected {PREDICTION_SHAPE}"
+    if isinstance(value, str):
+        return value, float("nan")
+    if not isinstance(value, dict):
+        raise EventError(f"{where} must be {PREDICTION_SHAPE}, got {_json_type(value)}")
+    if "label" not in value:
+        raise EventError(f"{where} has no 'label'{expected}")
+    label = value["label"]
+    if not isinstance(label, str):
+        raise EventError(f"{where}.label must be a string, got {_json_type(label)}{expected}")
+    return label, _score(value.get("score"), f"{where}.score", expected)
 
 
 def response_labels(data: Any) -> list[tuple[str, float]]:
@@ -404,20 +426,11 @@ def response_labels(data: Any) -> list[tuple[str, float]]:
     if isinstance(data, dict) and "predictions" in data:
         preds = data["predictions"]
         if not isinstance(preds, list):
-            raise EventError(f"'predictions' must be a list, got {type(preds).__name__}")
-        out = []
-        for i, p in enumerate(preds):
-            if isinstance(p, dict):
-                if not isinstance(p.get("label"), str):
-                    raise EventError(f"predictions[{i}] has no string 'label'")
-                out.append((p["label"], _score(p.get("score"), f"predictions[{i}].score")))
-            elif isinstance(p, str):
-                out.append((p, float("nan")))
-            else:
-                raise EventError(
-                    f"predictions[{i}] must be a label or {{label, score}}, got {type(p).__name__}"
-                )
-        return out
+            raise EventError(
+                f"'predictions' must be a list, one prediction per input ({PREDICTION_SHAPE}), "
+                f"got {_json_type(preds)}"
+            )
+        return [v1_prediction(p, f"predictions[{i}]") for i, p in enumerate(preds)]
     if isinstance(data, dict) and "outputs" in data:
         outputs = data["outputs"]
         if not isinstance(outputs, list) or not outputs:

@@ -260,3 +260,71 @@ def test_a_reference_in_gs_without_credentials_is_one_line(
     assert f"{said} (run {run.info.run_id}): run `gcloud auth" in result.output
     assert "Invalid value" not in result.output
     assert type(result.exception) is SystemExit  # typer.Exit, not an uncaught error
+
+
+_LABEL_EXPECTED = """a label string or {"label": "...", "score": ...}"""
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        # a V1 response's predictions, logged beside the request
+        ({"instances": ["a"], "predictions": [{"lbl": "C"}]}, "predictions[0] has no 'label'"),
+        ({"instances": ["a"], "predictions": [{"label": 3}]}, "predictions[0].label must be"),
+        ({"instances": ["a"], "predictions": [{"label": None}]}, "got null"),
+        ({"instances": ["a"], "predictions": [None]}, "predictions[0] must be"),
+        ({"instances": ["a"], "predictions": [7]}, "got number"),
+        ({"instances": ["a"], "predictions": [["C"]]}, "got array"),
+        ({"instances": ["a"], "predictions": [True]}, "got boolean"),
+        (
+            {"instances": ["a"], "predictions": [{"label": "C", "score": "high"}]},
+            "predictions[0].score must be a number, got string",
+        ),
+        ({"instances": ["a"], "predictions": "C"}, "'predictions' must be a list"),
+        ({"instances": ["a"], "predictions": None}, "'predictions' must be a list"),
+        ({"instances": ["a", "b"], "predictions": ["C"]}, "1 prediction(s) for 2 input(s)"),
+        # a single instance's "prediction"
+        ({"text": "a", "prediction": None}, "prediction must be"),
+        ({"text": "a", "prediction": {"lbl": "C"}}, "prediction has no 'label'"),
+        ({"text": "a", "prediction": 3}, "got number"),
+    ],
+)
+def test_a_logged_prediction_the_server_cannot_return_is_a_usage_error(tmp_path, line, says):
+    """The newcomer's file: a prediction without a label was a KeyError traceback, a null one
+    the label "None". Every shape the model server does not return names file:line, what is
+    wrong and what was expected."""
+    requests = tmp_path / "f.jsonl"
+    good = {"instances": ["x"], "predictions": [{"label": "C", "score": 0.5}]}
+    requests.write_text(json.dumps(good) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(typer.BadParameter) as err:
+        read_requests(requests)
+    message = str(err.value)
+    assert message.startswith(f"{requests}:2: "), message
+    assert says in message, message
+    assert _LABEL_EXPECTED in message or "one prediction per input" in message, message
+
+
+def test_every_prediction_shape_the_server_returns_is_read(tmp_path):
+    requests = tmp_path / "f.jsonl"
+    lines = [
+        {"instances": ["a", "b"], "predictions": [{"label": "C", "score": 0.5}, "Python"]},
+        {"instances": ["c"], "predictions": [{"label": "CSS"}]},
+        {"instances": ["d"], "predictions": [{"label": "Go", "score": None}]},
+        {"text": "e", "prediction": "Rust"},
+        {"text": "f", "prediction": {"label": "Java", "score": 0.9}},
+    ]
+    requests.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert read_requests(requests) == (
+        ["a", "b", "c", "d", "e", "f"],
+        ["C", "Python", "CSS", "Go", "Rust", "Java"],
+    )
+
+
+def test_aicrush_drift_on_a_prediction_without_a_label_is_one_clean_exit_2(tmp_path):
+    """The reported run, in a process of its own: exit 2 naming file:line, no traceback."""
+    requests = tmp_path / "f.jsonl"
+    requests.write_text('{"instances":["a"],"predictions":[{"lbl":"C"}]}\n')
+    result = _aicrush_drift(tmp_path, "--requests", str(requests))
+    assert result.returncode == 2, result.stdout
+    assert _squash("f.jsonl:1: predictions[0] has no 'label'") in _squash(result.stdout)
+    assert "Traceback" not in result.stdout and "KeyError" not in result.stdout
