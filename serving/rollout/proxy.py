@@ -8,10 +8,12 @@ client -> proxy :PORT --(100-p) %--> model server (stable version)  :P1
 :class:`SplitProxy` (an ASGI app under uvicorn) forwards every request unchanged to one upstream,
 chosen by smooth weighted round robin, so the observed split matches the percentage exactly over
 any 100 consecutive requests. A route change is one in-memory swap that returns once the retired
-upstream's in-flight requests finished, so no request is dropped. The proxy counts every request it
-forwards (``aicrush_requests_total``, latency histogram, predicted labels, by model version) and
-mirrors a share of stable requests to the canary to measure agreement: the analysis reads these
-from the proxy's ``/metrics``. Control API under ``/-/rollout`` (``healthy``, ``routes``).
+upstream's in-flight requests finished, so no request is dropped. The proxy counts the inference
+calls it forwards (:func:`inference_protocol`; ``aicrush_requests_total`` by status, latency
+histogram, predicted labels, by model version) and mirrors a share of stable ones to the canary
+to measure agreement: the analysis reads these from the proxy's ``/metrics``. Other requests
+(metadata, readiness, ``:explain``) are forwarded the same way but not counted. Control API
+under ``/-/rollout`` (``healthy``, ``routes``).
 
 The control API shares the port clients call, so ``routes`` (GET and PUT) answers only requests
 that carry the proxy's token in :data:`TOKEN_HEADER`; everyone else gets 403. The token is a
@@ -99,6 +101,28 @@ def _validation_error(err: ValidationError) -> str:
             msg = f"unknown field; allowed: {', '.join(model.model_fields)}"
         reasons.append(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {msg}")
     return "; ".join(reasons)
+
+
+#: The inference calls of KServe's two REST protocols: V1 ``:predict`` and V2 ``/infer``.
+_INFERENCE = re.compile(
+    r"/v1/models/(?P<v1>[^/:]+):predict|/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer"
+)
+
+
+def inference_protocol(method: str, path: str, model_name: str = "") -> str | None:
+    """``"v1"`` or ``"v2"`` for an inference call of ``model_name`` (of any model when empty),
+    None for every other request (metadata, readiness, ``:explain``, another model's name).
+
+    Only inference calls enter the per-version series the canary analysis reads: a client
+    calling ``:explain`` (KServe answers 501 without an explainer) must not fail a healthy canary.
+    """
+    m = _INFERENCE.fullmatch(path) if method == "POST" else None
+    if m is None:
+        return None
+    protocol = "v1" if m.group("v1") else "v2"
+    if model_name and m.group(protocol) != model_name:
+        return None
+    return protocol
 
 
 def _labels(body: bytes) -> list[str]:
@@ -271,7 +295,6 @@ class SplitProxy:
         self.inflight[url] = (
             self.inflight.get(url, 0) + 1
         )  # counted before the first await: drains are exact
-        protocol = "v2" if scope["path"].startswith("/v2/") else "v1"
         version = upstream["version"]
         started = time.perf_counter()
         try:
@@ -302,8 +325,8 @@ class SplitProxy:
                 )
         finally:
             self.inflight[url] -= 1
-        is_predict = scope["method"] == "POST"
-        if is_predict:
+        protocol = inference_protocol(scope["method"], scope["path"], self.model_name)
+        if protocol is not None:  # a client's 4xx counts as a request, not as a server error
             self.requests.labels(self.model_name, version, protocol, str(status), role).inc()
             self.latency.labels(self.model_name, version, protocol).observe(
                 time.perf_counter() - started
