@@ -226,7 +226,7 @@ def serve_command(
     from aicrush.registry import ModelVersionNotFound
     from aicrush.state import resolve_tracking_uri, state_dir
     from serving.predictor import BACKEND_CHOICES
-    from serving.server import PortInUse, serve
+    from serving.server import CannotListen, serve
 
     if backend not in BACKEND_CHOICES:
         raise typer.BadParameter(
@@ -236,6 +236,15 @@ def serve_command(
     if quantize and backend.startswith("onnx"):
         raise typer.BadParameter("--quantize is for the torch backend; use --backend onnx-int8")
     tracking_uri = resolve_tracking_uri(None, state_dir(state), tracking_uri)
+    if log_to:
+        from serving.payload_logger import check_sink_url
+
+        try:
+            check_sink_url(log_to)
+        except ValueError as err:
+            raise typer.BadParameter(
+                str(err).removeprefix("--log-to "), param_hint="--log-to"
+            ) from None
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     given = {
@@ -293,7 +302,7 @@ def serve_command(
             server_options=options,
             access_log=not no_access_log,
         )
-    except (FileNotFoundError, PortInUse, DataError) as err:  # DataError: e.g. no credentials
+    except (FileNotFoundError, CannotListen, DataError) as err:  # DataError: e.g. no credentials
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except Exception as err:  # MLflow: unknown model, alias or version

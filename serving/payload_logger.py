@@ -40,6 +40,22 @@ REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 
 
+def check_sink_url(url: str) -> str:
+    """``url`` when it can be a payload-log sink: an ``http://`` or ``https://`` URL with a host;
+    ValueError naming it and what to give otherwise. Checked when the logger is made, so a
+    server with a bad ``--log-to`` stops at start instead of dropping every payload."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as err:
+        raise ValueError(f"--log-to {url!r} is not a URL ({err})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(
+            f"--log-to {url!r}: give an http:// or https:// URL with a host, e.g. "
+            "http://127.0.0.1:8085/ (aicrush monitor's default port)"
+        )
+    return url
+
+
 class PayloadLoggerMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.sent = Counter(
@@ -50,7 +66,8 @@ class PayloadLoggerMetrics:
         )
         self.dropped = Counter(
             "aicrush_payload_log_events_dropped",
-            "CloudEvents not delivered (reason: queue_full, unreachable, http_error, closed).",
+            "CloudEvents not delivered (reason: queue_full, unreachable, http_error, closed, "
+            "encode_error, send_error).",
             ["model", "version", "reason"],
             registry=registry,
         )
@@ -105,7 +122,7 @@ class PayloadLogger:
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.batch_size = batch_size
         self.linger_s = linger_s
-        self.url = url
+        self.url = check_sink_url(url)
         self.source = source
         self.namespace = namespace
         self.endpoint = endpoint
@@ -207,7 +224,7 @@ class PayloadLogger:
                 continue
             if self.batch_size == 1:
                 self.metrics.queued.set(self._queue.qsize())
-                self._send(*item)
+                self._guarded([item], batch=False)
                 continue
             items = [item]
             # Linger by sleeping, not by waiting on the queue: a get() per submit would wake this
@@ -221,7 +238,20 @@ class PayloadLogger:
                 except queue.Empty:
                     break
             self.metrics.queued.set(self._queue.qsize())
-            self._send_batch(items)
+            self._guarded(items, batch=True)
+
+    def _guarded(self, items: list[tuple], batch: bool) -> None:
+        """Send ``items`` (one CloudEvents batch, or one inference's events). An exception no
+        send path expects is logged and the items are counted as dropped (``send_error``)
+        instead of ending this thread, which would lose every later payload without a count."""
+        try:
+            if batch:
+                self._send_batch(items)
+            else:
+                self._send(*items[0])
+        except Exception:
+            log.exception("payload log sender: could not send %d inference(s)", len(items))
+            self._drop(items, "send_error")
 
     def _unreachable(self, exc: Exception) -> None:
         """A failed POST: drop without trying for ``backoff_s``, so a dead sink costs nothing."""

@@ -174,7 +174,13 @@ def install_client_error_log_filter() -> None:
         logger.addFilter(ClientErrorLogFilter())
 
 
-class PortInUse(OSError):
+class CannotListen(OSError):
+    """The server cannot listen where it is asked to: a port out of range, a host that is not
+    an address of this machine (or does not resolve), or a taken port (:class:`PortInUse`).
+    Raised before the model loads; the message names the value and the option to change."""
+
+
+class PortInUse(CannotListen):
     """A port the server needs is taken (``which``: ``http`` or ``grpc``)."""
 
     def __init__(self, which: str, port: int, host: str) -> None:
@@ -185,7 +191,9 @@ class PortInUse(OSError):
 
 def _bindable(host: str, port: int) -> bool:
     """Whether a listening socket could bind ``host:port`` now, without SO_REUSEPORT (so a
-    server that shares ports, like gRPC's, still counts as the owner)."""
+    server that shares ports, like gRPC's, still counts as the owner). False only for a port
+    that is taken; :class:`CannotListen` when ``host`` cannot be listened on at all."""
+    import errno
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -196,20 +204,31 @@ def _bindable(host: str, port: int) -> bool:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except socket.gaierror as err:
+            raise CannotListen(f"cannot listen on host {host!r}: {err.strerror}; --host takes "
+                               "an address or name of this machine (127.0.0.1, 0.0.0.0)") from None  # fmt: skip
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise CannotListen(f"cannot listen on host {host!r} port {port}: {err.strerror}; "
+                               "--host takes an address of this machine (127.0.0.1, 0.0.0.0)") from None  # fmt: skip
     return True
 
 
 def check_ports_free(host: str, http_port: int, grpc_port: int | None) -> None:
     """Raise :class:`PortInUse` when the REST port on ``host`` or the gRPC port (KServe binds it on
     all interfaces, ``[::]``) is taken; port 0 (any free port) is not checked.
+    :class:`CannotListen` for a port outside 0-65535, a privileged port without the right, and
+    a ``host`` that does not resolve or is not an address of this machine.
 
     KServe's gRPC server binds with grpc's default ``SO_REUSEPORT`` and passes no way to turn it
     off, so without this check a second server silently shares a port with the first.
     """
     import socket
 
+    for flag, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise CannotListen(f"{flag} {port} is not a TCP port: give 1-65535 (0: any free port)")
     if http_port and not _bindable(host, http_port):
         raise PortInUse("http", http_port, host)
     if grpc_port:
@@ -438,6 +457,7 @@ def check_server_options(server_options: dict[str, Any], access_log: bool = True
             "model; run more replicas instead (InferenceService minReplicas, or more "
             "'aicrush serve' processes behind a proxy)"
         )
+    check_tls_files(options.get("ssl_certfile"), options.get("ssl_keyfile"))
     if options.get("access_log_format"):
         import importlib.util
 
@@ -447,6 +467,28 @@ def check_server_options(server_options: dict[str, Any], access_log: bool = True
                 "pip install 'kserve[logging]'"
             )
     return options
+
+
+def check_tls_files(certfile: str | None, keyfile: str | None) -> None:
+    """ValueError naming the file when ``certfile``/``keyfile`` (``--ssl_certfile``,
+    ``--ssl_keyfile``) cannot serve TLS: missing, unreadable, not PEM, or a key that does not
+    match the certificate (what uvicorn would find only after the model loaded, as a traceback).
+    Nothing to check when neither is given."""
+    if not certfile and not keyfile:
+        return
+    import ssl
+
+    for what, path in (("certificate", certfile), ("key", keyfile)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"TLS {what} file {path}: no such file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(certfile), keyfile or None)
+    except (ssl.SSLError, OSError) as err:
+        raise ValueError(
+            f"cannot serve TLS with certificate {certfile} and key {keyfile}: "
+            f"{getattr(err, 'reason', None) or err.strerror or err} (both must be PEM, the key "
+            "that of the certificate)"
+        ) from None
 
 
 def make_payload_logger(
@@ -615,6 +657,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_server_options(options, access_log=args.access_log)
         if args.quantize and args.backend.startswith("onnx"):
             raise ValueError("--quantize is for the torch backend; use --backend onnx-int8")
+        if args.log_to:
+            from serving.payload_logger import check_sink_url
+
+            check_sink_url(args.log_to)
         for flag, least, meaning in _FLAG_MINIMUMS:
             if getattr(args, flag) < least:
                 raise ValueError(
@@ -648,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_send_bytes=args.grpc_max_send_message_length,
             access_log=args.access_log,
         )
-    except (FileNotFoundError, PortInUse) as exc:
+    except (FileNotFoundError, CannotListen) as exc:
         # A missing model folder, ONNX file or free port: one line in the pod's log and exit 2,
         # as `aicrush serve` does, not a traceback.
         parser.exit(2, f"{parser.prog}: error: {exc}\n")

@@ -88,3 +88,51 @@ def test_free_ports_and_port_zero_pass_the_check(listening_http_port):
     check_ports_free("127.0.0.1", free_port(), None)  # gRPC off
     with pytest.raises(PortInUse, match="--http-port"):
         check_ports_free("127.0.0.1", listening_http_port, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--http-port", "70000"], "--http-port 70000 is not a TCP port"),
+        (["--grpc-port", "-1"], "--grpc-port -1 is not a TCP port"),
+        (["--host", "example.invalid"], "cannot listen on host 'example.invalid'"),
+        (["--host", "0.0.0.0.0"], "cannot listen on host '0.0.0.0.0'"),
+        (["--host", "192.0.2.1"], "cannot listen on host '192.0.2.1'"),  # TEST-NET-1, not ours
+    ],
+)
+def test_where_it_cannot_listen_is_one_line_and_exit_2(random_model_dir, tmp_path, args, says):
+    """Not 'port in use' for a host that is not this machine's, nor an OverflowError traceback."""
+    result = serve(random_model_dir, tmp_path, *args)
+    assert result.returncode == 2, result.stdout
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "in use" not in lines[0], result.stdout
+
+
+def test_bad_tls_files_and_sink_urls_stop_before_the_model_loads(random_model_dir, tmp_path):
+    (tmp_path / "not.pem").write_text("hello\n")
+    cases = [
+        (["--ssl-certfile", "/nonexistent.pem", "--ssl-keyfile", "/nonexistent.key"],
+         "TLS certificate file /nonexistent.pem: no such file"),
+        (["--ssl-certfile", str(tmp_path / "not.pem"), "--ssl-keyfile", str(tmp_path / "not.pem")],
+         "cannot serve TLS with certificate"),
+        (["--log-to", "http://[::1"], "--log-to"),
+        (["--log-to", "not-a-url"], "http:// or https:// URL with a host"),
+        (["--log-to", "ftp://127.0.0.1/"], "http:// or https:// URL with a host"),
+    ]  # fmt: skip
+    for args, says in cases:
+        result = serve(random_model_dir, tmp_path, *args)
+        assert result.returncode == 2, (args, result.stdout)
+        flat = " ".join(result.stdout.replace("│", " ").split())  # typer's usage-error box
+        assert says in flat and "Traceback" not in result.stdout, (args, result.stdout)
+        assert "serving" not in result.stdout, result.stdout  # stopped before the banner
+
+
+def test_python_m_serving_server_refuses_them_too(random_model_dir, tmp_path):
+    for args in (["--log_to", "not-a-url"], ["--http_port", "70000"],
+                 ["--ssl_certfile", "/nonexistent.pem", "--ssl_keyfile", "/nonexistent.key"]):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "serving.server", "--model_dir", str(random_model_dir), *args],
+            cwd=REPO_ROOT, env=user_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
