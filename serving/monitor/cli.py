@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -312,6 +314,24 @@ def drift_command(
         raise typer.Exit(1)
 
 
+def checked_seconds(zero: str | None, unset: str | None = None) -> Callable[[Any], Any]:
+    """A typer callback for a duration option, so a bad one is a usage error at parse time (exit
+    2 naming the option), before the slow start: a finite number of seconds, above 0, or 0 too
+    when ``zero`` says what 0 means. None (an option with no default, ``unset`` says what leaving
+    it out means) passes."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        if math.isfinite(value) and (value > 0 or (value == 0 and zero is not None)):
+            return value
+        allowed = f">= 0 (0: {zero})" if zero is not None else "> 0"
+        left_out = f"; or leave the option out: {unset}" if unset else ""
+        raise typer.BadParameter(f"{value} is not a number of seconds {allowed}{left_out}")
+
+    return check
+
+
 def monitor_command(
     reference: Annotated[
         str, typer.Option(help="Parquet reference, 'mlflow' or models:/NAME/VERSION")
@@ -321,7 +341,9 @@ def monitor_command(
     ] = DEFAULT_MODEL,
     version: VersionOpt = None,
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="listen port")] = 8085,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="listen port (0: any free port)")
+    ] = 8085,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -329,7 +351,9 @@ def monitor_command(
             "open windows, verdicts) lives in its monitor/ folder; the MLflow store beside it"
         ),
     ] = None,
-    window_rows: Annotated[int, typer.Option(help="close a window after this many inputs")] = 1000,
+    window_rows: Annotated[
+        int, typer.Option(min=1, help="close a window after this many inputs")
+    ] = 1000,
     min_rows: Annotated[
         int,
         typer.Option(
@@ -339,7 +363,11 @@ def monitor_command(
         ),
     ] = MIN_ROWS,
     window_seconds: Annotated[
-        float | None, typer.Option(help="...or this long after its first input")
+        float | None,
+        typer.Option(
+            help="...or this long after its first input (s); default: no time limit",
+            callback=checked_seconds(None, "windows close by --window-rows only"),
+        ),
     ] = None,
     reports: Annotated[
         str | None, typer.Option(help="folder or gs:// prefix for HTML reports")
@@ -370,10 +398,14 @@ def monitor_command(
         typer.Option(help="--retrain cluster: the Kubeflow profile namespace (multi-user)"),
     ] = None,
     sustained_windows: Annotated[
-        int, typer.Option(help="drifted windows in a row that start a retrain")
+        int, typer.Option(min=1, help="drifted windows in a row that start a retrain")
     ] = 3,
     retrain_interval_s: Annotated[
-        float, typer.Option(help="at most one retrain per this many seconds")
+        float,
+        typer.Option(
+            help="at most one retrain per this many seconds (0: no limit)",
+            callback=checked_seconds("no limit between retrains"),
+        ),
     ] = 21600.0,
     tracking_uri: Annotated[
         str | None,
@@ -387,7 +419,7 @@ def monitor_command(
     version_refresh_s: Annotated[
         float,
         typer.Option(
-            min=0,
+            callback=checked_seconds("resolve once at start"),
             help="with --reference mlflow and --version an alias or not given: re-resolve it "
             "this often (s), so events without a version follow the champion after a "
             "promotion; 0: resolve once at start",

@@ -328,3 +328,93 @@ def test_aicrush_drift_on_a_prediction_without_a_label_is_one_clean_exit_2(tmp_p
     assert result.returncode == 2, result.stdout
     assert _squash("f.jsonl:1: predictions[0] has no 'label'") in _squash(result.stdout)
     assert "Traceback" not in result.stdout and "KeyError" not in result.stdout
+
+
+class _Built(Exception):
+    """Raised in place of building the monitor: the options got past the parser."""
+
+
+@pytest.fixture
+def monitor_app(monkeypatch, tmp_path):
+    """``aicrush monitor`` with a Parquet reference and no monitor behind it: build_monitor
+    raises :class:`_Built`, so a test sees whether the options got that far."""
+    from serving.monitor import cli
+    from serving.monitor.cli import monitor_command
+
+    def built(**kwargs):
+        raise _Built(kwargs)
+
+    monkeypatch.setattr(cli, "build_monitor", built)
+    monitor = typer.Typer()
+    monitor.command()(monitor_command)
+    base = ["--reference", str(tmp_path / "ref.parquet"), "--state-dir", str(tmp_path / "s")]
+    return lambda *args: CliRunner().invoke(monitor, [*base, *args])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--window-rows", "0"),
+        ("--window-rows", "-5"),
+        ("--window-seconds", "0"),
+        ("--window-seconds", "-1"),
+        ("--window-seconds", "nan"),
+        ("--window-seconds", "inf"),
+        ("--sustained-windows", "0"),
+        ("--sustained-windows", "-1"),
+        ("--retrain-interval-s", "-1"),
+        ("--retrain-interval-s", "nan"),
+        ("--retrain-interval-s", "inf"),
+        ("--min-rows", "0"),
+        ("--max-body-bytes", "0"),
+        ("--version-refresh-s", "-1"),
+        ("--version-refresh-s", "nan"),
+        ("--version-refresh-s", "inf"),
+        ("--port", "-1"),
+        ("--port", "65536"),
+    ],
+)
+def test_every_numeric_monitor_option_is_checked_at_parse_time(monitor_app, option, value):
+    """--window-rows 0 was a ValueError traceback after the slow start, --window-seconds -1,
+    --sustained-windows 0 and --retrain-interval-s -1 were taken silently: each numeric option
+    is a usage error (exit 2) naming the option, before anything is loaded."""
+    result = monitor_app(option, value)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"Invalid value for '{option}'" in result.output, result.output
+    assert not isinstance(result.exception, _Built)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--window-rows", "1", "--window-seconds", "0.5", "--sustained-windows", "1"],
+        ["--retrain-interval-s", "0", "--version-refresh-s", "0", "--min-rows", "1"],
+        ["--port", "0", "--max-body-bytes", "1"],
+    ],
+)
+def test_the_smallest_sensible_monitor_options_are_taken(monitor_app, args):
+    result = monitor_app(*args)
+    assert isinstance(result.exception, _Built), (result.output, result.exception)
+
+
+@pytest.mark.parametrize("entry", [["pipelines.cli", "monitor"], ["serving.monitor"]])
+def test_both_monitor_entry_points_check_their_options(tmp_path, entry):
+    """`aicrush monitor` and the monitor image's `python -m serving.monitor` parse the same
+    options the same way: one line naming the option, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.pipelines.test_first_hour import user_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", *entry, "--window-rows", "0"],
+        cwd=tmp_path,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--window-rows'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".aicrush").exists()  # refused before the registry was opened
