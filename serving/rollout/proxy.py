@@ -162,6 +162,33 @@ def end_to_end_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     }
 
 
+class BodyTooLarge(Exception):
+    """A request body over the proxy's limit (answered with 413)."""
+
+
+def default_max_body_bytes() -> int:
+    """The model server's body limit, the proxy's default.
+
+    Imported when needed: ``serving.http_guard`` imports KServe (about 1 s and 150 MB), which
+    the proxy itself never needs; :class:`serving.rollout.local.LocalBackend` passes the value.
+    """
+    from serving.http_guard import DEFAULT_MAX_BODY_BYTES
+
+    return DEFAULT_MAX_BODY_BYTES
+
+
+async def _respond(
+    send: Callable,
+    status: int,
+    payload: bytes,
+    ctype: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    start = [(b"content-type", ctype.encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": payload})
+
+
 class SplitProxy:
     """ASGI app: forwards to the stable or the canary upstream; control API under ``/-/rollout``."""
 
@@ -172,11 +199,18 @@ class SplitProxy:
         timeout_s: float = 60.0,
         *,
         control_token: str,
+        max_body_bytes: int | None = None,
     ):
+        """``max_body_bytes``: larger request bodies get 413 (None: the model server's limit)."""
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         from serving.metrics import LATENCY_BUCKETS
 
+        if max_body_bytes is None:
+            max_body_bytes = default_max_body_bytes()
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self.max_body_bytes = max_body_bytes
         if not control_token:
             raise ValueError(
                 "control_token is empty: the control API would be open to every client; pass "
@@ -257,24 +291,48 @@ class SplitProxy:
                     return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        try:
+            body = await self._read_body(scope, receive)
+        except BodyTooLarge as err:
+            await _respond(send, 413, json.dumps({"error": str(err)}).encode(), "application/json")
+            return
+        if body is None:  # the client went away mid-upload: nothing to forward
+            return
         path: str = scope["path"]
         version, extra = "", dict[str, str]()
         if path.startswith(CONTROL) or path == "/metrics":
             status, payload, ctype = await self._control(scope, body)
         else:
             status, payload, ctype, version, extra = await self._forward(scope, body)
-        headers = [(b"content-type", ctype.encode())]
-        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         if version:
             headers.append((b"x-aicrush-model-version", version.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _respond(send, status, payload, ctype, headers)
+
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes | None:
+        """The request body (None if the client disconnected first). Raises :class:`BodyTooLarge`
+        for a declared length over the limit before reading any of it, and for an undeclared one
+        (chunked) as soon as it passes the limit: no more of it is read, the server discards it.
+        """
+        limit = self.max_body_bytes
+        declared = next((v for k, v in scope["headers"] if k.lower() == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(
+                f"request body of {int(declared)} bytes is over the {limit}-byte limit"
+            )
+        chunks: list[bytes] = []  # joined once: `body += chunk` copied the body at every chunk
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
 
     async def _forward(
         self, scope: dict, body: bytes
@@ -425,12 +483,19 @@ class SplitProxy:
 
 
 def run_proxy(
-    port: int, model_name: str, mirror_fraction: float, control_token: str, host: str = "127.0.0.1"
+    port: int,
+    model_name: str,
+    mirror_fraction: float,
+    control_token: str,
+    host: str = "127.0.0.1",
+    max_body_bytes: int | None = None,
 ) -> None:
     import uvicorn
 
     uvicorn.run(
-        SplitProxy(model_name, mirror_fraction, control_token=control_token),
+        SplitProxy(
+            model_name, mirror_fraction, control_token=control_token, max_body_bytes=max_body_bytes
+        ),
         host=host,
         port=port,
         log_level="warning",
@@ -438,6 +503,18 @@ def run_proxy(
         lifespan="on",
         timeout_keep_alive=30,
     )
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -450,6 +527,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model-name", default="")
     parser.add_argument("--mirror-fraction", type=float, default=0.0)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=None,
+        help="refuse request bodies over this size with 413 (default: the model server's, "
+        "serving.http_guard.DEFAULT_MAX_BODY_BYTES)",
+    )
     args = parser.parse_args(argv)
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
@@ -457,7 +541,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{parser.prog}: {TOKEN_ENV} is not set: the control API needs a secret; set it to a "
             f"random string and send it in the {TOKEN_HEADER} header (LocalBackend does both)"
         )
-    run_proxy(args.port, args.model_name, args.mirror_fraction, token, host=args.host)
+    run_proxy(
+        args.port,
+        args.model_name,
+        args.mirror_fraction,
+        token,
+        host=args.host,
+        max_body_bytes=args.max_body_bytes,
+    )
 
 
 if __name__ == "__main__":
