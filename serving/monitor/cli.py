@@ -431,7 +431,15 @@ def monitor_command(
 
     from aicrush.state import state_dir as resolve_state
     from serving.monitor.app import create_app
+    from serving.server import PortInUse, check_ports_free
 
+    try:  # before the registry and the reference (seconds): a taken port fails at once
+        check_ports_free(host, port, None)
+    except PortInUse as err:  # its message names the model server's --http-port
+        typer.echo(
+            f"error: port {err.port} is in use ({host}); choose another with --port", err=True
+        )
+        raise typer.Exit(2) from None
     log_service_events()
     uri = registry_uri(tracking_uri, state_dir)
     monitor = build_monitor(

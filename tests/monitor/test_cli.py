@@ -418,3 +418,20 @@ def test_both_monitor_entry_points_check_their_options(tmp_path, entry):
     assert "Invalid value for '--window-rows'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".aicrush").exists()  # refused before the registry was opened
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads(monitor_app, tmp_path):
+    """The monitor loaded for ~15 s, then uvicorn's "[Errno 98] address already in use", exit 3,
+    no hint. The port is checked first (the model server's check): one line naming the port and
+    the option, exit 2, before the registry or the reference is touched."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = monitor_app("--reference", "mlflow", "--port", str(port))
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: port {port} is in use (127.0.0.1); choose another with --port"]
+    assert not (tmp_path / "s" / "mlflow.db").exists()  # the registry was not opened
