@@ -27,7 +27,7 @@ from serving.monitor.drift import (
     build_report,
     save_report,
 )
-from serving.monitor.events import EventError, response_labels, v1_prediction
+from serving.monitor.events import EventError, canonical_version, response_labels, v1_prediction
 
 DEFAULT_MODEL = DEFAULT_MODEL_NAME
 #: A URL (gs://, s3://, http://), also after pathlib folded its "//" into "/".
@@ -624,7 +624,8 @@ def registered_version(reference: str, model: str, version: str | None, tracking
     Raises ``typer.BadParameter`` listing the versions and aliases there are.
     """
     if reference != "mlflow" and not reference.startswith("models:/"):
-        return version or "1"
+        # the label events name it by: "01" is read as "1" there (serving.monitor.service.route)
+        return canonical_version(version) if version else "1"
     if reference.startswith("models:/"):
         return version or "champion"  # load_reference takes the version from the URI
     from aicrush.registry import ModelVersionNotFound, find_version

@@ -37,6 +37,18 @@ OVERFLOW = "overflow"  # more halves waiting than max_pending
 COUNT_MISMATCH = "count_mismatch"  # the only partner with this id has another number of rows
 
 
+#: A model version number as the registry writes it (MLflow: decimal; no leading zeros, see
+#: :func:`canonical_version`).
+REGISTRY_VERSION = re.compile("[0-9]+")
+
+
+def canonical_version(version: str) -> str:
+    """``version`` as the registry spells it: a zero-padded number loses its zeros ("01" -> "1");
+    anything else (an alias such as "challenger", "v1", "1.0") is returned as it is, and names
+    no registry version (``serving.monitor.service.Monitor.route``)."""
+    return (version.lstrip("0") or "0") if REGISTRY_VERSION.fullmatch(version) else version
+
+
 class EventError(ValueError):
     """A malformed event (answered with HTTP 400)."""
 

@@ -28,10 +28,12 @@ from serving.monitor.drift import (
 )
 from serving.monitor.events import (
     EXPIRED,
+    REGISTRY_VERSION,
     EventError,
     EventPairer,
     InferenceEvent,
     PairedInference,
+    canonical_version,
     parse_events,
 )
 from serving.monitor.features import features_of
@@ -184,7 +186,7 @@ class MonitorConfig:
 
 
 #: (model, version) pairs whose failed reference loads are remembered (and not retried for a
-#: minute); the oldest is forgotten beyond this.
+#: minute); the oldest is forgotten beyond this. Also the most odd version spellings warned about.
 MAX_FAILED_LOADS = 1000
 
 
@@ -210,6 +212,7 @@ class Monitor:
         self.config = config
         self.reference_loader = reference_loader
         self._load_failed: dict[tuple[str, str], float] = {}  # key -> when; retried after a minute
+        self._not_numbers: set[tuple[str, str]] = set()  # odd versions warned about (once each)
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
         self.state = MonitorState(config.state_dir)
@@ -270,16 +273,41 @@ class Monitor:
         own logger) goes to the model's default version: the one the monitor was started for
         (``references``: the champion's), or where ``follow`` last found the champion, else to
         the model's only reference, else to the last one loaded; never to a canary's reference
-        loaded on the way, nor to one a previous run left in the state."""
+        loaded on the way, nor to one a previous run left in the state.
+
+        A version is read as the registry writes it ("01" is version 1). One that is not a
+        registry version number (an alias, "v1") has no reference unless the monitor was given
+        one under that name (a Parquet reference's --version): its events are dropped, and each
+        such value of a watched model is logged once; it is never looked up in the registry."""
         if version is not None:
-            if (model, version) not in self.references:
-                self._load_reference(model, version)
+            version = canonical_version(version)
+            if (model, version) in self.references:
+                return (model, version)
+            if not REGISTRY_VERSION.fullmatch(version):
+                self._warn_not_a_number(model, version)
+                return None
+            self._load_reference(model, version)
             return (model, version) if (model, version) in self.references else None
         default = self.default_versions.get(model)
         if default is not None and (model, default) in self.references:
             return (model, default)
         keys = [k for k in self.references if k[0] == model]
         return keys[-1] if keys else None
+
+    def _warn_not_a_number(self, model: str, version: str) -> None:
+        key = (model, version)
+        if key in self._not_numbers or not any(m == model for m, _ in self.references):
+            return  # logged already, or another model's (the sender's names: not ours to log)
+        if len(self._not_numbers) >= MAX_FAILED_LOADS:
+            return  # the values are the sender's: the log stays bounded (the counter counts on)
+        self._not_numbers.add(key)
+        log.warning(
+            "events of %s with version %r are dropped: that is not a registry version number, "
+            "so it names no reference; the sender should give the number (ce-modelversion or "
+            "?modelversion=, e.g. %r), not an alias or another spelling (counted in "
+            "aicrush_monitor_events_dropped_total{reason=\"no_reference\"}; logged once)",
+            model, version, self.default_versions.get(model, "1"),
+        )  # fmt: skip
 
     def _load_reference(self, model: str, version: str) -> None:
         key = (model, version)
@@ -292,7 +320,15 @@ class Monitor:
             oldest = min(self._load_failed, key=self._load_failed.__getitem__)
             del self._load_failed[oldest]
         try:
-            self._install(self.reference_loader(model, version), persist=True)
+            ref = self.reference_loader(model, version)
+            if (ref.model_name, ref.model_version) != key:
+                # Installed under its own key, it would never serve these events, and each
+                # event would load and persist it again.
+                raise LookupError(
+                    f"the loader answered with the reference of {ref.model_name} version "
+                    f"{ref.model_version} ({ref.source})"
+                )
+            self._install(ref, persist=True)
         except Exception as err:  # no reference (yet): the events count as dropped, retried later
             self._load_failed[key] = time.time()
             log.warning("no reference for %s version %s: %s", model, version, err)
@@ -330,6 +366,9 @@ class Monitor:
     def _ingest_event(self, event: InferenceEvent, now: float | None, version: str | None) -> str:
         if event.version is None and version:
             event = replace(event, version=version)
+        if event.version is not None and canonical_version(event.version) != event.version:
+            # before pairing: a request saying "03" and its response saying "3" are one inference
+            event = replace(event, version=canonical_version(event.version))
         kind = "request" if event.type.endswith("request") else "response"
         self.metrics.received.labels(*self._labels(event.model, event.version), kind).inc()
         with self._lock:
