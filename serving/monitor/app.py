@@ -1,7 +1,8 @@
 """The drift monitor's HTTP service.
 
 - ``POST /``: a CloudEvent from the KServe payload logger or :mod:`serving.payload_logger`
-  (binary or structured mode); 202 when accepted, 400 when malformed.
+  (binary, structured or batched mode); 202 when accepted, 400 when malformed, 415 for a
+  compressed body (``Content-Encoding``), 413 over the size limit.
 - ``GET /metrics``: Prometheus text format (drift gauges, event counters, reference info).
 - ``GET /healthz``: liveness and what is monitored.
 - ``GET /reports``: recent window verdicts (JSON); ``GET /reports/{id}``: that window's HTML report.
@@ -21,7 +22,7 @@ from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.monitor.events import EventError
+from serving.monitor.events import EventError, UnsupportedEncoding
 from serving.monitor.service import Monitor
 
 #: The most windows ``GET /reports`` lists at once.
@@ -77,6 +78,10 @@ def create_app(
             # /metrics answer meanwhile; other events wait for the monitor's lock until it is in.
             outcome = await asyncio.to_thread(
                 monitor.ingest, request.headers, body, version=version
+            )
+        except UnsupportedEncoding as exc:  # the model server's answer to a compressed body
+            return JSONResponse(
+                {"error": str(exc)}, status_code=415, headers={"accept-encoding": "identity"}
             )
         except EventError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

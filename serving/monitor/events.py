@@ -13,6 +13,7 @@ HTTP binding), which the local model server's logger uses to send many inference
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import re
 import time
@@ -53,6 +54,45 @@ class EventError(ValueError):
     """A malformed event (answered with HTTP 400)."""
 
 
+class UnsupportedEncoding(EventError):
+    """A body in a content coding the monitor does not decode (answered with HTTP 415, as the
+    model server answers one: RFC 9110 15.5.16)."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            f"Content-Encoding {encoding!r:.60} is not supported: send the event body uncompressed"
+        )
+        self.encoding = encoding
+
+
+def media_type(content_type: str) -> str:
+    """The type/subtype of a Content-Type value, lower-cased: media types are case-insensitive
+    and may carry parameters (RFC 9110 8.3.1)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _ce_headers(lower: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in lower if k.startswith("ce-"))
+
+
+def _looks_like_event(value: Any) -> bool:
+    """A JSON object with a CloudEvents attribute: what a structured-mode body holds."""
+    return isinstance(value, dict) and any(n in value for n in REQUIRED_ATTRIBUTES)
+
+
+def _mode_conflict(content_type: str, ce_headers: list[str], mode: str) -> EventError:
+    """The content type says structured (or batched) mode, ce-* headers say binary mode, and
+    the body holds no event: name the contradiction (the content type decides the mode)."""
+    names = ", ".join(ce_headers[:4]) + (", ..." if len(ce_headers) > 4 else "")
+    body = "a JSON array of events" if mode == "batched" else "the event, a JSON object"
+    return EventError(
+        f"the content type {content_type!r:.60} says {mode} mode (the body is {body}) while the "
+        f"ce-* headers ({names}) say binary mode (attributes in headers, the body is the data), "
+        "and the body holds no event: for binary mode send the body's own content type (e.g. "
+        "application/json), else put the event in the body"
+    )
+
+
 @dataclass(frozen=True)
 class InferenceEvent:
     """One parsed half of an inference: the request's texts, or the response's predictions,
@@ -86,11 +126,11 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
 
     lower = {k.lower(): v for k, v in headers.items()}
     content_type = str(lower.get("content-type", ""))
-    binary = not content_type.startswith(STRUCTURED_CONTENT_TYPE) and any(
-        k.startswith("ce-") for k in lower
-    )
-    if not binary:  # structured mode: the body is the event, a JSON object
-        return _structured_event(_envelope_of(body, content_type), body)
+    ce_headers = _ce_headers(lower)
+    if media_type(content_type) == STRUCTURED_CONTENT_TYPE or not ce_headers:
+        # structured mode (the content type decides it): the body is the event, a JSON object
+        envelope = _envelope_of(body, content_type, ce_headers)
+        return _structured_event(envelope, body)
     # Binary mode: attributes in ce-* headers (strings by construction), the body is the data.
     check_attributes({k[3:]: v for k, v in lower.items() if k.startswith("ce-")}, "ce-{} header")
     try:
@@ -106,10 +146,17 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> list[InferenceEvent
 
     Raises :class:`EventError` (answered with HTTP 400) for anything a client can send wrong,
     whatever the parsers underneath raise: bytes that are not UTF-8, JSON nested too deeply to
-    read, a malformed attribute or body. A client's event never becomes a server error.
+    read, a malformed attribute or body. A client's event never becomes a server error. A body
+    in a content coding (``Content-Encoding: gzip``) is :class:`UnsupportedEncoding` (415).
     """
+    lower = {k.lower(): v for k, v in headers.items()}
+    encoding = str(lower.get("content-encoding", "")).strip().lower()
+    if encoding not in ("", "identity"):  # neither uvicorn nor the monitor decodes bodies
+        raise UnsupportedEncoding(encoding)
     try:
-        return parse_batch(body) if is_batch(headers) else [parse_event(headers, body)]
+        if is_batch(headers):
+            return parse_batch(body, str(lower.get("content-type", "")), _ce_headers(lower))
+        return [parse_event(headers, body)]
     except EventError:
         raise
     except RecursionError:
@@ -125,19 +172,28 @@ def parse_events(headers: Mapping[str, str], body: bytes) -> list[InferenceEvent
 def is_batch(headers: Mapping[str, str]) -> bool:
     """Whether the request carries a batch of structured CloudEvents."""
     lower = {k.lower(): v for k, v in headers.items()}
-    return str(lower.get("content-type", "")).startswith(BATCH_CONTENT_TYPE)
+    return media_type(str(lower.get("content-type", ""))) == BATCH_CONTENT_TYPE
 
 
-def parse_batch(body: bytes) -> list[InferenceEvent]:
+def parse_batch(
+    body: bytes, content_type: str = BATCH_CONTENT_TYPE, ce_headers: list[str] | None = None
+) -> list[InferenceEvent]:
     """Decode a batched-mode body (a JSON array of structured CloudEvents), all or nothing; each
     element is checked as a structured event is, and read by the ``cloudevents`` library's
-    structured-mode parser. EventError names the index of the first bad event."""
+    structured-mode parser. EventError names the index of the first bad event, or, when binary
+    mode's ``ce_headers`` came along and the body holds no events, the contradiction."""
     try:
         envelopes = json.loads(body)
     except RecursionError:
+        if ce_headers:
+            raise _mode_conflict(content_type, ce_headers, "batched") from None
         raise EventError("CloudEvents batch is JSON nested too deeply to read") from None
     except ValueError as exc:
+        if ce_headers:
+            raise _mode_conflict(content_type, ce_headers, "batched") from None
         raise EventError(f"CloudEvents batch is not JSON: {exc}") from None
+    if ce_headers and not (isinstance(envelopes, list) and any(map(_looks_like_event, envelopes))):
+        raise _mode_conflict(content_type, ce_headers, "batched")
     if not isinstance(envelopes, list):
         raise EventError(
             f"a CloudEvents batch must be a JSON array of events, got {_json_type(envelopes)}"
@@ -160,7 +216,10 @@ OPTIONAL_ATTRIBUTES = (
 #: The extensions the monitor reads (model name, version, endpoint): strings, or integers.
 READ_EXTENSIONS = ("inferenceservicename", "modelname", "modelversion", "endpoint")
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[Tt ]"
+    r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(\.\d+)?"
+    r"([Zz]|[+-](?P<offset_hour>\d{2}):(?P<offset_minute>\d{2}))",
+    re.ASCII,
 )
 _MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+\s*(;.*)?", re.ASCII | re.DOTALL)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
@@ -210,10 +269,11 @@ def check_attributes(attrs: Mapping[str, Any], where: str = '"{}" in the JSON ev
             f"unexpected CloudEvent type {attrs['type']!r}: want {REQUEST_TYPE} or {RESPONSE_TYPE}"
         )
     time_ = attrs.get("time")
-    if time_ is not None and not _RFC3339.fullmatch(time_):
+    problem = None if time_ is None else rfc3339_problem(time_)
+    if problem is not None:
         raise EventError(
             f"CloudEvent attribute 'time' must be an RFC 3339 timestamp such as "
-            f"2026-01-31T12:00:00Z, got {time_!r:.60}"
+            f"2026-01-31T12:00:00Z, got {time_!r:.60} ({problem})"
         )
     media = attrs.get("datacontenttype")
     if media is not None and not _MEDIA_TYPE.fullmatch(media):
@@ -225,9 +285,36 @@ def check_attributes(attrs: Mapping[str, Any], where: str = '"{}" in the JSON ev
         _attribute(attrs, name)
 
 
-def _envelope_of(body: bytes, content_type: str) -> Any:
-    """The JSON object of a structured-mode event, or EventError saying why the body is not one."""
-    hint = "" if content_type.startswith(STRUCTURED_CONTENT_TYPE) else (
+def rfc3339_problem(value: str) -> str | None:
+    """What keeps ``value`` from being an RFC 3339 timestamp (section 5.6; 5.7: a real date,
+    hour 00-23, minute 00-59, second 00-60 for a leap second, offset up to 23:59), or None."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return "not of the form YYYY-MM-DDTHH:MM:SS[.fraction] followed by Z or +HH:MM"
+    f = {k: int(v) for k, v in match.groupdict("0").items()}
+    if f["hour"] > 23 or f["minute"] > 59 or f["second"] > 60:
+        return "no such time of day"
+    if f["offset_hour"] > 23 or f["offset_minute"] > 59:
+        return "no such offset"
+    try:
+        datetime.date(f["year"] or 2000, f["month"], f["day"])  # year 0000: leap, as 2000
+    except ValueError as exc:
+        return f"no such date: {exc}"
+    return None
+
+
+def _envelope_of(body: bytes, content_type: str, ce_headers: list[str]) -> Any:
+    """The JSON object of a structured-mode event, or EventError saying why the body is not one
+    (with ``ce_headers``, binary mode's, the contradiction with the content type)."""
+    if ce_headers:
+        try:
+            envelope = json.loads(body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            envelope = None
+        if not _looks_like_event(envelope):
+            raise _mode_conflict(content_type, ce_headers, "structured")
+        return envelope
+    hint = "" if media_type(content_type) == STRUCTURED_CONTENT_TYPE else (
         " (no ce-* headers, so not binary mode either)"
     )  # fmt: skip
     try:
@@ -331,7 +418,7 @@ def decode_json(raw: bytes, what: str, content_type: str | None) -> Any:
         raise EventError(f"{what} is empty: it must hold the logged request or response body")
     said = (
         f" (content type {content_type!r:.60})"
-        if content_type and "json" not in content_type
+        if content_type and "json" not in content_type.lower()
         else ""
     )
     try:

@@ -462,6 +462,14 @@ FIELD_ERRORS = [
     ),
     # optional attributes and the extensions the monitor reads
     ("time-not-rfc3339", _event(time="yesterday"), "'time'", "RFC 3339"),
+    # the pattern of a timestamp with fields no calendar or clock has (RFC 3339, 5.6 and 5.7)
+    ("time-no-such-date", _event(time="2026-13-45T99:99:99Z"), "'time'", "RFC 3339"),
+    ("time-february-30", _event(time="2026-02-30T00:00:00Z"), "'time'", "no such date"),
+    ("time-hour-24", _event(time="2026-01-01T24:00:00Z"), "'time'", "RFC 3339"),
+    ("time-minute-60", _event(time="2026-01-01T00:60:00Z"), "'time'", "RFC 3339"),
+    ("time-second-61", _event(time="2026-01-01T00:00:61Z"), "'time'", "RFC 3339"),
+    ("time-offset-25h", _event(time="2026-01-01T00:00:00+25:00"), "'time'", "RFC 3339"),
+    ("time-offset-60min", _event(time="2026-01-01T00:00:00+01:60"), "'time'", "RFC 3339"),
     ("time-a-number", _event(time=1700000000), "'time'", "must be a string, got number"),
     ("subject-an-array", _event(subject=["a"]), "'subject'", "must be a string, got array"),
     (
@@ -514,6 +522,12 @@ BINARY_FIELD_ERRORS = [
         "not supported",
     ),
     ("ce-time-not-rfc3339", _binary(b"{}", **{"ce-time": "now"}), "'time'", "RFC 3339"),
+    (
+        "ce-time-no-such-date",
+        _binary(b"{}", **{"ce-time": "2026-13-45T99:99:99Z"}),
+        "'time'",
+        "RFC 3339",
+    ),
     ("ce-type-unknown", _binary(b"{}", **{"ce-type": "x"}), "type 'x'", "want org.kubeflow"),
 ]
 
@@ -543,6 +557,10 @@ def test_well_formed_variants_are_read(monitor):
         _as_structured(_event(id="b", data='{"instances": ["string"]}')),
         _as_structured(_event(id="c", time="2026-12-01T07:14:35.123456789Z")),
         _as_structured(_event(id="d", time="2026-12-01T09:14:35+02:00")),
+        # RFC 3339: a leap second, lower-case t and z, February 29 of a leap year, -00:00
+        _as_structured(_event(id="d2", time="2016-12-31T23:59:60Z")),
+        _as_structured(_event(id="d3", time="2028-02-29t00:00:00.5z")),
+        _as_structured(_event(id="d4", time="2026-01-01T00:00:00-00:00")),
         _as_structured(_event(id="e", datacontenttype="application/json; charset=utf-8")),
         _binary(
             b'{"instances": ["curl"]}',
@@ -607,3 +625,98 @@ def test_a_body_over_the_limit_is_413_and_the_monitor_goes_on(tmp_path, referenc
         assert _post(client, _v1_response("ok", ["Python"])).json() == {"status": "paired"}
     finally:
         monitor.close()
+
+
+# ----------------------------------------------------------------- content type and coding
+def _request_event(event_id: str) -> dict:
+    return _event(id=event_id, data={"instances": [f"text of {event_id}"]})
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "Application/CloudEvents+JSON",
+        "APPLICATION/CLOUDEVENTS+JSON; charset=UTF-8",
+        "application/cloudevents+json ; charset=utf-8",
+    ],
+)
+def test_the_structured_content_type_is_case_insensitive(monitor, content_type):
+    """Media types are case-insensitive (RFC 9110 8.3.1)."""
+    client = TestClient(create_app(monitor))
+    r = client.post(
+        "/", headers={"content-type": content_type}, content=json.dumps(_request_event("s1"))
+    )
+    assert r.status_code == 202, r.text
+    assert len(monitor.pairer) == 1
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "Application/CloudEvents-Batch+JSON",
+        "APPLICATION/CLOUDEVENTS-BATCH+JSON",
+        "application/cloudevents-batch+json; charset=utf-8",
+    ],
+)
+def test_the_batch_content_type_is_case_insensitive(monitor, content_type):
+    """`Application/CloudEvents-Batch+JSON` was read as one structured event: 400 "a structured
+    CloudEvent is a JSON object, got array"."""
+    client = TestClient(create_app(monitor))
+    body = json.dumps([_request_event("b1"), _request_event("b2")])
+    r = client.post("/", headers={"content-type": content_type}, content=body)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"status": "batch of 2"} and len(monitor.pairer) == 2
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/cloudevents+json", "Application/CloudEvents-Batch+JSON"]
+)
+def test_ce_headers_with_a_structured_content_type_name_the_contradiction(monitor, content_type):
+    """Binary mode's ce-* headers with a structured (or batched) content type: the ce-* headers
+    are there, so the answer says the two disagree, not "no ce-* headers"."""
+    client = TestClient(create_app(monitor))
+    headers = {**BINARY, "content-type": content_type}
+    r = client.post("/", headers=headers, content=json.dumps({"instances": ["print(1)"]}))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "no ce-* headers" not in error, error
+    assert "says structured mode" in error or "says batched mode" in error, error
+    assert "ce-* headers" in error and "binary mode" in error, error
+    assert "application/json" in error, error  # what to send instead
+
+
+def test_a_structured_event_with_stray_ce_headers_is_still_read(monitor):
+    """The content type decides the mode (the CloudEvents HTTP binding, 3.1): a whole event in
+    the body is read, whatever ce-* headers came along."""
+    client = TestClient(create_app(monitor))
+    headers = {**BINARY, "content-type": "application/cloudevents+json"}
+    r = client.post("/", headers=headers, content=json.dumps(_request_event("stray")))
+    assert r.status_code == 202, r.text
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP", "br", "deflate"])
+@pytest.mark.parametrize("mode", ["binary", "structured", "batch"])
+def test_a_compressed_body_is_415_naming_the_encoding(monitor, encoding, mode):
+    """A gzip body was a 400 "not UTF-8": the monitor does not decode content codings, so it
+    answers 415 naming the encoding (RFC 9110 15.5.16), as the model server does."""
+    import gzip
+
+    client = TestClient(create_app(monitor), raise_server_exceptions=False)
+    headers, body = {
+        "binary": _binary(b'{"instances": ["a"]}'),
+        "structured": _as_structured(_request_event("z")),
+        "batch": (BATCH, json.dumps([_request_event("z")]).encode()),
+    }[mode]
+    r = client.post(
+        "/", headers={**headers, "content-encoding": encoding}, content=gzip.compress(body)
+    )
+    assert r.status_code == 415, r.text
+    assert f"Content-Encoding {encoding.lower()!r} is not supported" in r.json()["error"]
+    assert r.headers["accept-encoding"] == "identity"
+    assert len(monitor.pairer) == 0
+
+
+def test_an_identity_content_encoding_is_no_encoding(monitor):
+    client = TestClient(create_app(monitor))
+    headers, body = _binary(b'{"instances": ["a"]}', **{"content-encoding": "identity"})
+    assert client.post("/", headers=headers, content=body).status_code == 202
