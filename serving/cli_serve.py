@@ -17,6 +17,19 @@ from aicrush.errors import DataError
 DEFAULT_REGISTERED_MODEL = DEFAULT_MODEL_NAME
 
 
+def folder_version(path: Path) -> str | None:
+    """The version a model folder's aicrush.json records (``version``/``model_version``), if
+    any (a folder trained here records none: the registry gives versions)."""
+    import json
+
+    try:
+        meta = json.loads((Path(path) / "aicrush.json").read_text())
+    except (OSError, ValueError):
+        return None
+    found = meta.get("version") or meta.get("model_version") if isinstance(meta, dict) else None
+    return str(found) if found else None
+
+
 def model_source(
     model: str,
     alias: str | None,
@@ -245,6 +258,16 @@ def serve_command(
             raise typer.BadParameter(
                 str(err).removeprefix("--log-to "), param_hint="--log-to"
             ) from None
+    if log_to and path is not None and model_version is None and not folder_version(path):
+        # The served version labels every logged payload, and the drift monitor compares them
+        # against that version's reference: a folder's default label, "1", would be compared
+        # against whatever registered version 1 is.
+        raise typer.BadParameter(
+            "a model folder has no registry version, and the drift monitor would compare its "
+            "payloads with version 1's reference: give --model-version N (the registered "
+            "version this folder is), or serve it from the registry (--alias, --version)",
+            param_hint="--log-to with --path",
+        )
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     given = {

@@ -136,3 +136,17 @@ def test_python_m_serving_server_refuses_them_too(random_model_dir, tmp_path):
         )  # fmt: skip
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_folder_logged_to_the_monitor_needs_its_registry_version(random_model_dir, tmp_path):
+    """Served from a folder, payloads were labelled version "1" and compared with registered
+    version 1's reference, whatever the folder was."""
+    sink = ["--log-to", "http://127.0.0.1:8085/"]
+    result = serve(random_model_dir, tmp_path, *sink)
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert result.returncode == 2 and "--model-version" in flat, result.stdout
+    # with the version given, that check passes (the out-of-range port stops it next)
+    result = serve(
+        random_model_dir, tmp_path, *sink, "--model-version", "3", "--http-port", "70000"
+    )
+    assert result.returncode == 2 and "not a TCP port" in result.stdout, result.stdout
