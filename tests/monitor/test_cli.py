@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import typer
@@ -435,3 +437,74 @@ def test_a_port_in_use_is_one_line_before_anything_loads(monitor_app, tmp_path):
     lines = result.output.strip().splitlines()
     assert lines == [f"error: port {port} is in use (127.0.0.1); choose another with --port"]
     assert not (tmp_path / "s" / "mlflow.db").exists()  # the registry was not opened
+
+
+# ----------------------------------------------------------------------- docs vs --help
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
+
+
+def _click_options(command) -> dict[str, object]:
+    """--option -> its default, as the command's --help shows it."""
+    cli = typer.Typer(add_completion=False)
+    cli.command()(command)
+    params = typer.main.get_command(cli).params
+    options = {p.opts[0]: p.default for p in params if p.param_type_name == "option"}
+    options.pop("--help", None)
+    assert options, "no options read from the command"
+    return options
+
+
+def _same(documented: str, default: object) -> bool:
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return documented == str(default)
+    try:
+        return float(documented) == float(default)
+    except ValueError:
+        return False
+
+
+def _synopses() -> list[str]:
+    """The docs' code blocks that show an `aicrush monitor` or `aicrush drift` command line."""
+    blocks = DOCS.read_text().split("```")[1::2]
+    return [b for b in blocks if re.search(r"aicrush (monitor|drift) \[?--", b)]
+
+
+def test_the_synopses_show_no_value_an_option_does_not_default_to():
+    """`[--window-seconds 600]` read as a default; there is none (no time windows). An optional
+    option shown with a literal value shows its default; anything else is a placeholder."""
+    from serving.monitor.cli import drift_command, monitor_command
+
+    synopses = _synopses()
+    assert len(synopses) == 2, synopses
+    checked = 0
+    for block in synopses:
+        options = _click_options(monitor_command if "aicrush monitor" in block else drift_command)
+        text = block.replace("\\\n", " ")
+        for name, value in re.findall(r"\[(--[a-z-]+) ([^\]\s]+)", text):
+            assert name in options, f"{name} is no option of the command: {block}"
+            if "|" in value or re.fullmatch(r"[A-Z][A-Z_./:-]*", value):
+                continue  # a placeholder: N|ALIAS, SECONDS
+            assert _same(value, options[name]), (
+                f"[{name} {value}]: the default is {options[name]!r}"
+            )
+            checked += 1
+        unbracketed = re.findall(r"(?<!\[)(--[a-z-]+)", text)
+        required = {"--requests"}
+        assert set(unbracketed) <= required, f"optional options shown as required: {unbracketed}"
+    assert checked >= 5
+
+
+def test_the_monitor_options_table_gives_each_options_default_as_help_does():
+    from serving.monitor.cli import monitor_command
+
+    options = _click_options(monitor_command)
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)` \| ([^|]*) \|", DOCS.read_text(), re.MULTILINE))
+    assert set(rows) == set(options), set(rows) ^ set(options)
+    for name, cell in rows.items():
+        cell = cell.strip()
+        if cell.startswith("none"):
+            assert options[name] is None, f"{name}: documented none, default {options[name]!r}"
+        else:
+            literal = re.match(r"`([^`]*)`", cell)
+            assert literal, f"{name}: the default cell is `VALUE` or none...: {cell!r}"
+            assert _same(literal.group(1), options[name]), (name, cell, options[name])
