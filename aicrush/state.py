@@ -15,14 +15,16 @@ if TYPE_CHECKING:
     from aicrush.config import RegistryConfig
 
 
-def state_dir(override: str | os.PathLike[str] | None = None) -> Path:
+def state_dir(override: str | os.PathLike[str] | None = None, create: bool = True) -> Path:
     """The folder for local state (MLflow store, Feast stores, pipeline root, caches).
 
-    ``--state-dir`` > ``$AICRUSH_HOME`` > ``./.aicrush``. Created on first use.
+    ``--state-dir`` > ``$AICRUSH_HOME`` > ``./.aicrush``. Created on first use (``create``
+    False: only resolved, for a command that must not leave state behind).
     """
     raw = override or os.environ.get("AICRUSH_HOME") or ".aicrush"
     path = Path(raw).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -8,6 +8,7 @@ The lead registers them on the ``aicrush`` app (``app.command("deploy")(deploy)`
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -313,6 +314,29 @@ def stop(config: Path = CONFIG, state_dir: Path = STATE) -> None:
     )
 
 
+def _refuse_missing_local_state(
+    backend: BackendChoice, config: Path | None, state_dir: Path | None
+) -> None:
+    """RolloutError when the local backend's registry would be a new, empty SQLite store (no
+    ``mlflow.db`` in the state folder): a status read there created ``.aicrush/mlflow.db`` and
+    reported "champion none"."""
+    from aicrush.state import state_dir as resolve_state
+
+    if backend != BackendChoice.local:
+        return
+    where = resolve_state(state_dir, create=False)
+    if (where / "mlflow.db").exists():
+        return
+    cfg, _ = load_configs(config)
+    if cfg.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return  # a tracking server (resolve_tracking_uri's order): not the local store
+
+    raise RolloutError(
+        f"no aicrush state at {where}: run `aicrush run` (or `make demo`) here first, or point "
+        "--state-dir (or $AICRUSH_HOME) at the folder a run used"
+    )
+
+
 def status(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     backend: BackendChoice = BACKEND,
@@ -321,6 +345,7 @@ def status(
 ) -> None:
     """Versions, aliases, endpoint, traffic split, health and the last analysis of the rollout."""
     try:
+        _refuse_missing_local_state(backend, config, state_dir)
         r = _open(backend, config, state_dir)
         s = r.status()
     except COMMAND_ERRORS as err:

@@ -42,3 +42,24 @@ def test_deploy_of_a_missing_version_lists_the_versions_and_exits_2(project, arg
     assert says in result.stdout
     assert "versions 1, 2; aliases challenger -> v2" in result.stdout
     assert "Traceback" not in result.stdout and len(result.stdout.strip().splitlines()) == 1
+
+
+def test_status_where_there_is_no_state_says_so_and_writes_nothing(tmp_path: Path):
+    """It created ./.aicrush/mlflow.db and reported 'champion none' in any folder."""
+    result = aicrush(tmp_path, "status", timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.strip() == (
+        f"error: no aicrush state at {tmp_path / '.aicrush'}: run `aicrush run` (or `make demo`) "
+        "here first, or point --state-dir (or $AICRUSH_HOME) at the folder a run used"
+    )
+    assert not (tmp_path / ".aicrush").exists()
+    # an empty state folder is no state either (nothing is created in it)
+    (tmp_path / ".aicrush").mkdir()
+    assert aicrush(tmp_path, "status", timeout=120).returncode == 1
+    assert list((tmp_path / ".aicrush").iterdir()) == []
+
+
+def test_status_reads_a_registry_that_is_there(project: Path):
+    result = aicrush(project, "status", timeout=120)
+    assert result.returncode == 0, result.stdout
+    assert "challenger v2" in result.stdout
