@@ -727,7 +727,19 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level")
         data = loaded
-    return build_config(data, preset=preset, sources=sources)
+    try:
+        return build_config(data, preset=preset, sources=sources)
+    except ConfigError as err:
+        if path is None:
+            raise
+        # name the file: a command may read more than one (a user's and a pipeline's)
+        text = str(err)
+        head = "invalid aicrush config:"
+        raise ConfigError(
+            text.replace(head, f"invalid aicrush config {path}:", 1)
+            if text.startswith(head)
+            else f"config file {path}: {text}"
+        ) from None
 
 
 def config_from_dict(data: dict[str, Any]) -> AicrushConfig:

@@ -311,3 +311,21 @@ def test_error_locations_read_as_written(data: dict, location: str):
     with pytest.raises(ConfigError) as err:
         build_config(data)
     assert str(err.value).startswith(f"invalid aicrush config:\n  {location}")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("train:\n  epochs: -3\n", "invalid aicrush config {path}:\n  train.epochs: "),
+        ("train:\n  bogus: 1\n", "invalid aicrush config {path}:\n  train.bogus: unknown key"),
+        ("preset: huge\n", "config file {path}: unknown preset 'huge'"),
+    ],
+)
+def test_a_config_file_that_does_not_validate_is_named(tmp_path: Path, text: str, says: str):
+    from aicrush.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(says.format(path=path)), str(err.value)
