@@ -431,7 +431,7 @@ def monitor_command(
 
     from aicrush.state import state_dir as resolve_state
     from serving.monitor.app import create_app
-    from serving.server import PortInUse, check_ports_free
+    from serving.server import CannotListen, PortInUse, check_ports_free
 
     try:  # before the registry and the reference (seconds): a taken port fails at once
         check_ports_free(host, port, None)
@@ -439,6 +439,9 @@ def monitor_command(
         typer.echo(
             f"error: port {err.port} is in use ({host}); choose another with --port", err=True
         )
+        raise typer.Exit(2) from None
+    except CannotListen as err:  # a --host that is not this machine's, said as such
+        typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     log_service_events()
     uri = registry_uri(tracking_uri, state_dir)

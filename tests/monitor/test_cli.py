@@ -439,6 +439,14 @@ def test_a_port_in_use_is_one_line_before_anything_loads(monitor_app, tmp_path):
     assert not (tmp_path / "s" / "mlflow.db").exists()  # the registry was not opened
 
 
+def test_a_host_that_is_not_this_machines_is_said_as_such(monitor_app, tmp_path):
+    result = monitor_app("--reference", "mlflow", "--host", "192.0.2.1", "--port", "18765")
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on host '192.0.2.1'" in lines[0], result.output
+    assert not (tmp_path / "s" / "mlflow.db").exists()
+
+
 # ----------------------------------------------------------------------- docs vs --help
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 
