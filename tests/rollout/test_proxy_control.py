@@ -212,16 +212,21 @@ def test_other_methods_on_routes_are_a_405(method: str) -> None:
     assert proxy.routes == ROUTES
 
 
-@pytest.mark.integration
-def test_local_backend_keeps_the_token_to_itself(tmp_path: Path) -> None:
-    """End to end: an outsider's PUT is refused and clients keep being served; the backend's
-    own route changes and status still work; local.json (holding the token) is private."""
-    backend = LocalBackend(
+def _backend(tmp_path: Path) -> LocalBackend:
+    """A local rollout backend over two stub model servers (versions 1 and 2)."""
+    return LocalBackend(
         tmp_path / "rollout",
         model_name="aicrush",
         launcher=make_launcher({"1": ("ok", 0.0), "2": ("ok", 0.0)}),
         fetcher=lambda ref: Path(ref.uri),
     )
+
+
+@pytest.mark.integration
+def test_local_backend_keeps_the_token_to_itself(tmp_path: Path) -> None:
+    """End to end: an outsider's PUT is refused and clients keep being served; the backend's
+    own route changes and status still work; local.json (holding the token) is private."""
+    backend = _backend(tmp_path)
     try:
         backend.deploy(ModelRef("1", str(tmp_path)), ModelRef("2", str(tmp_path)), 10)
         predict = f"{backend.url}/v1/models/aicrush:predict"
@@ -246,12 +251,7 @@ def test_a_restarted_proxy_gets_its_routes_back_when_the_canary_died(tmp_path: P
     must send percent 0 (the proxy refuses a share without a canary)."""
     from serving.rollout.processes import stop
 
-    backend = LocalBackend(
-        tmp_path / "rollout",
-        model_name="aicrush",
-        launcher=make_launcher({"1": ("ok", 0.0), "2": ("ok", 0.0)}),
-        fetcher=lambda ref: Path(ref.uri),
-    )
+    backend = _backend(tmp_path)
     try:
         backend.deploy(ModelRef("1", str(tmp_path)), ModelRef("2", str(tmp_path)), 10)
         procs = LocalProcesses.load(backend._file)
