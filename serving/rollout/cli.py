@@ -63,10 +63,16 @@ def configs_from_dict(data: dict[str, Any], merged: bool = True) -> tuple[Any, R
     return cfg, cfg.rollout
 
 
-def _open(backend: BackendChoice, config: Path | None, state_dir: Path | None) -> Rollout:
+def _open(
+    backend: BackendChoice, config: Path | None, state_dir: Path | None, reading: bool = False
+) -> Rollout:
+    """The rollout of ``backend``; ``reading`` (a command that only reads, e.g. ``status``):
+    :class:`RolloutError` rather than a new, empty local store where there is no state folder."""
     from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
 
+    if reading:
+        _refuse_missing_local_state(backend, config, state_dir)
     cfg, rollout_cfg = load_configs(config)
     return open_rollout(backend.value, cfg, rollout_cfg, resolve_state(state_dir))
 
@@ -317,15 +323,15 @@ def stop(config: Path = CONFIG, state_dir: Path = STATE) -> None:
 def _refuse_missing_local_state(
     backend: BackendChoice, config: Path | None, state_dir: Path | None
 ) -> None:
-    """RolloutError when the local backend's registry would be a new, empty SQLite store (no
-    ``mlflow.db`` in the state folder): a status read there created ``.aicrush/mlflow.db`` and
-    reported "champion none"."""
+    """RolloutError when the local backend's registry would be a new, empty SQLite store in a
+    state folder that does not exist: a status read in any folder created
+    ``.aicrush/mlflow.db`` there and reported "champion none"."""
     from aicrush.state import state_dir as resolve_state
 
     if backend != BackendChoice.local:
         return
     where = resolve_state(state_dir, create=False)
-    if (where / "mlflow.db").exists():
+    if where.exists():
         return
     cfg, _ = load_configs(config)
     if cfg.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
@@ -345,8 +351,7 @@ def status(
 ) -> None:
     """Versions, aliases, endpoint, traffic split, health and the last analysis of the rollout."""
     try:
-        _refuse_missing_local_state(backend, config, state_dir)
-        r = _open(backend, config, state_dir)
+        r = _open(backend, config, state_dir, True)
         s = r.status()
     except COMMAND_ERRORS as err:
         _fail(err)
