@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
+from serving import DEFAULT_MAX_BODY_BYTES
 from serving.decoding import BINARY_HEADER, json_type  # the first: KServe's binary data extension
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # KServe's gRPC message limit (MAX_GRPC_MESSAGE_LENGTH)
 DEFAULT_MAX_JSON_DEPTH = 32
 UNKNOWN_MODEL_LABEL = "_unknown"
 """The ``model`` label of requests for a model this server does not serve (bounded labels)."""

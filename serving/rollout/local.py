@@ -38,7 +38,7 @@ from serving.rollout.processes import (
     spawn,
     stop,
 )
-from serving.rollout.proxy import CONTROL, TOKEN_ENV, TOKEN_HEADER, default_max_body_bytes
+from serving.rollout.proxy import CONTROL, TOKEN_ENV, TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,6 @@ class LocalBackend:
             self.model_name,
             "--mirror-fraction",
             str(self.mirror_fraction),
-            # Passed, so the proxy need not import the model server's modules to learn it.
-            "--max-body-bytes",
-            str(default_max_body_bytes()),
         ]
         # A fresh secret per proxy: only this process and local.json's owner know it.
         token = secrets.token_urlsafe(32)

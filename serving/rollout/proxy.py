@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from serving import DEFAULT_MAX_BODY_BYTES
 from serving.rollout.metrics_source import LATENCY
 
 CONTROL = "/-/rollout"
@@ -166,17 +167,6 @@ class BodyTooLarge(Exception):
     """A request body over the proxy's limit (answered with 413)."""
 
 
-def default_max_body_bytes() -> int:
-    """The model server's body limit, the proxy's default.
-
-    Imported when needed: ``serving.http_guard`` imports KServe (about 1 s and 150 MB), which
-    the proxy itself never needs; :class:`serving.rollout.local.LocalBackend` passes the value.
-    """
-    from serving.http_guard import DEFAULT_MAX_BODY_BYTES
-
-    return DEFAULT_MAX_BODY_BYTES
-
-
 async def _respond(
     send: Callable,
     status: int,
@@ -207,7 +197,7 @@ class SplitProxy:
         from serving.metrics import LATENCY_BUCKETS
 
         if max_body_bytes is None:
-            max_body_bytes = default_max_body_bytes()
+            max_body_bytes = DEFAULT_MAX_BODY_BYTES
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self.max_body_bytes = max_body_bytes
@@ -532,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         type=_positive_int,
         default=None,
         help="refuse request bodies over this size with 413 (default: the model server's, "
-        "serving.http_guard.DEFAULT_MAX_BODY_BYTES)",
+        "serving.DEFAULT_MAX_BODY_BYTES)",
     )
     args = parser.parse_args(argv)
     token = os.environ.get(TOKEN_ENV, "")
