@@ -28,6 +28,13 @@ MODEL_META_FILE = "aicrush.json"
 TRAINING_HISTORY_FILE = "training_history.json"
 
 
+def recorded_version(meta: dict) -> str | None:
+    """The model version an aicrush.json records (``version``, else ``model_version``), if any;
+    a folder trained here records none: the registry gives versions."""
+    found = meta.get("version") or meta.get("model_version")
+    return str(found) if found else None
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """Find the aicrush model folder in ``path`` (itself, an MLflow pyfunc wrapper, or one level down)."""
     root = Path(path)

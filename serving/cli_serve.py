@@ -18,16 +18,17 @@ DEFAULT_REGISTERED_MODEL = DEFAULT_MODEL_NAME
 
 
 def folder_version(path: Path) -> str | None:
-    """The version a model folder's aicrush.json records (``version``/``model_version``), if
-    any (a folder trained here records none: the registry gives versions)."""
+    """The version the model folder at ``path`` records in its aicrush.json (found as the server
+    finds it, :func:`aicrush.model_folder.resolve_model_dir`), if any."""
     import json
 
+    from aicrush.model_folder import MODEL_META_FILE, recorded_version, resolve_model_dir
+
     try:
-        meta = json.loads((Path(path) / "aicrush.json").read_text())
-    except (OSError, ValueError):
+        meta = json.loads((resolve_model_dir(path) / MODEL_META_FILE).read_text())
+    except (OSError, ValueError):  # no model there: serve() says so, with what it expected
         return None
-    found = meta.get("version") or meta.get("model_version") if isinstance(meta, dict) else None
-    return str(found) if found else None
+    return recorded_version(meta) if isinstance(meta, dict) else None
 
 
 def model_source(

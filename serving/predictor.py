@@ -43,7 +43,7 @@ from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelInferRequest
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from aicrush.model_folder import MODEL_META_FILE, resolve_model_dir
+from aicrush.model_folder import MODEL_META_FILE, recorded_version, resolve_model_dir
 from serving.batching import DynamicBatcher, available_cpus
 from serving.decoding import (
     INPUT_NAME,
@@ -217,7 +217,7 @@ class TextClassifierModel(Model):
         meta = loaded.meta
         self.labels = list(meta["labels"])
         self.max_length = int(meta.get("max_length", 256))
-        self.version = str(self.version or meta.get("version") or meta.get("model_version") or "1")
+        self.version = str(self.version or recorded_version(meta) or "1")
         metrics = serving_metrics()
         metrics.start_series(self.name, self.version, self.labels)  # at 0 before any request
         batch_hist = metrics.batch_size.labels(self.name, self.version)
