@@ -71,9 +71,9 @@ def _open(
     from aicrush.state import state_dir as resolve_state
     from serving.rollout import open_rollout
 
-    if reading:
-        _refuse_missing_local_state(backend, config, state_dir)
     cfg, rollout_cfg = load_configs(config)
+    if reading:
+        _refuse_missing_local_state(backend, cfg, state_dir)
     return open_rollout(backend.value, cfg, rollout_cfg, resolve_state(state_dir))
 
 
@@ -320,9 +320,7 @@ def stop(config: Path = CONFIG, state_dir: Path = STATE) -> None:
     )
 
 
-def _refuse_missing_local_state(
-    backend: BackendChoice, config: Path | None, state_dir: Path | None
-) -> None:
+def _refuse_missing_local_state(backend: BackendChoice, cfg: Any, state_dir: Path | None) -> None:
     """RolloutError when the local backend's registry would be a new, empty SQLite store in a
     state folder that does not exist: a status read in any folder created
     ``.aicrush/mlflow.db`` there and reported "champion none"."""
@@ -333,7 +331,6 @@ def _refuse_missing_local_state(
     where = resolve_state(state_dir, create=False)
     if where.exists():
         return
-    cfg, _ = load_configs(config)
     if cfg.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
         return  # a tracking server (resolve_tracking_uri's order): not the local store
 
